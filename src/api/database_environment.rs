@@ -1,0 +1,551 @@
+//! `DatabaseEnvironment`: one database for one tier.
+
+use k8s_openapi::{
+    api::core::v1::ResourceRequirements,
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{Condition, Time},
+    },
+};
+use kube::{CustomResource, KubeSchema, core::Duration};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    ConfigMapSource, ConnectionSecretRef, LocalObjectReference, MAX_DURATION_LENGTH, duration_rule,
+    impl_conditioned_status,
+};
+
+/// A database for one application in one tier (dev, ci, staging or production): provisioned on a
+/// shared server, run as a dedicated instance, or adopted from outside; seeded, kept migrated and
+/// health-checked, with its connection details in the Secret `<name>-connection`.
+// Several `printcolumn(...)` entries share `type_ = "string"`, which clippy takes for repeats.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "lifeboat.dev",
+    version = "v1alpha1",
+    kind = "DatabaseEnvironment",
+    namespaced,
+    status = "DatabaseEnvironmentStatus",
+    derive = "PartialEq",
+    shortname = "dbenv",
+    shortname = "dbenvs",
+    category = "lifeboat",
+    selectable = ".spec.tier",
+    doc = "A database for one application in one tier, with its connection Secret `<name>-connection`.",
+    printcolumn(
+        name = "Tier",
+        type_ = "string",
+        json_path = ".spec.tier",
+        description = "Policy tier"
+    ),
+    printcolumn(
+        name = "Engine",
+        type_ = "string",
+        json_path = ".spec.engine",
+        description = "Database engine"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether the database is usable"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        description = "Why it is (not) ready"
+    ),
+    printcolumn(
+        name = "Database",
+        type_ = "string",
+        json_path = ".status.database",
+        description = "Database name on the server",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Expires",
+        type_ = "date",
+        json_path = ".status.expiresAt",
+        description = "When the TTL deletes this environment"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new(
+        "(has(self.server) ? 1 : 0) + (has(self.instance) ? 1 : 0) + (has(self.external) ? 1 : 0) == 1"
+    ).message("set exactly one of spec.server, spec.instance or spec.external"),
+    validation = Rule::new(
+        "has(self.server) == has(oldSelf.server) && has(self.instance) == has(oldSelf.instance) \
+         && has(self.external) == has(oldSelf.external)"
+    ).message(
+        "the provisioning source (server, instance or external) cannot change after creation; \
+         create a new DatabaseEnvironment instead"
+    ),
+    validation = Rule::new(
+        "self.tier != 'production' || !has(self.deletionPolicy) || self.deletionPolicy != 'Delete' \
+         || (has(self.allowProductionDataLoss) && self.allowProductionDataLoss)"
+    ).message(
+        "deletionPolicy Delete on a production environment drops its data when the object is deleted; \
+         set spec.allowProductionDataLoss: true to confirm, or use deletionPolicy Retain"
+    ).field_path(".deletionPolicy"),
+    validation = Rule::new("self.tier != 'production' || !has(self.ttl)")
+        .message("a production environment cannot expire; remove spec.ttl")
+        .field_path(".ttl"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseEnvironmentSpec {
+    /// Database engine. One of `postgres`, `redis`, `mongodb`; only `postgres` is supported in this
+    /// release. Default `postgres`. Immutable.
+    #[serde(default)]
+    #[x_kube(
+        validation = Rule::new("self == 'postgres'").message("only postgres is supported in this release"),
+        validation = Rule::new("self == oldSelf").message("engine is immutable; create a new DatabaseEnvironment"),
+    )]
+    pub engine: Engine,
+
+    /// Policy tier: `dev`, `ci`, `staging` or `production`. It sets the defaults: `ci` is ephemeral
+    /// (no volume, TTL 24h, deletionPolicy Delete), `dev` and `staging` are persistent, `production`
+    /// is persistent with deletionPolicy Retain, expects backups and backs up before migrating.
+    /// Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("tier is immutable; create a new DatabaseEnvironment"))]
+    pub tier: Tier,
+
+    /// Provision a database and its own role on an existing shared server. The fast path for
+    /// per-pull-request CI databases (optionally cloned from a template database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSource>,
+
+    /// Run a dedicated database server for this environment (StatefulSet, headless Service and a
+    /// generated superuser Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceSource>,
+
+    /// Adopt an existing database (e.g. a managed cloud database) as-is. Lifeboat never creates
+    /// or drops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSource>,
+
+    /// SQL applied once, right after the database is created (never for `external`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedSource>,
+
+    /// Migration files to keep the database migrated to (the same source shape as a
+    /// MigrationRun's `spec.source`). `Ready` waits until all of them are applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<ConfigMapSource>,
+
+    /// How long the environment lives, counted from its creation (e.g. `24h`, `90m`); after it the
+    /// environment deletes itself. Unset: 24h for the `ci` tier, never for the others. Not allowed
+    /// for `production`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_DURATION_LENGTH))]
+    #[x_kube(validation = duration_rule())]
+    pub ttl: Option<Duration>,
+
+    /// What happens to the data when this object is deleted: `Delete` drops the database and role
+    /// (or tears down the instance and its volume), `Retain` leaves them in place. Unset: `Retain`
+    /// for `production`, `Delete` for the other tiers. An `external` database is never dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Required to be `true` to combine tier `production` with deletionPolicy `Delete`: an
+    /// explicit acknowledgement that deleting this object destroys production data. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_production_data_loss: bool,
+
+    /// The query that proves the database answers, and how often to run it. Unset: `SELECT 1`
+    /// every 30 seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// Database engine: `postgres`, `redis` or `mongodb` (only `postgres` in this release).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    // PostgreSQL.
+    #[default]
+    Postgres,
+    // Redis (planned).
+    Redis,
+    // MongoDB (planned).
+    MongoDb,
+}
+
+/// Policy tier: `dev`, `ci`, `staging` or `production`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    // A developer's long-lived database; persistent.
+    Dev,
+    // A throwaway database for one pipeline run; ephemeral, TTL 24h, deleted with the object.
+    Ci,
+    // A pre-production copy; persistent.
+    Staging,
+    // The real thing: retained on delete, backups expected, backup before every migration.
+    Production,
+}
+
+impl Tier {
+    /// Whether this tier keeps its data on a persistent volume (all but `ci`).
+    pub fn is_persistent(self) -> bool {
+        !matches!(self, Tier::Ci)
+    }
+
+    /// The deletion policy used when `spec.deletionPolicy` is unset.
+    pub fn default_deletion_policy(self) -> DeletionPolicy {
+        match self {
+            Tier::Production => DeletionPolicy::Retain,
+            Tier::Dev | Tier::Ci | Tier::Staging => DeletionPolicy::Delete,
+        }
+    }
+
+    /// The TTL used when `spec.ttl` is unset (`ci`: 24 hours; other tiers never expire).
+    pub fn default_ttl(self) -> Option<std::time::Duration> {
+        matches!(self, Tier::Ci).then_some(std::time::Duration::from_secs(24 * 60 * 60))
+    }
+}
+
+/// What happens to the data when the owning object is deleted: `Delete` or `Retain`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum DeletionPolicy {
+    // Drop the database and role, or tear down the instance and its volume.
+    Delete,
+    // Leave the data where it is.
+    Retain,
+}
+
+/// A logical database and its own role on an existing shared server.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "has(self.databaseName) == has(oldSelf.databaseName) \
+     && (!has(self.databaseName) || self.databaseName == oldSelf.databaseName)"
+).message("server.databaseName is immutable; create a new DatabaseEnvironment to use another database"))]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSource {
+    /// Secret with an administrative connection to the server (keys `host`, `port`, `username`,
+    /// `password`, optional `sslmode`); the role must be allowed to create databases and roles.
+    pub admin_secret_ref: ConnectionSecretRef,
+    /// Existing database to clone from (`CREATE DATABASE … TEMPLATE`); nobody may be connected
+    /// to it while cloning. Unset: an empty database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub template: Option<String>,
+    /// Name of the database (and of its role) to create. Unset: derived from the namespace and
+    /// the object name. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z_][a-z0-9_]*$')").message(
+        "databaseName must be a lowercase PostgreSQL identifier: letters, digits and _, not starting with a digit"
+    ))]
+    pub database_name: Option<String>,
+}
+
+/// A dedicated database server run by the operator for one environment.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceSource {
+    /// Major server version, e.g. `"18"`; pinned so an operator upgrade never upgrades data.
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+([.][0-9]+)?$')")
+        .message("version must be a server version such as \"18\" or \"17.6\""))]
+    pub version: String,
+    /// Container image to run. Unset: the official image for `version` (`postgres:<version>`).
+    /// Pin a digest in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Storage for the data directory: a PersistentVolumeClaim for persistent tiers, a size-limited
+    /// `emptyDir` for `ci`. Unset: 1Gi on the default StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<InstanceStorage>,
+    /// CPU and memory requests and limits of the database container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Storage of a dedicated instance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStorage {
+    /// Volume size, e.g. `10Gi`. Default `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+    /// StorageClass of the PersistentVolumeClaim. Unset: the cluster default. Ignored for `ci`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// An existing database adopted as-is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSource {
+    /// Secret with the connection details of the database (keys `host`, `port`, `database`,
+    /// `username`, `password`, optional `sslmode`).
+    pub connection_secret_ref: ConnectionSecretRef,
+}
+
+/// SQL applied once after the database is created.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedSource {
+    /// ConfigMap in the same namespace holding the SQL.
+    pub config_map_ref: LocalObjectReference,
+    /// Key in the ConfigMap holding the SQL. Default `seed.sql`.
+    #[serde(default = "default_seed_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_seed_key() -> String {
+    "seed.sql".to_owned()
+}
+
+/// The query that proves the database answers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// SQL run as the environment's own user; it passes when it returns without error.
+    /// Default `SELECT 1`.
+    #[serde(default = "default_health_query")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// Seconds between checks. Default 30.
+    #[serde(default = "default_period_seconds")]
+    #[schemars(range(min = 1))]
+    pub period_seconds: i32,
+    /// Seconds after which a check counts as failed. Default 5.
+    #[serde(default = "default_timeout_seconds")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: i32,
+    /// Consecutive failed checks before the environment stops being Ready. Default 3.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1))]
+    pub failure_threshold: i32,
+}
+
+fn default_health_query() -> String {
+    "SELECT 1".to_owned()
+}
+fn default_period_seconds() -> i32 {
+    30
+}
+fn default_timeout_seconds() -> i32 {
+    5
+}
+fn default_failure_threshold() -> i32 {
+    3
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            query: default_health_query(),
+            period_seconds: default_period_seconds(),
+            timeout_seconds: default_timeout_seconds(),
+            failure_threshold: default_failure_threshold(),
+        }
+    }
+}
+
+/// Observed state of a DatabaseEnvironment (kstatus: conditions `Ready`, `Reconciling`, `Stalled`,
+/// plus `BackupsExpected` on production environments no BackupSchedule covers).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseEnvironmentStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current conditions, one per type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// Name of the database on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Name of the Secret with the connection details (`host`, `port`, `database`, `username`,
+    /// `password`, `uri`, `jdbcUrl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// Where clients connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+    /// Version the server reports, e.g. `18.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// When the TTL deletes this environment; unset when it never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the seed SQL was applied; a seed is applied only once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeded_at: Option<Time>,
+    /// Newest migration version applied from `spec.migrations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i64>,
+    /// The dedicated server, for `instance` environments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceStatus>,
+}
+impl_conditioned_status!(DatabaseEnvironmentStatus);
+
+/// Network address of a database server.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// Host name clients connect to.
+    pub host: String,
+    /// TCP port clients connect to.
+    pub port: i32,
+}
+
+/// The objects running a dedicated instance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// Name of the StatefulSet running the server.
+    pub stateful_set_name: String,
+    /// Name of the headless Service in front of it.
+    pub service_name: String,
+    /// Image the server runs.
+    pub image: String,
+    /// Whether the data lives on a PersistentVolumeClaim (false: `emptyDir`).
+    pub persistent: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::test_support::*;
+    use kube::CustomResourceExt;
+
+    const EXAMPLE: &str = r#"
+apiVersion: lifeboat.dev/v1alpha1
+kind: DatabaseEnvironment
+metadata: {name: pr-1234, namespace: shop}
+spec:
+  tier: ci
+  server:
+    adminSecretRef: {name: shared-pg-admin}
+    template: shop_template
+  migrations:
+    configMapNames: [shop-migrations]
+  seed:
+    configMapRef: {name: shop-seed}
+  ttl: 6h
+  healthCheck: {query: "SELECT count(*) FROM products"}
+"#;
+
+    #[test]
+    fn example_deserializes_with_defaults() {
+        let env: DatabaseEnvironment = serde_yaml::from_str(EXAMPLE).unwrap();
+        assert_eq!(env.spec.engine, Engine::Postgres);
+        assert_eq!(env.spec.tier, Tier::Ci);
+        let server = env.spec.server.as_ref().unwrap();
+        assert_eq!(server.admin_secret_ref.name, "shared-pg-admin");
+        assert_eq!(server.template.as_deref(), Some("shop_template"));
+        assert_eq!(env.spec.seed.as_ref().unwrap().key, "seed.sql");
+        assert_eq!(
+            env.spec.ttl.unwrap(),
+            std::time::Duration::from_secs(6 * 3600)
+        );
+        let check = env.spec.health_check.as_ref().unwrap();
+        assert_eq!((check.period_seconds, check.failure_threshold), (30, 3));
+        assert!(!env.spec.allow_production_data_loss);
+        assert_eq!(
+            env.spec.tier.default_deletion_policy(),
+            DeletionPolicy::Delete
+        );
+        // Serializing back omits what was not set.
+        let json = serde_json::to_value(&env.spec).unwrap();
+        assert!(
+            json.get("allowProductionDataLoss").is_none() && json.get("deletionPolicy").is_none()
+        );
+    }
+
+    #[test]
+    fn enums_use_the_documented_strings() {
+        let names = |v: serde_json::Value| v.as_str().unwrap().to_owned();
+        assert_eq!(
+            names(serde_json::to_value(Engine::MongoDb).unwrap()),
+            "mongodb"
+        );
+        assert_eq!(
+            names(serde_json::to_value(Tier::Production).unwrap()),
+            "production"
+        );
+        assert_eq!(
+            names(serde_json::to_value(DeletionPolicy::Retain).unwrap()),
+            "Retain"
+        );
+    }
+
+    #[test]
+    fn crd_carries_rules_columns_and_names() {
+        let crd = DatabaseEnvironment::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("databaseenvironments.lifeboat.dev")
+        );
+        assert_names(&crd, &["dbenv", "dbenvs"]);
+        assert_columns(
+            &crd,
+            &[
+                "Tier", "Engine", "Ready", "Reason", "Database", "Expires", "Age",
+            ],
+        );
+        let rules = rules(&crd);
+        for (rule, message) in [
+            (
+                "(has(self.server) ? 1 : 0) + (has(self.instance) ? 1 : 0) + (has(self.external) ? 1 : 0) == 1",
+                "set exactly one of spec.server, spec.instance or spec.external",
+            ),
+            (
+                "self == 'postgres'",
+                "only postgres is supported in this release",
+            ),
+            (
+                "self == oldSelf",
+                "tier is immutable; create a new DatabaseEnvironment",
+            ),
+            (
+                "self.tier != 'production' || !has(self.ttl)",
+                "a production environment cannot expire; remove spec.ttl",
+            ),
+        ] {
+            assert!(
+                rules.contains(&(rule.into(), message.into())),
+                "missing rule {rule}"
+            );
+        }
+        assert!(
+            rules
+                .iter()
+                .any(|(r, m)| r.contains("allowProductionDataLoss") && m.contains("Retain"))
+        );
+        let schema = schema(&crd);
+        let ttl = &schema["properties"]["spec"]["properties"]["ttl"];
+        assert_eq!(
+            ttl["x-kubernetes-validations"][0]["rule"],
+            crate::api::common::duration_rule().rule
+        );
+        let conditions = &schema["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"],
+            serde_json::json!(["type"])
+        );
+    }
+
+    #[test]
+    fn schema_is_structural_and_documented() {
+        let crd = DatabaseEnvironment::crd();
+        assert_structural(&schema(&crd));
+        assert_all_described(&schema(&crd));
+    }
+}

@@ -1,0 +1,424 @@
+//! `MigrationRun`: one attempt to move a schema, with a way back.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema, core::Duration};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    ConfigMapSource, LocalObjectReference, MAX_DURATION_LENGTH, duration_rule,
+    impl_conditioned_status,
+};
+
+/// Message of the CEL rule that makes a MigrationRun's spec immutable.
+pub const IMMUTABLE_SPEC_MESSAGE: &str = "MigrationRun spec is immutable; create a new MigrationRun (use generateName) for a new attempt";
+
+/// Most lint findings kept in status; the rest are counted in the `Ready` condition's message.
+pub const MAX_LINT_FINDINGS: usize = 50;
+
+/// One attempt to migrate a DatabaseEnvironment's schema up or down: lint, optional backup,
+/// advisory lock, apply each migration in its own transaction, and roll back what it applied if a
+/// step fails. The spec is immutable: a new attempt is a new object.
+// Several `printcolumn(...)` entries share `type_ = "string"`, which clippy takes for repeats.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "lifeboat.dev",
+    version = "v1alpha1",
+    kind = "MigrationRun",
+    namespaced,
+    status = "MigrationRunStatus",
+    derive = "PartialEq",
+    shortname = "mrun",
+    shortname = "migrun",
+    category = "lifeboat",
+    selectable = ".spec.environmentRef.name",
+    doc = "One attempt to migrate a DatabaseEnvironment's schema, with rollback on failure. Immutable.",
+    printcolumn(
+        name = "Environment",
+        type_ = "string",
+        json_path = ".spec.environmentRef.name",
+        description = "The DatabaseEnvironment migrated"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Where the run is"
+    ),
+    printcolumn(
+        name = "From",
+        type_ = "integer",
+        json_path = ".status.fromVersion",
+        description = "Version before"
+    ),
+    printcolumn(
+        name = "To",
+        type_ = "integer",
+        json_path = ".status.toVersion",
+        description = "Version after"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether the run succeeded"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        description = "Why it is (not) ready"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message(IMMUTABLE_SPEC_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationRunSpec {
+    /// The DatabaseEnvironment (same namespace) whose database is migrated.
+    pub environment_ref: LocalObjectReference,
+
+    /// Where the migration files come from. File names are `<version>_<name>.up.sql` /
+    /// `<version>_<name>.down.sql` (sqlx, golang-migrate) or `<version>_<name>.sql` with dbmate's
+    /// `-- migrate:up` / `-- migrate:down` sections. A `-- lifeboat:no-transaction` line runs a
+    /// file outside a transaction (e.g. for `CREATE INDEX CONCURRENTLY`).
+    pub source: ConfigMapSource,
+
+    /// Version to end at. Unset: `up` applies every pending migration, `down` reverts only the
+    /// newest applied one. With `down`, migrations newer than this version are reverted and this
+    /// version stays applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub target_version: Option<i64>,
+
+    /// `up` applies pending migrations; `down` reverts applied ones with their down scripts.
+    /// Default `up`.
+    #[serde(default)]
+    pub direction: Direction,
+
+    /// How lint findings (squawk rules) are treated: `enforce` fails the run before anything is
+    /// applied, `warn` records them in status and continues, `off` skips lint. Default `enforce`.
+    #[serde(default)]
+    pub lint: LintMode,
+
+    /// What to do when a migration fails: `rollback` undoes what this run applied, in reverse;
+    /// `halt` stops where it failed and leaves the applied migrations in place. Default `rollback`.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+
+    /// How long to wait for the migration advisory lock held by another run. Default `30s`.
+    #[serde(default = "default_lock_timeout")]
+    #[schemars(length(max = MAX_DURATION_LENGTH))]
+    #[x_kube(validation = duration_rule())]
+    pub lock_timeout: Duration,
+
+    /// Longest time a single statement may run (PostgreSQL `statement_timeout`). Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_DURATION_LENGTH))]
+    #[x_kube(validation = duration_rule())]
+    pub statement_timeout: Option<Duration>,
+
+    /// Take a backup of the database before applying anything. Unset: true for `production`
+    /// environments, false otherwise; `false` on a production environment fails the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_before_migrate: Option<bool>,
+
+    /// Seconds after the run finishes before the MigrationRun deletes itself. Unset: kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+fn default_lock_timeout() -> Duration {
+    std::time::Duration::from_secs(30).into()
+}
+
+/// Which way the schema moves: `up` or `down`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    // Apply pending migrations.
+    #[default]
+    Up,
+    // Revert applied migrations.
+    Down,
+}
+
+/// How lint findings are treated: `enforce`, `warn` or `off`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LintMode {
+    // A finding fails the run before anything is applied.
+    #[default]
+    Enforce,
+    // Findings are recorded; the run continues.
+    Warn,
+    // No lint.
+    Off,
+}
+
+/// What a failed run does: `rollback` or `halt`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    // Undo what this run applied, newest first.
+    #[default]
+    Rollback,
+    // Stop and leave applied migrations in place.
+    Halt,
+}
+
+/// Where a run is: `Pending`, `Running`, `Succeeded`, `Failed` or `RolledBack`. The last three are
+/// final; a run ends in exactly one of them.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum MigrationPhase {
+    // Accepted, not started (waiting for the environment, the lock or the backup).
+    #[default]
+    Pending,
+    // Applying migrations.
+    Running,
+    // Every migration applied; the schema is at `toVersion`.
+    Succeeded,
+    // Stopped on an error; migrations applied before it remain (onFailure `halt`, or a failed rollback).
+    Failed,
+    // Failed, and everything this run applied was undone; the schema is back at `fromVersion`.
+    RolledBack,
+}
+
+impl MigrationPhase {
+    /// Whether the run has ended.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::RolledBack)
+    }
+}
+
+/// Observed state of a MigrationRun (kstatus conditions plus a phase for people and CI).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationRunStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current conditions, one per type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// Where the run is: `Pending`, `Running`, `Succeeded`, `Failed` or `RolledBack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<MigrationPhase>,
+    /// Newest applied version when the run started (unset: no migration had been applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<i64>,
+    /// Newest applied version when the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_version: Option<i64>,
+    /// Migrations this run applied (for `down`: reverted), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied: Vec<MigrationRecord>,
+    /// Migrations undone by the rollback after a failure, in the order they were undone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolled_back: Vec<MigrationRecord>,
+    /// Lint findings, at most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lint_findings: Vec<LintFinding>,
+    /// What failed, when the run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<MigrationFailure>,
+    /// ID of the backup taken before migrating, when one was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// When the run started working on the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the run reached its final phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+}
+impl_conditioned_status!(MigrationRunStatus);
+
+/// One migration applied or undone.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationRecord {
+    /// Migration version.
+    pub version: i64,
+    /// Migration name (the file name without version and suffix).
+    pub name: String,
+    /// SHA-256 (hex) of the up script, as recorded in the ledger.
+    pub checksum: String,
+    /// How long the script took, in milliseconds.
+    pub duration_ms: i64,
+}
+
+/// One lint finding.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LintFinding {
+    /// File the finding is in.
+    pub file: String,
+    /// 1-based line of the offending statement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<i32>,
+    /// Lint rule that fired, e.g. `require-concurrent-index-creation`.
+    pub rule: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Where and why a migration failed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationFailure {
+    /// Version of the failing migration, if the failure was in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// File of the failing migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// 1-based index of the failing statement within the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<i32>,
+    /// 1-based line in the file where the failing statement starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<i32>,
+    /// 1-based character position of the error within the statement, as the server reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i32>,
+    /// SQLSTATE error code, e.g. `42P01`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_state: Option<String>,
+    /// The error, in one sentence.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::test_support::*;
+    use kube::CustomResourceExt;
+
+    const EXAMPLE: &str = r#"
+apiVersion: lifeboat.dev/v1alpha1
+kind: MigrationRun
+metadata: {generateName: shop-pr-1234-, namespace: shop}
+spec:
+  environmentRef: {name: pr-1234}
+  source:
+    configMapSelector:
+      matchLabels: {app: shop, lifeboat.dev/migrations: "true"}
+  targetVersion: 20250101120000
+  lint: warn
+  statementTimeout: 5m
+  ttlSecondsAfterFinished: 3600
+"#;
+
+    #[test]
+    fn example_deserializes_with_defaults() {
+        let run: MigrationRun = serde_yaml::from_str(EXAMPLE).unwrap();
+        let spec = &run.spec;
+        assert_eq!(spec.environment_ref.name, "pr-1234");
+        assert!(
+            spec.source.config_map_names.is_empty() && spec.source.config_map_selector.is_some()
+        );
+        assert_eq!(spec.target_version, Some(20_250_101_120_000));
+        assert_eq!(
+            (spec.direction, spec.lint, spec.on_failure),
+            (Direction::Up, LintMode::Warn, OnFailure::Rollback)
+        );
+        assert_eq!(spec.lock_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(
+            spec.statement_timeout.unwrap(),
+            std::time::Duration::from_secs(300)
+        );
+        assert_eq!(spec.backup_before_migrate, None);
+    }
+
+    #[test]
+    fn status_round_trips_with_phase_strings() {
+        let status = MigrationRunStatus {
+            phase: Some(MigrationPhase::RolledBack),
+            applied: vec![MigrationRecord {
+                version: 2,
+                name: "add_orders".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["phase"], "RolledBack");
+        assert_eq!(json["applied"][0]["durationMs"], 0);
+        assert!(json.get("conditions").is_none());
+        assert_eq!(
+            serde_json::from_value::<MigrationRunStatus>(json).unwrap(),
+            status
+        );
+        assert!(MigrationPhase::RolledBack.is_finished() && !MigrationPhase::Running.is_finished());
+    }
+
+    #[test]
+    fn crd_carries_rules_columns_and_names() {
+        let crd = MigrationRun::crd();
+        assert_names(&crd, &["mrun", "migrun"]);
+        assert_columns(
+            &crd,
+            &[
+                "Environment",
+                "Phase",
+                "From",
+                "To",
+                "Ready",
+                "Reason",
+                "Age",
+            ],
+        );
+        let schema = schema(&crd);
+        let spec = &schema["properties"]["spec"];
+        assert_eq!(
+            spec["x-kubernetes-validations"][0]["rule"],
+            "self == oldSelf"
+        );
+        assert_eq!(
+            spec["x-kubernetes-validations"][0]["message"],
+            IMMUTABLE_SPEC_MESSAGE
+        );
+        assert_eq!(spec["properties"]["lint"]["default"], "enforce");
+        assert_eq!(spec["properties"]["onFailure"]["default"], "rollback");
+        assert_eq!(spec["properties"]["lockTimeout"]["default"], "30s");
+        let rules = rules(&crd);
+        assert!(
+            rules.iter().any(|(r, _)| r.contains("configMapSelector")),
+            "source one-of rule"
+        );
+        assert!(
+            rules
+                .iter()
+                .filter(|(r, _)| r.contains("self.matches("))
+                .count()
+                >= 2,
+            "duration rules"
+        );
+        assert_eq!(
+            schema["properties"]["status"]["properties"]["phase"]["enum"],
+            // kube lists `null` in the enum of an optional enum (with `nullable: true`).
+            serde_json::json!([
+                "Pending",
+                "Running",
+                "Succeeded",
+                "Failed",
+                "RolledBack",
+                null
+            ])
+        );
+    }
+
+    #[test]
+    fn schema_is_structural_and_documented() {
+        let crd = MigrationRun::crd();
+        assert_structural(&schema(&crd));
+        assert_all_described(&schema(&crd));
+    }
+}

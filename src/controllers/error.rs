@@ -1,0 +1,110 @@
+//! Errors of the controllers. Each variant has a static [`Error::reason`], used as the condition reason,
+//! the event reason and the metric label; the message (Display) is for people and never carries a secret.
+
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed (network, conflict, permission).
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[source] kube::Error),
+
+    /// Another Lifeboat object named in the spec does not exist. Its controller watches that kind, so the
+    /// object is reconciled again as soon as it appears.
+    #[error("{kind} {namespace}/{name} does not exist")]
+    MissingObject { kind: &'static str, namespace: String, name: String, reason: &'static str },
+
+    /// A Secret or ConfigMap named in the spec does not exist (or lacks a key). Not watched: retried with
+    /// backoff.
+    #[error("{message}")]
+    MissingInput { reason: &'static str, message: String },
+
+    /// The spec is valid for the API server but cannot be acted on; waits for a spec change.
+    #[error("{message}")]
+    InvalidSpec { reason: &'static str, message: String },
+
+    /// The spec asks for something this build of Lifeboat does not do yet.
+    #[error("{message}")]
+    NotImplemented { message: String },
+
+    /// Writing the object's status failed to serialize.
+    #[error("could not serialize status: {0}")]
+    Serialization(#[from] serde_json::Error),
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        Error::Kube(e)
+    }
+}
+
+impl Error {
+    /// CamelCase constant for conditions, events and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesApiError",
+            Error::MissingObject { reason, .. } => reason,
+            Error::MissingInput { reason, .. } => reason,
+            Error::InvalidSpec { reason, .. } => reason,
+            Error::NotImplemented { .. } => "NotImplemented",
+            Error::Serialization(_) => "SerializationError",
+        }
+    }
+
+    /// Whether the error needs a person to change something (kstatus `Stalled`) rather than time.
+    pub fn is_stalled(&self) -> bool {
+        !matches!(self, Error::Kube(_))
+    }
+
+    /// What the controller does next: errors that only a spec change or a watched object can fix wait
+    /// for that change; everything else retries with exponential backoff.
+    pub fn action(&self, attempt: u32) -> Action {
+        match self {
+            Error::MissingObject { .. } | Error::InvalidSpec { .. } | Error::NotImplemented { .. } => {
+                Action::await_change()
+            }
+            Error::Kube(_) | Error::MissingInput { .. } | Error::Serialization(_) => {
+                Action::requeue(backoff(attempt))
+            }
+        }
+    }
+}
+
+/// First retry after this long.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Retries never wait longer than this.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Exponential backoff: 1s, 2s, 4s … capped at [`BACKOFF_MAX`].
+pub fn backoff(attempt: u32) -> Duration {
+    BACKOFF_BASE.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(30), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn watched_references_wait_for_change() {
+        let e = Error::MissingObject {
+            kind: "DatabaseEnvironment",
+            namespace: "ns".into(),
+            name: "db".into(),
+            reason: "EnvironmentNotFound",
+        };
+        assert_eq!(e.action(5), Action::await_change());
+        assert_eq!(e.reason(), "EnvironmentNotFound");
+        assert_eq!(e.to_string(), "DatabaseEnvironment ns/db does not exist");
+        let e = Error::MissingInput { reason: "SecretNotFound", message: "x".into() };
+        assert_eq!(e.action(2), Action::requeue(Duration::from_secs(4)));
+    }
+}

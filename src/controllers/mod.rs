@@ -1,0 +1,178 @@
+//! The four controllers and what they share.
+//!
+//! Every reconciler follows one path: read (the object and what it references) → validate and plan (pure
+//! functions) → act → write status. Errors go to [`error_policy`] as data; it records the failure metric
+//! and chooses between waiting for a change and retrying with backoff.
+
+pub mod backup_schedule;
+pub mod conditions;
+pub mod database_environment;
+pub mod error;
+pub mod migration_run;
+pub mod references;
+pub mod restore_drill;
+pub mod status;
+
+use std::{collections::HashMap, sync::Arc, sync::Mutex};
+
+use futures::{FutureExt, StreamExt, channel::oneshot};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        controller::Action,
+        events::{Recorder, Reporter},
+        watcher,
+    },
+};
+use tracing::{info, warn};
+
+pub use error::Error;
+
+use crate::telemetry::Metrics;
+
+/// The one field manager for everything Lifeboat writes with server-side apply.
+pub const FIELD_MANAGER: &str = "lifeboat";
+
+/// Configuration read once in `main` and shared by every reconciler.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// Only watch this namespace; `None` watches all namespaces.
+    pub watch_namespace: Option<String>,
+    /// Name of this instance in events (`reportingInstance`).
+    pub instance: Option<String>,
+}
+
+/// Shared state of all controllers.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// Consecutive failures per object, for exponential backoff; reset by a successful reconcile.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter { controller: "lifeboat".into(), instance: config.instance.clone() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// An `Api` for a namespaced kind, limited to the watched namespace when one is configured.
+    pub fn watched_api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.config.watch_namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+
+    fn record_failure(&self, key: String) -> u32 {
+        let mut failures = self.failures.lock().expect("failure map poisoned");
+        let n = failures.entry(key).or_insert(0);
+        *n += 1;
+        *n - 1
+    }
+
+    fn record_success(&self, key: &str) {
+        self.failures.lock().expect("failure map poisoned").remove(key);
+    }
+}
+
+fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+/// Shared `error_policy`: count the failure by reason, then wait for a change or back off.
+pub fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+{
+    move |obj, error, ctx| {
+        ctx.metrics.reconcile_failed(controller, error.reason());
+        let attempt = ctx.record_failure(object_key(obj.as_ref()));
+        let action = error.action(attempt);
+        warn!(controller, name = %obj.meta().name.as_deref().unwrap_or(""), reason = error.reason(), error = %error, ?action, "reconcile failed");
+        action
+    }
+}
+
+/// Wraps a reconciler with metrics and the backoff reset.
+pub async fn instrumented<K, F>(controller: &'static str, obj: Arc<K>, ctx: Arc<Context>, f: F) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: Future<Output = Result<Action, Error>>,
+{
+    let _timer = ctx.metrics.reconcile_started(controller);
+    let result = f.await;
+    if result.is_ok() {
+        ctx.record_success(&object_key(obj.as_ref()));
+    }
+    result
+}
+
+/// The watcher configuration every controller uses.
+pub fn watcher_config() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}
+
+/// Resolves when a controller should stop taking new work (a `oneshot` receiver: `Send + Sync`, as
+/// `Controller::graceful_shutdown_on` requires).
+pub type Shutdown = oneshot::Receiver<()>;
+
+/// Runs all four controllers until `shutdown` resolves, then lets in-flight reconciles finish.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
+    info!(namespace = ?ctx.config.watch_namespace, "starting controllers");
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..4).map(|_| oneshot::channel::<()>()).unzip();
+    tokio::spawn(async move {
+        shutdown.await;
+        for tx in senders {
+            let _ = tx.send(());
+        }
+    });
+    let mut rx = receivers.into_iter();
+    let mut next = || rx.next().expect("one receiver per controller");
+    let controllers = vec![
+        database_environment::controller(ctx.clone(), next()).boxed(),
+        migration_run::controller(ctx.clone(), next()).boxed(),
+        backup_schedule::controller(ctx.clone(), next()).boxed(),
+        restore_drill::controller(ctx.clone(), next()).boxed(),
+    ];
+    futures::future::join_all(controllers).await;
+    info!("controllers stopped");
+}
+
+/// Logs each reconcile result of a controller stream at debug level.
+pub async fn drain<S, T, E>(controller: &'static str, stream: S)
+where
+    S: futures::Stream<Item = Result<T, E>>,
+    T: std::fmt::Debug,
+    E: std::fmt::Display,
+{
+    stream
+        .for_each(|res| async move {
+            match res {
+                Ok(o) => tracing::debug!(controller, object = ?o, "reconciled"),
+                Err(e) => tracing::debug!(controller, error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+/// Name of an object for logs and messages.
+pub fn display_name<K: ResourceExt>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}

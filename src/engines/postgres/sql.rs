@@ -1,0 +1,99 @@
+//! Pure helpers: identifier and literal quoting, names Lifeboat gives databases and roles, and the
+//! ownership marker it leaves on them.
+
+use sha2::{Digest, Sha256};
+
+/// PostgreSQL truncates identifiers longer than this many bytes.
+pub const MAX_IDENTIFIER: usize = 63;
+
+/// Quotes an identifier: `my"db` → `"my""db"`.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal: `it's` → `'it''s'` (standard_conforming_strings is on since PostgreSQL 9.1).
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The default database (and role) name for an environment: `<namespace>_<name>`, lowercased, with every
+/// character outside `[a-z0-9_]` turned into `_`. Names longer than 63 bytes keep their start and get a
+/// hash of the full name, so two long names never collide.
+pub fn default_name(namespace: &str, name: &str) -> String {
+    let raw = format!("{namespace}_{name}");
+    let mut clean: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    if clean.starts_with(|c: char| c.is_ascii_digit()) {
+        clean.insert(0, '_');
+    }
+    if clean.len() <= MAX_IDENTIFIER {
+        return clean;
+    }
+    let hash = hex(&Sha256::digest(raw.as_bytes()))[..10].to_string();
+    format!("{}_{hash}", &clean[..MAX_IDENTIFIER - hash.len() - 1])
+}
+
+/// The comment Lifeboat puts on a database and role it created, naming the owning object's UID. A
+/// database or role without it (or with another UID) is never altered or dropped.
+pub fn marker(uid: &str) -> String {
+    format!("managed-by=lifeboat uid={uid}")
+}
+
+/// The marker after the seed with the given checksum has been applied (written in the seed's own
+/// transaction, so "seeded" is recorded exactly when the seed committed).
+pub fn seeded_marker(uid: &str, seed_sha256: &str) -> String {
+    format!("{} seed={seed_sha256}", marker(uid))
+}
+
+/// Whether a database/role comment says it belongs to the object with `uid`.
+pub fn is_ours(comment: Option<&str>, uid: &str) -> bool {
+    comment.is_some_and(|c| c == marker(uid) || c.starts_with(&format!("{} ", marker(uid))))
+}
+
+/// The seed checksum recorded in a comment, if any.
+pub fn recorded_seed(comment: Option<&str>) -> Option<&str> {
+    comment?.split(' ').find_map(|part| part.strip_prefix("seed="))
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(ident("my\"db"), "\"my\"\"db\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn default_names_are_valid_identifiers() {
+        assert_eq!(default_name("team-a", "pr-123"), "team_a_pr_123");
+        assert_eq!(default_name("9ns", "X.Y"), "_9ns_x_y");
+        let long = default_name(&"n".repeat(40), &"e".repeat(40));
+        assert_eq!(long.len(), MAX_IDENTIFIER);
+        let other = default_name(&"n".repeat(40), &format!("{}f", "e".repeat(39)));
+        assert_ne!(long, other, "truncated names keep a distinguishing hash");
+    }
+
+    #[test]
+    fn markers() {
+        let uid = "1234";
+        assert!(is_ours(Some(&marker(uid)), uid));
+        assert!(is_ours(Some(&seeded_marker(uid, "abc")), uid));
+        assert!(!is_ours(Some(&marker("12345")), uid));
+        assert!(!is_ours(Some("managed-by=lifeboat uid=12345 seed=x"), uid));
+        assert!(!is_ours(None, uid));
+        assert_eq!(recorded_seed(Some(&seeded_marker(uid, "abc"))), Some("abc"));
+        assert_eq!(recorded_seed(Some(&marker(uid))), None);
+    }
+}

@@ -1,0 +1,132 @@
+#![forbid(unsafe_code)]
+//! The `lifeboat` binary: the operator (`run`) and its CRDs (`crds`).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use lifeboat::{
+    controllers,
+    operator::{LeaseSettings, Operator, Settings},
+    telemetry::{self, LogFormat},
+};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(name = "lifeboat", version, about = "Databases for every environment, migrated, backed up and proven to restore")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator (all four controllers, behind a leader-election Lease).
+    Run(RunArgs),
+    /// Print every CRD as YAML, or write one file per kind into a directory.
+    Crds {
+        /// Write `<kind>.yaml` files here instead of printing to stdout.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address of the /metrics, /healthz and /readyz endpoint.
+    #[arg(long, env = "LIFEBOAT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LIFEBOAT_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter, `RUST_LOG` syntax (for example `info` or `lifeboat=debug,info`).
+    #[arg(long, env = "LIFEBOAT_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Only watch this namespace (default: all namespaces).
+    #[arg(long, env = "LIFEBOAT_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    #[arg(long, env = "LIFEBOAT_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LIFEBOAT_LEASE_NAME", default_value = "lifeboat-leader")]
+    lease_name: String,
+    /// Seconds a leader may go without renewing before another instance takes over.
+    #[arg(long, env = "LIFEBOAT_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Identity of this instance in the Lease and in events (default: the pod name, else the hostname).
+    #[arg(long, env = "LIFEBOAT_IDENTITY")]
+    identity: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lifeboat::install_crypto_provider();
+    match Cli::parse().command {
+        Command::Crds { output_dir } => crds(output_dir),
+        Command::Run(args) => run(args).await,
+    }
+}
+
+fn crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    match output_dir {
+        None => print!("{}", lifeboat::crdgen::all_yaml()?),
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            for (file, yaml) in lifeboat::crdgen::files()? {
+                std::fs::write(dir.join(&file), yaml).with_context(|| format!("writing {file}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init_tracing(args.log_format, &args.log_level)?;
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("lifeboat-{}", std::process::id()));
+    let lease_namespace = args
+        .lease_namespace
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let lease_duration = Duration::from_secs(args.lease_duration_seconds.max(3));
+    let settings = Settings {
+        controllers: controllers::Config { watch_namespace: args.watch_namespace, instance: Some(identity.clone()) },
+        metrics_addr: Some(args.metrics_addr),
+        lease: LeaseSettings {
+            namespace: lease_namespace,
+            name: args.lease_name,
+            identity,
+            duration: lease_duration,
+            grace: lease_duration / 3,
+        },
+    };
+
+    let operator = std::sync::Arc::new(Operator::new());
+    let signals = operator.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown signal received; finishing in-flight work");
+        signals.stop();
+    });
+    operator.run(client, settings).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

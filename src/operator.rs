@@ -1,0 +1,168 @@
+//! `lifeboat run`: wait for the CRDs, win the leader Lease, run the controllers, stop cleanly.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use futures::FutureExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::wait::{await_condition, conditions::is_crd_established},
+};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{
+    controllers::{self, Config, Context},
+    telemetry::{self, Metrics, Readiness},
+};
+
+/// How long to wait for Lifeboat's CRDs to be established before giving up.
+pub const CRD_WAIT: Duration = Duration::from_secs(120);
+
+/// Settings of one operator instance.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub controllers: Config,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` serves nothing (tests).
+    pub metrics_addr: Option<SocketAddr>,
+    pub lease: LeaseSettings,
+}
+
+/// Leader election over a `coordination.k8s.io` Lease.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    /// A holder that has not renewed for this long loses the Lease.
+    pub duration: Duration,
+    /// The holder renews this long before expiry.
+    pub grace: Duration,
+}
+
+/// A running operator instance, for callers that want to observe it (tests, `main`).
+pub struct Operator {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Operator {
+    pub fn new() -> Self {
+        Self {
+            metrics: Arc::new(Metrics::default()),
+            readiness: Readiness::default(),
+            shutdown: watch::channel(false).0,
+        }
+    }
+
+    /// Asks the instance to stop: controllers finish in-flight work, the Lease is released.
+    pub fn stop(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    fn stopped(&self) -> impl Fn() -> futures::future::BoxFuture<'static, ()> + use<> {
+        let rx = self.shutdown.subscribe();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+            .boxed()
+        }
+    }
+
+    /// Runs until [`Operator::stop`] is called or leadership is lost (an error: the process should exit
+    /// and be restarted rather than keep acting without the Lease).
+    pub async fn run(&self, client: Client, settings: Settings) -> anyhow::Result<()> {
+        let stopped = self.stopped();
+        if let Some(addr) = settings.metrics_addr {
+            let server = telemetry::serve(addr, self.metrics.clone(), self.readiness.clone(), stopped());
+            tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    warn!(error = %e, "metrics server stopped");
+                }
+            });
+        }
+
+        wait_for_crds(&client).await?;
+        self.readiness.set(true);
+
+        let lease = &settings.lease;
+        let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
+            .with_namespace(&lease.namespace)
+            .with_identity(&lease.identity)
+            .with_duration(lease.duration.as_secs())
+            .with_grace(lease.grace.as_secs())
+            .build()
+            .await
+            .context("creating the leader election Lease manager")?;
+        let (mut leading, lease_task) = manager.watch().await;
+        info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting for leadership");
+        let won = tokio::select! {
+            res = leading.wait_for(|l| *l) => { res.map(|_| true).context("lease manager stopped")? }
+            _ = stopped() => false,
+        };
+        if !won {
+            drop(leading);
+            let _ = lease_task.await;
+            return Ok(());
+        }
+        info!(identity = %lease.identity, "leading: starting controllers");
+        self.metrics.leader.set(1);
+
+        let ctx = Arc::new(Context::new(client, settings.controllers.clone(), self.metrics.clone()));
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let mut watch_leading = leading.clone();
+        let lost_watch = tokio::spawn(async move {
+            // Resolves when leadership flips to false (or the manager dies).
+            let _ = watch_leading.wait_for(|l| !*l).await;
+            lost_tx.send_replace(true);
+        });
+        let stop_or_lost = {
+            let stop = stopped();
+            let mut lost = lost_rx;
+            async move {
+                tokio::select! {
+                    _ = stop => {}
+                    _ = lost.wait_for(|l| *l) => {}
+                }
+            }
+        };
+        controllers::run(ctx, stop_or_lost).await;
+        lost_watch.abort();
+        self.metrics.leader.set(0);
+        let still_leading = *leading.borrow();
+        // Dropping the receiver makes the lease task release the Lease and exit.
+        drop(leading);
+        let _ = lease_task.await;
+        if still_leading || *self.shutdown.borrow() {
+            info!("stopped; Lease released");
+            Ok(())
+        } else {
+            anyhow::bail!("lost the leader Lease; exiting so a restart can compete for it again")
+        }
+    }
+}
+
+impl Default for Operator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Waits until every Lifeboat CRD is established, naming the missing one on failure.
+pub async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crate::api::crds() {
+        let name = crd.name_any();
+        info!(crd = %name, "waiting for CRD to be established");
+        tokio::time::timeout(CRD_WAIT, await_condition(api.clone(), &name, is_crd_established()))
+            .await
+            .with_context(|| format!("CRD {name} not established after {CRD_WAIT:?}; install it with `lifeboat crds | kubectl apply -f -`"))?
+            .with_context(|| format!("watching CRD {name}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Logs, metrics and the health/metrics HTTP endpoint.
+//!
+//! Metric labels are static strings only (controller names and error reasons), never object names or
+//! messages, so cardinality stays bounded.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use tracing_subscriber::{EnvFilter, prelude::*};
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global tracing subscriber. `level` is an `EnvFilter` directive such as `info` or
+/// `lifeboat=debug,kube=info`.
+pub fn init_tracing(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(level)?;
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().flatten_event(true))
+            .try_init()?,
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub controller: &'static str,
+    pub reason: &'static str,
+}
+
+/// The operator's Prometheus metrics.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciliations: Family<ControllerLabels, Counter>,
+    pub failures: Family<FailureLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("lifeboat");
+        let reconciliations = Family::<ControllerLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        });
+        let leader = Gauge::default();
+        registry.register("reconciliations", "Reconcile calls by controller", reconciliations.clone());
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciles by controller and reason",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile call",
+            reconcile_duration.clone(),
+        );
+        registry.register("leader", "1 while this instance holds the leader Lease", leader.clone());
+        Self { registry, reconciliations, failures, reconcile_duration, leader }
+    }
+}
+
+impl Metrics {
+    /// Marks the start of one reconcile; the returned guard records its duration when dropped.
+    pub fn reconcile_started(&self, controller: &'static str) -> ReconcileTimer<'_> {
+        let labels = ControllerLabels { controller };
+        self.reconciliations.get_or_create(&labels).inc();
+        ReconcileTimer { metrics: self, labels, start: std::time::Instant::now() }
+    }
+
+    pub fn reconcile_failed(&self, controller: &'static str, reason: &'static str) {
+        self.failures.get_or_create(&FailureLabels { controller, reason }).inc();
+    }
+
+    /// Total reconcile calls made by one controller (used by tests and logs).
+    pub fn reconcile_count(&self, controller: &'static str) -> u64 {
+        self.reconciliations.get_or_create(&ControllerLabels { controller }).get()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    labels: ControllerLabels,
+    start: std::time::Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&self.labels)
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Readiness as `/readyz` reports it: true once the API server answered and Lifeboat's CRDs are
+/// established. A passive replica waiting for the Lease is ready too (the `lifeboat_leader` gauge tells
+/// which one leads), so rolling updates are not blocked by a standby.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz_handler))
+        .with_state(HttpState { metrics, readiness });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+async fn metrics_handler(State(state): State<HttpState>) -> impl IntoResponse {
+    (
+        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+async fn readyz_handler(State(state): State<HttpState>) -> impl IntoResponse {
+    if state.readiness.get() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the API server and CRDs")
+    }
+}
+
