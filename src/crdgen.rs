@@ -1,8 +1,9 @@
 //! CRD YAML as `lifeboat crds` writes it into `crds/` and `charts/lifeboat/crds/`.
 
-/// One `(file name, YAML)` pair per kind, e.g. `databaseenvironment.yaml`, plus a `kustomization.yaml`
-/// listing them (so `deploy/base` can include the directory).
-pub fn files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
+/// One `(file name, YAML)` pair per kind, e.g. `databaseenvironment.yaml`, plus (with `kustomization`) a
+/// `kustomization.yaml` listing them, so `deploy/base` can include the directory. The Helm chart's
+/// `crds/` must not get one: Helm applies every file there.
+pub fn files(kustomization: bool) -> Result<Vec<(String, String)>, serde_yaml::Error> {
     let mut files = crate::api::crds()
         .into_iter()
         .map(|crd| {
@@ -11,6 +12,9 @@ pub fn files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
             Ok((file, yaml))
         })
         .collect::<Result<Vec<_>, serde_yaml::Error>>()?;
+    if !kustomization {
+        return Ok(files);
+    }
     let resources: Vec<String> = files.iter().map(|(f, _)| format!("  - {f}\n")).collect();
     files.push((
         "kustomization.yaml".into(),

@@ -13,7 +13,11 @@ use lifeboat::{
 use tracing::info;
 
 #[derive(Parser)]
-#[command(name = "lifeboat", version, about = "Databases for every environment, migrated, backed up and proven to restore")]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Databases for every environment, migrated, backed up and proven to restore"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +32,9 @@ enum Command {
         /// Write `<kind>.yaml` files here instead of printing to stdout.
         #[arg(long)]
         output_dir: Option<PathBuf>,
+        /// Also write a `kustomization.yaml` listing the files (for `crds/`, not for a Helm chart).
+        #[arg(long, requires = "output_dir")]
+        kustomization: bool,
     },
 }
 
@@ -63,17 +70,20 @@ struct RunArgs {
 async fn main() -> anyhow::Result<()> {
     lifeboat::install_crypto_provider();
     match Cli::parse().command {
-        Command::Crds { output_dir } => crds(output_dir),
+        Command::Crds {
+            output_dir,
+            kustomization,
+        } => crds(output_dir, kustomization),
         Command::Run(args) => run(args).await,
     }
 }
 
-fn crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn crds(output_dir: Option<PathBuf>, kustomization: bool) -> anyhow::Result<()> {
     match output_dir {
         None => print!("{}", lifeboat::crdgen::all_yaml()?),
         Some(dir) => {
             std::fs::create_dir_all(&dir)?;
-            for (file, yaml) in lifeboat::crdgen::files()? {
+            for (file, yaml) in lifeboat::crdgen::files(kustomization)? {
                 std::fs::write(dir.join(&file), yaml).with_context(|| format!("writing {file}"))?;
             }
         }
@@ -83,7 +93,9 @@ fn crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init_tracing(args.log_format, &args.log_level)?;
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
     let identity = args
         .identity
         .or_else(|| std::env::var("POD_NAME").ok())
@@ -95,7 +107,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| client.default_namespace().to_string());
     let lease_duration = Duration::from_secs(args.lease_duration_seconds.max(3));
     let settings = Settings {
-        controllers: controllers::Config { watch_namespace: args.watch_namespace, instance: Some(identity.clone()) },
+        controllers: controllers::Config {
+            watch_namespace: args.watch_namespace,
+            instance: Some(identity.clone()),
+        },
         metrics_addr: Some(args.metrics_addr),
         lease: LeaseSettings {
             namespace: lease_namespace,

@@ -79,7 +79,12 @@ impl Operator {
     pub async fn run(&self, client: Client, settings: Settings) -> anyhow::Result<()> {
         let stopped = self.stopped();
         if let Some(addr) = settings.metrics_addr {
-            let server = telemetry::serve(addr, self.metrics.clone(), self.readiness.clone(), stopped());
+            let server = telemetry::serve(
+                addr,
+                self.metrics.clone(),
+                self.readiness.clone(),
+                stopped(),
+            );
             tokio::spawn(async move {
                 if let Err(e) = server.await {
                     warn!(error = %e, "metrics server stopped");
@@ -113,7 +118,11 @@ impl Operator {
         info!(identity = %lease.identity, "leading: starting controllers");
         self.metrics.leader.set(1);
 
-        let ctx = Arc::new(Context::new(client, settings.controllers.clone(), self.metrics.clone()));
+        let ctx = Arc::new(Context::new(
+            client,
+            settings.controllers.clone(),
+            self.metrics.clone(),
+        ));
         let (lost_tx, lost_rx) = watch::channel(false);
         let mut watch_leading = leading.clone();
         let lost_watch = tokio::spawn(async move {

@@ -65,11 +65,18 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("lifeboat");
         let reconciliations = Family::<ControllerLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
-        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-        });
+        let reconcile_duration =
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            });
         let leader = Gauge::default();
-        registry.register("reconciliations", "Reconcile calls by controller", reconciliations.clone());
+        registry.register(
+            "reconciliations",
+            "Reconcile calls by controller",
+            reconciliations.clone(),
+        );
         registry.register(
             "reconcile_failures",
             "Failed reconciles by controller and reason",
@@ -80,8 +87,18 @@ impl Default for Metrics {
             "Time spent in one reconcile call",
             reconcile_duration.clone(),
         );
-        registry.register("leader", "1 while this instance holds the leader Lease", leader.clone());
-        Self { registry, reconciliations, failures, reconcile_duration, leader }
+        registry.register(
+            "leader",
+            "1 while this instance holds the leader Lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciliations,
+            failures,
+            reconcile_duration,
+            leader,
+        }
     }
 }
 
@@ -90,16 +107,24 @@ impl Metrics {
     pub fn reconcile_started(&self, controller: &'static str) -> ReconcileTimer<'_> {
         let labels = ControllerLabels { controller };
         self.reconciliations.get_or_create(&labels).inc();
-        ReconcileTimer { metrics: self, labels, start: std::time::Instant::now() }
+        ReconcileTimer {
+            metrics: self,
+            labels,
+            start: std::time::Instant::now(),
+        }
     }
 
     pub fn reconcile_failed(&self, controller: &'static str, reason: &'static str) {
-        self.failures.get_or_create(&FailureLabels { controller, reason }).inc();
+        self.failures
+            .get_or_create(&FailureLabels { controller, reason })
+            .inc();
     }
 
     /// Total reconcile calls made by one controller (used by tests and logs).
     pub fn reconcile_count(&self, controller: &'static str) -> u64 {
-        self.reconciliations.get_or_create(&ControllerLabels { controller }).get()
+        self.reconciliations
+            .get_or_create(&ControllerLabels { controller })
+            .get()
     }
 
     pub fn render(&self) -> String {
@@ -159,13 +184,18 @@ pub async fn serve(
         .with_state(HttpState { metrics, readiness });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 
 async fn metrics_handler(State(state): State<HttpState>) -> impl IntoResponse {
     (
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }
@@ -174,7 +204,9 @@ async fn readyz_handler(State(state): State<HttpState>) -> impl IntoResponse {
     if state.readiness.get() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the API server and CRDs")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the API server and CRDs",
+        )
     }
 }
-

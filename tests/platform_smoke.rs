@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use k8s_openapi::{
-    api::{apps::v1::StatefulSet, core::v1::{ConfigMap, Pod}},
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{ConfigMap, Pod},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    },
     runtime::wait::{await_condition, conditions},
 };
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, path::Path};
@@ -61,7 +66,11 @@ async fn crd_validation_rule_is_enforced_by_the_api_server() {
     .expect("server-side apply of the CRD");
     tokio::time::timeout(
         WAIT,
-        await_condition(crds.clone(), &crd.name_any(), conditions::is_crd_established()),
+        await_condition(
+            crds.clone(),
+            &crd.name_any(),
+            conditions::is_crd_established(),
+        ),
     )
     .await
     .expect("CRD established in time")
@@ -93,7 +102,11 @@ async fn crd_validation_rule_is_enforced_by_the_api_server() {
     match err {
         kube::Error::Api(status) => {
             assert_eq!(status.code, 422, "{status:?}");
-            assert!(status.message.contains("replicas must be at most 5"), "{}", status.message);
+            assert!(
+                status.message.contains("replicas must be at most 5"),
+                "{}",
+                status.message
+            );
         }
         other => panic!("unexpected error {other}"),
     }
@@ -120,7 +133,9 @@ async fn owned_object_is_garbage_collected_after_its_owner() {
     }))
     .unwrap();
     cms.create(&PostParams::default(), &child).await.unwrap();
-    cms.delete("owner", &DeleteParams::background()).await.unwrap();
+    cms.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
     support::eventually("the garbage collector to delete the child", WAIT, || {
         let cms = cms.clone();
         async move { cms.get_opt("child").await.unwrap().is_none().then_some(()) }
@@ -157,21 +172,36 @@ async fn statefulset_controller_creates_its_pod() {
     })
     .await;
     let owner = &pod.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("StatefulSet", "db"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("StatefulSet", "db")
+    );
     ns.cleanup().await;
 }
 
 async fn round_trip_and_dump(pg: &support::Postgres, expected_major: u32) {
-    let mut conn = PgConnection::connect(&pg.url("postgres")).await.expect("connect with the generated credentials");
+    let mut conn = PgConnection::connect(&pg.url("postgres"))
+        .await
+        .expect("connect with the generated credentials");
     let version: i32 = sqlx::query_scalar("select current_setting('server_version_num')::int")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(version as u32 / 10000, expected_major, "server version {version}");
+    assert_eq!(
+        version as u32 / 10000,
+        expected_major,
+        "server version {version}"
+    );
     let db = format!("smoke_{}", support::random_suffix());
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {db}"))).execute(&mut conn).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {db}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let mut dbconn = PgConnection::connect(&pg.url(&db)).await.unwrap();
-    sqlx::query("create table lifeboat_smoke (id int primary key, note text)").execute(&mut dbconn).await.unwrap();
+    sqlx::query("create table lifeboat_smoke (id int primary key, note text)")
+        .execute(&mut dbconn)
+        .await
+        .unwrap();
     sqlx::query("insert into lifeboat_smoke values ($1, $2)")
         .bind(7)
         .bind("round trip")
@@ -186,21 +216,48 @@ async fn round_trip_and_dump(pg: &support::Postgres, expected_major: u32) {
     dbconn.close().await.unwrap();
 
     // A wrong password is refused: the server really authenticates.
-    let wrong = support::Postgres { password: "not-the-password".into(), ..pg.clone() };
+    let wrong = support::Postgres {
+        password: "not-the-password".into(),
+        ..pg.clone()
+    };
     assert!(PgConnection::connect(&wrong.url("postgres")).await.is_err());
 
     let out = tokio::process::Command::new("pg_dump")
-        .args(["-h", &pg.host, "-p", &pg.port.to_string(), "-U", &pg.user, "-d", &db, "--no-password"])
+        .args([
+            "-h",
+            &pg.host,
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            &pg.user,
+            "-d",
+            &db,
+            "--no-password",
+        ])
         .env("PGPASSWORD", &pg.password)
         .output()
         .await
         .expect("pg_dump on PATH (eval \"$(e2e/platform.sh env)\")");
-    assert!(out.status.success(), "pg_dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pg_dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dump = String::from_utf8(out.stdout).unwrap();
-    assert!(dump.contains("-- Dumped by pg_dump version 18."), "dump header: {}", &dump[..dump.len().min(400)]);
-    assert!(dump.contains("CREATE TABLE public.lifeboat_smoke"), "dump lacks the table");
+    assert!(
+        dump.contains("-- Dumped by pg_dump version 18."),
+        "dump header: {}",
+        &dump[..dump.len().min(400)]
+    );
+    assert!(
+        dump.contains("CREATE TABLE public.lifeboat_smoke"),
+        "dump lacks the table"
+    );
     assert!(dump.contains("round trip"), "dump lacks the row");
-    sqlx::query(sqlx::AssertSqlSafe(format!("drop database {db}"))).execute(&mut conn).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("drop database {db}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -232,7 +289,10 @@ async fn s3_put_get_list_delete() {
     let prefix = Path::from(format!("smoke-{}", support::random_suffix()));
     let key = prefix.clone().join("object.bin");
     let body: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
-    store.put(&key, PutPayload::from(body.clone())).await.expect("put");
+    store
+        .put(&key, PutPayload::from(body.clone()))
+        .await
+        .expect("put");
     let got = store.get(&key).await.expect("get").bytes().await.unwrap();
     assert_eq!(got.as_ref(), body.as_slice());
     let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await.expect("list");
@@ -253,5 +313,10 @@ async fn s3_put_get_list_delete() {
         .with_secret_access_key("wrong-secret")
         .build()
         .unwrap();
-    assert!(wrong.put(&key, PutPayload::from_static(b"x")).await.is_err());
+    assert!(
+        wrong
+            .put(&key, PutPayload::from_static(b"x"))
+            .await
+            .is_err()
+    );
 }

@@ -11,7 +11,10 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::{Context, Error, conditions::Verdict, drain, error_policy, instrumented, references, status, watcher_config};
+use super::{
+    Context, Error, conditions::Verdict, drain, error_policy, instrumented, references, status,
+    watcher_config,
+};
 use crate::api::{BackupSchedule, BackupScheduleStatus, DatabaseEnvironment};
 
 pub const CONTROLLER: &str = "backupschedule";
@@ -20,15 +23,19 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
     let schedules = Controller::new(ctx.watched_api::<BackupSchedule>(), watcher_config());
     let store = schedules.store();
     let stream = schedules
-        .watches(ctx.watched_api::<DatabaseEnvironment>(), watcher_config(), move |env| {
-            let (ns, name) = (env.namespace(), env.name_any());
-            store
-                .state()
-                .into_iter()
-                .filter(|s| s.namespace() == ns && s.spec.environment_ref.name == name)
-                .map(|s| ObjectRef::from_obj(s.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            ctx.watched_api::<DatabaseEnvironment>(),
+            watcher_config(),
+            move |env| {
+                let (ns, name) = (env.namespace(), env.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.namespace() == ns && s.spec.environment_ref.name == name)
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown.map(|_| ()))
         .run(reconcile, error_policy::<BackupSchedule>(CONTROLLER), ctx);
     drain(CONTROLLER, stream).await;
@@ -42,7 +49,13 @@ async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<A
             Ok(v) => v.clone(),
             Err(e) => status::verdict_for(e),
         };
-        status::write(ctx.as_ref(), schedule.as_ref(), &verdict, |_: &mut BackupScheduleStatus| {}).await?;
+        status::write(
+            ctx.as_ref(),
+            schedule.as_ref(),
+            &verdict,
+            |_: &mut BackupScheduleStatus| {},
+        )
+        .await?;
         result.map(|_| Action::await_change())
     })
     .await
@@ -50,8 +63,13 @@ async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<A
 
 async fn evaluate(schedule: &BackupSchedule, ctx: &Context) -> Result<Verdict, Error> {
     let ns = schedule.namespace().unwrap_or_default();
-    let _env: DatabaseEnvironment =
-        references::lifeboat_object(ctx, &ns, &schedule.spec.environment_ref.name, "EnvironmentNotFound").await?;
+    let _env: DatabaseEnvironment = references::lifeboat_object(
+        ctx,
+        &ns,
+        &schedule.spec.environment_ref.name,
+        "EnvironmentNotFound",
+    )
+    .await?;
     if let Some(s3) = &schedule.spec.destination.s3 {
         let creds = &s3.credentials_secret_ref;
         references::secret_with_keys(

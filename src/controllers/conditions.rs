@@ -17,19 +17,28 @@ pub const STALLED: &str = "Stalled";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Everything the spec asks for is done and checked.
-    Ready { reason: &'static str, message: String },
+    Ready {
+        reason: &'static str,
+        message: String,
+    },
     /// Work is under way or waiting on something that will change by itself.
-    Reconciling { reason: &'static str, message: String },
+    Reconciling {
+        reason: &'static str,
+        message: String,
+    },
     /// Progress needs someone to act (fix the spec, create the missing object).
-    Stalled { reason: &'static str, message: String },
+    Stalled {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl Verdict {
     pub fn reason(&self) -> &'static str {
         match self {
-            Verdict::Ready { reason, .. } | Verdict::Reconciling { reason, .. } | Verdict::Stalled { reason, .. } => {
-                reason
-            }
+            Verdict::Ready { reason, .. }
+            | Verdict::Reconciling { reason, .. }
+            | Verdict::Stalled { reason, .. } => reason,
         }
     }
 
@@ -85,19 +94,48 @@ pub fn set_condition(
 
 /// Writes the three kstatus conditions for a verdict. The condition that is true carries the verdict's
 /// reason and message; the false ones say briefly why they are false.
-pub fn apply_verdict(conditions: &mut Vec<Condition>, verdict: &Verdict, generation: Option<i64>, now: Timestamp) {
+pub fn apply_verdict(
+    conditions: &mut Vec<Condition>,
+    verdict: &Verdict,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let (reason, message) = (verdict.reason(), verdict.message());
     let (ready, reconciling, stalled) = match verdict {
         Verdict::Ready { .. } => (true, false, false),
         Verdict::Reconciling { .. } => (false, true, false),
         Verdict::Stalled { .. } => (false, false, true),
     };
-    let ready_msg = if ready { message.to_string() } else { format!("Not ready: {message}") };
-    set_condition(conditions, READY, ready, reason, &ready_msg, generation, now);
-    let (r_reason, r_msg) = if reconciling { (reason, message) } else { ("Idle", "No work in progress.") };
-    set_condition(conditions, RECONCILING, reconciling, r_reason, r_msg, generation, now);
-    let (s_reason, s_msg) = if stalled { (reason, message) } else { ("NotStalled", "Nothing blocks progress.") };
-    set_condition(conditions, STALLED, stalled, s_reason, s_msg, generation, now);
+    let ready_msg = if ready {
+        message.to_string()
+    } else {
+        format!("Not ready: {message}")
+    };
+    set_condition(
+        conditions, READY, ready, reason, &ready_msg, generation, now,
+    );
+    let (r_reason, r_msg) = if reconciling {
+        (reason, message)
+    } else {
+        ("Idle", "No work in progress.")
+    };
+    set_condition(
+        conditions,
+        RECONCILING,
+        reconciling,
+        r_reason,
+        r_msg,
+        generation,
+        now,
+    );
+    let (s_reason, s_msg) = if stalled {
+        (reason, message)
+    } else {
+        ("NotStalled", "Nothing blocks progress.")
+    };
+    set_condition(
+        conditions, STALLED, stalled, s_reason, s_msg, generation, now,
+    );
 }
 
 /// The condition of the given type, if present.
@@ -107,7 +145,9 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 
 /// True when the object's `Ready` condition is `True` and was written for its current generation.
 pub fn is_ready(conditions: &[Condition], generation: Option<i64>) -> bool {
-    find(conditions, READY).is_some_and(|c| c.status == "True" && (generation.is_none() || c.observed_generation == generation))
+    find(conditions, READY).is_some_and(|c| {
+        c.status == "True" && (generation.is_none() || c.observed_generation == generation)
+    })
 }
 
 #[cfg(test)]
@@ -119,7 +159,10 @@ mod tests {
     }
 
     fn stalled(reason: &'static str) -> Verdict {
-        Verdict::Stalled { reason, message: format!("{reason} happened.") }
+        Verdict::Stalled {
+            reason,
+            message: format!("{reason} happened."),
+        }
     }
 
     #[test]
@@ -128,7 +171,10 @@ mod tests {
         apply_verdict(&mut c, &stalled("EnvironmentNotFound"), Some(1), t(0));
         let before = c.clone();
         apply_verdict(&mut c, &stalled("EnvironmentNotFound"), Some(1), t(60));
-        assert_eq!(c, before, "identical verdict must give identical conditions");
+        assert_eq!(
+            c, before,
+            "identical verdict must give identical conditions"
+        );
     }
 
     #[test]
@@ -137,23 +183,45 @@ mod tests {
         apply_verdict(&mut c, &stalled("EnvironmentNotFound"), Some(1), t(0));
         apply_verdict(&mut c, &stalled("SecretNotFound"), Some(2), t(30));
         let stalled_c = find(&c, STALLED).unwrap();
-        assert_eq!(stalled_c.last_transition_time, Time(t(0)), "still stalled: time kept");
+        assert_eq!(
+            stalled_c.last_transition_time,
+            Time(t(0)),
+            "still stalled: time kept"
+        );
         assert_eq!(stalled_c.reason, "SecretNotFound");
         assert_eq!(stalled_c.observed_generation, Some(2));
 
-        apply_verdict(&mut c, &Verdict::Ready { reason: "Ready", message: "Done.".into() }, Some(2), t(90));
+        apply_verdict(
+            &mut c,
+            &Verdict::Ready {
+                reason: "Ready",
+                message: "Done.".into(),
+            },
+            Some(2),
+            t(90),
+        );
         assert_eq!(find(&c, READY).unwrap().status, "True");
         assert_eq!(find(&c, READY).unwrap().last_transition_time, Time(t(90)));
         assert_eq!(find(&c, STALLED).unwrap().status, "False");
         assert_eq!(find(&c, STALLED).unwrap().last_transition_time, Time(t(90)));
-        assert_eq!(find(&c, RECONCILING).unwrap().last_transition_time, Time(t(0)), "was False, stays False");
+        assert_eq!(
+            find(&c, RECONCILING).unwrap().last_transition_time,
+            Time(t(0)),
+            "was False, stays False"
+        );
     }
 
     #[test]
     fn exactly_one_of_three_is_true() {
         for v in [
-            Verdict::Ready { reason: "Ready", message: "m".into() },
-            Verdict::Reconciling { reason: "Waiting", message: "m".into() },
+            Verdict::Ready {
+                reason: "Ready",
+                message: "m".into(),
+            },
+            Verdict::Reconciling {
+                reason: "Waiting",
+                message: "m".into(),
+            },
             stalled("Broken"),
         ] {
             let mut c = Vec::new();
@@ -166,8 +234,19 @@ mod tests {
     #[test]
     fn is_ready_respects_generation() {
         let mut c = Vec::new();
-        apply_verdict(&mut c, &Verdict::Ready { reason: "Ready", message: "m".into() }, Some(3), t(0));
+        apply_verdict(
+            &mut c,
+            &Verdict::Ready {
+                reason: "Ready",
+                message: "m".into(),
+            },
+            Some(3),
+            t(0),
+        );
         assert!(is_ready(&c, Some(3)));
-        assert!(!is_ready(&c, Some(4)), "a newer generation is not yet ready");
+        assert!(
+            !is_ready(&c, Some(4)),
+            "a newer generation is not yet ready"
+        );
     }
 }

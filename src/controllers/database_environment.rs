@@ -38,7 +38,8 @@ use super::{
 };
 use crate::{
     api::{
-        DatabaseEnvironment, DatabaseEnvironmentStatus, common::ConnectionSecretRef,
+        DatabaseEnvironment, DatabaseEnvironmentStatus,
+        common::ConnectionSecretRef,
         database_environment::{DeletionPolicy, Endpoint, Engine},
     },
     engines::{
@@ -64,7 +65,11 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
         .owns(secrets, watcher_config())
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown.map(|_| ()))
-        .run(reconcile, error_policy::<DatabaseEnvironment>(CONTROLLER), ctx);
+        .run(
+            reconcile,
+            error_policy::<DatabaseEnvironment>(CONTROLLER),
+            ctx,
+        );
     drain(CONTROLLER, stream).await;
 }
 
@@ -75,7 +80,8 @@ pub fn connection_secret_name(env: &DatabaseEnvironment) -> String {
 #[instrument(skip(env, ctx), fields(namespace = env.namespace().unwrap_or_default(), name = env.name_any()))]
 async fn reconcile(env: Arc<DatabaseEnvironment>, ctx: Arc<Context>) -> Result<Action, Error> {
     instrumented(CONTROLLER, env.clone(), ctx.clone(), async move {
-        let api: Api<DatabaseEnvironment> = Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
+        let api: Api<DatabaseEnvironment> =
+            Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
         if env.spec.server.is_none() {
             // Only the server source creates anything outside Kubernetes; no finalizer elsewhere.
             return apply(env, &ctx).await;
@@ -89,8 +95,13 @@ async fn reconcile(env: Arc<DatabaseEnvironment>, ctx: Arc<Context>) -> Result<A
         .await
         .map_err(|e| match e {
             finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
-            other => Error::InvalidSpec { reason: "FinalizerError", message: other.to_string() },
+            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+                Error::Kube(e)
+            }
+            other => Error::InvalidSpec {
+                reason: "FinalizerError",
+                message: other.to_string(),
+            },
         })
     })
     .await
@@ -99,14 +110,23 @@ async fn reconcile(env: Arc<DatabaseEnvironment>, ctx: Arc<Context>) -> Result<A
 /// Converts a PostgreSQL failure into a controller error: transient ones are retried with backoff,
 /// the rest need a person (and are retried with backoff too, since the fix may be outside Kubernetes).
 fn pg(e: PgError) -> Error {
-    Error::MissingInput { reason: e.reason(), message: e.to_string() }
+    Error::MissingInput {
+        reason: e.reason(),
+        message: e.to_string(),
+    }
 }
 
 /// When the environment expires, from its creation time and TTL (spec or tier default).
 pub fn expires_at(env: &DatabaseEnvironment) -> Option<Timestamp> {
-    let ttl: Duration = env.spec.ttl.map(Into::into).or_else(|| env.spec.tier.default_ttl())?;
+    let ttl: Duration = env
+        .spec
+        .ttl
+        .map(Into::into)
+        .or_else(|| env.spec.tier.default_ttl())?;
     let created = env.metadata.creation_timestamp.as_ref()?.0;
-    created.checked_add(k8s_openapi::jiff::SignedDuration::try_from(ttl).ok()?).ok()
+    created
+        .checked_add(k8s_openapi::jiff::SignedDuration::try_from(ttl).ok()?)
+        .ok()
 }
 
 async fn apply(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action, Error> {
@@ -119,40 +139,62 @@ async fn apply(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action, E
     let result = provision(&env, ctx).await;
     let (verdict, outcome) = match &result {
         Ok(outcome) => (
-            Verdict::Ready { reason: "Ready", message: outcome.message.clone() },
+            Verdict::Ready {
+                reason: "Ready",
+                message: outcome.message.clone(),
+            },
             Some(outcome),
         ),
         Err(e) => (status::verdict_for(e), None),
     };
-    status::write(ctx, env.as_ref(), &verdict, |s: &mut DatabaseEnvironmentStatus| {
-        s.expires_at = expiry.map(Time);
-        if let Some(o) = outcome {
-            s.database = Some(o.database.clone());
-            s.secret_name = Some(connection_secret_name(&env));
-            s.endpoint = Some(Endpoint { host: o.host.clone(), port: o.port.into() });
-            s.server_version = Some(o.server_version.clone());
-            if o.seeded_now || (env.spec.seed.is_some() && s.seeded_at.is_none()) {
-                s.seeded_at = Some(Time(Timestamp::now()));
+    status::write(
+        ctx,
+        env.as_ref(),
+        &verdict,
+        |s: &mut DatabaseEnvironmentStatus| {
+            s.expires_at = expiry.map(Time);
+            if let Some(o) = outcome {
+                s.database = Some(o.database.clone());
+                s.secret_name = Some(connection_secret_name(&env));
+                s.endpoint = Some(Endpoint {
+                    host: o.host.clone(),
+                    port: o.port.into(),
+                });
+                s.server_version = Some(o.server_version.clone());
+                if o.seeded_now || (env.spec.seed.is_some() && s.seeded_at.is_none()) {
+                    s.seeded_at = Some(Time(Timestamp::now()));
+                }
             }
-        }
-    })
+        },
+    )
     .await?;
     result?;
     // Re-check health on its period, and wake up in time to expire.
-    let period = Duration::from_secs(env.spec.health_check.as_ref().map_or(60, |h| h.period_seconds.max(1) as u64));
+    let period = Duration::from_secs(
+        env.spec
+            .health_check
+            .as_ref()
+            .map_or(60, |h| h.period_seconds.max(1) as u64),
+    );
     let until_expiry = expiry.map(|at| {
         let secs = (at.as_second() - Timestamp::now().as_second()).max(1);
         Duration::from_secs(secs as u64)
     });
-    Ok(Action::requeue(until_expiry.map_or(period, |d| d.min(period))))
+    Ok(Action::requeue(
+        until_expiry.map_or(period, |d| d.min(period)),
+    ))
 }
 
 async fn expire(env: &DatabaseEnvironment, ctx: &Context, at: Timestamp) -> Result<Action, Error> {
     info!(expired_at = %at, "TTL reached; deleting the environment");
     let note = format!("TTL expired at {at}; deleting the environment.");
     publish(ctx, env, EventType::Normal, "Expired", note).await;
-    let api: Api<DatabaseEnvironment> = Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
-    match api.delete(&env.name_any(), &DeleteParams::background()).await {
+    let api: Api<DatabaseEnvironment> =
+        Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
+    match api
+        .delete(&env.name_any(), &DeleteParams::background())
+        .await
+    {
         Ok(_) => Ok(Action::await_change()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
         Err(e) => Err(e.into()),
@@ -171,16 +213,26 @@ struct Outcome {
 
 async fn provision(env: &DatabaseEnvironment, ctx: &Context) -> Result<Outcome, Error> {
     if env.spec.engine != Engine::Postgres {
-        return Err(Error::NotImplemented { message: "only the postgres engine is supported in this release".into() });
+        return Err(Error::NotImplemented {
+            message: "only the postgres engine is supported in this release".into(),
+        });
     }
     if env.spec.migrations.is_some() {
         return Err(Error::NotImplemented {
-            message: "spec.migrations is not applied by this build yet; remove it and use a MigrationRun".into(),
+            message:
+                "spec.migrations is not applied by this build yet; remove it and use a MigrationRun"
+                    .into(),
         });
     }
     if let Some(server) = &env.spec.server {
-        provision_server(env, ctx, &server.admin_secret_ref, server.template.clone(), server.database_name.clone())
-            .await
+        provision_server(
+            env,
+            ctx,
+            &server.admin_secret_ref,
+            server.template.clone(),
+            server.database_name.clone(),
+        )
+        .await
     } else if let Some(external) = &env.spec.external {
         adopt_external(env, ctx, &external.connection_secret_ref).await
     } else {
@@ -198,18 +250,33 @@ async fn read_credentials(
     field: &str,
     with_database: bool,
 ) -> Result<(ServerCredentials, Option<String>), Error> {
-    let mut required = vec![secret_ref.host_key(), secret_ref.username_key(), secret_ref.password_key()];
+    let mut required = vec![
+        secret_ref.host_key(),
+        secret_ref.username_key(),
+        secret_ref.password_key(),
+    ];
     if with_database {
         required.push(secret_ref.database_key());
     }
-    let secret = references::secret_with_keys(ctx, namespace, &secret_ref.name, field, &required).await?;
+    let secret =
+        references::secret_with_keys(ctx, namespace, &secret_ref.name, field, &required).await?;
     let get = |key: &str| -> Option<String> {
         secret
             .data
             .as_ref()
             .and_then(|d| d.get(key))
-            .map(|v| String::from_utf8_lossy(&v.0).trim_end_matches('\n').to_string())
-            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(key)).cloned())
+            .map(|v| {
+                String::from_utf8_lossy(&v.0)
+                    .trim_end_matches('\n')
+                    .to_string()
+            })
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .cloned()
+            })
             .filter(|v| !v.is_empty())
     };
     let port = match get(secret_ref.port_key()) {
@@ -242,7 +309,11 @@ async fn read_credentials(
         sslmode,
         ca_pem: get(CA_KEY).map(String::into_bytes),
     };
-    let database = if with_database { get(secret_ref.database_key()) } else { None };
+    let database = if with_database {
+        get(secret_ref.database_key())
+    } else {
+        None
+    };
     Ok((creds, database))
 }
 
@@ -254,7 +325,14 @@ async fn provision_server(
     database_name: Option<String>,
 ) -> Result<Outcome, Error> {
     let namespace = env.namespace().unwrap_or_default();
-    let (admin, _) = read_credentials(ctx, &namespace, admin_ref, "spec.server.adminSecretRef", false).await?;
+    let (admin, _) = read_credentials(
+        ctx,
+        &namespace,
+        admin_ref,
+        "spec.server.adminSecretRef",
+        false,
+    )
+    .await?;
     let seed_sql = match &env.spec.seed {
         Some(seed) => Some(read_seed(ctx, &namespace, &seed.config_map_ref.name, &seed.key).await?),
         None => None,
@@ -280,7 +358,9 @@ async fn provision_server(
 
     let mut conn = postgres::connect(&admin, "postgres").await.map_err(pg)?;
     let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
-    let role_created = provision::ensure_role(&mut conn, &target, &password).await.map_err(pg)?;
+    let role_created = provision::ensure_role(&mut conn, &target, &password)
+        .await
+        .map_err(pg)?;
     let created = match provision::ensure_database(&mut conn, &admin, &target).await {
         Ok(created) => created,
         Err(e) => {
@@ -294,7 +374,10 @@ async fn provision_server(
     };
     if created {
         let note = match &target.template {
-            Some(t) => format!("Created database {} from template {t} with its own role.", target.database),
+            Some(t) => format!(
+                "Created database {} from template {t} with its own role.",
+                target.database
+            ),
             None => format!("Created database {} with its own role.", target.database),
         };
         publish(ctx, env, EventType::Normal, "Created", note).await;
@@ -303,28 +386,49 @@ async fn provision_server(
     // The app role's password must match the Secret; repair it when someone replaced the Secret.
     let mut app_conn = match postgres::connect(&app, &target.database).await {
         Err(PgError::AuthFailed { .. }) if !role_created => {
-            provision::set_role_password(&mut conn, &target, &password).await.map_err(pg)?;
-            postgres::connect(&app, &target.database).await.map_err(pg)?
+            provision::set_role_password(&mut conn, &target, &password)
+                .await
+                .map_err(pg)?;
+            postgres::connect(&app, &target.database)
+                .await
+                .map_err(pg)?
         }
         other => other.map_err(pg)?,
     };
     let _ = conn.close().await;
 
     let seeded_now = match &seed_sql {
-        Some(seed) => provision::apply_seed(&mut app_conn, &target, seed).await.map_err(|e| Error::MissingInput {
-            reason: "SeedFailed",
-            message: format!("the seed failed and was rolled back: {e}"),
-        })?,
+        Some(seed) => provision::apply_seed(&mut app_conn, &target, seed)
+            .await
+            .map_err(|e| Error::MissingInput {
+                reason: "SeedFailed",
+                message: format!("the seed failed and was rolled back: {e}"),
+            })?,
         None => false,
     };
     let _ = app_conn.close().await;
     if seeded_now {
-        publish(ctx, env, EventType::Normal, "Seeded", format!("Applied the seed to {}.", target.database)).await;
+        publish(
+            ctx,
+            env,
+            EventType::Normal,
+            "Seeded",
+            format!("Applied the seed to {}.", target.database),
+        )
+        .await;
     }
-    let query = env.spec.health_check.as_ref().map(|h| h.query.clone()).unwrap_or_else(|| "select 1".into());
+    let query = env
+        .spec
+        .health_check
+        .as_ref()
+        .map(|h| h.query.clone())
+        .unwrap_or_else(|| "select 1".into());
     postgres::health_check(&app, &target.database, &query)
         .await
-        .map_err(|e| Error::MissingInput { reason: "HealthCheckFailed", message: e.to_string() })?;
+        .map_err(|e| Error::MissingInput {
+            reason: "HealthCheckFailed",
+            message: e.to_string(),
+        })?;
 
     Ok(Outcome {
         message: sentence(&format!(
@@ -342,18 +446,36 @@ async fn provision_server(
     })
 }
 
-async fn adopt_external(env: &DatabaseEnvironment, ctx: &Context, secret_ref: &ConnectionSecretRef) -> Result<Outcome, Error> {
+async fn adopt_external(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    secret_ref: &ConnectionSecretRef,
+) -> Result<Outcome, Error> {
     let namespace = env.namespace().unwrap_or_default();
-    let (creds, database) =
-        read_credentials(ctx, &namespace, secret_ref, "spec.external.connectionSecretRef", true).await?;
+    let (creds, database) = read_credentials(
+        ctx,
+        &namespace,
+        secret_ref,
+        "spec.external.connectionSecretRef",
+        true,
+    )
+    .await?;
     let database = database.unwrap_or_default();
     let mut conn = postgres::connect(&creds, &database).await.map_err(pg)?;
     let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
     let _ = conn.close().await;
-    let query = env.spec.health_check.as_ref().map(|h| h.query.clone()).unwrap_or_else(|| "select 1".into());
+    let query = env
+        .spec
+        .health_check
+        .as_ref()
+        .map(|h| h.query.clone())
+        .unwrap_or_else(|| "select 1".into());
     postgres::health_check(&creds, &database, &query)
         .await
-        .map_err(|e| Error::MissingInput { reason: "HealthCheckFailed", message: e.to_string() })?;
+        .map_err(|e| Error::MissingInput {
+            reason: "HealthCheckFailed",
+            message: e.to_string(),
+        })?;
     write_connection_secret(ctx, env, &creds, &database).await?;
     Ok(Outcome {
         message: sentence(&format!(
@@ -371,11 +493,17 @@ async fn adopt_external(env: &DatabaseEnvironment, ctx: &Context, secret_ref: &C
 }
 
 async fn read_seed(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<String, Error> {
-    let cm = references::config_map(ctx, namespace, name, "spec.seed.configMapRef", Some(key)).await?;
+    let cm =
+        references::config_map(ctx, namespace, name, "spec.seed.configMapRef", Some(key)).await?;
     if let Some(text) = cm.data.as_ref().and_then(|d| d.get(key)) {
         return Ok(text.clone());
     }
-    let bytes = cm.binary_data.as_ref().and_then(|d| d.get(key)).map(|b| b.0.clone()).unwrap_or_default();
+    let bytes = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
     String::from_utf8(bytes).map_err(|_| Error::MissingInput {
         reason: "SeedUnreadable",
         message: format!("ConfigMap {namespace}/{name} key {key} is not UTF-8 text"),
@@ -383,14 +511,27 @@ async fn read_seed(ctx: &Context, namespace: &str, name: &str, key: &str) -> Res
 }
 
 fn generate_password() -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(PASSWORD_LENGTH).map(char::from).collect()
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(PASSWORD_LENGTH)
+        .map(char::from)
+        .collect()
 }
 
 /// The password in this environment's connection Secret, if that Secret exists and is ours.
-async fn existing_password(ctx: &Context, env: &DatabaseEnvironment) -> Result<Option<String>, Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
-    let Some(secret) = api.get_opt(&connection_secret_name(env)).await? else { return Ok(None) };
-    let ours = secret.owner_references().iter().any(|o| Some(&o.uid) == env.uid().as_ref());
+async fn existing_password(
+    ctx: &Context,
+    env: &DatabaseEnvironment,
+) -> Result<Option<String>, Error> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
+    let Some(secret) = api.get_opt(&connection_secret_name(env)).await? else {
+        return Ok(None);
+    };
+    let ours = secret
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == env.uid().as_ref());
     if !ours {
         return Err(Error::InvalidSpec {
             reason: "SecretConflict",
@@ -402,7 +543,10 @@ async fn existing_password(ctx: &Context, env: &DatabaseEnvironment) -> Result<O
     }
     Ok(secret
         .data
-        .and_then(|d| d.get("password").map(|p| String::from_utf8_lossy(&p.0).into_owned()))
+        .and_then(|d| {
+            d.get("password")
+                .map(|p| String::from_utf8_lossy(&p.0).into_owned())
+        })
         .filter(|p| !p.is_empty()))
 }
 
@@ -411,12 +555,18 @@ pub fn connection_data(creds: &ServerCredentials, database: &str) -> BTreeMap<St
     let enc = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect()
     };
-    let host = if creds.host.contains(':') { format!("[{}]", creds.host) } else { creds.host.clone() };
+    let host = if creds.host.contains(':') {
+        format!("[{}]", creds.host)
+    } else {
+        creds.host.clone()
+    };
     BTreeMap::from([
         ("host".into(), creds.host.clone()),
         ("port".into(), creds.port.to_string()),
@@ -437,7 +587,12 @@ pub fn connection_data(creds: &ServerCredentials, database: &str) -> BTreeMap<St
         ),
         (
             "jdbcUrl".into(),
-            format!("jdbc:postgresql://{host}:{}/{}?sslmode={}", creds.port, enc(database), creds.sslmode),
+            format!(
+                "jdbc:postgresql://{host}:{}/{}?sslmode={}",
+                creds.port,
+                enc(database),
+                creds.sslmode
+            ),
         ),
     ])
 }
@@ -448,10 +603,13 @@ async fn write_connection_secret(
     creds: &ServerCredentials,
     database: &str,
 ) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
     let name = connection_secret_name(env);
-    let mut data: BTreeMap<String, ByteString> =
-        connection_data(creds, database).into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect();
+    let mut data: BTreeMap<String, ByteString> = connection_data(creds, database)
+        .into_iter()
+        .map(|(k, v)| (k, ByteString(v.into_bytes())))
+        .collect();
     if let Some(ca) = &creds.ca_pem {
         data.insert(CA_KEY.into(), ByteString(ca.clone()));
     }
@@ -460,7 +618,9 @@ async fn write_connection_secret(
     {
         return Ok(());
     }
-    let owner: OwnerReference = env.controller_owner_ref(&()).expect("a stored object has a name and uid");
+    let owner: OwnerReference = env
+        .controller_owner_ref(&())
+        .expect("a stored object has a name and uid");
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -478,17 +638,32 @@ async fn write_connection_secret(
     let mut patch = serde_json::to_value(&secret)?;
     patch["apiVersion"] = "v1".into();
     patch["kind"] = "Secret".into();
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action, Error> {
-    let Some(server) = &env.spec.server else { return Ok(Action::await_change()) };
-    let policy = env.spec.deletion_policy.unwrap_or_else(|| env.spec.tier.default_deletion_policy());
+    let Some(server) = &env.spec.server else {
+        return Ok(Action::await_change());
+    };
+    let policy = env
+        .spec
+        .deletion_policy
+        .unwrap_or_else(|| env.spec.tier.default_deletion_policy());
     let namespace = env.namespace().unwrap_or_default();
-    let database = server.database_name.clone().unwrap_or_else(|| sql::default_name(&namespace, &env.name_any()));
+    let database = server
+        .database_name
+        .clone()
+        .unwrap_or_else(|| sql::default_name(&namespace, &env.name_any()));
     if policy == DeletionPolicy::Retain {
-        let note = format!("deletionPolicy Retain: database {database} and its role are kept on the server.");
+        let note = format!(
+            "deletionPolicy Retain: database {database} and its role are kept on the server."
+        );
         publish(ctx, &env, EventType::Normal, "Retained", note).await;
         return Ok(Action::await_change());
     }
@@ -519,8 +694,20 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
     Ok(Action::await_change())
 }
 
-async fn publish(ctx: &Context, env: &DatabaseEnvironment, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+async fn publish(
+    ctx: &Context,
+    env: &DatabaseEnvironment,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     if let Err(e) = ctx.recorder.publish(&event, &env.object_ref(&())).await {
         tracing::warn!(error = %e, "could not publish event");
     }
@@ -541,10 +728,18 @@ mod tests {
             ca_pem: None,
         };
         let d = connection_data(&creds, "orders");
-        assert_eq!(d["uri"], "postgresql://app:p%40ss%3Aw%2Frd@db.example:5433/orders?sslmode=require");
-        assert_eq!(d["jdbcUrl"], "jdbc:postgresql://db.example:5433/orders?sslmode=require");
+        assert_eq!(
+            d["uri"],
+            "postgresql://app:p%40ss%3Aw%2Frd@db.example:5433/orders?sslmode=require"
+        );
+        assert_eq!(
+            d["jdbcUrl"],
+            "jdbc:postgresql://db.example:5433/orders?sslmode=require"
+        );
         assert_eq!(d["password"], "p@ss:w/rd");
-        for key in ["host", "port", "database", "username", "password", "uri", "jdbcUrl"] {
+        for key in [
+            "host", "port", "database", "username", "password", "uri", "jdbcUrl",
+        ] {
             assert!(d.contains_key(key), "{key}");
         }
     }

@@ -14,16 +14,27 @@ pub enum Error {
     /// Another Lifeboat object named in the spec does not exist. Its controller watches that kind, so the
     /// object is reconciled again as soon as it appears.
     #[error("{kind} {namespace}/{name} does not exist")]
-    MissingObject { kind: &'static str, namespace: String, name: String, reason: &'static str },
+    MissingObject {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        reason: &'static str,
+    },
 
     /// A Secret or ConfigMap named in the spec does not exist (or lacks a key). Not watched: retried with
     /// backoff.
     #[error("{message}")]
-    MissingInput { reason: &'static str, message: String },
+    MissingInput {
+        reason: &'static str,
+        message: String,
+    },
 
     /// The spec is valid for the API server but cannot be acted on; waits for a spec change.
     #[error("{message}")]
-    InvalidSpec { reason: &'static str, message: String },
+    InvalidSpec {
+        reason: &'static str,
+        message: String,
+    },
 
     /// The spec asks for something this build of Lifeboat does not do yet.
     #[error("{message}")]
@@ -62,9 +73,9 @@ impl Error {
     /// for that change; everything else retries with exponential backoff.
     pub fn action(&self, attempt: u32) -> Action {
         match self {
-            Error::MissingObject { .. } | Error::InvalidSpec { .. } | Error::NotImplemented { .. } => {
-                Action::await_change()
-            }
+            Error::MissingObject { .. }
+            | Error::InvalidSpec { .. }
+            | Error::NotImplemented { .. } => Action::await_change(),
             Error::Kube(_) | Error::MissingInput { .. } | Error::Serialization(_) => {
                 Action::requeue(backoff(attempt))
             }
@@ -79,7 +90,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// Exponential backoff: 1s, 2s, 4s … capped at [`BACKOFF_MAX`].
 pub fn backoff(attempt: u32) -> Duration {
-    BACKOFF_BASE.saturating_mul(2u32.saturating_pow(attempt.min(16))).min(BACKOFF_MAX)
+    BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(BACKOFF_MAX)
 }
 
 #[cfg(test)]
@@ -104,7 +117,10 @@ mod tests {
         assert_eq!(e.action(5), Action::await_change());
         assert_eq!(e.reason(), "EnvironmentNotFound");
         assert_eq!(e.to_string(), "DatabaseEnvironment ns/db does not exist");
-        let e = Error::MissingInput { reason: "SecretNotFound", message: "x".into() };
+        let e = Error::MissingInput {
+            reason: "SecretNotFound",
+            message: "x".into(),
+        };
         assert_eq!(e.action(2), Action::requeue(Duration::from_secs(4)));
     }
 }

@@ -31,15 +31,19 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
     let store = runs.store();
     let stream = runs
         // A run waiting for its environment is reconciled again when that environment changes.
-        .watches(ctx.watched_api::<DatabaseEnvironment>(), watcher_config(), move |env| {
-            let (ns, name) = (env.namespace(), env.name_any());
-            store
-                .state()
-                .into_iter()
-                .filter(|run| run.namespace() == ns && run.spec.environment_ref.name == name)
-                .map(|run| ObjectRef::from_obj(run.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            ctx.watched_api::<DatabaseEnvironment>(),
+            watcher_config(),
+            move |env| {
+                let (ns, name) = (env.namespace(), env.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|run| run.namespace() == ns && run.spec.environment_ref.name == name)
+                    .map(|run| ObjectRef::from_obj(run.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown.map(|_| ()))
         .run(reconcile, error_policy::<MigrationRun>(CONTROLLER), ctx);
     drain(CONTROLLER, stream).await;
@@ -48,7 +52,12 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
 #[instrument(skip(run, ctx), fields(namespace = run.namespace().unwrap_or_default(), name = run.name_any()))]
 async fn reconcile(run: Arc<MigrationRun>, ctx: Arc<Context>) -> Result<Action, Error> {
     instrumented(CONTROLLER, run.clone(), ctx.clone(), async move {
-        if run.status.as_ref().and_then(|s| s.phase).is_some_and(MigrationPhase::is_finished) {
+        if run
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(MigrationPhase::is_finished)
+        {
             return Ok(Action::await_change());
         }
         let result = evaluate(&run, &ctx).await;
@@ -56,9 +65,14 @@ async fn reconcile(run: Arc<MigrationRun>, ctx: Arc<Context>) -> Result<Action, 
             Ok(v) => v.clone(),
             Err(e) => status::verdict_for(e),
         };
-        status::write(ctx.as_ref(), run.as_ref(), &verdict, |s: &mut MigrationRunStatus| {
-            s.phase.get_or_insert(MigrationPhase::Pending);
-        })
+        status::write(
+            ctx.as_ref(),
+            run.as_ref(),
+            &verdict,
+            |s: &mut MigrationRunStatus| {
+                s.phase.get_or_insert(MigrationPhase::Pending);
+            },
+        )
         .await?;
         result.map(|_| Action::await_change())
     })
@@ -73,13 +87,25 @@ pub fn backup_required(run: &MigrationRun, env: &DatabaseEnvironment) -> bool {
 
 async fn evaluate(run: &MigrationRun, ctx: &Context) -> Result<Verdict, Error> {
     let ns = run.namespace().unwrap_or_default();
-    let env: DatabaseEnvironment =
-        references::lifeboat_object(ctx, &ns, &run.spec.environment_ref.name, "EnvironmentNotFound").await?;
-    let env_conditions = env.status.as_ref().map(|s| s.conditions()).unwrap_or_default();
+    let env: DatabaseEnvironment = references::lifeboat_object(
+        ctx,
+        &ns,
+        &run.spec.environment_ref.name,
+        "EnvironmentNotFound",
+    )
+    .await?;
+    let env_conditions = env
+        .status
+        .as_ref()
+        .map(|s| s.conditions())
+        .unwrap_or_default();
     if !conditions::is_ready(env_conditions, env.metadata.generation) {
         return Ok(Verdict::Reconciling {
             reason: "EnvironmentNotReady",
-            message: format!("Waiting for DatabaseEnvironment {} to become Ready.", env.name_any()),
+            message: format!(
+                "Waiting for DatabaseEnvironment {} to become Ready.",
+                env.name_any()
+            ),
         });
     }
     if env.spec.tier == Tier::Production && run.spec.backup_before_migrate == Some(false) {
@@ -104,28 +130,41 @@ async fn evaluate(run: &MigrationRun, ctx: &Context) -> Result<Verdict, Error> {
 }
 
 /// Resolves a ConfigMap source to its ConfigMaps: every named one must exist; a selector must match one.
-pub async fn resolve_sources(ctx: &Context, ns: &str, source: &ConfigMapSource, field: &str) -> Result<Vec<ConfigMap>, Error> {
+pub async fn resolve_sources(
+    ctx: &Context,
+    ns: &str,
+    source: &ConfigMapSource,
+    field: &str,
+) -> Result<Vec<ConfigMap>, Error> {
     if let Some(selector) = &source.config_map_selector {
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
         let selector_string = label_selector_string(selector);
-        let list = api.list(&ListParams::default().labels(&selector_string)).await?;
+        let list = api
+            .list(&ListParams::default().labels(&selector_string))
+            .await?;
         if list.items.is_empty() {
             return Err(Error::MissingInput {
                 reason: "SourceNotFound",
-                message: format!("no ConfigMap in {ns} matches {field}.configMapSelector ({selector_string})"),
+                message: format!(
+                    "no ConfigMap in {ns} matches {field}.configMapSelector ({selector_string})"
+                ),
             });
         }
         return Ok(list.items);
     }
     let mut maps = Vec::new();
     for name in &source.config_map_names {
-        maps.push(references::config_map(ctx, ns, name, &format!("{field}.configMapNames"), None).await?);
+        maps.push(
+            references::config_map(ctx, ns, name, &format!("{field}.configMapNames"), None).await?,
+        );
     }
     Ok(maps)
 }
 
 /// A label selector in the query-string syntax of the API (`a=b,c in (d,e),!f`).
-pub fn label_selector_string(selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String {
+pub fn label_selector_string(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> String {
     let mut parts: Vec<String> = selector
         .match_labels
         .iter()
@@ -157,8 +196,16 @@ mod tests {
         let s = LabelSelector {
             match_labels: Some(BTreeMap::from([("app".into(), "shop".into())])),
             match_expressions: Some(vec![
-                LabelSelectorRequirement { key: "tier".into(), operator: "In".into(), values: Some(vec!["a".into(), "b".into()]) },
-                LabelSelectorRequirement { key: "old".into(), operator: "DoesNotExist".into(), values: None },
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["a".into(), "b".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "old".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
             ]),
         };
         assert_eq!(label_selector_string(&s), "app=shop,tier in (a,b),!old");

@@ -54,7 +54,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, config: Config, metrics: Arc<Metrics>) -> Self {
-        let reporter = Reporter { controller: "lifeboat".into(), instance: config.instance.clone() };
+        let reporter = Reporter {
+            controller: "lifeboat".into(),
+            instance: config.instance.clone(),
+        };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -83,7 +86,10 @@ impl Context {
     }
 
     fn record_success(&self, key: &str) {
-        self.failures.lock().expect("failure map poisoned").remove(key);
+        self.failures
+            .lock()
+            .expect("failure map poisoned")
+            .remove(key);
     }
 }
 
@@ -111,7 +117,12 @@ where
 }
 
 /// Wraps a reconciler with metrics and the backoff reset.
-pub async fn instrumented<K, F>(controller: &'static str, obj: Arc<K>, ctx: Arc<Context>, f: F) -> Result<Action, Error>
+pub async fn instrumented<K, F>(
+    controller: &'static str,
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    f: F,
+) -> Result<Action, Error>
 where
     K: Resource<DynamicType = ()>,
     F: Future<Output = Result<Action, Error>>,

@@ -8,17 +8,27 @@ use serde::de::DeserializeOwned;
 use super::{Context, Error};
 
 /// Gets a Lifeboat object named by the spec; a missing one is [`Error::MissingObject`] with `reason`.
-pub async fn lifeboat_object<K>(ctx: &Context, namespace: &str, name: &str, reason: &'static str) -> Result<K, Error>
+pub async fn lifeboat_object<K>(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    reason: &'static str,
+) -> Result<K, Error>
 where
-    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    api.get_opt(name).await?.ok_or_else(|| Error::MissingObject {
-        kind: kind_name::<K>(),
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        reason,
-    })
+    api.get_opt(name)
+        .await?
+        .ok_or_else(|| Error::MissingObject {
+            kind: kind_name::<K>(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            reason,
+        })
 }
 
 fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
@@ -42,10 +52,13 @@ pub async fn secret_with_keys(
     keys: &[&str],
 ) -> Result<Secret, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = api.get_opt(name).await?.ok_or_else(|| Error::MissingInput {
-        reason: "SecretNotFound",
-        message: format!("Secret {namespace}/{name} named by {field} does not exist"),
-    })?;
+    let secret = api
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| Error::MissingInput {
+            reason: "SecretNotFound",
+            message: format!("Secret {namespace}/{name} named by {field} does not exist"),
+        })?;
     let missing = missing_secret_keys(&secret, keys);
     if !missing.is_empty() {
         return Err(Error::MissingInput {
@@ -63,8 +76,16 @@ pub async fn secret_with_keys(
 pub fn missing_secret_keys(secret: &Secret, keys: &[&str]) -> Vec<String> {
     keys.iter()
         .filter(|k| {
-            let in_data = secret.data.as_ref().and_then(|d| d.get(**k)).is_some_and(|v| !v.0.is_empty());
-            let in_string = secret.string_data.as_ref().and_then(|d| d.get(**k)).is_some_and(|v| !v.is_empty());
+            let in_data = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(**k))
+                .is_some_and(|v| !v.0.is_empty());
+            let in_string = secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(**k))
+                .is_some_and(|v| !v.is_empty());
             !(in_data || in_string)
         })
         .map(|k| k.to_string())
@@ -80,10 +101,13 @@ pub async fn config_map(
     key: Option<&str>,
 ) -> Result<ConfigMap, Error> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    let cm = api.get_opt(name).await?.ok_or_else(|| Error::MissingInput {
-        reason: "ConfigMapNotFound",
-        message: format!("ConfigMap {namespace}/{name} named by {field} does not exist"),
-    })?;
+    let cm = api
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| Error::MissingInput {
+            reason: "ConfigMapNotFound",
+            message: format!("ConfigMap {namespace}/{name} named by {field} does not exist"),
+        })?;
     if let Some(key) = key {
         let has = cm.data.as_ref().is_some_and(|d| d.contains_key(key))
             || cm.binary_data.as_ref().is_some_and(|d| d.contains_key(key));
@@ -112,9 +136,15 @@ mod tests {
                 ("host".to_string(), ByteString(b"db".to_vec())),
                 ("password".to_string(), ByteString(Vec::new())),
             ])),
-            string_data: Some(BTreeMap::from([("username".to_string(), "admin".to_string())])),
+            string_data: Some(BTreeMap::from([(
+                "username".to_string(),
+                "admin".to_string(),
+            )])),
             ..Default::default()
         };
-        assert_eq!(missing_secret_keys(&secret, &["host", "username", "password", "port"]), vec!["password", "port"]);
+        assert_eq!(
+            missing_secret_keys(&secret, &["host", "username", "password", "port"]),
+            vec!["password", "port"]
+        );
     }
 }

@@ -11,7 +11,10 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::{Context, Error, conditions::Verdict, drain, error_policy, instrumented, references, status, watcher_config};
+use super::{
+    Context, Error, conditions::Verdict, drain, error_policy, instrumented, references, status,
+    watcher_config,
+};
 use crate::api::{BackupSchedule, RestoreDrill, RestoreDrillStatus};
 
 pub const CONTROLLER: &str = "restoredrill";
@@ -20,15 +23,19 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
     let drills = Controller::new(ctx.watched_api::<RestoreDrill>(), watcher_config());
     let store = drills.store();
     let stream = drills
-        .watches(ctx.watched_api::<BackupSchedule>(), watcher_config(), move |schedule| {
-            let (ns, name) = (schedule.namespace(), schedule.name_any());
-            store
-                .state()
-                .into_iter()
-                .filter(|d| d.namespace() == ns && d.spec.backup_schedule_ref.name == name)
-                .map(|d| ObjectRef::from_obj(d.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            ctx.watched_api::<BackupSchedule>(),
+            watcher_config(),
+            move |schedule| {
+                let (ns, name) = (schedule.namespace(), schedule.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|d| d.namespace() == ns && d.spec.backup_schedule_ref.name == name)
+                    .map(|d| ObjectRef::from_obj(d.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown.map(|_| ()))
         .run(reconcile, error_policy::<RestoreDrill>(CONTROLLER), ctx);
     drain(CONTROLLER, stream).await;
@@ -42,7 +49,13 @@ async fn reconcile(drill: Arc<RestoreDrill>, ctx: Arc<Context>) -> Result<Action
             Ok(v) => v.clone(),
             Err(e) => status::verdict_for(e),
         };
-        status::write(ctx.as_ref(), drill.as_ref(), &verdict, |_: &mut RestoreDrillStatus| {}).await?;
+        status::write(
+            ctx.as_ref(),
+            drill.as_ref(),
+            &verdict,
+            |_: &mut RestoreDrillStatus| {},
+        )
+        .await?;
         result.map(|_| Action::await_change())
     })
     .await
@@ -50,8 +63,13 @@ async fn reconcile(drill: Arc<RestoreDrill>, ctx: Arc<Context>) -> Result<Action
 
 async fn evaluate(drill: &RestoreDrill, ctx: &Context) -> Result<Verdict, Error> {
     let ns = drill.namespace().unwrap_or_default();
-    let _schedule: BackupSchedule =
-        references::lifeboat_object(ctx, &ns, &drill.spec.backup_schedule_ref.name, "BackupScheduleNotFound").await?;
+    let _schedule: BackupSchedule = references::lifeboat_object(
+        ctx,
+        &ns,
+        &drill.spec.backup_schedule_ref.name,
+        "BackupScheduleNotFound",
+    )
+    .await?;
     if let Some(server) = &drill.spec.target.server {
         let r = &server.admin_secret_ref;
         references::secret_with_keys(

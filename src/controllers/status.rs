@@ -53,15 +53,25 @@ where
         "kind": K::kind(&()),
         "status": new,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
 
-    let before = old.as_ref().and_then(|s| conditions::find(s.conditions(), conditions::READY).cloned());
-    let changed = before.as_ref().is_none_or(|c| {
-        c.reason != verdict.reason() || (c.status == "True") != verdict.is_ready()
-    });
+    let before = old
+        .as_ref()
+        .and_then(|s| conditions::find(s.conditions(), conditions::READY).cloned());
+    let changed = before
+        .as_ref()
+        .is_none_or(|c| c.reason != verdict.reason() || (c.status == "True") != verdict.is_ready());
     if changed {
-        let type_ = if verdict.is_stalled() { EventType::Warning } else { EventType::Normal };
+        let type_ = if verdict.is_stalled() {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
         let event = Event {
             type_,
             reason: verdict.reason().to_string(),
@@ -91,9 +101,15 @@ fn truncate(s: &str, max: usize) -> String {
 /// The verdict an error stands for: errors a person must fix are `Stalled`, the rest `Reconciling`.
 pub fn verdict_for(error: &Error) -> Verdict {
     if error.is_stalled() {
-        Verdict::Stalled { reason: error.reason(), message: sentence(&error.to_string()) }
+        Verdict::Stalled {
+            reason: error.reason(),
+            message: sentence(&error.to_string()),
+        }
     } else {
-        Verdict::Reconciling { reason: error.reason(), message: sentence(&format!("Retrying: {error}")) }
+        Verdict::Reconciling {
+            reason: error.reason(),
+            message: sentence(&format!("Retrying: {error}")),
+        }
     }
 }
 
@@ -117,7 +133,10 @@ mod tests {
 
     #[test]
     fn sentences() {
-        assert_eq!(sentence("secret x has no key password"), "Secret x has no key password.");
+        assert_eq!(
+            sentence("secret x has no key password"),
+            "Secret x has no key password."
+        );
         assert_eq!(sentence("Done."), "Done.");
     }
 

@@ -32,4 +32,11 @@ impl fmt::Debug for ServerCredentials {
 }
 
 /// The sslmodes libpq knows.
-pub const SSL_MODES: &[&str] = &["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+pub const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];

@@ -78,7 +78,9 @@ pub fn platform() -> Option<Platform> {
     })();
     if found.is_none() {
         if var("CI").as_deref() == Some("true") {
-            panic!("CI=true and the test platform is not configured; start it with: {START_COMMAND}");
+            panic!(
+                "CI=true and the test platform is not configured; start it with: {START_COMMAND}"
+            );
         }
         eprintln!("SKIPPED: the test platform is not up; start it with: {START_COMMAND}");
     }
@@ -98,7 +100,9 @@ macro_rules! require_platform {
 
 pub async fn client() -> Client {
     lifeboat::install_crypto_provider();
-    Client::try_default().await.expect("a Kubernetes client from KUBECONFIG")
+    Client::try_default()
+        .await
+        .expect("a Kubernetes client from KUBECONFIG")
 }
 
 pub fn random_suffix() -> String {
@@ -126,7 +130,10 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create test namespace");
-        Self { name, client: client.clone() }
+        Self {
+            name,
+            client: client.clone(),
+        }
     }
 
     pub async fn cleanup(self) {
@@ -156,4 +163,137 @@ where
 
 pub fn name_of<K: ResourceExt>(obj: &K) -> String {
     obj.name_any()
+}
+
+/// Installs (server-side apply) Lifeboat's CRDs and waits until they are established.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    for crd in lifeboat::api::crds() {
+        api.patch(
+            &crd.name_any(),
+            &PatchParams::apply("lifeboat-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+    }
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        lifeboat::operator::wait_for_crds(client),
+    )
+    .await
+    .expect("CRDs established in time")
+    .expect("CRDs established");
+}
+
+/// An operator instance running in this test process, watching one namespace.
+pub struct RunningOperator {
+    pub operator: std::sync::Arc<lifeboat::operator::Operator>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningOperator {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.operator.stop();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("operator stops within 30s")
+            .expect("operator task")
+    }
+
+    pub fn reconciles(&self, controller: &'static str) -> u64 {
+        self.operator.metrics.reconcile_count(controller)
+    }
+}
+
+pub fn settings(namespace: &str, identity: &str) -> lifeboat::operator::Settings {
+    lifeboat::operator::Settings {
+        controllers: lifeboat::controllers::Config {
+            watch_namespace: Some(namespace.to_string()),
+            instance: Some(identity.to_string()),
+        },
+        metrics_addr: None,
+        lease: lifeboat::operator::LeaseSettings {
+            namespace: namespace.to_string(),
+            name: "lifeboat-leader".into(),
+            identity: identity.to_string(),
+            duration: Duration::from_secs(4),
+            grace: Duration::from_secs(1),
+        },
+    }
+}
+
+/// Starts an operator in-process that watches only `namespace` (so parallel tests do not interfere).
+pub fn start_operator(client: &Client, settings: lifeboat::operator::Settings) -> RunningOperator {
+    let operator = std::sync::Arc::new(lifeboat::operator::Operator::new());
+    let (op, client) = (operator.clone(), client.clone());
+    let task = tokio::spawn(async move { op.run(client, settings).await });
+    RunningOperator { operator, task }
+}
+
+/// Waits (watching, with a deadline) until `check` holds for the named object.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    deadline: Duration,
+    check: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let cond = move |obj: Option<&K>| obj.is_some_and(&check);
+    match tokio::time::timeout(
+        deadline,
+        kube::runtime::wait::await_condition(api.clone(), name, cond),
+    )
+    .await
+    {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{name} vanished while waiting for {what}"),
+        Ok(Err(e)) => panic!("watch failed while waiting for {what}: {e}"),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten();
+            panic!(
+                "timed out after {deadline:?} waiting for {name} to be {what}; last state: {last:#?}"
+            )
+        }
+    }
+}
+
+/// The (status, reason) of a condition in a Lifeboat object's status.
+pub fn condition<S: lifeboat::api::ConditionedStatus>(
+    status: Option<&S>,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    status?
+        .conditions()
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Applies a YAML/JSON manifest of any kind with server-side apply in `namespace`.
+pub async fn apply_json(
+    client: &Client,
+    namespace: &str,
+    value: serde_json::Value,
+) -> Result<kube::api::DynamicObject, kube::Error> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let api_version = value["apiVersion"].as_str().unwrap().to_string();
+    let kind = value["kind"].as_str().unwrap().to_string();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+    let gvk = GroupVersionKind::gvk(group, version, &kind);
+    let plural = format!("{}s", kind.to_lowercase());
+    let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    let name = value["metadata"]["name"].as_str().unwrap().to_string();
+    api.patch(
+        &name,
+        &PatchParams::apply("lifeboat-tests").force(),
+        &Patch::Apply(&value),
+    )
+    .await
 }

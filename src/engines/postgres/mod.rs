@@ -25,17 +25,30 @@ pub enum PgError {
     #[error("cannot reach PostgreSQL at {endpoint}: {detail}")]
     Unreachable { endpoint: String, detail: String },
     #[error("PostgreSQL at {endpoint} rejected the credentials of user {user}: {detail}")]
-    AuthFailed { endpoint: String, user: String, detail: String },
+    AuthFailed {
+        endpoint: String,
+        user: String,
+        detail: String,
+    },
     #[error("TLS to PostgreSQL at {endpoint} failed: {detail}")]
     Tls { endpoint: String, detail: String },
-    #[error("template database {template} is in use by other sessions; disconnect them (or stop the app using it) and Lifeboat retries")]
+    #[error(
+        "template database {template} is in use by other sessions; disconnect them (or stop the app using it) and Lifeboat retries"
+    )]
     TemplateInUse { template: String },
     #[error("template database {template} does not exist on the server")]
     TemplateMissing { template: String },
-    #[error("{what} already exists on the server and was not created by this environment; choose another name or remove it")]
+    #[error(
+        "{what} already exists on the server and was not created by this environment; choose another name or remove it"
+    )]
     NotOurs { what: String },
     #[error("{context}: {message} (SQLSTATE {code})")]
-    Sql { context: String, code: String, message: String, position: Option<usize> },
+    Sql {
+        context: String,
+        code: String,
+        message: String,
+        position: Option<usize>,
+    },
     #[error("{context}: {detail}")]
     Other { context: String, detail: String },
 }
@@ -56,7 +69,10 @@ impl PgError {
 
     /// Errors that time alone may fix (network, a busy template) rather than a person.
     pub fn is_transient(&self) -> bool {
-        matches!(self, PgError::Unreachable { .. } | PgError::TemplateInUse { .. } | PgError::Other { .. })
+        matches!(
+            self,
+            PgError::Unreachable { .. } | PgError::TemplateInUse { .. } | PgError::Other { .. }
+        )
     }
 
     /// Classifies a sqlx error from a statement run in `context`.
@@ -74,7 +90,10 @@ impl PgError {
                     }),
                 context,
             },
-            other => PgError::Other { context, detail: other.to_string() },
+            other => PgError::Other {
+                context,
+                detail: other.to_string(),
+            },
         }
     }
 
@@ -88,10 +107,17 @@ impl PgError {
 }
 
 /// Connection options for `database` with the given credentials.
-pub fn connect_options(creds: &ServerCredentials, database: &str) -> Result<PgConnectOptions, PgError> {
+pub fn connect_options(
+    creds: &ServerCredentials,
+    database: &str,
+) -> Result<PgConnectOptions, PgError> {
     let mode: PgSslMode = creds.sslmode.parse().map_err(|_| PgError::Other {
         context: "reading sslmode".into(),
-        detail: format!("unknown sslmode {:?}; use one of {}", creds.sslmode, super::SSL_MODES.join(", ")),
+        detail: format!(
+            "unknown sslmode {:?}; use one of {}",
+            creds.sslmode,
+            super::SSL_MODES.join(", ")
+        ),
     })?;
     let mut opts = PgConnectOptions::new()
         .host(&creds.host)
@@ -114,7 +140,10 @@ pub async fn connect(creds: &ServerCredentials, database: &str) -> Result<PgConn
     let opts = connect_options(creds, database)?;
     let endpoint = format!("{}:{}", creds.host, creds.port);
     match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
-        Err(_) => Err(PgError::Unreachable { endpoint, detail: format!("no answer within {CONNECT_TIMEOUT:?}") }),
+        Err(_) => Err(PgError::Unreachable {
+            endpoint,
+            detail: format!("no answer within {CONNECT_TIMEOUT:?}"),
+        }),
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(classify_connect_error(endpoint, &creds.username, e)),
     }
@@ -122,15 +151,30 @@ pub async fn connect(creds: &ServerCredentials, database: &str) -> Result<PgConn
 
 fn classify_connect_error(endpoint: String, user: &str, e: sqlx::Error) -> PgError {
     match e {
-        sqlx::Error::Io(io) => PgError::Unreachable { endpoint, detail: io.to_string() },
-        sqlx::Error::Tls(t) => PgError::Tls { endpoint, detail: t.to_string() },
+        sqlx::Error::Io(io) => PgError::Unreachable {
+            endpoint,
+            detail: io.to_string(),
+        },
+        sqlx::Error::Tls(t) => PgError::Tls {
+            endpoint,
+            detail: t.to_string(),
+        },
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
             // 28P01 invalid_password, 28000 invalid_authorization_specification
             if code.starts_with("28") {
-                PgError::AuthFailed { endpoint, user: user.to_string(), detail: db.message().to_string() }
+                PgError::AuthFailed {
+                    endpoint,
+                    user: user.to_string(),
+                    detail: db.message().to_string(),
+                }
             } else {
-                PgError::Sql { context: format!("connecting to {endpoint}"), code, message: db.message().to_string(), position: None }
+                PgError::Sql {
+                    context: format!("connecting to {endpoint}"),
+                    code,
+                    message: db.message().to_string(),
+                    position: None,
+                }
             }
         }
         other => {
@@ -152,7 +196,11 @@ pub async fn ping(creds: &ServerCredentials, database: &str) -> Result<(), PgErr
 }
 
 /// Runs the health query; it must return at least one row.
-pub async fn health_check(creds: &ServerCredentials, database: &str, query: &str) -> Result<(), PgError> {
+pub async fn health_check(
+    creds: &ServerCredentials,
+    database: &str,
+    query: &str,
+) -> Result<(), PgError> {
     let mut conn = connect(creds, database).await?;
     let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(query.to_string()))
         .fetch_all(&mut conn)
@@ -160,7 +208,10 @@ pub async fn health_check(creds: &ServerCredentials, database: &str, query: &str
         .map_err(|e| PgError::from_sqlx("running the health query", e))?;
     let _ = conn.close().await;
     if rows.is_empty() {
-        return Err(PgError::Other { context: "running the health query".into(), detail: "it returned no rows".into() });
+        return Err(PgError::Other {
+            context: "running the health query".into(),
+            detail: "it returned no rows".into(),
+        });
     }
     Ok(())
 }

@@ -15,24 +15,38 @@ pub enum Ownership {
     Foreign,
 }
 
-async fn role_ownership(admin: &mut PgConnection, role: &str, uid: &str) -> Result<Ownership, PgError> {
-    let row = sqlx::query("select shobj_description(oid, 'pg_authid') from pg_roles where rolname = $1")
-        .bind(role)
-        .fetch_optional(&mut *admin)
-        .await
-        .map_err(|e| PgError::from_sqlx("looking up the role", e))?;
+async fn role_ownership(
+    admin: &mut PgConnection,
+    role: &str,
+    uid: &str,
+) -> Result<Ownership, PgError> {
+    let row =
+        sqlx::query("select shobj_description(oid, 'pg_authid') from pg_roles where rolname = $1")
+            .bind(role)
+            .fetch_optional(&mut *admin)
+            .await
+            .map_err(|e| PgError::from_sqlx("looking up the role", e))?;
     Ok(match row {
         None => Ownership::Absent,
         Some(row) => {
             let comment: Option<String> = row.get(0);
-            if sql::is_ours(comment.as_deref(), uid) { Ownership::Ours { comment } } else { Ownership::Foreign }
+            if sql::is_ours(comment.as_deref(), uid) {
+                Ownership::Ours { comment }
+            } else {
+                Ownership::Foreign
+            }
         }
     })
 }
 
 /// A database is ours when it carries our marker, or when it has no comment yet but is owned by our role
 /// (the operator stopped between `CREATE DATABASE` and `COMMENT ON DATABASE`).
-async fn database_ownership(admin: &mut PgConnection, database: &str, role: &str, uid: &str) -> Result<Ownership, PgError> {
+async fn database_ownership(
+    admin: &mut PgConnection,
+    database: &str,
+    role: &str,
+    uid: &str,
+) -> Result<Ownership, PgError> {
     let row = sqlx::query(
         "select shobj_description(d.oid, 'pg_database'), pg_get_userbyid(d.datdba) from pg_database d where d.datname = $1",
     )
@@ -40,13 +54,21 @@ async fn database_ownership(admin: &mut PgConnection, database: &str, role: &str
     .fetch_optional(&mut *admin)
     .await
     .map_err(|e| PgError::from_sqlx("looking up the database", e))?;
-    let Some(row) = row else { return Ok(Ownership::Absent) };
+    let Some(row) = row else {
+        return Ok(Ownership::Absent);
+    };
     let comment: Option<String> = row.get(0);
     let owner: String = row.get(1);
     if sql::is_ours(comment.as_deref(), uid) {
         return Ok(Ownership::Ours { comment });
     }
-    if comment.is_none() && owner == role && matches!(role_ownership(admin, role, uid).await?, Ownership::Ours { .. }) {
+    if comment.is_none()
+        && owner == role
+        && matches!(
+            role_ownership(admin, role, uid).await?,
+            Ownership::Ours { .. }
+        )
+    {
         return Ok(Ownership::Ours { comment: None });
     }
     Ok(Ownership::Foreign)
@@ -72,12 +94,21 @@ pub struct Target {
 
 /// Creates the role (with `password`) unless it exists. Creating a role and commenting it happen in one
 /// transaction, so a role without our marker was never ours.
-pub async fn ensure_role(admin: &mut PgConnection, target: &Target, password: &str) -> Result<bool, PgError> {
+pub async fn ensure_role(
+    admin: &mut PgConnection,
+    target: &Target,
+    password: &str,
+) -> Result<bool, PgError> {
     match role_ownership(admin, &target.role, &target.uid).await? {
         Ownership::Ours { .. } => Ok(false),
-        Ownership::Foreign => Err(PgError::NotOurs { what: format!("role {}", target.role) }),
+        Ownership::Foreign => Err(PgError::NotOurs {
+            what: format!("role {}", target.role),
+        }),
         Ownership::Absent => {
-            let mut tx = admin.begin().await.map_err(|e| PgError::from_sqlx("beginning a transaction", e))?;
+            let mut tx = admin
+                .begin()
+                .await
+                .map_err(|e| PgError::from_sqlx("beginning a transaction", e))?;
             exec(
                 &mut tx,
                 "creating the role",
@@ -90,7 +121,9 @@ pub async fn ensure_role(admin: &mut PgConnection, target: &Target, password: &s
                 ),
             )
             .await?;
-            tx.commit().await.map_err(|e| PgError::from_sqlx("committing the role", e))?;
+            tx.commit()
+                .await
+                .map_err(|e| PgError::from_sqlx("committing the role", e))?;
             Ok(true)
         }
     }
@@ -98,14 +131,27 @@ pub async fn ensure_role(admin: &mut PgConnection, target: &Target, password: &s
 
 /// Sets the role's password (used when the connection Secret and the role disagree, e.g. after the Secret
 /// was deleted by hand).
-pub async fn set_role_password(admin: &mut PgConnection, target: &Target, password: &str) -> Result<(), PgError> {
-    if !matches!(role_ownership(admin, &target.role, &target.uid).await?, Ownership::Ours { .. }) {
-        return Err(PgError::NotOurs { what: format!("role {}", target.role) });
+pub async fn set_role_password(
+    admin: &mut PgConnection,
+    target: &Target,
+    password: &str,
+) -> Result<(), PgError> {
+    if !matches!(
+        role_ownership(admin, &target.role, &target.uid).await?,
+        Ownership::Ours { .. }
+    ) {
+        return Err(PgError::NotOurs {
+            what: format!("role {}", target.role),
+        });
     }
     exec(
         admin,
         "setting the role's password",
-        format!("alter role {} with login password {}", sql::ident(&target.role), sql::literal(password)),
+        format!(
+            "alter role {} with login password {}",
+            sql::ident(&target.role),
+            sql::literal(password)
+        ),
     )
     .await
 }
@@ -123,19 +169,31 @@ pub async fn ensure_database(
             mark_database(admin, target).await?;
             return Ok(false);
         }
-        Ownership::Foreign => return Err(PgError::NotOurs { what: format!("database {}", target.database) }),
+        Ownership::Foreign => {
+            return Err(PgError::NotOurs {
+                what: format!("database {}", target.database),
+            });
+        }
         Ownership::Absent => {}
     }
-    let mut statement = format!("create database {} owner {}", sql::ident(&target.database), sql::ident(&target.role));
+    let mut statement = format!(
+        "create database {} owner {}",
+        sql::ident(&target.database),
+        sql::ident(&target.role)
+    );
     if let Some(template) = &target.template {
         statement.push_str(&format!(" template {}", sql::ident(template)));
     }
     if let Err(e) = exec(admin, "creating the database", statement).await {
         return Err(match (&target.template, e.code()) {
             // object_in_use: the template has other sessions
-            (Some(t), Some("55006")) => PgError::TemplateInUse { template: t.clone() },
+            (Some(t), Some("55006")) => PgError::TemplateInUse {
+                template: t.clone(),
+            },
             // invalid_catalog_name: the template does not exist
-            (Some(t), Some("3D000")) => PgError::TemplateMissing { template: t.clone() },
+            (Some(t), Some("3D000")) => PgError::TemplateMissing {
+                template: t.clone(),
+            },
             _ => e,
         });
     }
@@ -163,7 +221,10 @@ async fn mark_database(admin: &mut PgConnection, target: &Target) -> Result<(), 
 /// its schema to use and migrate it. Reassign every non-system schema, relation, routine and type owned by
 /// someone else to the role, inside the new database only (`REASSIGN OWNED` would also move shared objects
 /// such as the template database itself). Objects that belong to extensions are left alone.
-async fn reassign_cloned_objects(admin_creds: &ServerCredentials, target: &Target) -> Result<(), PgError> {
+async fn reassign_cloned_objects(
+    admin_creds: &ServerCredentials,
+    target: &Target,
+) -> Result<(), PgError> {
     let mut conn = connect(admin_creds, &target.database).await?;
     let role = sql::literal(&target.role);
     let statement = format!(
@@ -204,7 +265,12 @@ begin
 end
 $lifeboat$"#
     );
-    let result = exec(&mut conn, "giving the cloned objects to the environment's role", statement).await;
+    let result = exec(
+        &mut conn,
+        "giving the cloned objects to the environment's role",
+        statement,
+    )
+    .await;
     let _ = conn.close().await;
     result
 }
@@ -212,7 +278,11 @@ $lifeboat$"#
 /// Applies the seed once, as the environment's own role, in one transaction that also records the seed's
 /// checksum on the database: either both commit or neither does, so a crash mid-seed leaves an unseeded
 /// database and the next attempt starts clean. Returns whether the seed ran now.
-pub async fn apply_seed(app: &mut PgConnection, target: &Target, seed_sql: &str) -> Result<bool, PgError> {
+pub async fn apply_seed(
+    app: &mut PgConnection,
+    target: &Target,
+    seed_sql: &str,
+) -> Result<bool, PgError> {
     let checksum = sql::sha256_hex(seed_sql.as_bytes());
     let comment: Option<String> =
         sqlx::query_scalar("select shobj_description(oid, 'pg_database') from pg_database where datname = current_database()")
@@ -222,7 +292,10 @@ pub async fn apply_seed(app: &mut PgConnection, target: &Target, seed_sql: &str)
     if sql::recorded_seed(comment.as_deref()).is_some() {
         return Ok(false);
     }
-    let mut tx = app.begin().await.map_err(|e| PgError::from_sqlx("beginning the seed transaction", e))?;
+    let mut tx = app
+        .begin()
+        .await
+        .map_err(|e| PgError::from_sqlx("beginning the seed transaction", e))?;
     exec(&mut tx, "applying the seed", seed_sql.to_string()).await?;
     exec(
         &mut tx,
@@ -234,7 +307,9 @@ pub async fn apply_seed(app: &mut PgConnection, target: &Target, seed_sql: &str)
         ),
     )
     .await?;
-    tx.commit().await.map_err(|e| PgError::from_sqlx("committing the seed", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| PgError::from_sqlx("committing the seed", e))?;
     Ok(true)
 }
 
@@ -245,14 +320,26 @@ pub async fn drop_owned(admin: &mut PgConnection, target: &Target) -> Result<Vec
     match database_ownership(admin, &target.database, &target.role, &target.uid).await? {
         Ownership::Ours { .. } => {
             // WITH (FORCE) terminates the database's sessions first (PostgreSQL 13+).
-            exec(admin, "dropping the database", format!("drop database if exists {} with (force)", sql::ident(&target.database)))
-                .await?;
+            exec(
+                admin,
+                "dropping the database",
+                format!(
+                    "drop database if exists {} with (force)",
+                    sql::ident(&target.database)
+                ),
+            )
+            .await?;
             dropped.push(format!("database {}", target.database));
         }
         Ownership::Foreign | Ownership::Absent => {}
     }
     if let Ownership::Ours { .. } = role_ownership(admin, &target.role, &target.uid).await? {
-        exec(admin, "dropping the role", format!("drop role if exists {}", sql::ident(&target.role))).await?;
+        exec(
+            admin,
+            "dropping the role",
+            format!("drop role if exists {}", sql::ident(&target.role)),
+        )
+        .await?;
         dropped.push(format!("role {}", target.role));
     }
     Ok(dropped)

@@ -23,7 +23,13 @@ pub fn default_name(namespace: &str, name: &str) -> String {
     let raw = format!("{namespace}_{name}");
     let mut clean: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if clean.starts_with(|c: char| c.is_ascii_digit()) {
         clean.insert(0, '_');
@@ -54,7 +60,9 @@ pub fn is_ours(comment: Option<&str>, uid: &str) -> bool {
 
 /// The seed checksum recorded in a comment, if any.
 pub fn recorded_seed(comment: Option<&str>) -> Option<&str> {
-    comment?.split(' ').find_map(|part| part.strip_prefix("seed="))
+    comment?
+        .split(' ')
+        .find_map(|part| part.strip_prefix("seed="))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
