@@ -105,6 +105,9 @@ impl Operator {
             .await
             .context("creating the leader election Lease manager")?;
         let (mut leading, lease_task) = manager.watch().await;
+        // If this future is dropped (the process is going down hard), the Lease task goes with it
+        // instead of renewing a Lease for controllers that no longer run.
+        let lease_task = AbortOnDrop(Some(lease_task));
         info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting for leadership");
         let won = tokio::select! {
             res = leading.wait_for(|l| *l) => { res.map(|_| true).context("lease manager stopped")? }
@@ -112,7 +115,7 @@ impl Operator {
         };
         if !won {
             drop(leading);
-            let _ = lease_task.await;
+            lease_task.join().await;
             return Ok(());
         }
         info!(identity = %lease.identity, "leading: starting controllers");
@@ -125,11 +128,11 @@ impl Operator {
         ));
         let (lost_tx, lost_rx) = watch::channel(false);
         let mut watch_leading = leading.clone();
-        let lost_watch = tokio::spawn(async move {
+        let lost_watch = AbortOnDrop(Some(tokio::spawn(async move {
             // Resolves when leadership flips to false (or the manager dies).
             let _ = watch_leading.wait_for(|l| !*l).await;
             lost_tx.send_replace(true);
-        });
+        })));
         let stop_or_lost = {
             let stop = stopped();
             let mut lost = lost_rx;
@@ -141,12 +144,12 @@ impl Operator {
             }
         };
         controllers::run(ctx, stop_or_lost).await;
-        lost_watch.abort();
+        drop(lost_watch);
         self.metrics.leader.set(0);
         let still_leading = *leading.borrow();
         // Dropping the receiver makes the lease task release the Lease and exit.
         drop(leading);
-        let _ = lease_task.await;
+        lease_task.join().await;
         if still_leading || *self.shutdown.borrow() {
             info!("stopped; Lease released");
             Ok(())
@@ -174,4 +177,23 @@ pub async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
             .with_context(|| format!("watching CRD {name}"))?;
     }
     Ok(())
+}
+
+/// A spawned task that is aborted when its handle is dropped, unless joined first.
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
 }

@@ -87,13 +87,50 @@ pub const VERSION: &str = "v1alpha1";
 
 /// The CustomResourceDefinitions of all four kinds, always in the same order (DatabaseEnvironment,
 /// MigrationRun, BackupSchedule, RestoreDrill), so generated YAML is stable.
+///
+/// Use this rather than `Kind::crd()`: it also re-flows the descriptions (see
+/// [`reflow_descriptions`]).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    [
         DatabaseEnvironment::crd(),
         MigrationRun::crd(),
         BackupSchedule::crd(),
         RestoreDrill::crd(),
     ]
+    .into_iter()
+    .map(reflow_descriptions)
+    .collect()
+}
+
+/// Joins the lines of each paragraph of every schema description.
+///
+/// Doc comments are wrapped at the source's line width, and schemars keeps those line breaks;
+/// `kubectl explain` would print them as ragged lines. Blank-line paragraph breaks are kept.
+fn reflow_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(node: &mut serde_json::Value) {
+        match node {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    match value {
+                        serde_json::Value::String(text) if key == "description" => *text = reflow(text),
+                        _ => walk(value),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes to JSON");
+    walk(&mut value);
+    serde_json::from_value(value).expect("re-flowing descriptions keeps the CRD valid")
+}
+
+fn reflow(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| paragraph.lines().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// Helpers for the per-kind CRD tests: read the generated schema and check it against the rules
@@ -247,6 +284,17 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_are_reflowed_into_paragraphs() {
+        assert_eq!(reflow("one\ntwo\n\n\tthree\nfour"), "one two\n\n\tthree four");
+        let crd = crds().remove(0);
+        let text = serde_json::to_string(&test_support::schema(&crd)).unwrap();
+        // Every remaining line break is a paragraph break.
+        assert!(!text.replace("\\n\\n", "").contains("\\n"), "a description keeps a line break");
+        let spec = &test_support::schema(&crd)["properties"]["spec"]["properties"];
+        assert!(spec["tier"]["description"].as_str().unwrap().contains("is ephemeral (no volume"));
+    }
 
     #[test]
     fn crds_come_in_a_fixed_order_in_one_group() {

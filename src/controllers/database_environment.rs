@@ -110,9 +110,10 @@ async fn reconcile(env: Arc<DatabaseEnvironment>, ctx: Arc<Context>) -> Result<A
 /// Converts a PostgreSQL failure into a controller error: transient ones are retried with backoff,
 /// the rest need a person (and are retried with backoff too, since the fix may be outside Kubernetes).
 fn pg(e: PgError) -> Error {
-    Error::MissingInput {
-        reason: e.reason(),
-        message: e.to_string(),
+    if e.is_transient() {
+        Error::Transient { reason: e.reason(), message: e.to_string() }
+    } else {
+        Error::MissingInput { reason: e.reason(), message: e.to_string() }
     }
 }
 
@@ -345,7 +346,11 @@ async fn provision_server(
         uid: env.uid().unwrap_or_default(),
     };
 
-    // The password is stored before the role exists, so a crash between the two never loses it.
+    // Reach the server first: nothing (not even the connection Secret) exists until the admin
+    // credentials work, so deleting an environment that never got this far has nothing to clean up.
+    let mut conn = postgres::connect(&admin, "postgres").await.map_err(pg)?;
+    // The password is stored before the role exists, so a crash between the two never loses it; the
+    // Secret's existence also tells cleanup that something may exist on the server.
     let existing = existing_password(ctx, env).await?;
     let password = existing.clone().unwrap_or_else(generate_password);
     let app = ServerCredentials {
@@ -356,7 +361,6 @@ async fn provision_server(
     };
     write_connection_secret(ctx, env, &app, &target.database).await?;
 
-    let mut conn = postgres::connect(&admin, "postgres").await.map_err(pg)?;
     let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
     let role_created = provision::ensure_role(&mut conn, &target, &password)
         .await
@@ -660,6 +664,15 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
         .database_name
         .clone()
         .unwrap_or_else(|| sql::default_name(&namespace, &env.name_any()));
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let never_provisioned = env.status.as_ref().and_then(|s| s.database.as_ref()).is_none()
+        && secrets.get_opt(&connection_secret_name(&env)).await?.is_none();
+    if never_provisioned {
+        // The Secret is written before anything is created on the server: without it, nothing was.
+        let note = "Nothing to drop: this environment never reached its server.".to_string();
+        publish(ctx, &env, EventType::Normal, "Deleted", note).await;
+        return Ok(Action::await_change());
+    }
     if policy == DeletionPolicy::Retain {
         let note = format!(
             "deletionPolicy Retain: database {database} and its role are kept on the server."

@@ -29,6 +29,11 @@ pub enum Error {
         message: String,
     },
 
+    /// Something outside Kubernetes is not there yet or is busy (a server down, a template in use);
+    /// retried with backoff and reported `Reconciling`, not `Stalled`.
+    #[error("{message}")]
+    Transient { reason: &'static str, message: String },
+
     /// The spec is valid for the API server but cannot be acted on; waits for a spec change.
     #[error("{message}")]
     InvalidSpec {
@@ -58,6 +63,7 @@ impl Error {
             Error::Kube(_) => "KubernetesApiError",
             Error::MissingObject { reason, .. } => reason,
             Error::MissingInput { reason, .. } => reason,
+            Error::Transient { reason, .. } => reason,
             Error::InvalidSpec { reason, .. } => reason,
             Error::NotImplemented { .. } => "NotImplemented",
             Error::Serialization(_) => "SerializationError",
@@ -66,7 +72,7 @@ impl Error {
 
     /// Whether the error needs a person to change something (kstatus `Stalled`) rather than time.
     pub fn is_stalled(&self) -> bool {
-        !matches!(self, Error::Kube(_))
+        !matches!(self, Error::Kube(_) | Error::Transient { .. })
     }
 
     /// What the controller does next: errors that only a spec change or a watched object can fix wait
@@ -76,7 +82,7 @@ impl Error {
             Error::MissingObject { .. }
             | Error::InvalidSpec { .. }
             | Error::NotImplemented { .. } => Action::await_change(),
-            Error::Kube(_) | Error::MissingInput { .. } | Error::Serialization(_) => {
+            Error::Kube(_) | Error::MissingInput { .. } | Error::Transient { .. } | Error::Serialization(_) => {
                 Action::requeue(backoff(attempt))
             }
         }

@@ -100,6 +100,10 @@ macro_rules! require_platform {
 
 pub async fn client() -> Client {
     lifeboat::install_crypto_provider();
+    // Operator logs in test output when asked for: LIFEBOAT_TEST_LOG=lifeboat=debug cargo test ...
+    if let Ok(filter) = std::env::var("LIFEBOAT_TEST_LOG") {
+        let _ = lifeboat::telemetry::init_tracing(lifeboat::telemetry::LogFormat::Text, &filter);
+    }
     Client::try_default()
         .await
         .expect("a Kubernetes client from KUBECONFIG")
@@ -203,6 +207,14 @@ impl RunningOperator {
             .expect("operator task")
     }
 
+    /// Kills the instance without any cleanup, as a crash would: in-flight work is dropped mid-way
+    /// (its database connections close, so PostgreSQL rolls back open transactions) and the Lease is
+    /// not released (a successor waits for it to expire).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     pub fn reconciles(&self, controller: &'static str) -> u64 {
         self.operator.metrics.reconcile_count(controller)
     }
@@ -296,4 +308,34 @@ pub async fn apply_json(
         &Patch::Apply(&value),
     )
     .await
+}
+
+/// A Secret with admin credentials for a platform PostgreSQL server, as a user would create it.
+pub async fn create_admin_secret(client: &Client, namespace: &str, name: &str, pg: &Postgres, extra: serde_json::Value) {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut data = serde_json::json!({
+        "host": pg.host, "port": pg.port.to_string(), "username": pg.user, "password": pg.password
+    });
+    if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            d.insert(k.clone(), v.clone());
+        }
+    }
+    let secret: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "stringData": data})).unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await.unwrap();
+}
+
+/// An admin connection to a platform server's `database`.
+pub async fn admin_conn(pg: &Postgres, database: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(&pg.url(database)).await.expect("admin connection")
+}
+
+pub fn is_ready<S: lifeboat::api::ConditionedStatus>(status: Option<&S>) -> bool {
+    condition(status, "Ready").is_some_and(|(s, _, _)| s == "True")
+}
+
+/// True when the object's condition `type_` is True with `reason`.
+pub fn has_condition<S: lifeboat::api::ConditionedStatus>(status: Option<&S>, type_: &str, reason: &str) -> bool {
+    condition(status, type_).is_some_and(|(s, r, _)| s == "True" && r == reason)
 }
