@@ -31,10 +31,19 @@ impl Fixture {
         let client = support::client().await;
         support::install_crds(&client).await;
         let ns = TestNamespace::new(&client, prefix).await;
-        let op = Some(support::start_operator(&client, support::settings(&ns.name, "op")));
+        let op = Some(support::start_operator(
+            &client,
+            support::settings(&ns.name, "op"),
+        ));
         support::create_admin_secret(&client, &ns.name, "pg-admin", &platform.pg, json!({})).await;
         let envs = Api::namespaced(client.clone(), &ns.name);
-        Self { platform, client, ns, op, envs }
+        Self {
+            platform,
+            client,
+            ns,
+            op,
+            envs,
+        }
     }
 
     async fn apply_env(&self, name: &str, spec: Value) {
@@ -48,14 +57,21 @@ impl Fixture {
     }
 
     async fn ready(&self, name: &str) -> DatabaseEnvironment {
-        support::wait_for(&self.envs, name, "Ready", WAIT, |e| support::is_ready(e.status.as_ref())).await
+        support::wait_for(&self.envs, name, "Ready", WAIT, |e| {
+            support::is_ready(e.status.as_ref())
+        })
+        .await
     }
 
     async fn condition(&self, name: &str, type_: &str, reason: &str) -> DatabaseEnvironment {
         let (t, r) = (type_.to_string(), reason.to_string());
-        support::wait_for(&self.envs, name, &format!("{type_}/{reason}"), WAIT, move |e| {
-            support::has_condition(e.status.as_ref(), &t, &r)
-        })
+        support::wait_for(
+            &self.envs,
+            name,
+            &format!("{type_}/{reason}"),
+            WAIT,
+            move |e| support::has_condition(e.status.as_ref(), &t, &r),
+        )
         .await
     }
 
@@ -64,11 +80,19 @@ impl Fixture {
             .get(&format!("{name}-connection"))
             .await
             .expect("connection Secret");
-        secret.data.unwrap().into_iter().map(|(k, v)| (k, String::from_utf8(v.0).unwrap())).collect()
+        secret
+            .data
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+            .collect()
     }
 
     async fn delete_env(&self, name: &str) {
-        self.envs.delete(name, &DeleteParams::default()).await.unwrap();
+        self.envs
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
         let envs = self.envs.clone();
         let name = name.to_string();
         support::eventually("the environment to be gone", WAIT, move || {
@@ -96,7 +120,11 @@ async fn exists(pg: &Postgres, catalog: &str, name: &str) -> bool {
         "database" => "select count(*) from pg_database where datname = $1",
         _ => "select count(*) from pg_roles where rolname = $1",
     };
-    let n: i64 = sqlx::query_scalar(sql).bind(name).fetch_one(&mut conn).await.unwrap();
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     n == 1
 }
 
@@ -104,36 +132,64 @@ async fn exists(pg: &Postgres, catalog: &str, name: &str) -> bool {
 async fn server_environment_gets_its_own_database_role_and_secret() {
     let platform = require_platform!();
     let f = Fixture::new(platform, "env-basic").await;
-    f.apply_env("app", json!({"tier": "dev", "server": {"adminSecretRef": {"name": "pg-admin"}}})).await;
+    f.apply_env(
+        "app",
+        json!({"tier": "dev", "server": {"adminSecretRef": {"name": "pg-admin"}}}),
+    )
+    .await;
     let env = f.ready("app").await;
     let status = env.status.unwrap();
     let db = f.db_name("app");
     assert_eq!(status.database.as_deref(), Some(db.as_str()));
     assert_eq!(status.secret_name.as_deref(), Some("app-connection"));
     assert!(status.server_version.unwrap().starts_with("18"));
-    assert!(status.expires_at.is_none(), "dev environments do not expire");
-    assert!(env.metadata.finalizers.unwrap().contains(&"lifeboat.dev/database-cleanup".to_string()));
+    assert!(
+        status.expires_at.is_none(),
+        "dev environments do not expire"
+    );
+    assert!(
+        env.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"lifeboat.dev/database-cleanup".to_string())
+    );
 
     let c = f.connection("app").await;
-    for key in ["host", "port", "database", "username", "password", "uri", "jdbcUrl"] {
+    for key in [
+        "host", "port", "database", "username", "password", "uri", "jdbcUrl",
+    ] {
         assert!(c.contains_key(key), "connection Secret has {key}");
     }
-    assert_ne!(c["password"], f.platform.pg.password, "the app gets its own credentials");
+    assert_ne!(
+        c["password"], f.platform.pg.password,
+        "the app gets its own credentials"
+    );
     // The Secret works on its own: the app role connects, owns its database, can create tables.
-    let mut conn = PgConnection::connect(&c["uri"]).await.expect("connect with the Secret's uri");
+    let mut conn = PgConnection::connect(&c["uri"])
+        .await
+        .expect("connect with the Secret's uri");
     let (user, owner): (String, String) =
         sqlx::query_as("select current_user::text, pg_get_userbyid(datdba)::text from pg_database where datname = current_database()")
             .fetch_one(&mut conn)
             .await
             .unwrap();
-    assert_eq!((user.as_str(), owner.as_str()), (c["username"].as_str(), c["username"].as_str()));
-    sqlx::raw_sql("create table t (id int)").execute(&mut conn).await.unwrap();
+    assert_eq!(
+        (user.as_str(), owner.as_str()),
+        (c["username"].as_str(), c["username"].as_str())
+    );
+    sqlx::raw_sql("create table t (id int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.unwrap();
 
     // Delete: the database and the role are dropped, even with a session open.
     let _open = PgConnection::connect(&c["uri"]).await.unwrap();
     f.delete_env("app").await;
-    assert!(!exists(&f.platform.pg, "database", &db).await, "database dropped");
+    assert!(
+        !exists(&f.platform.pg, "database", &db).await,
+        "database dropped"
+    );
     assert!(!exists(&f.platform.pg, "role", &db).await, "role dropped");
     f.finish().await;
 }
@@ -145,7 +201,10 @@ async fn clone_from_template_then_seed_once() {
     let template = format!("tmpl_{}", support::random_suffix());
     {
         let mut admin = support::admin_conn(&f.platform.pg, "postgres").await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {template}"))).execute(&mut admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {template}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
         let mut t = support::admin_conn(&f.platform.pg, &template).await;
         sqlx::raw_sql(
             "create type mood as enum ('ok', 'meh');
@@ -160,22 +219,32 @@ async fn clone_from_template_then_seed_once() {
         t.close().await.unwrap();
     }
     let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), &f.ns.name);
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({
-        "metadata": {"name": "seed"},
-        "data": {"seed.sql": "insert into customers (name, mood) values ('ada', 'ok');"}
-    })).unwrap())
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "seed"},
+            "data": {"seed.sql": "insert into customers (name, mood) values ('ada', 'ok');"}
+        }))
+        .unwrap(),
+    )
     .await
     .unwrap();
-    f.apply_env("pr-42", json!({
-        "tier": "ci",
-        "server": {"adminSecretRef": {"name": "pg-admin"}, "template": template},
-        "seed": {"configMapRef": {"name": "seed"}, "key": "seed.sql"}
-    }))
+    f.apply_env(
+        "pr-42",
+        json!({
+            "tier": "ci",
+            "server": {"adminSecretRef": {"name": "pg-admin"}, "template": template},
+            "seed": {"configMapRef": {"name": "seed"}, "key": "seed.sql"}
+        }),
+    )
     .await;
     let env = f.ready("pr-42").await;
     let status = env.status.unwrap();
     assert!(status.seeded_at.is_some());
-    assert!(status.expires_at.is_some(), "ci environments expire (24h by default)");
+    assert!(
+        status.expires_at.is_some(),
+        "ci environments expire (24h by default)"
+    );
 
     let c = f.connection("pr-42").await;
     let mut conn = PgConnection::connect(&c["uri"]).await.unwrap();
@@ -184,28 +253,44 @@ async fn clone_from_template_then_seed_once() {
         .execute(&mut conn)
         .await
         .expect("the app role owns the cloned schema");
-    let greeting: String = sqlx::query_scalar("select greet('x')").fetch_one(&mut conn).await.unwrap();
+    let greeting: String = sqlx::query_scalar("select greet('x')")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(greeting, "hi x");
-    let rows: i64 = sqlx::query_scalar("select count(*) from customers").fetch_one(&mut conn).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("select count(*) from customers")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(rows, 1, "seeded once");
 
     // A later change to the environment does not seed again.
-    f.apply_env("pr-42", json!({
-        "tier": "ci",
-        "server": {"adminSecretRef": {"name": "pg-admin"}, "template": template},
-        "seed": {"configMapRef": {"name": "seed"}, "key": "seed.sql"},
-        "healthCheck": {"query": "select count(*) from customers"}
-    }))
+    f.apply_env(
+        "pr-42",
+        json!({
+            "tier": "ci",
+            "server": {"adminSecretRef": {"name": "pg-admin"}, "template": template},
+            "seed": {"configMapRef": {"name": "seed"}, "key": "seed.sql"},
+            "healthCheck": {"query": "select count(*) from customers"}
+        }),
+    )
     .await;
     support::wait_for(&f.envs, "pr-42", "Ready at generation 2", WAIT, |e| {
-        e.status.as_ref().and_then(|s| s.observed_generation) == Some(2) && support::is_ready(e.status.as_ref())
+        e.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+            && support::is_ready(e.status.as_ref())
     })
     .await;
-    let rows: i64 = sqlx::query_scalar("select count(*) from customers").fetch_one(&mut conn).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("select count(*) from customers")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(rows, 1, "the seed is applied once");
     conn.close().await.unwrap();
     f.delete_env("pr-42").await;
-    assert!(exists(&f.platform.pg, "database", &template).await, "the template is untouched");
+    assert!(
+        exists(&f.platform.pg, "database", &template).await,
+        "the template is untouched"
+    );
     f.finish().await;
 }
 
@@ -215,13 +300,19 @@ async fn busy_template_waits_then_clones() {
     let f = Fixture::new(platform, "env-busy").await;
     let template = format!("tmpl_{}", support::random_suffix());
     let mut admin = support::admin_conn(&f.platform.pg, "postgres").await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {template}"))).execute(&mut admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {template}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let busy = support::admin_conn(&f.platform.pg, &template).await;
     f.apply_env("app", json!({"tier": "ci", "server": {"adminSecretRef": {"name": "pg-admin"}, "template": template}})).await;
     let env = f.condition("app", "Reconciling", "TemplateInUse").await;
     let (_, _, msg) = support::condition(env.status.as_ref(), "Reconciling").unwrap();
     assert!(msg.contains(&template) && msg.contains("in use"), "{msg}");
-    assert!(!exists(&f.platform.pg, "role", &f.db_name("app")).await, "no orphan role while waiting");
+    assert!(
+        !exists(&f.platform.pg, "role", &f.db_name("app")).await,
+        "no orphan role while waiting"
+    );
     busy.close().await.unwrap();
     f.ready("app").await;
     f.delete_env("app").await;
@@ -233,29 +324,75 @@ async fn bad_input_is_reported_precisely_and_never_shows_a_password() {
     let platform = require_platform!();
     let f = Fixture::new(platform, "env-bad").await;
     let pg = f.platform.pg.clone();
-    let wrong = Postgres { password: "wrong-password-123".into(), ..pg.clone() };
+    let wrong = Postgres {
+        password: "wrong-password-123".into(),
+        ..pg.clone()
+    };
     support::create_admin_secret(&f.client, &f.ns.name, "wrong-pass", &wrong, json!({})).await;
-    let closed_port = { std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port() };
-    let down = Postgres { port: closed_port, ..pg.clone() };
+    let closed_port = {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let down = Postgres {
+        port: closed_port,
+        ..pg.clone()
+    };
     support::create_admin_secret(&f.client, &f.ns.name, "down", &down, json!({})).await;
     Api::<Secret>::namespaced(f.client.clone(), &f.ns.name)
         .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "no-pass"}, "stringData": {"host": "x", "username": "y"}})).unwrap())
         .await
         .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), &f.ns.name);
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({
-        "metadata": {"name": "bad-seed"},
-        "data": {"seed.sql": "create table seeded (id int); insert into nowhere values (1);"}
-    })).unwrap())
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "bad-seed"},
+            "data": {"seed.sql": "create table seeded (id int); insert into nowhere values (1);"}
+        }))
+        .unwrap(),
+    )
     .await
     .unwrap();
 
     let cases = [
-        ("wrong-password", json!({"adminSecretRef": {"name": "wrong-pass"}}), None, "Stalled", "AuthenticationFailed"),
-        ("unreachable", json!({"adminSecretRef": {"name": "down"}}), None, "Reconciling", "ServerUnreachable"),
-        ("missing-keys", json!({"adminSecretRef": {"name": "no-pass"}}), None, "Stalled", "SecretKeyMissing"),
-        ("missing-template", json!({"adminSecretRef": {"name": "pg-admin"}, "template": "no_such_template"}), None, "Stalled", "TemplateNotFound"),
-        ("bad-seed", json!({"adminSecretRef": {"name": "pg-admin"}}), Some(json!({"configMapRef": {"name": "bad-seed"}, "key": "seed.sql"})), "Stalled", "SeedFailed"),
+        (
+            "wrong-password",
+            json!({"adminSecretRef": {"name": "wrong-pass"}}),
+            None,
+            "Stalled",
+            "AuthenticationFailed",
+        ),
+        (
+            "unreachable",
+            json!({"adminSecretRef": {"name": "down"}}),
+            None,
+            "Reconciling",
+            "ServerUnreachable",
+        ),
+        (
+            "missing-keys",
+            json!({"adminSecretRef": {"name": "no-pass"}}),
+            None,
+            "Stalled",
+            "SecretKeyMissing",
+        ),
+        (
+            "missing-template",
+            json!({"adminSecretRef": {"name": "pg-admin"}, "template": "no_such_template"}),
+            None,
+            "Stalled",
+            "TemplateNotFound",
+        ),
+        (
+            "bad-seed",
+            json!({"adminSecretRef": {"name": "pg-admin"}}),
+            Some(json!({"configMapRef": {"name": "bad-seed"}, "key": "seed.sql"})),
+            "Stalled",
+            "SeedFailed",
+        ),
     ];
     for (name, server, seed, type_, reason) in &cases {
         let mut spec = json!({"tier": "dev", "server": server});
@@ -265,27 +402,52 @@ async fn bad_input_is_reported_precisely_and_never_shows_a_password() {
         f.apply_env(name, spec).await;
         let env = f.condition(name, type_, reason).await;
         let text = serde_json::to_string(&env.status).unwrap();
-        assert!(!support::condition(env.status.as_ref(), "Ready").unwrap().0.eq("True"));
+        assert!(
+            !support::condition(env.status.as_ref(), "Ready")
+                .unwrap()
+                .0
+                .eq("True")
+        );
         for secret in [&pg.password, "wrong-password-123"] {
-            assert!(!text.contains(secret), "{name}: status leaks a password: {text}");
+            assert!(
+                !text.contains(secret),
+                "{name}: status leaks a password: {text}"
+            );
         }
     }
     // No orphan role from the failed template clone; the failed seed left nothing half-done.
-    assert!(!exists(&pg, "role", &f.db_name("missing-template")).await, "no orphan role");
+    assert!(
+        !exists(&pg, "role", &f.db_name("missing-template")).await,
+        "no orphan role"
+    );
     let c = f.connection("bad-seed").await;
     let mut conn = PgConnection::connect(&c["uri"]).await.unwrap();
-    let tables: i64 = sqlx::query_scalar("select count(*) from pg_tables where tablename = 'seeded'").fetch_one(&mut conn).await.unwrap();
+    let tables: i64 =
+        sqlx::query_scalar("select count(*) from pg_tables where tablename = 'seeded'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(tables, 0, "the failed seed was rolled back whole");
     conn.close().await.unwrap();
     let bad_seed = f.envs.get("bad-seed").await.unwrap();
     let (_, _, msg) = support::condition(bad_seed.status.as_ref(), "Stalled").unwrap();
-    assert!(msg.contains("nowhere") && msg.contains("42P01"), "the Postgres error is in the message: {msg}");
+    assert!(
+        msg.contains("nowhere") && msg.contains("42P01"),
+        "the Postgres error is in the message: {msg}"
+    );
 
     // Events carry no password either.
-    let events = tokio::process::Command::new("kubectl").args(["get", "events", "-n", &f.ns.name, "-o", "json"]).output().await.unwrap();
+    let events = tokio::process::Command::new("kubectl")
+        .args(["get", "events", "-n", &f.ns.name, "-o", "json"])
+        .output()
+        .await
+        .unwrap();
     let events = String::from_utf8_lossy(&events.stdout);
     assert!(events.contains("AuthenticationFailed"));
-    assert!(!events.contains(&pg.password) && !events.contains("wrong-password-123"), "events leak a password");
+    assert!(
+        !events.contains(&pg.password) && !events.contains("wrong-password-123"),
+        "events leak a password"
+    );
     for (name, ..) in &cases {
         f.delete_env(name).await;
     }
@@ -296,15 +458,38 @@ async fn bad_input_is_reported_precisely_and_never_shows_a_password() {
 async fn tls_verify_full_with_the_servers_ca() {
     let platform = require_platform!();
     let f = Fixture::new(platform, "env-tls").await;
-    let ca = std::fs::read_to_string(std::env::var("LIFEBOAT_CA_FILE").expect("LIFEBOAT_CA_FILE")).unwrap();
-    support::create_admin_secret(&f.client, &f.ns.name, "tls-admin", &f.platform.pg, json!({"sslmode": "verify-full", "ca.crt": ca})).await;
-    let other_ca = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIUJ9c5\n-----END CERTIFICATE-----\n";
-    support::create_admin_secret(&f.client, &f.ns.name, "bad-ca", &f.platform.pg, json!({"sslmode": "verify-full", "ca.crt": other_ca})).await;
-    f.apply_env("secure", json!({"tier": "dev", "server": {"adminSecretRef": {"name": "tls-admin"}}})).await;
+    let ca = std::fs::read_to_string(std::env::var("LIFEBOAT_CA_FILE").expect("LIFEBOAT_CA_FILE"))
+        .unwrap();
+    support::create_admin_secret(
+        &f.client,
+        &f.ns.name,
+        "tls-admin",
+        &f.platform.pg,
+        json!({"sslmode": "verify-full", "ca.crt": ca}),
+    )
+    .await;
+    let other_ca =
+        "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIUJ9c5\n-----END CERTIFICATE-----\n";
+    support::create_admin_secret(
+        &f.client,
+        &f.ns.name,
+        "bad-ca",
+        &f.platform.pg,
+        json!({"sslmode": "verify-full", "ca.crt": other_ca}),
+    )
+    .await;
+    f.apply_env(
+        "secure",
+        json!({"tier": "dev", "server": {"adminSecretRef": {"name": "tls-admin"}}}),
+    )
+    .await;
     f.ready("secure").await;
     let c = f.connection("secure").await;
     assert_eq!(c["sslmode"], "verify-full");
-    assert!(c.contains_key("ca.crt"), "the CA travels with the connection Secret");
+    assert!(
+        c.contains_key("ca.crt"),
+        "the CA travels with the connection Secret"
+    );
     let mut conn = support::admin_conn(&f.platform.pg, "postgres").await;
     let ssl: bool = sqlx::query_scalar(
         "select bool_and(s.ssl) from pg_stat_ssl s join pg_stat_activity a using (pid) where a.application_name = 'lifeboat'",
@@ -313,10 +498,21 @@ async fn tls_verify_full_with_the_servers_ca() {
     .await
     .unwrap_or(true);
     assert!(ssl, "Lifeboat's sessions use TLS");
-    f.apply_env("untrusted", json!({"tier": "dev", "server": {"adminSecretRef": {"name": "bad-ca"}}})).await;
-    let env = support::wait_for(&f.envs, "untrusted", "not Ready with a TLS reason", WAIT, |e| {
-        support::condition(e.status.as_ref(), "Ready").is_some_and(|(s, r, _)| s == "False" && r == "TlsFailed")
-    })
+    f.apply_env(
+        "untrusted",
+        json!({"tier": "dev", "server": {"adminSecretRef": {"name": "bad-ca"}}}),
+    )
+    .await;
+    let env = support::wait_for(
+        &f.envs,
+        "untrusted",
+        "not Ready with a TLS reason",
+        WAIT,
+        |e| {
+            support::condition(e.status.as_ref(), "Ready")
+                .is_some_and(|(s, r, _)| s == "False" && r == "TlsFailed")
+        },
+    )
     .await;
     let (_, _, msg) = support::condition(env.status.as_ref(), "Ready").unwrap();
     assert!(msg.contains("certificate"), "{msg}");
@@ -331,7 +527,10 @@ async fn external_database_is_adopted_and_never_dropped() {
     let f = Fixture::new(platform, "env-ext").await;
     let db = format!("ext_{}", support::random_suffix());
     let mut admin = support::admin_conn(&f.platform.pg, "postgres").await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {db}"))).execute(&mut admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {db}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let pg = &f.platform.pg;
     Api::<Secret>::namespaced(f.client.clone(), &f.ns.name)
         .create(&PostParams::default(), &serde_json::from_value(json!({
@@ -346,10 +545,16 @@ async fn external_database_is_adopted_and_never_dropped() {
     }))
     .await;
     let env = f.ready("legacy").await;
-    assert!(env.metadata.finalizers.unwrap_or_default().is_empty(), "no finalizer: nothing to clean up outside");
+    assert!(
+        env.metadata.finalizers.unwrap_or_default().is_empty(),
+        "no finalizer: nothing to clean up outside"
+    );
     assert_eq!(f.connection("legacy").await["database"], db);
     f.delete_env("legacy").await;
-    assert!(exists(pg, "database", &db).await, "an external database is never dropped");
+    assert!(
+        exists(pg, "database", &db).await,
+        "an external database is never dropped"
+    );
     f.finish().await;
 }
 
@@ -357,13 +562,24 @@ async fn external_database_is_adopted_and_never_dropped() {
 async fn retain_keeps_the_database_and_ttl_expires_the_environment() {
     let platform = require_platform!();
     let f = Fixture::new(platform, "env-life").await;
-    f.apply_env("kept", json!({"tier": "production", "server": {"adminSecretRef": {"name": "pg-admin"}}})).await;
+    f.apply_env(
+        "kept",
+        json!({"tier": "production", "server": {"adminSecretRef": {"name": "pg-admin"}}}),
+    )
+    .await;
     f.ready("kept").await;
     f.delete_env("kept").await;
     let db = f.db_name("kept");
-    assert!(exists(&f.platform.pg, "database", &db).await, "production keeps its data (Retain)");
+    assert!(
+        exists(&f.platform.pg, "database", &db).await,
+        "production keeps its data (Retain)"
+    );
 
-    f.apply_env("short", json!({"tier": "ci", "ttl": "4s", "server": {"adminSecretRef": {"name": "pg-admin"}}})).await;
+    f.apply_env(
+        "short",
+        json!({"tier": "ci", "ttl": "4s", "server": {"adminSecretRef": {"name": "pg-admin"}}}),
+    )
+    .await;
     let env = f.ready("short").await;
     assert!(env.status.unwrap().expires_at.is_some());
     let envs = f.envs.clone();
@@ -372,11 +588,17 @@ async fn retain_keeps_the_database_and_ttl_expires_the_environment() {
         async move { envs.get_opt("short").await.unwrap().is_none().then_some(()) }
     })
     .await;
-    assert!(!exists(&f.platform.pg, "database", &f.db_name("short")).await, "expired ci database dropped");
+    assert!(
+        !exists(&f.platform.pg, "database", &f.db_name("short")).await,
+        "expired ci database dropped"
+    );
 
     let mut admin = support::admin_conn(&f.platform.pg, "postgres").await;
     for statement in [format!("drop database {db}"), format!("drop role {db}")] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .unwrap();
     }
     f.finish().await;
 }
@@ -385,10 +607,27 @@ async fn retain_keeps_the_database_and_ttl_expires_the_environment() {
 async fn postgres_15_is_supported() {
     let platform = require_platform!();
     let f = Fixture::new(platform, "env-pg15").await;
-    support::create_admin_secret(&f.client, &f.ns.name, "pg15-admin", &f.platform.pg15, json!({})).await;
-    f.apply_env("old", json!({"tier": "dev", "server": {"adminSecretRef": {"name": "pg15-admin"}}})).await;
+    support::create_admin_secret(
+        &f.client,
+        &f.ns.name,
+        "pg15-admin",
+        &f.platform.pg15,
+        json!({}),
+    )
+    .await;
+    f.apply_env(
+        "old",
+        json!({"tier": "dev", "server": {"adminSecretRef": {"name": "pg15-admin"}}}),
+    )
+    .await;
     let env = f.ready("old").await;
-    assert!(env.status.unwrap().server_version.unwrap().starts_with("15"));
+    assert!(
+        env.status
+            .unwrap()
+            .server_version
+            .unwrap()
+            .starts_with("15")
+    );
     f.delete_env("old").await;
     assert!(!exists(&f.platform.pg15, "database", &f.db_name("old")).await);
     f.finish().await;
@@ -406,11 +645,14 @@ async fn restart_after_a_crash_converges_without_duplicates_or_leaks() {
     })).unwrap())
     .await
     .unwrap();
-    f.apply_env("app", json!({
-        "tier": "dev",
-        "server": {"adminSecretRef": {"name": "pg-admin"}},
-        "seed": {"configMapRef": {"name": "slow-seed"}, "key": "seed.sql"}
-    }))
+    f.apply_env(
+        "app",
+        json!({
+            "tier": "dev",
+            "server": {"adminSecretRef": {"name": "pg-admin"}},
+            "seed": {"configMapRef": {"name": "slow-seed"}, "key": "seed.sql"}
+        }),
+    )
     .await;
     let db = f.db_name("app");
     let pg = f.platform.pg.clone();
@@ -444,18 +686,37 @@ async fn restart_after_a_crash_converges_without_duplicates_or_leaks() {
     })
     .await;
 
-    f.op = Some(support::start_operator(&f.client, support::settings(&f.ns.name, "op-after-crash")));
+    f.op = Some(support::start_operator(
+        &f.client,
+        support::settings(&f.ns.name, "op-after-crash"),
+    ));
     f.ready("app").await;
     let c = f.connection("app").await;
-    let mut conn = PgConnection::connect(&c["uri"]).await.expect("the password survived the crash");
-    let rows: i64 = sqlx::query_scalar("select count(*) from seeded").fetch_one(&mut conn).await.unwrap();
+    let mut conn = PgConnection::connect(&c["uri"])
+        .await
+        .expect("the password survived the crash");
+    let rows: i64 = sqlx::query_scalar("select count(*) from seeded")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(rows, 1, "seeded exactly once across the crash");
     conn.close().await.unwrap();
     let mut admin = support::admin_conn(&pg, "postgres").await;
-    let roles: i64 = sqlx::query_scalar("select count(*) from pg_roles where rolname like $1").bind(format!("{db}%")).fetch_one(&mut admin).await.unwrap();
-    let dbs: i64 = sqlx::query_scalar("select count(*) from pg_database where datname like $1").bind(format!("{db}%")).fetch_one(&mut admin).await.unwrap();
+    let roles: i64 = sqlx::query_scalar("select count(*) from pg_roles where rolname like $1")
+        .bind(format!("{db}%"))
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let dbs: i64 = sqlx::query_scalar("select count(*) from pg_database where datname like $1")
+        .bind(format!("{db}%"))
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
     assert_eq!((roles, dbs), (1, 1), "no duplicate role or database");
     f.delete_env("app").await;
-    assert!(!exists(&pg, "database", &db).await && !exists(&pg, "role", &db).await, "nothing leaked");
+    assert!(
+        !exists(&pg, "database", &db).await && !exists(&pg, "role", &db).await,
+        "nothing leaked"
+    );
     f.finish().await;
 }

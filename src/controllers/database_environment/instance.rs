@@ -1,0 +1,342 @@
+//! The `instance` source: a dedicated PostgreSQL server for one environment, run as a one-replica
+//! StatefulSet behind a headless Service, with a generated superuser Secret. Persistent tiers keep their
+//! data on a PersistentVolumeClaim; `ci` uses a size-limited `emptyDir`. Once the pod is Ready, the
+//! environment's own role and database are made on it exactly as on a shared server.
+//!
+//! Everything here is owned by the environment (owner references), so deleting the environment deletes
+//! it; the claim's fate follows `deletionPolicy` through the StatefulSet's PVC retention policy.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{Pod, Service},
+    },
+    apimachinery::pkg::api::resource::Quantity,
+};
+use serde_json::json;
+
+use super::*;
+use crate::api::database_environment::InstanceSource;
+
+/// The port the server listens on inside the pod and behind the Service.
+pub const POSTGRES_PORT: u16 = 5432;
+/// The superuser of an instance (the official image's default).
+pub const SUPERUSER: &str = "postgres";
+/// uid/gid of the `postgres` user in the official image.
+pub const POSTGRES_UID: i64 = 999;
+/// Volume size when `storage.size` is unset.
+pub const DEFAULT_STORAGE: &str = "1Gi";
+
+/// Names of the objects an instance consists of.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InstanceNames {
+    pub stateful_set: String,
+    pub service: String,
+    pub superuser_secret: String,
+    pub pod: String,
+}
+
+pub fn names(env: &DatabaseEnvironment) -> InstanceNames {
+    let base = format!("{}-postgres", env.name_any());
+    InstanceNames {
+        pod: format!("{base}-0"),
+        service: base.clone(),
+        stateful_set: base,
+        superuser_secret: format!("{}-superuser", env.name_any()),
+    }
+}
+
+/// The image to run: the spec's, else the official image of the pinned version.
+pub fn image(spec: &InstanceSource) -> String {
+    spec.image
+        .clone()
+        .unwrap_or_else(|| format!("postgres:{}", spec.version))
+}
+
+fn labels(env: &DatabaseEnvironment) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "postgres".into()),
+        ("app.kubernetes.io/instance".into(), env.name_any()),
+        ("app.kubernetes.io/managed-by".into(), "lifeboat".into()),
+        (ENVIRONMENT_LABEL.into(), env.name_any()),
+    ])
+}
+
+/// The headless Service giving the pod a stable DNS name (pure).
+pub fn service(env: &DatabaseEnvironment) -> serde_json::Value {
+    let n = names(env);
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": n.service, "labels": labels(env), "ownerReferences": [env.controller_owner_ref(&())]},
+        "spec": {
+            "clusterIP": "None",
+            "selector": labels(env),
+            "ports": [{"name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres"}],
+            "publishNotReadyAddresses": false
+        }
+    })
+}
+
+/// The StatefulSet running the server (pure).
+pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_json::Value {
+    let n = names(env);
+    let persistent = env.spec.tier.is_persistent();
+    let policy = env
+        .spec
+        .deletion_policy
+        .unwrap_or_else(|| env.spec.tier.default_deletion_policy());
+    let size = spec
+        .storage
+        .as_ref()
+        .and_then(|s| s.size.clone())
+        .unwrap_or_else(|| Quantity(DEFAULT_STORAGE.into()));
+    let resources = spec
+        .resources
+        .clone()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .unwrap_or_else(
+            || json!({"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}),
+        );
+    let probe = |initial: i32, period: i32, failures: i32| {
+        json!({
+            "exec": {"command": ["pg_isready", "-U", SUPERUSER, "-h", "127.0.0.1", "-p", POSTGRES_PORT.to_string()]},
+            "initialDelaySeconds": initial, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures
+        })
+    };
+    let secret_env = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": n.superuser_secret, "key": key}}});
+    let mut volumes = vec![
+        json!({"name": "run", "emptyDir": {}}),
+        json!({"name": "tmp", "emptyDir": {}}),
+    ];
+    if !persistent {
+        volumes.push(json!({"name": "data", "emptyDir": {"sizeLimit": size}}));
+    }
+    let mut sts = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": n.stateful_set, "labels": labels(env), "ownerReferences": [env.controller_owner_ref(&())]},
+        "spec": {
+            "serviceName": n.service,
+            "replicas": 1,
+            "selector": {"matchLabels": labels(env)},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": if policy == DeletionPolicy::Delete { "Delete" } else { "Retain" },
+                "whenScaled": "Retain"
+            },
+            "template": {
+                "metadata": {"labels": labels(env)},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "securityContext": {
+                        "runAsNonRoot": true, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID, "fsGroup": POSTGRES_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"}
+                    },
+                    "containers": [{
+                        "name": "postgres",
+                        "image": image(spec),
+                        "imagePullPolicy": "IfNotPresent",
+                        "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
+                        "env": [
+                            secret_env("POSTGRES_USER", "username"),
+                            secret_env("POSTGRES_PASSWORD", "password"),
+                            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}
+                        ],
+                        "readinessProbe": probe(5, 5, 3),
+                        "livenessProbe": probe(30, 10, 6),
+                        "resources": resources,
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "capabilities": {"drop": ["ALL"]}
+                        },
+                        "volumeMounts": [
+                            {"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                            {"name": "run", "mountPath": "/var/run/postgresql"},
+                            {"name": "tmp", "mountPath": "/tmp"}
+                        ]
+                    }],
+                    "volumes": volumes
+                }
+            }
+        }
+    });
+    if persistent {
+        let mut claim = json!({
+            "metadata": {"name": "data", "labels": labels(env)},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+        });
+        if let Some(class) = spec
+            .storage
+            .as_ref()
+            .and_then(|s| s.storage_class_name.clone())
+        {
+            claim["spec"]["storageClassName"] = class.into();
+        }
+        sts["spec"]["volumeClaimTemplates"] = json!([claim]);
+    }
+    sts
+}
+
+/// Creates (once) the superuser Secret and returns its password.
+async fn superuser_password(env: &DatabaseEnvironment, ctx: &Context) -> Result<String, Error> {
+    let n = names(env);
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
+    if let Some(secret) = api.get_opt(&n.superuser_secret).await? {
+        let password = secret.data.and_then(|d| {
+            d.get("password")
+                .map(|p| String::from_utf8_lossy(&p.0).into_owned())
+        });
+        return password
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| Error::MissingInput {
+                reason: "SecretKeyMissing",
+                message: format!(
+                    "Secret {} lacks the key password; delete it and Lifeboat makes a new one",
+                    n.superuser_secret
+                ),
+            });
+    }
+    let password = generate_password();
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": n.superuser_secret, "labels": labels(env), "ownerReferences": [env.controller_owner_ref(&())]},
+        "type": "Opaque",
+        "stringData": {"username": SUPERUSER, "password": password}
+    });
+    api.patch(
+        &n.superuser_secret,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await?;
+    Ok(password)
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Applies the instance's objects, waits for its pod, then provisions the environment's database on it.
+pub(super) async fn provision_instance(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+) -> Result<Outcome, Error> {
+    let spec = env
+        .spec
+        .instance
+        .as_ref()
+        .expect("called for instance environments");
+    let ns = env.namespace().unwrap_or_default();
+    let n = names(env);
+    let password = superuser_password(env, ctx).await?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<Service>::namespaced(ctx.client.clone(), &ns)
+        .patch(&n.service, &params, &Patch::Apply(&service(env)))
+        .await?;
+    Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+        .patch(
+            &n.stateful_set,
+            &params,
+            &Patch::Apply(&stateful_set(env, spec)),
+        )
+        .await?;
+
+    let pod = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&n.pod)
+        .await?;
+    if !pod.as_ref().is_some_and(pod_ready) {
+        return Err(Error::Transient {
+            reason: "InstanceStarting",
+            message: format!("waiting for pod {} ({}) to be Ready", n.pod, image(spec)),
+        });
+    }
+    let admin = ServerCredentials {
+        host: format!("{}.{ns}.svc", n.service),
+        port: POSTGRES_PORT,
+        username: SUPERUSER.into(),
+        password,
+        sslmode: "prefer".into(),
+        ca_pem: None,
+    };
+    provision_on(env, ctx, admin, None, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::DatabaseEnvironmentSpec;
+
+    fn env(tier: &str) -> DatabaseEnvironment {
+        let spec: DatabaseEnvironmentSpec = serde_json::from_value(json!({
+            "tier": tier, "instance": {"version": "18", "storage": {"size": "5Gi", "storageClassName": "fast"}}
+        }))
+        .unwrap();
+        let mut env = DatabaseEnvironment::new("orders", spec);
+        env.metadata.namespace = Some("shop".into());
+        env.metadata.uid = Some("uid-1".into());
+        env
+    }
+
+    #[test]
+    fn persistent_tiers_get_a_claim_and_ci_an_empty_dir() {
+        let dev = env("dev");
+        let sts = stateful_set(&dev, dev.spec.instance.as_ref().unwrap());
+        assert_eq!(
+            sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+            "5Gi"
+        );
+        assert_eq!(
+            sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+            "fast"
+        );
+        assert_eq!(
+            sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+            "Delete"
+        );
+        let ci = env("ci");
+        let sts = stateful_set(&ci, ci.spec.instance.as_ref().unwrap());
+        assert!(sts["spec"].get("volumeClaimTemplates").is_none());
+        let volumes = sts["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap();
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v["name"] == "data" && v["emptyDir"]["sizeLimit"] == "5Gi")
+        );
+    }
+
+    #[test]
+    fn production_retains_its_volume_and_runs_restricted() {
+        let prod = env("production");
+        let sts = stateful_set(&prod, prod.spec.instance.as_ref().unwrap());
+        assert_eq!(
+            sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+            "Retain"
+        );
+        let pod = &sts["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        let c = &pod["containers"][0];
+        assert_eq!(c["image"], "postgres:18");
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+        assert!(c["readinessProbe"]["exec"]["command"][0] == "pg_isready");
+    }
+
+    #[test]
+    fn names_are_derived_from_the_environment() {
+        let n = names(&env("dev"));
+        assert_eq!(
+            (
+                n.stateful_set.as_str(),
+                n.pod.as_str(),
+                n.superuser_secret.as_str()
+            ),
+            ("orders-postgres", "orders-postgres-0", "orders-superuser")
+        );
+    }
+}

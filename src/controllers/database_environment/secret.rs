@@ -1,0 +1,179 @@
+//! The connection Secret `<name>-connection` and the generated password it carries.
+
+use super::*;
+
+pub(super) fn generate_password() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(PASSWORD_LENGTH)
+        .map(char::from)
+        .collect()
+}
+
+/// The password in this environment's connection Secret, if that Secret exists and is ours.
+pub(super) async fn existing_password(
+    ctx: &Context,
+    env: &DatabaseEnvironment,
+) -> Result<Option<String>, Error> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
+    let Some(secret) = api.get_opt(&connection_secret_name(env)).await? else {
+        return Ok(None);
+    };
+    let ours = secret
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == env.uid().as_ref());
+    if !ours {
+        return Err(Error::InvalidSpec {
+            reason: "SecretConflict",
+            message: format!(
+                "Secret {} exists and is not owned by this environment; delete or rename it",
+                connection_secret_name(env)
+            ),
+        });
+    }
+    Ok(secret
+        .data
+        .and_then(|d| {
+            d.get("password")
+                .map(|p| String::from_utf8_lossy(&p.0).into_owned())
+        })
+        .filter(|p| !p.is_empty()))
+}
+
+/// The connection Secret's data (pure).
+pub fn connection_data(creds: &ServerCredentials, database: &str) -> BTreeMap<String, String> {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let host = if creds.host.contains(':') {
+        format!("[{}]", creds.host)
+    } else {
+        creds.host.clone()
+    };
+    BTreeMap::from([
+        ("host".into(), creds.host.clone()),
+        ("port".into(), creds.port.to_string()),
+        ("database".into(), database.to_string()),
+        ("username".into(), creds.username.clone()),
+        ("password".into(), creds.password.clone()),
+        ("sslmode".into(), creds.sslmode.clone()),
+        (
+            "uri".into(),
+            format!(
+                "postgresql://{}:{}@{host}:{}/{}?sslmode={}",
+                enc(&creds.username),
+                enc(&creds.password),
+                creds.port,
+                enc(database),
+                creds.sslmode
+            ),
+        ),
+        (
+            "jdbcUrl".into(),
+            format!(
+                "jdbc:postgresql://{host}:{}/{}?sslmode={}",
+                creds.port,
+                enc(database),
+                creds.sslmode
+            ),
+        ),
+    ])
+}
+
+pub(super) async fn write_connection_secret(
+    ctx: &Context,
+    env: &DatabaseEnvironment,
+    creds: &ServerCredentials,
+    database: &str,
+) -> Result<(), Error> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
+    let name = connection_secret_name(env);
+    let mut data: BTreeMap<String, ByteString> = connection_data(creds, database)
+        .into_iter()
+        .map(|(k, v)| (k, ByteString(v.into_bytes())))
+        .collect();
+    if let Some(ca) = &creds.ca_pem {
+        data.insert(CA_KEY.into(), ByteString(ca.clone()));
+    }
+    if let Some(current) = api.get_opt(&name).await?
+        && current.data.as_ref() == Some(&data)
+    {
+        return Ok(());
+    }
+    let owner: OwnerReference = env
+        .controller_owner_ref(&())
+        .expect("a stored object has a name and uid");
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            owner_references: Some(vec![owner]),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/managed-by".into(), "lifeboat".into()),
+                ("lifeboat.dev/environment".into(), env.name_any()),
+            ])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    };
+    let mut patch = serde_json::to_value(&secret)?;
+    patch["apiVersion"] = "v1".into();
+    patch["kind"] = "Secret".into();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_data_encodes_credentials_in_the_uri() {
+        let creds = ServerCredentials {
+            host: "db.example".into(),
+            port: 5433,
+            username: "app".into(),
+            password: "p@ss:w/rd".into(),
+            sslmode: "require".into(),
+            ca_pem: None,
+        };
+        let d = connection_data(&creds, "orders");
+        assert_eq!(
+            d["uri"],
+            "postgresql://app:p%40ss%3Aw%2Frd@db.example:5433/orders?sslmode=require"
+        );
+        assert_eq!(
+            d["jdbcUrl"],
+            "jdbc:postgresql://db.example:5433/orders?sslmode=require"
+        );
+        assert_eq!(d["password"], "p@ss:w/rd");
+        for key in [
+            "host", "port", "database", "username", "password", "uri", "jdbcUrl",
+        ] {
+            assert!(d.contains_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_distinct() {
+        let (a, b) = (generate_password(), generate_password());
+        assert_eq!(a.len(), PASSWORD_LENGTH);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,293 @@
+//! The `server` and `external` sources: credentials from Secrets, the idempotent provisioning steps on a
+//! shared server, and adoption of an existing database.
+
+use super::*;
+
+/// Reads connection credentials from a Secret through the key names of `secret_ref`.
+pub(super) async fn read_credentials(
+    ctx: &Context,
+    namespace: &str,
+    secret_ref: &ConnectionSecretRef,
+    field: &str,
+    with_database: bool,
+) -> Result<(ServerCredentials, Option<String>), Error> {
+    let mut required = vec![
+        secret_ref.host_key(),
+        secret_ref.username_key(),
+        secret_ref.password_key(),
+    ];
+    if with_database {
+        required.push(secret_ref.database_key());
+    }
+    let secret =
+        references::secret_with_keys(ctx, namespace, &secret_ref.name, field, &required).await?;
+    let get = |key: &str| -> Option<String> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| {
+                String::from_utf8_lossy(&v.0)
+                    .trim_end_matches('\n')
+                    .to_string()
+            })
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .cloned()
+            })
+            .filter(|v| !v.is_empty())
+    };
+    let port = match get(secret_ref.port_key()) {
+        None => 5432,
+        Some(p) => p.trim().parse().map_err(|_| Error::MissingInput {
+            reason: "SecretKeyInvalid",
+            message: format!(
+                "Secret {namespace}/{} named by {field}: key {} is not a port number",
+                secret_ref.name,
+                secret_ref.port_key()
+            ),
+        })?,
+    };
+    let sslmode = get(secret_ref.sslmode_key()).unwrap_or_else(|| "prefer".into());
+    if !crate::engines::SSL_MODES.contains(&sslmode.as_str()) {
+        return Err(Error::MissingInput {
+            reason: "SecretKeyInvalid",
+            message: format!(
+                "Secret {namespace}/{} named by {field}: sslmode {sslmode:?} is not one of {}",
+                secret_ref.name,
+                crate::engines::SSL_MODES.join(", ")
+            ),
+        });
+    }
+    let creds = ServerCredentials {
+        host: get(secret_ref.host_key()).unwrap_or_default(),
+        port,
+        username: get(secret_ref.username_key()).unwrap_or_default(),
+        password: get(secret_ref.password_key()).unwrap_or_default(),
+        sslmode,
+        ca_pem: get(CA_KEY).map(String::into_bytes),
+    };
+    let database = if with_database {
+        get(secret_ref.database_key())
+    } else {
+        None
+    };
+    Ok((creds, database))
+}
+
+pub(super) async fn provision_server(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    admin_ref: &ConnectionSecretRef,
+    template: Option<String>,
+    database_name: Option<String>,
+) -> Result<Outcome, Error> {
+    let namespace = env.namespace().unwrap_or_default();
+    let (admin, _) = read_credentials(
+        ctx,
+        &namespace,
+        admin_ref,
+        "spec.server.adminSecretRef",
+        false,
+    )
+    .await?;
+    provision_on(env, ctx, admin, template, database_name).await
+}
+
+/// Gives the environment its own role and database on the server reached with `admin` (a shared server,
+/// or the environment's own instance), seeds it once and checks its health.
+pub(super) async fn provision_on(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    admin: ServerCredentials,
+    template: Option<String>,
+    database_name: Option<String>,
+) -> Result<Outcome, Error> {
+    let namespace = env.namespace().unwrap_or_default();
+    let seed_sql = match &env.spec.seed {
+        Some(seed) => Some(read_seed(ctx, &namespace, &seed.config_map_ref.name, &seed.key).await?),
+        None => None,
+    };
+    let database = database_name.unwrap_or_else(|| sql::default_name(&namespace, &env.name_any()));
+    let target = provision::Target {
+        database: database.clone(),
+        role: database.clone(),
+        template,
+        uid: env.uid().unwrap_or_default(),
+    };
+
+    // Reach the server first: nothing (not even the connection Secret) exists until the admin
+    // credentials work, so deleting an environment that never got this far has nothing to clean up.
+    let mut conn = postgres::connect(&admin, "postgres").await.map_err(pg)?;
+    // The password is stored before the role exists, so a crash between the two never loses it; the
+    // Secret's existence also tells cleanup that something may exist on the server.
+    let existing = existing_password(ctx, env).await?;
+    let password = existing.clone().unwrap_or_else(generate_password);
+    let app = ServerCredentials {
+        username: target.role.clone(),
+        password: password.clone(),
+        ca_pem: admin.ca_pem.clone(),
+        ..admin.clone()
+    };
+    write_connection_secret(ctx, env, &app, &target.database).await?;
+
+    let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
+    let role_created = provision::ensure_role(&mut conn, &target, &password)
+        .await
+        .map_err(pg)?;
+    let created = match provision::ensure_database(&mut conn, &admin, &target).await {
+        Ok(created) => created,
+        Err(e) => {
+            if role_created {
+                // Leave nothing behind from a creation that failed half-way.
+                let _ = provision::drop_owned(&mut conn, &target).await;
+            }
+            let _ = conn.close().await;
+            return Err(pg(e));
+        }
+    };
+    if created {
+        let note = match &target.template {
+            Some(t) => format!(
+                "Created database {} from template {t} with its own role.",
+                target.database
+            ),
+            None => format!("Created database {} with its own role.", target.database),
+        };
+        publish(ctx, env, EventType::Normal, "Created", note).await;
+    }
+
+    // The app role's password must match the Secret; repair it when someone replaced the Secret.
+    let mut app_conn = match postgres::connect(&app, &target.database).await {
+        Err(PgError::AuthFailed { .. }) if !role_created => {
+            provision::set_role_password(&mut conn, &target, &password)
+                .await
+                .map_err(pg)?;
+            postgres::connect(&app, &target.database)
+                .await
+                .map_err(pg)?
+        }
+        other => other.map_err(pg)?,
+    };
+    let _ = conn.close().await;
+
+    let seeded_now = match &seed_sql {
+        Some(seed) => provision::apply_seed(&mut app_conn, &target, seed)
+            .await
+            .map_err(|e| Error::MissingInput {
+                reason: "SeedFailed",
+                message: format!("the seed failed and was rolled back: {e}"),
+            })?,
+        None => false,
+    };
+    let _ = app_conn.close().await;
+    if seeded_now {
+        publish(
+            ctx,
+            env,
+            EventType::Normal,
+            "Seeded",
+            format!("Applied the seed to {}.", target.database),
+        )
+        .await;
+    }
+    let query = env
+        .spec
+        .health_check
+        .as_ref()
+        .map(|h| h.query.clone())
+        .unwrap_or_else(|| "select 1".into());
+    postgres::health_check(&app, &target.database, &query)
+        .await
+        .map_err(|e| Error::MissingInput {
+            reason: "HealthCheckFailed",
+            message: e.to_string(),
+        })?;
+
+    Ok(Outcome {
+        message: sentence(&format!(
+            "database {} on {}:{} is ready; connect with Secret {}",
+            target.database,
+            admin.host,
+            admin.port,
+            connection_secret_name(env)
+        )),
+        database: target.database,
+        host: admin.host,
+        port: admin.port,
+        server_version,
+        seeded_now,
+    })
+}
+
+pub(super) async fn adopt_external(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    secret_ref: &ConnectionSecretRef,
+) -> Result<Outcome, Error> {
+    let namespace = env.namespace().unwrap_or_default();
+    let (creds, database) = read_credentials(
+        ctx,
+        &namespace,
+        secret_ref,
+        "spec.external.connectionSecretRef",
+        true,
+    )
+    .await?;
+    let database = database.unwrap_or_default();
+    let mut conn = postgres::connect(&creds, &database).await.map_err(pg)?;
+    let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
+    let _ = conn.close().await;
+    let query = env
+        .spec
+        .health_check
+        .as_ref()
+        .map(|h| h.query.clone())
+        .unwrap_or_else(|| "select 1".into());
+    postgres::health_check(&creds, &database, &query)
+        .await
+        .map_err(|e| Error::MissingInput {
+            reason: "HealthCheckFailed",
+            message: e.to_string(),
+        })?;
+    write_connection_secret(ctx, env, &creds, &database).await?;
+    Ok(Outcome {
+        message: sentence(&format!(
+            "external database {database} on {}:{} answers its health check; connect with Secret {}",
+            creds.host,
+            creds.port,
+            connection_secret_name(env)
+        )),
+        database,
+        host: creds.host,
+        port: creds.port,
+        server_version,
+        seeded_now: false,
+    })
+}
+
+pub(super) async fn read_seed(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<String, Error> {
+    let cm =
+        references::config_map(ctx, namespace, name, "spec.seed.configMapRef", Some(key)).await?;
+    if let Some(text) = cm.data.as_ref().and_then(|d| d.get(key)) {
+        return Ok(text.clone());
+    }
+    let bytes = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
+    String::from_utf8(bytes).map_err(|_| Error::MissingInput {
+        reason: "SeedUnreadable",
+        message: format!("ConfigMap {namespace}/{name} key {key} is not UTF-8 text"),
+    })
+}
