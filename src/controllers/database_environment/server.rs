@@ -183,7 +183,16 @@ pub(super) async fn provision_on(
             })?,
         None => false,
     };
+    let query = env
+        .spec
+        .health_check
+        .as_ref()
+        .map(|h| h.query.clone())
+        .unwrap_or_else(|| "select 1".into());
+    // Checked as the app, on the connection it already has.
+    let health = postgres::health_check_on(&mut app_conn, &query).await;
     let _ = app_conn.close().await;
+    health.map_err(|e| Error::MissingInput { reason: "HealthCheckFailed", message: e.to_string() })?;
     if seeded_now {
         publish(
             ctx,
@@ -194,18 +203,7 @@ pub(super) async fn provision_on(
         )
         .await;
     }
-    let query = env
-        .spec
-        .health_check
-        .as_ref()
-        .map(|h| h.query.clone())
-        .unwrap_or_else(|| "select 1".into());
-    postgres::health_check(&app, &target.database, &query)
-        .await
-        .map_err(|e| Error::MissingInput {
-            reason: "HealthCheckFailed",
-            message: e.to_string(),
-        })?;
+
 
     Ok(Outcome {
         message: sentence(&format!(

@@ -195,23 +195,22 @@ pub async fn ping(creds: &ServerCredentials, database: &str) -> Result<(), PgErr
     Ok(())
 }
 
-/// Runs the health query; it must return at least one row.
-pub async fn health_check(
-    creds: &ServerCredentials,
-    database: &str,
-    query: &str,
-) -> Result<(), PgError> {
+/// Runs the health query on a new connection; it must return at least one row.
+pub async fn health_check(creds: &ServerCredentials, database: &str, query: &str) -> Result<(), PgError> {
     let mut conn = connect(creds, database).await?;
+    let result = health_check_on(&mut conn, query).await;
+    let _ = conn.close().await;
+    result
+}
+
+/// Runs the health query on an open connection; it must return at least one row.
+pub async fn health_check_on(conn: &mut PgConnection, query: &str) -> Result<(), PgError> {
     let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(query.to_string()))
-        .fetch_all(&mut conn)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|e| PgError::from_sqlx("running the health query", e))?;
-    let _ = conn.close().await;
     if rows.is_empty() {
-        return Err(PgError::Other {
-            context: "running the health query".into(),
-            detail: "it returned no rows".into(),
-        });
+        return Err(PgError::Other { context: "running the health query".into(), detail: "it returned no rows".into() });
     }
     Ok(())
 }
