@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 ns=lifeboat-chart-check
 kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
 helm lint --strict charts/lifeboat
-helm template lifeboat charts/lifeboat --namespace "$ns" --include-crds | kubectl apply --dry-run=server -f - >/dev/null
+helm template lifeboat charts/lifeboat --namespace "$ns" --include-crds | kubectl apply --server-side --force-conflicts --field-manager lifeboat-chart-check --dry-run=server -f - >/dev/null
 # The ServiceMonitor kind belongs to the Prometheus Operator, which the platform does not run: render it
 # and check it is there and well-formed on the client side only.
 helm template lifeboat charts/lifeboat --namespace "$ns" --set serviceMonitor.enabled=true \
   --show-only templates/servicemonitor.yaml | grep -q '^kind: ServiceMonitor$'
 echo "helm chart: lint and server-side dry run passed"
-kubectl kustomize deploy/base | kubectl apply --dry-run=server -f - >/dev/null
+kubectl kustomize deploy/base | kubectl apply --server-side --force-conflicts --field-manager lifeboat-chart-check --dry-run=server -f - >/dev/null
 echo "kustomize base: server-side dry run passed"

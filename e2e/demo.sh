@@ -15,7 +15,7 @@ cargo build --locked --bin lifeboat
 LIFEBOAT=$PWD/target/debug/lifeboat
 
 say "install the CRDs and the chart's RBAC"
-"$LIFEBOAT" crds | kubectl apply --server-side --field-manager lifeboat-demo -f - >/dev/null
+"$LIFEBOAT" crds | kubectl apply --server-side --force-conflicts --field-manager lifeboat-demo -f - >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/databaseenvironments.lifeboat.dev crd/migrationruns.lifeboat.dev crd/backupschedules.lifeboat.dev crd/restoredrills.lifeboat.dev >/dev/null
 kubectl get namespace lifeboat-system >/dev/null 2>&1 || kubectl create namespace lifeboat-system >/dev/null
 helm template lifeboat charts/lifeboat --namespace lifeboat-system \

@@ -67,7 +67,7 @@ use super::common::{
     ),
     printcolumn(
         name = "Expires",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.expiresAt",
         description = "When the TTL deletes this environment"
     ),

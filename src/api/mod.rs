@@ -112,7 +112,9 @@ fn reflow_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinitio
             serde_json::Value::Object(map) => {
                 for (key, value) in map.iter_mut() {
                     match value {
-                        serde_json::Value::String(text) if key == "description" => *text = reflow(text),
+                        serde_json::Value::String(text) if key == "description" => {
+                            *text = reflow(text)
+                        }
                         _ => walk(value),
                     }
                 }
@@ -287,13 +289,24 @@ mod tests {
 
     #[test]
     fn descriptions_are_reflowed_into_paragraphs() {
-        assert_eq!(reflow("one\ntwo\n\n\tthree\nfour"), "one two\n\n\tthree four");
+        assert_eq!(
+            reflow("one\ntwo\n\n\tthree\nfour"),
+            "one two\n\n\tthree four"
+        );
         let crd = crds().remove(0);
         let text = serde_json::to_string(&test_support::schema(&crd)).unwrap();
         // Every remaining line break is a paragraph break.
-        assert!(!text.replace("\\n\\n", "").contains("\\n"), "a description keeps a line break");
+        assert!(
+            !text.replace("\\n\\n", "").contains("\\n"),
+            "a description keeps a line break"
+        );
         let spec = &test_support::schema(&crd)["properties"]["spec"]["properties"];
-        assert!(spec["tier"]["description"].as_str().unwrap().contains("is ephemeral (no volume"));
+        assert!(
+            spec["tier"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("is ephemeral (no volume")
+        );
     }
 
     #[test]
