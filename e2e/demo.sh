@@ -23,7 +23,10 @@ helm template lifeboat charts/lifeboat --namespace lifeboat-system \
   --show-only templates/clusterrolebinding.yaml --show-only templates/role.yaml \
   --show-only templates/rolebinding.yaml | kubectl apply -f - >/dev/null
 
-say "start the operator as the chart's ServiceAccount"
+ns=lifeboat-demo
+kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
+
+say "start the operator as the chart's ServiceAccount (watching namespace $ns)"
 # No container runtime here: the operator runs as a local process with the ServiceAccount's token,
 # exactly the permissions the chart grants its Deployment.
 token=$(kubectl create token lifeboat -n lifeboat-system --duration 24h)
@@ -37,15 +40,13 @@ if [[ -f $LIFEBOAT_PLATFORM_DIR/pids/operator ]] && kill -0 "$(cat "$LIFEBOAT_PL
 fi
 metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 KUBECONFIG=$op_kubeconfig POD_NAMESPACE=lifeboat-system setsid "$LIFEBOAT" run \
-  --metrics-addr "127.0.0.1:$metrics_port" --identity demo-operator >"$LIFEBOAT_PLATFORM_DIR/logs/operator.log" 2>&1 &
+  --metrics-addr "127.0.0.1:$metrics_port" --identity demo-operator --watch-namespace lifeboat-demo >"$LIFEBOAT_PLATFORM_DIR/logs/operator.log" 2>&1 &
 echo $! >"$LIFEBOAT_PLATFORM_DIR/pids/operator"
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$metrics_port/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fsS "http://127.0.0.1:$metrics_port/readyz" >/dev/null || { tail -20 "$LIFEBOAT_PLATFORM_DIR/logs/operator.log"; exit 1; }
 echo "operator ready; metrics on http://127.0.0.1:$metrics_port/metrics, log in $LIFEBOAT_PLATFORM_DIR/logs/operator.log"
 
 say "prepare the shared server: an admin Secret and a migrated template database"
-ns=lifeboat-demo
-kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
 kubectl -n "$ns" create secret generic pg-admin --dry-run=client -o yaml \
   --from-literal=host="$LIFEBOAT_PG_HOST" --from-literal=port="$LIFEBOAT_PG_PORT" \
   --from-literal=username="$LIFEBOAT_PG_USER" --from-literal=password="$LIFEBOAT_PG_PASSWORD" | kubectl apply -f - >/dev/null
