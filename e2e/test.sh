@@ -19,4 +19,5 @@ step "Argo CD health check (Lua)"
 deploy/argocd/test.sh
 
 step "cargo test (unit + integration against the platform)"
-cargo test --locked --all-targets -- --test-threads 4
+# Benches (harness = false) are not run here: they print figures and live in e2e/bench.
+cargo test --locked --lib --bins --tests -- --test-threads 4
