@@ -35,7 +35,9 @@ fn template_sql() -> String {
 
 #[tokio::main]
 async fn main() {
-    let platform = support::platform().expect("the test platform must be up: e2e/platform.sh up && eval \"$(e2e/platform.sh env)\"");
+    let platform = support::platform().expect(
+        "the test platform must be up: e2e/platform.sh up && eval \"$(e2e/platform.sh env)\"",
+    );
     let client = support::client().await;
     support::install_crds(&client).await;
     let ns = support::TestNamespace::new(&client, "bench-clone").await;
@@ -44,9 +46,15 @@ async fn main() {
     let template = format!("bench_tmpl_{}", support::random_suffix());
     {
         let mut admin = support::admin_conn(pg, "postgres").await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {template}"))).execute(&mut admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {template}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
         let mut t = support::admin_conn(pg, &template).await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(template_sql())).execute(&mut t).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(template_sql()))
+            .execute(&mut t)
+            .await
+            .unwrap();
         use sqlx::Connection;
         t.close().await.unwrap();
     }
@@ -64,41 +72,90 @@ async fn main() {
         }))
         .await
         .unwrap();
-        support::wait_for(&envs, &name, "Ready", Duration::from_secs(60), |e| support::is_ready(e.status.as_ref())).await;
+        support::wait_for(&envs, &name, "Ready", Duration::from_secs(60), |e| {
+            support::is_ready(e.status.as_ref())
+        })
+        .await;
         lifeboat.push(start.elapsed().as_secs_f64() * 1000.0);
 
         // Raw: createdb -T of the same template.
         let start = Instant::now();
         let out = tokio::process::Command::new("createdb")
-            .args(["-h", &pg.host, "-p", &pg.port.to_string(), "-U", &pg.user, "-T", &template, &format!("{template}_raw_{i}")])
+            .args([
+                "-h",
+                &pg.host,
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                &pg.user,
+                "-T",
+                &template,
+                &format!("{template}_raw_{i}"),
+            ])
             .env("PGPASSWORD", &pg.password)
             .output()
             .await
             .expect("createdb on PATH");
-        assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "createdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         raw.push(start.elapsed().as_secs_f64() * 1000.0);
     }
     lifeboat.sort_by(f64::total_cmp);
     raw.sort_by(f64::total_cmp);
-    let (lp50, lp95, rp50, rp95) = (percentile(&lifeboat, 0.5), percentile(&lifeboat, 0.95), percentile(&raw, 0.5), percentile(&raw, 0.95));
+    let (lp50, lp95, rp50, rp95) = (
+        percentile(&lifeboat, 0.5),
+        percentile(&lifeboat, 0.95),
+        percentile(&raw, 0.5),
+        percentile(&raw, 0.95),
+    );
     let target = 1.5 * rp50 + 300.0;
-    println!("environment clone benchmark: {RUNS} runs each, template with {TABLES} tables and {} indexes", TABLES * 3);
+    println!(
+        "environment clone benchmark: {RUNS} runs each, template with {TABLES} tables and {} indexes",
+        TABLES * 3
+    );
     println!("{:<34} {:>10} {:>10}", "", "p50 ms", "p95 ms");
-    println!("{:<34} {:>10.1} {:>10.1}", "Lifeboat apply -> Ready", lp50, lp95);
+    println!(
+        "{:<34} {:>10.1} {:>10.1}",
+        "Lifeboat apply -> Ready", lp50, lp95
+    );
     println!("{:<34} {:>10.1} {:>10.1}", "createdb -T (raw)", rp50, rp95);
-    println!("ratio p50 Lifeboat/raw: {:.2}x; target p50 <= 1.5 x raw + 300 ms = {target:.1} ms: {}", lp50 / rp50, if lp50 <= target { "met" } else { "NOT met" });
+    println!(
+        "ratio p50 Lifeboat/raw: {:.2}x; target p50 <= 1.5 x raw + 300 ms = {target:.1} ms: {}",
+        lp50 / rp50,
+        if lp50 <= target { "met" } else { "NOT met" }
+    );
 
-    envs.delete_collection(&Default::default(), &Default::default()).await.unwrap();
+    envs.delete_collection(&Default::default(), &Default::default())
+        .await
+        .unwrap();
     support::eventually("environments deleted", Duration::from_secs(120), || {
         let envs = envs.clone();
-        async move { envs.list(&Default::default()).await.unwrap().items.is_empty().then_some(()) }
+        async move {
+            envs.list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+                .then_some(())
+        }
     })
     .await;
     op.stop().await.unwrap();
     let mut admin = support::admin_conn(pg, "postgres").await;
     for i in 0..RUNS {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database {template}_raw_{i}"))).execute(&mut admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "drop database {template}_raw_{i}"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database {template}"))).execute(&mut admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database {template}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     ns.cleanup().await;
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod controllers;
 pub mod crdgen;
 pub mod engines;
+pub mod migrations;
 pub mod operator;
 pub mod telemetry;
 

@@ -720,3 +720,74 @@ async fn restart_after_a_crash_converges_without_duplicates_or_leaks() {
     );
     f.finish().await;
 }
+
+#[tokio::test]
+async fn environment_is_kept_migrated_with_the_shared_runner() {
+    let platform = require_platform!();
+    let f = Fixture::new(platform, "env-migr").await;
+    let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), &f.ns.name);
+    cms.create(&PostParams::default(), &serde_json::from_value(json!({
+        "metadata": {"name": "schema"},
+        "data": {
+            "1_customers.up.sql": "create table customers (id bigint primary key, name text);",
+            "1_customers.down.sql": "drop table customers;",
+            "2_orders.up.sql": "create table orders (id bigint primary key, customer_id bigint references customers);",
+            "2_orders.down.sql": "drop table orders;"
+        }
+    })).unwrap())
+    .await
+    .unwrap();
+    f.apply_env(
+        "app",
+        json!({
+            "tier": "dev",
+            "server": {"adminSecretRef": {"name": "pg-admin"}},
+            "migrations": {"configMapNames": ["schema"]}
+        }),
+    )
+    .await;
+    let env = f.ready("app").await;
+    assert_eq!(env.status.unwrap().schema_version, Some(2));
+    let c = f.connection("app").await;
+    let mut conn = PgConnection::connect(&c["uri"]).await.unwrap();
+    let ledger: Vec<(i64, String)> =
+        sqlx::query_as("select version, name from lifeboat_schema_migrations order by version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        ledger,
+        vec![(1, "customers".to_string()), (2, "orders".to_string())]
+    );
+
+    // A broken migration: rolled back, reported, the schema stays at version 2.
+    cms.create(&PostParams::default(), &serde_json::from_value(json!({
+        "metadata": {"name": "broken"},
+        "data": {"3_bad.up.sql": "alter table customers add column email text; alter table nowhere add column x int;", "3_bad.down.sql": "alter table customers drop column email;"}
+    })).unwrap())
+    .await
+    .unwrap();
+    f.apply_env(
+        "app",
+        json!({
+            "tier": "dev",
+            "server": {"adminSecretRef": {"name": "pg-admin"}},
+            "migrations": {"configMapNames": ["schema", "broken"]}
+        }),
+    )
+    .await;
+    let env = f.condition("app", "Stalled", "MigrationFailed").await;
+    let (_, _, msg) = support::condition(env.status.as_ref(), "Stalled").unwrap();
+    assert!(
+        msg.contains("3_bad.up.sql") && msg.contains("nowhere"),
+        "{msg}"
+    );
+    let email: i64 = sqlx::query_scalar("select count(*) from information_schema.columns where table_name = 'customers' and column_name = 'email'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(email, 0, "the failed migration left nothing behind");
+    conn.close().await.unwrap();
+    f.delete_env("app").await;
+    f.finish().await;
+}

@@ -30,8 +30,16 @@ fn is_stalled_with(reason: &'static str) -> impl Fn(&MigrationRun) -> bool {
 /// A plain HTTP/1.1 GET on loopback, returning the whole response (status line, headers, body).
 async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("metrics endpoint");
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics endpoint");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).await.unwrap();
     out
@@ -57,7 +65,11 @@ async fn missing_environment_is_stalled_visibly_and_quietly() {
     let client = support::client().await;
     support::install_crds(&client).await;
     let ns = support::TestNamespace::new(&client, "stalled").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut settings = support::settings(&ns.name, "op-a");
     settings.metrics_addr = Some(([127, 0, 0, 1], port).into());
     let op = support::start_operator(&client, settings);
@@ -113,7 +125,10 @@ async fn missing_environment_is_stalled_visibly_and_quietly() {
 
     // The metrics endpoint counts reconciles and failures by reason (static labels only).
     let metrics = http_get(port, "/metrics").await;
-    assert!(metrics.contains("lifeboat_reconciliations_total{controller=\"migrationrun\"}"), "{metrics}");
+    assert!(
+        metrics.contains("lifeboat_reconciliations_total{controller=\"migrationrun\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("lifeboat_reconcile_failures_total{controller=\"migrationrun\",reason=\"EnvironmentNotFound\"}"), "{metrics}");
     assert!(metrics.contains("lifeboat_leader 1"), "{metrics}");
     assert!(http_get(port, "/healthz").await.starts_with("HTTP/1.1 200"));

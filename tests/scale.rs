@@ -40,12 +40,19 @@ async fn hundred_ci_environments_at_once() {
         let envs = envs.clone();
         async move {
             let list = envs.list(&Default::default()).await.unwrap();
-            let n = list.items.iter().filter(|e| support::is_ready(e.status.as_ref())).count();
+            let n = list
+                .items
+                .iter()
+                .filter(|e| support::is_ready(e.status.as_ref()))
+                .count();
             (n == COUNT).then_some(n)
         }
     })
     .await;
-    println!("{ready} ci environments Ready {:.1}s after applying them at once", start.elapsed().as_secs_f64());
+    println!(
+        "{ready} ci environments Ready {:.1}s after applying them at once",
+        start.elapsed().as_secs_f64()
+    );
 
     let prefix = format!("{}_pr_", ns.name.replace('-', "_"));
     let count = |catalog: &'static str| {
@@ -57,20 +64,43 @@ async fn hundred_ci_environments_at_once() {
             } else {
                 "select count(*) from pg_roles where rolname like $1 || '%'"
             };
-            sqlx::query_scalar::<_, i64>(sql).bind(prefix).fetch_one(&mut c).await.unwrap()
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(prefix)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
         }
     };
-    assert_eq!((count("db").await, count("role").await), (COUNT as i64, COUNT as i64));
+    assert_eq!(
+        (count("db").await, count("role").await),
+        (COUNT as i64, COUNT as i64)
+    );
 
     let start = Instant::now();
-    envs.delete_collection(&DeleteParams::default(), &Default::default()).await.unwrap();
+    envs.delete_collection(&DeleteParams::default(), &Default::default())
+        .await
+        .unwrap();
     support::eventually("all environments gone", WAIT, || {
         let envs = envs.clone();
-        async move { envs.list(&Default::default()).await.unwrap().items.is_empty().then_some(()) }
+        async move {
+            envs.list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+                .then_some(())
+        }
     })
     .await;
-    println!("{COUNT} environments deleted (databases and roles dropped) in {:.1}s", start.elapsed().as_secs_f64());
-    assert_eq!((count("db").await, count("role").await), (0, 0), "every database and role dropped");
+    println!(
+        "{COUNT} environments deleted (databases and roles dropped) in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        (count("db").await, count("role").await),
+        (0, 0),
+        "every database and role dropped"
+    );
     op.stop().await.unwrap();
     ns.cleanup().await;
 }

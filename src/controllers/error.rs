@@ -32,7 +32,10 @@ pub enum Error {
     /// Something outside Kubernetes is not there yet or is busy (a server down, a template in use);
     /// retried with backoff and reported `Reconciling`, not `Stalled`.
     #[error("{message}")]
-    Transient { reason: &'static str, message: String },
+    Transient {
+        reason: &'static str,
+        message: String,
+    },
 
     /// The spec is valid for the API server but cannot be acted on; waits for a spec change.
     #[error("{message}")]
@@ -82,9 +85,10 @@ impl Error {
             Error::MissingObject { .. }
             | Error::InvalidSpec { .. }
             | Error::NotImplemented { .. } => Action::await_change(),
-            Error::Kube(_) | Error::MissingInput { .. } | Error::Transient { .. } | Error::Serialization(_) => {
-                Action::requeue(backoff(attempt))
-            }
+            Error::Kube(_)
+            | Error::MissingInput { .. }
+            | Error::Transient { .. }
+            | Error::Serialization(_) => Action::requeue(backoff(attempt)),
         }
     }
 }

@@ -1,35 +1,78 @@
-//! MigrationRun controller. This build resolves what a run needs (its environment, Ready; its source
-//! ConfigMaps; a backup when one is required) and reports precisely what is missing. Executing migrations
-//! is not in this build: a run whose inputs are all present is reported `Stalled` with reason
-//! `NotImplemented`, never `Ready`.
+//! MigrationRun controller: read the run and its environment → validate and plan (pure) → start the
+//! migration as a tracked task → the task writes progress and the final status.
+//!
+//! The database work never runs inside a reconcile: [`task::Tasks`] keeps one tokio task per run UID.
+//! A reconcile that finds a run `Running` with no task in this process (the operator restarted, or
+//! the task stopped without a result) starts it again: the runner reads the ledger, whose rows carry
+//! the run's UID, and carries on from what is really applied. When the controller stops, its tasks
+//! are aborted: their connections close, PostgreSQL rolls back the open transaction and releases the
+//! advisory lock, and the next leader resumes the run.
 
-use std::sync::Arc;
+mod task;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::FutureExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
 use kube::{
     Api, ResourceExt,
-    api::ListParams,
+    api::{DeleteParams, ListParams},
     runtime::{Controller, controller::Action, reflector::ObjectRef},
 };
-use tracing::instrument;
+use tracing::{info, instrument};
 
 use super::{
     Context, Error,
     conditions::{self, Verdict},
     drain, error_policy, instrumented, references, status, watcher_config,
 };
-use crate::api::{
-    ConditionedStatus, ConfigMapSource, DatabaseEnvironment, MigrationRun, MigrationRunStatus,
-    database_environment::Tier, migration_run::MigrationPhase,
+use crate::{
+    api::{
+        ConditionedStatus, ConfigMapSource, DatabaseEnvironment, MigrationRun, MigrationRunStatus,
+        database_environment::Tier, migration_run::MigrationPhase,
+    },
+    engines::ServerCredentials,
+    migrations::{self, RawFile},
 };
 
+pub use task::{BackupTaker, BackupsNotAvailable};
+
 pub const CONTROLLER: &str = "migrationrun";
+/// Key in the connection Secret holding a PEM CA bundle.
+const CA_KEY: &str = "ca.crt";
+
+/// What the MigrationRun controller keeps besides the shared [`Context`]: its running tasks and the
+/// way backups are taken.
+pub struct Runs {
+    pub ctx: Arc<Context>,
+    tasks: task::Tasks,
+    backups: Arc<dyn BackupTaker>,
+}
 
 pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
-    let runs = Controller::new(ctx.watched_api::<MigrationRun>(), watcher_config());
-    let store = runs.store();
-    let stream = runs
+    run_controller(ctx, shutdown, Arc::new(BackupsNotAvailable)).await;
+}
+
+/// The controller with a given way of taking backups (the BackupSchedule issue plugs in here).
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    shutdown: super::Shutdown,
+    backups: Arc<dyn BackupTaker>,
+) {
+    let tasks = task::Tasks::default();
+    let runs = Arc::new(Runs {
+        ctx: ctx.clone(),
+        tasks,
+        backups,
+    });
+    let controller = Controller::new(ctx.watched_api::<MigrationRun>(), watcher_config());
+    let store = controller.store();
+    let policy = error_policy::<MigrationRun>(CONTROLLER);
+    let stream = controller
         // A run waiting for its environment is reconciled again when that environment changes.
         .watches(
             ctx.watched_api::<DatabaseEnvironment>(),
@@ -45,38 +88,100 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
             },
         )
         .graceful_shutdown_on(shutdown.map(|_| ()))
-        .run(reconcile, error_policy::<MigrationRun>(CONTROLLER), ctx);
+        .run(
+            reconcile,
+            move |run, error, runs: Arc<Runs>| policy(run, error, runs.ctx.clone()),
+            runs.clone(),
+        );
     drain(CONTROLLER, stream).await;
+    let aborted = runs.tasks.abort_all();
+    if aborted > 0 {
+        info!(
+            aborted,
+            "stopped with migrations in flight; the next leader resumes them"
+        );
+    }
 }
 
-#[instrument(skip(run, ctx), fields(namespace = run.namespace().unwrap_or_default(), name = run.name_any()))]
-async fn reconcile(run: Arc<MigrationRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip(run, runs), fields(namespace = run.namespace().unwrap_or_default(), name = run.name_any()))]
+async fn reconcile(run: Arc<MigrationRun>, runs: Arc<Runs>) -> Result<Action, Error> {
+    let ctx = runs.ctx.clone();
     instrumented(CONTROLLER, run.clone(), ctx.clone(), async move {
-        if run
-            .status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .is_some_and(MigrationPhase::is_finished)
-        {
+        let status = run.status.clone().unwrap_or_default();
+        let phase = status.phase.unwrap_or_default();
+        if phase.is_finished() {
+            return expire(&run, &ctx).await;
+        }
+        let uid = run.uid().unwrap_or_default();
+        if runs.tasks.is_running(&uid) {
+            return Ok(Action::requeue(task::TASK_CHECK_INTERVAL));
+        }
+        if runs.tasks.attempts(&uid) >= task::MAX_ATTEMPTS {
+            let message = format!(
+                "The run stopped {} times without a result (status could not be written); the ledger table lifeboat_schema_migrations says what is applied. Start a new run.",
+                task::MAX_ATTEMPTS
+            );
+            task::finish_refused(&ctx, &run, "Interrupted", message).await?;
             return Ok(Action::await_change());
         }
-        let result = evaluate(&run, &ctx).await;
-        let verdict = match &result {
-            Ok(v) => v.clone(),
-            Err(e) => status::verdict_for(e),
-        };
-        status::write(
-            ctx.as_ref(),
-            run.as_ref(),
-            &verdict,
-            |s: &mut MigrationRunStatus| {
-                s.phase.get_or_insert(MigrationPhase::Pending);
-            },
-        )
-        .await?;
-        result.map(|_| Action::await_change())
+        match prepare(&run, &runs).await {
+            Ok(Prepared::Wait(verdict)) => {
+                status::write(ctx.as_ref(), run.as_ref(), &verdict, |s| {
+                    s.phase = Some(MigrationPhase::Pending);
+                })
+                .await?;
+                Ok(Action::await_change())
+            }
+            Ok(Prepared::Refuse { reason, message }) => {
+                task::finish_refused(&ctx, &run, reason, message).await?;
+                Ok(Action::await_change())
+            }
+            Ok(Prepared::Start(job)) => {
+                let resumed = phase == MigrationPhase::Running;
+                let verdict = if resumed {
+                    Verdict::Reconciling {
+                        reason: "Resumed",
+                        message: "This run was running when its task stopped (an operator restart); resuming from the ledger.".into(),
+                    }
+                } else {
+                    Verdict::Reconciling {
+                        reason: "Running",
+                        message: "Starting: taking the migration lock.".into(),
+                    }
+                };
+                // Running is written before the task starts, so the task's final status always lands last.
+                status::write(ctx.as_ref(), run.as_ref(), &verdict, |s| {
+                    s.phase = Some(MigrationPhase::Running);
+                    s.started_at.get_or_insert(Time(Timestamp::now()));
+                })
+                .await?;
+                runs.tasks.spawn(ctx.clone(), run.clone(), *job);
+                Ok(Action::requeue(task::TASK_CHECK_INTERVAL))
+            }
+            Err(e) => {
+                let verdict = status::verdict_for(&e);
+                status::write(ctx.as_ref(), run.as_ref(), &verdict, |s| {
+                    s.phase = Some(MigrationPhase::Pending);
+                })
+                .await?;
+                Err(e)
+            }
+        }
     })
     .await
+}
+
+/// What a reconcile decided.
+enum Prepared {
+    /// Not yet: the environment is not Ready.
+    Wait(Verdict),
+    /// Never: the run fails before touching the database.
+    Refuse {
+        reason: &'static str,
+        message: String,
+    },
+    /// Everything is in place: run it.
+    Start(Box<task::Job>),
 }
 
 /// Whether the environment requires a backup before migrating: production always does; other tiers when
@@ -85,7 +190,8 @@ pub fn backup_required(run: &MigrationRun, env: &DatabaseEnvironment) -> bool {
     env.spec.tier == Tier::Production || run.spec.backup_before_migrate == Some(true)
 }
 
-async fn evaluate(run: &MigrationRun, ctx: &Context) -> Result<Verdict, Error> {
+async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
+    let ctx = runs.ctx.as_ref();
     let ns = run.namespace().unwrap_or_default();
     let env: DatabaseEnvironment = references::lifeboat_object(
         ctx,
@@ -100,33 +206,166 @@ async fn evaluate(run: &MigrationRun, ctx: &Context) -> Result<Verdict, Error> {
         .map(|s| s.conditions())
         .unwrap_or_default();
     if !conditions::is_ready(env_conditions, env.metadata.generation) {
-        return Ok(Verdict::Reconciling {
+        return Ok(Prepared::Wait(Verdict::Reconciling {
             reason: "EnvironmentNotReady",
             message: format!(
                 "Waiting for DatabaseEnvironment {} to become Ready.",
                 env.name_any()
             ),
-        });
+        }));
     }
     if env.spec.tier == Tier::Production && run.spec.backup_before_migrate == Some(false) {
-        return Err(Error::InvalidSpec {
+        return Ok(Prepared::Refuse {
             reason: "BackupRequired",
             message: format!(
-                "DatabaseEnvironment {} is production: migrations must back up first; remove backupBeforeMigrate: false",
+                "DatabaseEnvironment {} is production, where migrations always back up first; backupBeforeMigrate: false is not allowed there. Nothing was changed; create a new run without it.",
                 env.name_any()
             ),
         });
     }
-    resolve_sources(ctx, &ns, &run.spec.source, "spec.source").await?;
-    if backup_required(run, &env) {
-        return Err(Error::InvalidSpec {
+    let backup = backup_required(run, &env);
+    if backup && let Err(why) = runs.backups.available(&env) {
+        return Ok(Prepared::Refuse {
             reason: "BackupsNotAvailable",
-            message: "this run requires a backup before migrating (production tier or backupBeforeMigrate) and this build cannot take backups yet; nothing was changed".into(),
+            message: format!(
+                "This run requires a backup before migrating ({}), and {why}. Nothing was changed.",
+                if env.spec.tier == Tier::Production {
+                    "production environment"
+                } else {
+                    "backupBeforeMigrate: true"
+                }
+            ),
         });
     }
-    Err(Error::NotImplemented {
-        message: "all inputs are present, but executing migrations is not in this build yet; nothing was changed".into(),
-    })
+    let maps = resolve_sources(ctx, &ns, &run.spec.source, "spec.source").await?;
+    let migrations = match migrations::source::parse(&raw_files(&maps)) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(Prepared::Refuse {
+                reason: "InvalidMigrationSource",
+                message: format!("Nothing was changed: the migration files are not usable: {e}."),
+            });
+        }
+    };
+    let secret_name = format!("{}-connection", env.name_any());
+    let (creds, database) = connection(ctx, &ns, &secret_name).await?;
+    let status = run.status.clone().unwrap_or_default();
+    Ok(Prepared::Start(Box::new(task::Job {
+        creds,
+        database,
+        migrations,
+        options: options(run),
+        prior: migrations::Prior {
+            from_version: status.from_version,
+            applied: status.applied,
+            rolled_back: status.rolled_back,
+            failure: status.failure,
+            backup_id: status.backup_id,
+        },
+        backup: backup.then(|| (runs.backups.clone(), env)),
+    })))
+}
+
+fn options(run: &MigrationRun) -> migrations::RunOptions {
+    migrations::RunOptions {
+        run_uid: run.uid().unwrap_or_default(),
+        label: format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any()),
+        direction: run.spec.direction,
+        target_version: run.spec.target_version,
+        on_failure: run.spec.on_failure,
+        lint: run.spec.lint,
+        lock_timeout: run.spec.lock_timeout.into(),
+        statement_timeout: run.spec.statement_timeout.map(Into::into),
+    }
+}
+
+/// Every `.sql` key of the ConfigMaps, from `data` and `binaryData`.
+pub fn raw_files(maps: &[ConfigMap]) -> Vec<RawFile> {
+    let mut files = Vec::new();
+    for cm in maps {
+        let name = cm.name_any();
+        for (key, text) in cm.data.iter().flatten() {
+            files.push(RawFile::new(&name, key, text.as_bytes()));
+        }
+        for (key, bytes) in cm.binary_data.iter().flatten() {
+            files.push(RawFile::new(&name, key, bytes.0.clone()));
+        }
+    }
+    files
+}
+
+/// Reads the environment's connection Secret (written by the DatabaseEnvironment controller).
+async fn connection(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<(ServerCredentials, String), Error> {
+    let field = "the environment's connection Secret";
+    let keys = ["host", "port", "database", "username", "password"];
+    let secret: Secret = references::secret_with_keys(ctx, ns, name, field, &keys).await?;
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let get = |k: &str| {
+        data.get(k)
+            .map(|v| {
+                String::from_utf8_lossy(v)
+                    .trim_end_matches('\n')
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    let port = get("port")
+        .trim()
+        .parse()
+        .map_err(|_| Error::MissingInput {
+            reason: "SecretKeyInvalid",
+            message: format!("Secret {ns}/{name}: key port is not a port number"),
+        })?;
+    let sslmode = Some(get("sslmode")).filter(|s| !s.is_empty());
+    let creds = ServerCredentials {
+        host: get("host"),
+        port,
+        username: get("username"),
+        password: get("password"),
+        sslmode: sslmode.unwrap_or_else(|| "prefer".into()),
+        ca_pem: data.get(CA_KEY).cloned(),
+    };
+    Ok((creds, get("database")))
+}
+
+/// A finished run with `ttlSecondsAfterFinished` deletes itself once that time has passed.
+async fn expire(run: &MigrationRun, ctx: &Context) -> Result<Action, Error> {
+    let Some(ttl) = run.spec.ttl_seconds_after_finished else {
+        return Ok(Action::await_change());
+    };
+    let finished = run
+        .status
+        .as_ref()
+        .and_then(|s| s.finished_at.clone())
+        .map_or_else(Timestamp::now, |t| t.0);
+    let due = finished
+        .checked_add(SignedDuration::from_secs(i64::from(ttl.max(0))))
+        .unwrap_or(finished);
+    let left = Timestamp::now().duration_until(due);
+    if left.is_positive() {
+        let wait = Duration::try_from(left).unwrap_or(Duration::from_secs(1));
+        return Ok(Action::requeue(wait + Duration::from_millis(100)));
+    }
+    let api: Api<MigrationRun> =
+        Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+    info!(ttl, "ttlSecondsAfterFinished passed: deleting the run");
+    match api
+        .delete(&run.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Resolves a ConfigMap source to its ConfigMaps: every named one must exist; a selector must match one.
@@ -183,11 +422,26 @@ pub fn label_selector_string(
     parts.join(",")
 }
 
+/// Copies the runner's state into status fields.
+pub fn apply_state(s: &mut MigrationRunStatus, state: &migrations::RunState) {
+    s.from_version = state.from_version.or(s.from_version);
+    s.to_version = state.to_version.or(s.to_version);
+    s.applied = state.applied.clone();
+    s.rolled_back = state.rolled_back.clone();
+    s.lint_findings = state.lint_findings.clone();
+    s.failure = state.failure.clone();
+    s.backup_id = state.backup_id.clone().or(s.backup_id.take());
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    use k8s_openapi::{
+        ByteString,
+        apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
+    };
+    use kube::api::ObjectMeta;
 
     use super::*;
 
@@ -209,5 +463,54 @@ mod tests {
             ]),
         };
         assert_eq!(label_selector_string(&s), "app=shop,tier in (a,b),!old");
+    }
+
+    #[test]
+    fn production_always_backs_up() {
+        let env = |tier: &str| -> DatabaseEnvironment {
+            serde_yaml::from_str(&format!(
+                "apiVersion: lifeboat.dev/v1alpha1\nkind: DatabaseEnvironment\nmetadata: {{name: e}}\nspec: {{tier: {tier}, server: {{adminSecretRef: {{name: a}}}}}}"
+            ))
+            .unwrap()
+        };
+        let run = |backup: &str| -> MigrationRun {
+            serde_yaml::from_str(&format!(
+                "apiVersion: lifeboat.dev/v1alpha1\nkind: MigrationRun\nmetadata: {{name: r}}\nspec: {{environmentRef: {{name: e}}, source: {{configMapNames: [m]}}{backup}}}"
+            ))
+            .unwrap()
+        };
+        assert!(backup_required(&run(""), &env("production")));
+        assert!(!backup_required(&run(""), &env("ci")));
+        assert!(backup_required(
+            &run(", backupBeforeMigrate: true"),
+            &env("ci")
+        ));
+        let opts = options(&run(", lockTimeout: 90s"));
+        assert_eq!(opts.lock_timeout, Duration::from_secs(90));
+        assert_eq!(opts.statement_timeout, None);
+    }
+
+    #[test]
+    fn files_come_from_data_and_binary_data() {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("m1".into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([("1_a.up.sql".into(), "select 1;".into())])),
+            binary_data: Some(BTreeMap::from([(
+                "2_b.up.sql".into(),
+                ByteString(b"select 2;".to_vec()),
+            )])),
+            ..Default::default()
+        };
+        let files = raw_files(&[cm]);
+        assert_eq!(files.len(), 2);
+        let parsed = migrations::source::parse(&files).unwrap();
+        assert_eq!(
+            parsed.iter().map(|m| m.version).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(parsed[1].up.sql, "select 2;");
     }
 }

@@ -311,7 +311,13 @@ pub async fn apply_json(
 }
 
 /// A Secret with admin credentials for a platform PostgreSQL server, as a user would create it.
-pub async fn create_admin_secret(client: &Client, namespace: &str, name: &str, pg: &Postgres, extra: serde_json::Value) {
+pub async fn create_admin_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    pg: &Postgres,
+    extra: serde_json::Value,
+) {
     use k8s_openapi::api::core::v1::Secret;
     let mut data = serde_json::json!({
         "host": pg.host, "port": pg.port.to_string(), "username": pg.user, "password": pg.password
@@ -321,14 +327,21 @@ pub async fn create_admin_secret(client: &Client, namespace: &str, name: &str, p
             d.insert(k.clone(), v.clone());
         }
     }
-    let secret: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "stringData": data})).unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await.unwrap();
+    let secret: Secret =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "stringData": data}))
+            .unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
 }
 
 /// An admin connection to a platform server's `database`.
 pub async fn admin_conn(pg: &Postgres, database: &str) -> sqlx::PgConnection {
     use sqlx::Connection;
-    sqlx::PgConnection::connect(&pg.url(database)).await.expect("admin connection")
+    sqlx::PgConnection::connect(&pg.url(database))
+        .await
+        .expect("admin connection")
 }
 
 pub fn is_ready<S: lifeboat::api::ConditionedStatus>(status: Option<&S>) -> bool {
@@ -336,6 +349,10 @@ pub fn is_ready<S: lifeboat::api::ConditionedStatus>(status: Option<&S>) -> bool
 }
 
 /// True when the object's condition `type_` is True with `reason`.
-pub fn has_condition<S: lifeboat::api::ConditionedStatus>(status: Option<&S>, type_: &str, reason: &str) -> bool {
+pub fn has_condition<S: lifeboat::api::ConditionedStatus>(
+    status: Option<&S>,
+    type_: &str,
+    reason: &str,
+) -> bool {
     condition(status, type_).is_some_and(|(s, r, _)| s == "True" && r == reason)
 }

@@ -194,6 +194,7 @@ async fn apply(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action, E
                     port: o.port.into(),
                 });
                 s.server_version = Some(o.server_version.clone());
+                s.schema_version = o.schema_version;
                 if o.seeded_now || (env.spec.seed.is_some() && s.seeded_at.is_none()) {
                     s.seeded_at = Some(Time(Timestamp::now()));
                 }
@@ -241,6 +242,8 @@ struct Outcome {
     port: u16,
     server_version: String,
     seeded_now: bool,
+    /// Newest applied migration of `spec.migrations`, if any.
+    schema_version: Option<i64>,
     message: String,
 }
 
@@ -248,13 +251,6 @@ async fn provision(env: &DatabaseEnvironment, ctx: &Context) -> Result<Outcome, 
     if env.spec.engine != Engine::Postgres {
         return Err(Error::NotImplemented {
             message: "only the postgres engine is supported in this release".into(),
-        });
-    }
-    if env.spec.migrations.is_some() {
-        return Err(Error::NotImplemented {
-            message:
-                "spec.migrations is not applied by this build yet; remove it and use a MigrationRun"
-                    .into(),
         });
     }
     if let Some(server) = &env.spec.server {

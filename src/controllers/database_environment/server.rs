@@ -183,6 +183,10 @@ pub(super) async fn provision_on(
             })?,
         None => false,
     };
+    let schema_version = match &env.spec.migrations {
+        Some(source) => Some(migrate(env, ctx, &app, &target.database, source).await?),
+        None => None,
+    };
     let query = env
         .spec
         .health_check
@@ -192,7 +196,10 @@ pub(super) async fn provision_on(
     // Checked as the app, on the connection it already has.
     let health = postgres::health_check_on(&mut app_conn, &query).await;
     let _ = app_conn.close().await;
-    health.map_err(|e| Error::MissingInput { reason: "HealthCheckFailed", message: e.to_string() })?;
+    health.map_err(|e| Error::MissingInput {
+        reason: "HealthCheckFailed",
+        message: e.to_string(),
+    })?;
     if seeded_now {
         publish(
             ctx,
@@ -203,7 +210,6 @@ pub(super) async fn provision_on(
         )
         .await;
     }
-
 
     Ok(Outcome {
         message: sentence(&format!(
@@ -218,6 +224,7 @@ pub(super) async fn provision_on(
         port: admin.port,
         server_version,
         seeded_now,
+        schema_version: schema_version.flatten(),
     })
 }
 
@@ -264,6 +271,7 @@ pub(super) async fn adopt_external(
         port: creds.port,
         server_version,
         seeded_now: false,
+        schema_version: None,
     })
 }
 
@@ -289,3 +297,79 @@ pub(super) async fn read_seed(
         message: format!("ConfigMap {namespace}/{name} key {key} is not UTF-8 text"),
     })
 }
+
+/// Keeps the database migrated to everything in `spec.migrations`, with the same runner as a
+/// MigrationRun (lock, ledger, one transaction per migration, rollback of this attempt on failure).
+/// Returns the schema version. Production environments must back up before migrating, which this
+/// build cannot do yet, so there the migrations are refused before touching the database.
+async fn migrate(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    app: &ServerCredentials,
+    database: &str,
+    source: &crate::api::ConfigMapSource,
+) -> Result<Option<i64>, Error> {
+    use crate::{
+        api::migration_run::{Direction, LintMode, MigrationPhase, OnFailure},
+        controllers::migration_run::{raw_files, resolve_sources},
+        migrations::{self, NoHooks, Prior, RunOptions},
+    };
+    let namespace = env.namespace().unwrap_or_default();
+    if env.spec.tier == crate::api::database_environment::Tier::Production {
+        return Err(Error::InvalidSpec {
+            reason: "BackupsNotAvailable",
+            message: "spec.migrations on a production environment needs a backup first, which this build cannot take yet; nothing was migrated".into(),
+        });
+    }
+    let maps = resolve_sources(ctx, &namespace, source, "spec.migrations").await?;
+    let parsed = migrations::source::parse(&raw_files(&maps)).map_err(|e| Error::MissingInput {
+        reason: "MigrationSourceInvalid",
+        message: format!("spec.migrations: {e}"),
+    })?;
+    let opts = RunOptions {
+        run_uid: env.uid().unwrap_or_default(),
+        label: format!("DatabaseEnvironment {namespace}/{}", env.name_any()),
+        direction: Direction::Up,
+        target_version: None,
+        on_failure: OnFailure::Rollback,
+        lint: LintMode::Warn,
+        lock_timeout: MIGRATION_LOCK_TIMEOUT,
+        statement_timeout: None,
+    };
+    let outcome = migrations::run(
+        app,
+        database,
+        &parsed,
+        &opts,
+        Prior::default(),
+        &mut NoHooks,
+    )
+    .await
+    .map_err(|e| Error::Transient {
+        reason: "MigrationInterrupted",
+        message: e.to_string(),
+    })?;
+    match outcome.phase {
+        MigrationPhase::Succeeded => {
+            if !outcome.state.applied.is_empty() {
+                let note = format!(
+                    "Applied {} migration(s); schema version {}.",
+                    outcome.state.applied.len(),
+                    outcome
+                        .state
+                        .to_version
+                        .map_or("none".into(), |v| v.to_string())
+                );
+                publish(ctx, env, EventType::Normal, "Migrated", note).await;
+            }
+            Ok(outcome.state.to_version)
+        }
+        _ => Err(Error::MissingInput {
+            reason: outcome.reason,
+            message: outcome.message,
+        }),
+    }
+}
+
+/// How long an environment waits for another migration holding its database's migration lock.
+pub const MIGRATION_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -196,7 +196,11 @@ pub async fn ping(creds: &ServerCredentials, database: &str) -> Result<(), PgErr
 }
 
 /// Runs the health query on a new connection; it must return at least one row.
-pub async fn health_check(creds: &ServerCredentials, database: &str, query: &str) -> Result<(), PgError> {
+pub async fn health_check(
+    creds: &ServerCredentials,
+    database: &str,
+    query: &str,
+) -> Result<(), PgError> {
     let mut conn = connect(creds, database).await?;
     let result = health_check_on(&mut conn, query).await;
     let _ = conn.close().await;
@@ -210,7 +214,10 @@ pub async fn health_check_on(conn: &mut PgConnection, query: &str) -> Result<(),
         .await
         .map_err(|e| PgError::from_sqlx("running the health query", e))?;
     if rows.is_empty() {
-        return Err(PgError::Other { context: "running the health query".into(), detail: "it returned no rows".into() });
+        return Err(PgError::Other {
+            context: "running the health query".into(),
+            detail: "it returned no rows".into(),
+        });
     }
     Ok(())
 }

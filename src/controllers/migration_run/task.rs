@@ -1,0 +1,311 @@
+//! Tracked migration tasks: one tokio task per MigrationRun UID, the status it writes while it runs and
+//! when it ends, and the backup hook.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::future::BoxFuture;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{Api, ResourceExt};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::{Context, Error, apply_state};
+use crate::{
+    api::{
+        DatabaseEnvironment, MigrationRun,
+        migration_run::{MigrationFailure, MigrationPhase},
+    },
+    controllers::{conditions::Verdict, status},
+    engines::ServerCredentials,
+    migrations::{self, BackupFailure, Hooks, Migration, Outcome, Prior, RunOptions, RunState},
+};
+
+/// A run whose task stops this many times without a result (in one operator process) is failed.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// Progress is written at most this often while migrations apply (the ledger is the record; status
+/// is for people).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+/// While a task runs, its run is looked at this often, so a task that ended without a result (its
+/// status could not be written) is resumed without waiting for a watch event.
+pub const TASK_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// Status writes that matter (start, final) are tried this many times, with backoff.
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// Takes a backup of an environment's database before a migration. The BackupSchedule controller will
+/// provide the real one; until then [`BackupsNotAvailable`] refuses, and runs that need a backup fail
+/// before touching the database.
+pub trait BackupTaker: Send + Sync {
+    /// Whether a backup can be taken for `env`; `Err` says why not, as a clause ("backups are …").
+    fn available(&self, env: &DatabaseEnvironment) -> Result<(), String>;
+    /// Takes a backup of the environment's database and waits until it is complete; returns its id.
+    fn take<'a>(
+        &'a self,
+        env: &'a DatabaseEnvironment,
+        run: &'a MigrationRun,
+    ) -> BoxFuture<'a, Result<String, String>>;
+}
+
+/// This build cannot take backups (BackupSchedule is not implemented yet).
+pub struct BackupsNotAvailable;
+
+const NO_BACKUPS: &str =
+    "backups are not available yet (this build of Lifeboat cannot take BackupSchedule backups)";
+
+impl BackupTaker for BackupsNotAvailable {
+    fn available(&self, _: &DatabaseEnvironment) -> Result<(), String> {
+        Err(NO_BACKUPS.into())
+    }
+    fn take<'a>(
+        &'a self,
+        _: &'a DatabaseEnvironment,
+        _: &'a MigrationRun,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async { Err(NO_BACKUPS.to_string()) })
+    }
+}
+
+/// Everything a task needs, resolved by the reconcile.
+pub struct Job {
+    pub creds: ServerCredentials,
+    pub database: String,
+    pub migrations: Vec<Migration>,
+    pub options: RunOptions,
+    pub prior: Prior,
+    /// Set when the run must back up first.
+    pub backup: Option<(Arc<dyn BackupTaker>, DatabaseEnvironment)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    running: HashMap<String, JoinHandle<()>>,
+    attempts: HashMap<String, u32>,
+}
+
+/// The running migration tasks of this process, by run UID.
+#[derive(Default)]
+pub struct Tasks {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Tasks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere must not stop the map from being read (or the tasks from being aborted).
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_running(&self, uid: &str) -> bool {
+        self.lock().running.contains_key(uid)
+    }
+
+    /// How often this process has started the run's task without it reaching a result.
+    pub fn attempts(&self, uid: &str) -> u32 {
+        self.lock().attempts.get(uid).copied().unwrap_or(0)
+    }
+
+    pub fn spawn(&self, ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) {
+        let uid = run.uid().unwrap_or_default();
+        // Held while spawning, so the task cannot remove its entry before it is inserted.
+        let mut inner = self.lock();
+        *inner.attempts.entry(uid.clone()).or_default() += 1;
+        let shared = self.inner.clone();
+        let key = uid.clone();
+        let handle = tokio::spawn(async move {
+            let done = execute(ctx, run, job).await;
+            let mut inner = shared.lock().unwrap_or_else(|e| e.into_inner());
+            inner.running.remove(&key);
+            if done {
+                inner.attempts.remove(&key);
+            }
+        });
+        inner.running.insert(uid, handle);
+    }
+
+    /// Aborts every task (the controller is stopping); returns how many were running.
+    pub fn abort_all(&self) -> usize {
+        let mut inner = self.lock();
+        let n = inner.running.len();
+        for (_, handle) in inner.running.drain() {
+            handle.abort();
+        }
+        n
+    }
+}
+
+/// Tasks die with their tracker, as they would with the process: an operator dropped without a clean
+/// stop (a crash, or a test killing an in-process instance) must not leave migrations running.
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}
+
+/// Runs the job and writes the final status; false when the run ended without a result.
+async fn execute(ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) -> bool {
+    let api: Api<MigrationRun> =
+        Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+    let mut hooks = StatusHooks {
+        ctx: ctx.clone(),
+        api,
+        name: run.name_any(),
+        last: None,
+        backup: job.backup.map(|(b, env)| (b, env, run.clone())),
+    };
+    let result = migrations::run(
+        &job.creds,
+        &job.database,
+        &job.migrations,
+        &job.options,
+        job.prior,
+        &mut hooks,
+    )
+    .await;
+    match result {
+        Ok(outcome) => {
+            info!(run = %job.options.label, phase = ?outcome.phase, reason = outcome.reason, "migration run finished");
+            hooks.finish(outcome).await
+        }
+        Err(e) => {
+            warn!(run = %job.options.label, error = %e, "migration run stopped without a result; it will be resumed");
+            false
+        }
+    }
+}
+
+/// The status side of a run: progress reports, the backup, the final write.
+struct StatusHooks {
+    ctx: Arc<Context>,
+    api: Api<MigrationRun>,
+    name: String,
+    last: Option<Instant>,
+    backup: Option<(Arc<dyn BackupTaker>, DatabaseEnvironment, Arc<MigrationRun>)>,
+}
+
+impl StatusHooks {
+    /// Writes status from the current object: `phase` and a verdict, plus the runner's state.
+    async fn write(
+        &self,
+        verdict: &Verdict,
+        state: &RunState,
+        phase: MigrationPhase,
+        attempts: u32,
+    ) -> Result<(), String> {
+        let mut last = String::new();
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(super::super::error::backoff(attempt - 1)).await;
+            }
+            let result: Result<(), Error> = async {
+                let Some(obj) = self.api.get_opt(&self.name).await? else {
+                    return Err(Error::MissingInput {
+                        reason: "RunDeleted",
+                        message: "the MigrationRun was deleted".into(),
+                    });
+                };
+                status::write(self.ctx.as_ref(), &obj, verdict, |s| {
+                    apply_state(s, state);
+                    s.phase = Some(phase);
+                    if phase.is_finished() {
+                        s.finished_at = Some(Time(Timestamp::now()));
+                        if phase != MigrationPhase::Succeeded && s.failure.is_none() {
+                            s.failure = Some(MigrationFailure {
+                                error: verdict.message().to_string(),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                })
+                .await
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e @ Error::MissingInput { .. }) => return Err(e.to_string()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    async fn finish(&self, outcome: Outcome) -> bool {
+        let Outcome {
+            phase,
+            reason,
+            mut message,
+            state,
+        } = outcome;
+        let hidden = state.lint_total.saturating_sub(state.lint_findings.len());
+        if hidden > 0 {
+            message.push_str(&format!(" {hidden} more lint finding(s) are not listed."));
+        }
+        let verdict = if phase == MigrationPhase::Succeeded {
+            Verdict::Ready { reason, message }
+        } else {
+            Verdict::Stalled { reason, message }
+        };
+        match self.write(&verdict, &state, phase, WRITE_ATTEMPTS).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(name = %self.name, error = %e, "could not write the final status; the run will be resumed to re-establish it");
+                false
+            }
+        }
+    }
+}
+
+impl Hooks for StatusHooks {
+    async fn report(&mut self, state: &RunState, durable: bool) -> Result<(), String> {
+        if !durable && self.last.is_some_and(|t| t.elapsed() < PROGRESS_INTERVAL) {
+            return Ok(());
+        }
+        let verdict = Verdict::Reconciling {
+            reason: "Running",
+            message: state.activity.clone(),
+        };
+        let attempts = if durable { WRITE_ATTEMPTS } else { 1 };
+        let result = self
+            .write(&verdict, state, MigrationPhase::Running, attempts)
+            .await;
+        self.last = Some(Instant::now());
+        result
+    }
+
+    async fn backup(&mut self) -> Result<Option<String>, BackupFailure> {
+        let Some((taker, env, run)) = &self.backup else {
+            return Ok(None);
+        };
+        taker
+            .take(env, run)
+            .await
+            .map(Some)
+            .map_err(|why| BackupFailure {
+                reason: "BackupFailed",
+                message: format!("The backup before migrating failed: {why}. Nothing was changed."),
+            })
+    }
+}
+
+/// Ends a run that is refused before it starts: phase Failed, `Stalled` with `reason`.
+pub async fn finish_refused(
+    ctx: &Context,
+    run: &MigrationRun,
+    reason: &'static str,
+    message: String,
+) -> Result<(), Error> {
+    let verdict = Verdict::Stalled {
+        reason,
+        message: message.clone(),
+    };
+    status::write(ctx, run, &verdict, |s| {
+        s.phase = Some(MigrationPhase::Failed);
+        s.finished_at = Some(Time(Timestamp::now()));
+        s.failure = Some(MigrationFailure {
+            error: message,
+            ..Default::default()
+        });
+    })
+    .await
+}

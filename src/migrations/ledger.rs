@@ -1,0 +1,133 @@
+//! The ledger table `lifeboat_schema_migrations`: which migrations are applied, with their checksum,
+//! when, how long they took, and which MigrationRun applied them. A transactional migration's row is
+//! written in the migration's own transaction, so the ledger is exactly what committed. A
+//! no-transaction migration's row is written `complete = false` before it starts and completed after:
+//! a row left incomplete means the migration may be partly applied, and every later run refuses to
+//! start until a person has looked (reason `PartiallyApplied`).
+
+use sqlx::{AssertSqlSafe, PgConnection, Row as _};
+
+use crate::engines::postgres::PgError;
+
+/// Name of the ledger table (in the first schema of the connection's `search_path`, usually `public`).
+pub const TABLE: &str = "lifeboat_schema_migrations";
+
+/// Creates the ledger table when missing. Called with the migration lock held, so two runs never race.
+pub const CREATE: &str = "create table if not exists lifeboat_schema_migrations (
+    version bigint primary key,
+    name text not null,
+    checksum text not null,
+    applied_at timestamptz not null default now(),
+    execution_ms bigint not null default 0,
+    run_uid text not null,
+    complete boolean not null default true
+)";
+
+/// One ledger row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub version: i64,
+    pub name: String,
+    /// SHA-256 (hex) of the up script when it was applied.
+    pub checksum: String,
+    pub execution_ms: i64,
+    /// UID of the MigrationRun that applied it.
+    pub run_uid: String,
+    /// False while (or if) a no-transaction migration has not finished.
+    pub complete: bool,
+}
+
+fn err(context: &str) -> impl FnOnce(sqlx::Error) -> PgError + '_ {
+    move |e| PgError::from_sqlx(context, e)
+}
+
+/// Whether the ledger table exists (visible through the search path).
+pub async fn exists(conn: &mut PgConnection) -> Result<bool, PgError> {
+    sqlx::query("select to_regclass($1) is not null")
+        .bind(TABLE)
+        .fetch_one(&mut *conn)
+        .await
+        .map(|r| r.get::<bool, _>(0))
+        .map_err(err("looking for the ledger table"))
+}
+
+pub async fn ensure(conn: &mut PgConnection) -> Result<(), PgError> {
+    sqlx::raw_sql(AssertSqlSafe(CREATE))
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(err("creating the ledger table lifeboat_schema_migrations"))
+}
+
+/// Every row, by version; empty when the table does not exist yet.
+pub async fn read(conn: &mut PgConnection) -> Result<Vec<Row>, PgError> {
+    if !exists(conn).await? {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "select version, name, checksum, execution_ms, run_uid, complete from lifeboat_schema_migrations order by version",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(err("reading the ledger table lifeboat_schema_migrations"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Row {
+            version: r.get(0),
+            name: r.get(1),
+            checksum: r.get(2),
+            execution_ms: r.get(3),
+            run_uid: r.get(4),
+            complete: r.get(5),
+        })
+        .collect())
+}
+
+/// Records an applied migration (inside the migration's transaction, or `complete = false` before a
+/// no-transaction migration starts).
+pub async fn insert(conn: &mut PgConnection, row: &Row) -> Result<(), PgError> {
+    sqlx::query(
+        "insert into lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(row.version)
+    .bind(&row.name)
+    .bind(&row.checksum)
+    .bind(row.execution_ms)
+    .bind(&row.run_uid)
+    .bind(row.complete)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+    .map_err(err("recording the migration in lifeboat_schema_migrations"))
+}
+
+/// Marks a row complete (or not), with its execution time.
+pub async fn set_complete(
+    conn: &mut PgConnection,
+    version: i64,
+    complete: bool,
+    execution_ms: i64,
+) -> Result<(), PgError> {
+    sqlx::query(
+        "update lifeboat_schema_migrations set complete = $2, execution_ms = $3 where version = $1",
+    )
+    .bind(version)
+    .bind(complete)
+    .bind(execution_ms)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+    .map_err(err("updating lifeboat_schema_migrations"))
+}
+
+/// Removes a reverted migration's row (inside the down script's transaction).
+pub async fn remove(conn: &mut PgConnection, version: i64) -> Result<(), PgError> {
+    sqlx::query("delete from lifeboat_schema_migrations where version = $1")
+        .bind(version)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(err(
+            "removing the migration from lifeboat_schema_migrations",
+        ))
+}

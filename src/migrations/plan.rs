@@ -1,0 +1,262 @@
+//! What a run will do, decided from the migration files and the ledger alone (pure): which migrations
+//! to apply or revert, in which order, and every reason to refuse before changing anything.
+
+use std::collections::BTreeMap;
+
+use super::{ledger::Row, source::Migration};
+use crate::api::migration_run::{Direction, MigrationRecord, OnFailure};
+
+/// Apply a migration's up script, or revert it with its down script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Apply,
+    Revert,
+}
+
+impl Action {
+    pub fn opposite(self) -> Self {
+        match self {
+            Action::Apply => Action::Revert,
+            Action::Revert => Action::Apply,
+        }
+    }
+}
+
+/// One planned step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step<'a> {
+    pub migration: &'a Migration,
+    pub action: Action,
+}
+
+impl<'a> Step<'a> {
+    /// The script this step runs; `None` only for a revert without a down script (refused by [`plan`]).
+    pub fn script(&self) -> Option<&'a super::source::Script> {
+        match self.action {
+            Action::Apply => Some(&self.migration.up),
+            Action::Revert => self.migration.down.as_ref().filter(|d| !d.is_empty()),
+        }
+    }
+
+    /// The step that undoes this one.
+    pub fn undo(&self) -> Step<'a> {
+        Step {
+            migration: self.migration,
+            action: self.action.opposite(),
+        }
+    }
+}
+
+/// What a run asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub direction: Direction,
+    pub target_version: Option<i64>,
+    pub on_failure: OnFailure,
+    pub run_uid: &'a str,
+    /// Newest applied version when this run first started (an earlier attempt recorded it), so a
+    /// resumed `down` without `targetVersion` still reverts only the migration that was newest then.
+    pub started_from: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan<'a> {
+    /// Newest version applied before this run (not counting what an earlier attempt of it applied).
+    pub from_version: Option<i64>,
+    pub steps: Vec<Step<'a>>,
+    /// Migrations an earlier attempt of this run applied (direction `up`), from the ledger.
+    pub applied_before: Vec<MigrationRecord>,
+}
+
+/// Reasons to refuse a run before it changes anything. Each names the file or version concerned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "{file} was changed after it was applied (ledger checksum {recorded}, file checksum {current}); restore the file as it was applied and put the change in a new migration"
+    )]
+    ChecksumMismatch {
+        file: String,
+        recorded: String,
+        current: String,
+    },
+    #[error(
+        "migration {version} ({name}) ran outside a transaction and did not finish, so it may be partly applied; check the database, complete or undo it by hand, then run `update lifeboat_schema_migrations set complete = true where version = {version}` (completed) or `delete from lifeboat_schema_migrations where version = {version}` (undone)"
+    )]
+    PartiallyApplied { version: i64, name: String },
+    #[error(
+        "{file} (version {version}) is pending but newer version {newest} is already applied; give it a version above {newest}"
+    )]
+    OutOfOrder {
+        file: String,
+        version: i64,
+        newest: i64,
+    },
+    #[error("no down script for {}, which a {why} needs; add the .down.sql files (or a -- migrate:down section){}", files.join(", "), if *on_rollback { ", or set onFailure: halt" } else { "" })]
+    MissingDown {
+        files: Vec<String>,
+        why: &'static str,
+        on_rollback: bool,
+    },
+    #[error("targetVersion {version} is not a migration in the source")]
+    UnknownTarget { version: i64 },
+    #[error(
+        "applied migration {version} ({name}) has no file in the source, so it cannot be reverted"
+    )]
+    MissingFile { version: i64, name: String },
+}
+
+impl PlanError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlanError::ChecksumMismatch { .. } => "ChecksumMismatch",
+            PlanError::PartiallyApplied { .. } => "PartiallyApplied",
+            PlanError::OutOfOrder { .. } => "OutOfOrderMigration",
+            PlanError::MissingDown { .. } => "MissingDownMigration",
+            PlanError::UnknownTarget { .. } => "TargetVersionNotFound",
+            PlanError::MissingFile { .. } => "MigrationFileMissing",
+        }
+    }
+}
+
+/// Ledger rows as status records.
+pub fn records<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<MigrationRecord> {
+    rows.into_iter()
+        .map(|r| MigrationRecord {
+            version: r.version,
+            name: r.name.clone(),
+            checksum: r.checksum.clone(),
+            duration_ms: r.execution_ms,
+        })
+        .collect()
+}
+
+/// Checks the ledger against the files (incomplete rows, checksum drift). Shared by plans and recovery.
+pub fn check_ledger(migrations: &[Migration], ledger: &[Row]) -> Result<(), PlanError> {
+    let by_version: BTreeMap<i64, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
+    if let Some(row) = ledger.iter().find(|r| !r.complete) {
+        return Err(PlanError::PartiallyApplied {
+            version: row.version,
+            name: row.name.clone(),
+        });
+    }
+    for row in ledger {
+        if let Some(m) = by_version.get(&row.version)
+            && m.checksum != row.checksum
+        {
+            return Err(PlanError::ChecksumMismatch {
+                file: m.up.file.clone(),
+                recorded: row.checksum.clone(),
+                current: m.checksum.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn plan<'a>(
+    migrations: &'a [Migration],
+    ledger: &[Row],
+    req: Request<'_>,
+) -> Result<Plan<'a>, PlanError> {
+    check_ledger(migrations, ledger)?;
+    let by_version: BTreeMap<i64, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
+    let from_version = match req.direction {
+        Direction::Up => ledger
+            .iter()
+            .filter(|r| r.run_uid != req.run_uid)
+            .map(|r| r.version)
+            .max(),
+        Direction::Down => req.started_from.or(ledger.iter().map(|r| r.version).max()),
+    };
+    let applied_before = records(ledger.iter().filter(|r| r.run_uid == req.run_uid));
+    let steps: Vec<Step<'a>> = match req.direction {
+        Direction::Up => {
+            if let Some(t) = req.target_version
+                && !by_version.contains_key(&t)
+            {
+                return Err(PlanError::UnknownTarget { version: t });
+            }
+            let newest = ledger.iter().map(|r| r.version).max();
+            let pending: Vec<&Migration> = migrations
+                .iter()
+                .filter(|m| !ledger.iter().any(|r| r.version == m.version))
+                .filter(|m| req.target_version.is_none_or(|t| m.version <= t))
+                .collect();
+            if let (Some(first), Some(newest)) = (pending.first(), newest)
+                && first.version < newest
+            {
+                return Err(PlanError::OutOfOrder {
+                    file: first.up.file.clone(),
+                    version: first.version,
+                    newest,
+                });
+            }
+            pending
+                .into_iter()
+                .map(|migration| Step {
+                    migration,
+                    action: Action::Apply,
+                })
+                .collect()
+        }
+        Direction::Down => {
+            let mut applied: Vec<&Row> = ledger.iter().collect();
+            applied.sort_by_key(|r| std::cmp::Reverse(r.version));
+            // Without a target: revert the migration that was newest when the run started.
+            let target = req.target_version.unwrap_or_else(|| {
+                let newest = req.started_from.or(applied.first().map(|r| r.version));
+                applied
+                    .iter()
+                    .map(|r| r.version)
+                    .find(|v| newest.is_some_and(|n| *v < n))
+                    .unwrap_or(0)
+            });
+            let to_revert: Vec<&Row> = applied.into_iter().filter(|r| r.version > target).collect();
+            let mut steps = Vec::new();
+            for row in to_revert {
+                let migration = by_version.get(&row.version).ok_or(PlanError::MissingFile {
+                    version: row.version,
+                    name: row.name.clone(),
+                })?;
+                steps.push(Step {
+                    migration,
+                    action: Action::Revert,
+                });
+            }
+            steps
+        }
+    };
+    // Every revert needs a down script; with onFailure rollback, every applied step but the last may
+    // have to be undone (the last one's own transaction undoes it), so it needs its opposite script.
+    let mut missing: Vec<String> = steps
+        .iter()
+        .filter(|s| s.script().is_none())
+        .map(|s| s.migration.up.file.clone())
+        .collect();
+    let why = if missing.is_empty() && req.on_failure == OnFailure::Rollback {
+        missing = steps
+            .iter()
+            .take(steps.len().saturating_sub(1))
+            .filter(|s| s.undo().script().is_none())
+            .map(|s| s.migration.up.file.clone())
+            .collect();
+        "rollback on failure (onFailure: rollback)"
+    } else {
+        "down migration"
+    };
+    if !missing.is_empty() {
+        return Err(PlanError::MissingDown {
+            files: missing,
+            on_rollback: why.starts_with("rollback"),
+            why,
+        });
+    }
+    Ok(Plan {
+        from_version,
+        steps,
+        applied_before,
+    })
+}
+
+#[cfg(test)]
+mod tests;

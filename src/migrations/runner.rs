@@ -1,0 +1,502 @@
+//! One MigrationRun against PostgreSQL: take the lock, read the ledger, plan, lint, back up, apply each
+//! step, and on failure undo what this run applied. Every exit path releases the lock, and the result is
+//! exactly one of Succeeded, Failed, RolledBack with a message stating what is applied.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use sqlx::{Connection, PgConnection};
+
+use super::{
+    execute::{self, FailureKind, StepFailure, Timeouts},
+    ledger::{self, Row},
+    lint,
+    lock::{self, LockError},
+    plan::{self, Action, PlanError, Step},
+    source::Migration,
+};
+use crate::{
+    api::migration_run::{
+        Direction, LintFinding, LintMode, MAX_LINT_FINDINGS, MigrationFailure, MigrationPhase,
+        MigrationRecord, OnFailure,
+    },
+    engines::{
+        ServerCredentials,
+        postgres::{self, PgError},
+    },
+};
+
+/// What the run was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// UID of the MigrationRun, recorded in the ledger.
+    pub run_uid: String,
+    /// `namespace/name` of the run, shown to runs waiting for the lock.
+    pub label: String,
+    pub direction: Direction,
+    pub target_version: Option<i64>,
+    pub on_failure: OnFailure,
+    pub lint: LintMode,
+    /// Longest wait for the migration lock, and for a table lock within a script.
+    pub lock_timeout: Duration,
+    pub statement_timeout: Option<Duration>,
+}
+
+/// What an earlier attempt of this run recorded in status (after an operator restart).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Prior {
+    pub from_version: Option<i64>,
+    pub applied: Vec<MigrationRecord>,
+    pub rolled_back: Vec<MigrationRecord>,
+    /// Set once a migration failed: the attempt was rolling back (or halting) when it stopped.
+    pub failure: Option<MigrationFailure>,
+    pub backup_id: Option<String>,
+}
+
+/// The run's state as status shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunState {
+    pub from_version: Option<i64>,
+    pub to_version: Option<i64>,
+    pub applied: Vec<MigrationRecord>,
+    pub rolled_back: Vec<MigrationRecord>,
+    /// At most [`MAX_LINT_FINDINGS`].
+    pub lint_findings: Vec<LintFinding>,
+    pub lint_total: usize,
+    pub failure: Option<MigrationFailure>,
+    pub backup_id: Option<String>,
+    /// What the run is doing now, in one sentence.
+    pub activity: String,
+}
+
+/// How the run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub phase: MigrationPhase,
+    /// CamelCase reason for the condition and event.
+    pub reason: &'static str,
+    /// One or two sentences: what happened and what is applied now.
+    pub message: String,
+    pub state: RunState,
+}
+
+/// A backup could not be taken; the run fails before changing anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupFailure {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The run's link to the outside: status writes and the backup. The controller implements it; tests and
+/// the benchmark use [`NoHooks`].
+pub trait Hooks: Send {
+    /// Records progress. `durable`: the run may not go on unless this is recorded (it is what a resumed
+    /// attempt needs to know). Errors are messages.
+    fn report(
+        &mut self,
+        state: &RunState,
+        durable: bool,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Takes a backup and waits for it, when the run requires one; `Ok(None)`: none required. Called
+    /// with the lock held, after lint, before the first change.
+    fn backup(&mut self) -> impl Future<Output = Result<Option<String>, BackupFailure>> + Send;
+}
+
+/// Hooks that record nothing and take no backup.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    async fn report(&mut self, _: &RunState, _: bool) -> Result<(), String> {
+        Ok(())
+    }
+    async fn backup(&mut self) -> Result<Option<String>, BackupFailure> {
+        Ok(None)
+    }
+}
+
+/// The run stopped without a result because a durable progress report failed; resume it later.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the run was interrupted: {0}")]
+pub struct Interrupted(pub String);
+
+/// Reason for a migration that failed, from its SQLSTATE.
+pub fn failure_reason(f: &MigrationFailure) -> &'static str {
+    match f.sql_state.as_deref() {
+        Some("57014") => "StatementTimeout",
+        Some("55P03") => "TableLockTimeout",
+        _ => "MigrationFailed",
+    }
+}
+
+/// Runs the migrations of `migrations` against `database` as `opts` asks.
+pub async fn run<H: Hooks>(
+    creds: &ServerCredentials,
+    database: &str,
+    migrations: &[Migration],
+    opts: &RunOptions,
+    prior: Prior,
+    hooks: &mut H,
+) -> Result<Outcome, Interrupted> {
+    let mut run = Run {
+        opts,
+        migrations,
+        state: RunState {
+            from_version: prior.from_version,
+            applied: prior.applied.clone(),
+            rolled_back: prior.rolled_back.clone(),
+            failure: prior.failure.clone(),
+            backup_id: prior.backup_id.clone(),
+            ..Default::default()
+        },
+        versions: BTreeSet::new(),
+        ledger_read: false,
+    };
+    let lock = match lock::acquire(creds, database, &opts.label, opts.lock_timeout).await {
+        Ok(lock) => lock,
+        Err(LockError::Timeout { waited, holder }) => {
+            let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
+            return Ok(run.end(
+                MigrationPhase::Failed,
+                "LockTimeout",
+                format!(
+                    "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; nothing was changed. Start a new run when it has finished."
+                ),
+            ));
+        }
+        Err(LockError::Pg(e)) => return Ok(run.pg_failed(e)),
+    };
+    let result = match postgres::connect(creds, database).await {
+        Err(e) => Ok(run.pg_failed(e)),
+        Ok(mut conn) => {
+            let result = match lock::identify(&mut conn, &opts.label).await {
+                Err(e) => Ok(run.pg_failed(e)),
+                Ok(()) => run.drive(&mut conn, prior, hooks).await,
+            };
+            let _ = conn.close().await;
+            result
+        }
+    };
+    lock.release().await;
+    result
+}
+
+struct Run<'a> {
+    opts: &'a RunOptions,
+    migrations: &'a [Migration],
+    state: RunState,
+    /// Versions in the ledger now.
+    versions: BTreeSet<i64>,
+    /// Whether `versions` is known (the ledger was read).
+    ledger_read: bool,
+}
+
+fn names(records: &[MigrationRecord]) -> String {
+    if records.is_empty() {
+        return "none".into();
+    }
+    records
+        .iter()
+        .map(|r| format!("{}_{}", r.version, r.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl<'a> Run<'a> {
+    fn end(&mut self, phase: MigrationPhase, reason: &'static str, message: String) -> Outcome {
+        self.state.to_version = if self.ledger_read {
+            self.versions.last().copied()
+        } else {
+            None
+        };
+        Outcome {
+            phase,
+            reason,
+            message,
+            state: self.state.clone(),
+        }
+    }
+
+    fn pg_failed(&mut self, e: PgError) -> Outcome {
+        self.end(
+            MigrationPhase::Failed,
+            e.reason(),
+            format!("{e}; nothing was changed by this attempt."),
+        )
+    }
+
+    fn schema_at(&self) -> String {
+        match self.versions.last() {
+            Some(v) => format!("the schema is at version {v}"),
+            None => "no migration is applied".into(),
+        }
+    }
+
+    async fn drive<H: Hooks>(
+        &mut self,
+        conn: &mut PgConnection,
+        prior: Prior,
+        hooks: &mut H,
+    ) -> Result<Outcome, Interrupted> {
+        let ledger = match ledger::read(conn).await {
+            Ok(rows) => rows,
+            Err(e) => return Ok(self.pg_failed(e)),
+        };
+        self.versions = ledger.iter().map(|r| r.version).collect();
+        self.ledger_read = true;
+        if prior.failure.is_some() {
+            return Ok(self.recover(conn, &ledger, &prior).await);
+        }
+        let request = plan::Request {
+            direction: self.opts.direction,
+            target_version: self.opts.target_version,
+            on_failure: self.opts.on_failure,
+            run_uid: &self.opts.run_uid,
+            started_from: prior.from_version,
+        };
+        let plan = match plan::plan(self.migrations, &ledger, request) {
+            Ok(p) => p,
+            Err(e) => return Ok(self.refuse(&e)),
+        };
+        self.state.from_version = plan.from_version;
+        if self.opts.direction == Direction::Up {
+            self.state.applied = plan.applied_before.clone();
+        }
+        if self.opts.lint != LintMode::Off {
+            let findings = lint::lint(plan.steps.iter().filter_map(Step::script));
+            self.state.lint_total = findings.len();
+            self.state.lint_findings = findings.into_iter().take(MAX_LINT_FINDINGS).collect();
+            if self.opts.lint == LintMode::Enforce && self.state.lint_total > 0 {
+                let mut files: Vec<&str> = self
+                    .state
+                    .lint_findings
+                    .iter()
+                    .map(|f| f.file.as_str())
+                    .collect();
+                files.dedup();
+                let message = format!(
+                    "Lint found {} problem(s) in {} (see status.lintFindings); nothing was changed. Fix them, or set lint: warn to accept them.",
+                    self.state.lint_total,
+                    files.join(", ")
+                );
+                return Ok(self.end(MigrationPhase::Failed, "LintFailed", message));
+            }
+        }
+        // One backup per run, before its first change (a resumed run keeps the one it took).
+        if !plan.steps.is_empty() && self.state.backup_id.is_none() {
+            match hooks.backup().await {
+                Ok(id) => self.state.backup_id = id,
+                Err(b) => return Ok(self.end(MigrationPhase::Failed, b.reason, b.message)),
+            }
+        }
+        let verb = match self.opts.direction {
+            Direction::Up => "Applying",
+            Direction::Down => "Reverting",
+        };
+        self.state.activity = format!("{verb} {} migration(s).", plan.steps.len());
+        hooks.report(&self.state, true).await.map_err(Interrupted)?;
+        if !plan.steps.is_empty()
+            && let Err(e) = ledger::ensure(conn).await
+        {
+            return Ok(self.pg_failed(e));
+        }
+        // What this run did before (resumed), then what it does now: the list a rollback undoes.
+        let mut done: Vec<Step<'a>> = match self.opts.direction {
+            Direction::Up => self.steps_for(&plan.applied_before, Action::Apply),
+            Direction::Down => self.steps_for(&prior.applied, Action::Revert),
+        };
+        let total = plan.steps.len();
+        for (i, step) in plan.steps.iter().enumerate() {
+            match execute::run_step(conn, step, &self.opts.run_uid, self.timeouts()).await {
+                Ok(record) => {
+                    self.track(step);
+                    self.state.applied.push(record);
+                    done.push(*step);
+                    self.state.activity = format!("{verb} migrations: {} of {total} done.", i + 1);
+                    let durable = step.action == Action::Revert;
+                    let reported = hooks.report(&self.state, durable).await;
+                    if durable {
+                        reported.map_err(Interrupted)?;
+                    }
+                }
+                Err(failure) => return Ok(self.failed(conn, failure, done, hooks).await),
+            }
+        }
+        let (did, none) = match self.opts.direction {
+            Direction::Up => ("Applied", "Nothing to apply"),
+            Direction::Down => ("Reverted", "Nothing to revert"),
+        };
+        let message = if self.state.applied.is_empty() {
+            format!("{none}; {}.", self.schema_at())
+        } else {
+            format!(
+                "{did} {} migration(s): {}; {}.",
+                self.state.applied.len(),
+                names(&self.state.applied),
+                self.schema_at()
+            )
+        };
+        Ok(self.end(MigrationPhase::Succeeded, "Succeeded", message))
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            lock: self.opts.lock_timeout,
+            statement: self.opts.statement_timeout,
+        }
+    }
+
+    fn track(&mut self, step: &Step<'_>) {
+        match step.action {
+            Action::Apply => self.versions.insert(step.migration.version),
+            Action::Revert => self.versions.remove(&step.migration.version),
+        };
+    }
+
+    fn steps_for(&self, records: &[MigrationRecord], action: Action) -> Vec<Step<'a>> {
+        records
+            .iter()
+            .filter_map(|r| self.migrations.iter().find(|m| m.version == r.version))
+            .map(|migration| Step { migration, action })
+            .collect()
+    }
+
+    fn refuse(&mut self, e: &PlanError) -> Outcome {
+        let message = format!("Nothing was changed: {e}.");
+        self.end(MigrationPhase::Failed, e.reason(), message)
+    }
+
+    async fn failed<H: Hooks>(
+        &mut self,
+        conn: &mut PgConnection,
+        StepFailure { kind, failure }: StepFailure,
+        done: Vec<Step<'a>>,
+        hooks: &mut H,
+    ) -> Outcome {
+        let what = execute::describe(&failure);
+        let reason = failure_reason(&failure);
+        let version = failure.version.unwrap_or_default();
+        self.state.failure = Some(failure);
+        match kind {
+            FailureKind::Partial => {
+                let message = format!(
+                    "{what}. It runs outside a transaction, so the statements before it are committed: the migration is partly applied. Complete or undo it by hand, then `update lifeboat_schema_migrations set complete = true where version = {version}` (completed) or `delete from lifeboat_schema_migrations where version = {version}` (undone), and start a new run. Applied by this run: {}.",
+                    names(&self.state.applied)
+                );
+                self.end(MigrationPhase::Failed, "PartiallyApplied", message)
+            }
+            FailureKind::ConnectionLost => {
+                let message = match ledger::read(conn).await {
+                    Ok(rows) => self.applied_per_ledger(&rows),
+                    Err(_) => "the ledger could not be read again: table lifeboat_schema_migrations says what is applied".into(),
+                };
+                self.end(
+                    MigrationPhase::Failed,
+                    "ConnectionLost",
+                    format!("{what}. The connection broke, so the run stopped; {message}."),
+                )
+            }
+            FailureKind::Clean if self.opts.on_failure == OnFailure::Halt => {
+                let message = format!(
+                    "{what}; halted (onFailure: halt). Applied by this run and still applied: {}; {}.",
+                    names(&self.state.applied),
+                    self.schema_at()
+                );
+                self.end(MigrationPhase::Failed, reason, message)
+            }
+            FailureKind::Clean => {
+                self.state.activity = format!("{what}; rolling back.");
+                // Best effort: a resumed attempt that missed this report re-runs the failing step, which
+                // fails again and rolls back then.
+                let _ = hooks.report(&self.state, true).await;
+                self.rollback(conn, done, &what, reason, hooks).await
+            }
+        }
+    }
+
+    fn applied_per_ledger(&mut self, rows: &[Row]) -> String {
+        self.versions = rows.iter().map(|r| r.version).collect();
+        let mine = plan::records(rows.iter().filter(|r| r.run_uid == self.opts.run_uid));
+        format!(
+            "applied by this run per the ledger: {}; {}",
+            names(&mine),
+            self.schema_at()
+        )
+    }
+
+    /// Undoes `done` newest first, each in its own step; ends RolledBack, or Failed if an undo fails.
+    async fn rollback<H: Hooks>(
+        &mut self,
+        conn: &mut PgConnection,
+        done: Vec<Step<'a>>,
+        what: &str,
+        reason: &'static str,
+        hooks: &mut H,
+    ) -> Outcome {
+        for (undone, step) in done.iter().rev().enumerate() {
+            let undo = step.undo();
+            match execute::run_step(conn, &undo, &self.opts.run_uid, self.timeouts()).await {
+                Ok(record) => {
+                    self.track(&undo);
+                    self.state.rolled_back.push(record);
+                    let _ = hooks.report(&self.state, false).await;
+                }
+                Err(e) => {
+                    let still = &done[..done.len() - undone];
+                    let still: Vec<String> = still
+                        .iter()
+                        .map(|s| format!("{}_{}", s.migration.version, s.migration.name))
+                        .collect();
+                    let message = format!(
+                        "{what}. Rolling back then failed: {}. Undone: {}; still changed by this run: {}; {}.",
+                        execute::describe(&e.failure),
+                        names(&self.state.rolled_back),
+                        still.join(", "),
+                        self.schema_at()
+                    );
+                    return self.end(MigrationPhase::Failed, "RollbackFailed", message);
+                }
+            }
+        }
+        let message = format!(
+            "{what}; rolled back {} (onFailure: rollback); {}.",
+            names(&self.state.rolled_back),
+            self.schema_at()
+        );
+        self.end(MigrationPhase::RolledBack, reason, message)
+    }
+
+    /// An earlier attempt stopped after a migration failed: finish what it was doing (halt, or undo
+    /// what this run still has applied).
+    async fn recover(&mut self, conn: &mut PgConnection, ledger: &[Row], prior: &Prior) -> Outcome {
+        let failure = prior.failure.clone().unwrap_or_default();
+        let what = execute::describe(&failure);
+        let reason = failure_reason(&failure);
+        if let Err(e) = plan::check_ledger(self.migrations, ledger) {
+            let message = format!("{what}; then: {e}");
+            return self.end(MigrationPhase::Failed, e.reason(), message);
+        }
+        if self.opts.on_failure == OnFailure::Halt {
+            let message = format!(
+                "{what}; halted (onFailure: halt). {}.",
+                self.applied_per_ledger(ledger)
+            );
+            return self.end(MigrationPhase::Failed, reason, message);
+        }
+        let done: Vec<Step<'a>> = match self.opts.direction {
+            Direction::Up => {
+                let mine: Vec<MigrationRecord> =
+                    plan::records(ledger.iter().filter(|r| r.run_uid == self.opts.run_uid));
+                self.steps_for(&mine, Action::Apply)
+            }
+            Direction::Down => {
+                let reverted: Vec<MigrationRecord> = prior
+                    .applied
+                    .iter()
+                    .filter(|r| !self.versions.contains(&r.version))
+                    .cloned()
+                    .collect();
+                self.steps_for(&reverted, Action::Revert)
+            }
+        };
+        self.rollback(conn, done, &what, reason, &mut NoHooks).await
+    }
+}
