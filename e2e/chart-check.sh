@@ -13,5 +13,7 @@ helm template lifeboat charts/lifeboat --namespace "$ns" --include-crds | kubect
 helm template lifeboat charts/lifeboat --namespace "$ns" --set serviceMonitor.enabled=true \
   --show-only templates/servicemonitor.yaml | grep -q '^kind: ServiceMonitor$'
 echo "helm chart: lint and server-side dry run passed"
+# A server-side dry run does not create the base's Namespace, so the namespaced objects need it to exist.
+kubectl get namespace lifeboat-system >/dev/null 2>&1 || kubectl create namespace lifeboat-system >/dev/null
 kubectl kustomize deploy/base | kubectl apply --server-side --force-conflicts --field-manager lifeboat-chart-check --dry-run=server -f - >/dev/null
 echo "kustomize base: server-side dry run passed"

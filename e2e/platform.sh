@@ -238,13 +238,13 @@ start_postgres() { # name bindir libdir
   port=$(free_port); password=$(rand)
   echo "$port" >"$STATE/ports/$name"; echo "$password" >"$STATE/pki/$name.password"
   chmod 600 "$STATE/pki/$name.password"
-  # initdb refuses to run as root; the cluster runs as the nobody-like owner of the state dir when we are root.
+  # initdb refuses to run as root: as root, the cluster runs as the existing unprivileged user `nobody`
+  # (no account is created), owning only its data directory and key inside the state dir.
   local as=()
   if [[ $(id -u) -eq 0 ]]; then
-    id lifeboat-pg >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin lifeboat-pg
-    as=(setpriv --reuid=lifeboat-pg --regid="$(id -g lifeboat-pg)" --init-groups)
-    mkdir -p "$data" && chown lifeboat-pg "$data" "$STATE/pki/$name.password"
-    install -o lifeboat-pg -m 600 "$STATE/pki/server.key" "$STATE/pki/$name-server.key"
+    as=(setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups)
+    mkdir -p "$data" && chown nobody "$data" "$STATE/pki/$name.password"
+    install -o nobody -m 600 "$STATE/pki/server.key" "$STATE/pki/$name-server.key"
   else
     mkdir -p "$data"; install -m 600 "$STATE/pki/server.key" "$STATE/pki/$name-server.key"
   fi

@@ -46,6 +46,14 @@ pub struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Final phase (`Succeeded`, `Failed`, `RolledBack`).
+    pub phase: &'static str,
+    /// Static reason constant of the outcome.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub controller: &'static str,
     pub reason: &'static str,
@@ -58,6 +66,8 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub leader: Gauge,
+    pub migration_runs: Family<OutcomeLabels, Counter>,
+    pub migration_run_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -72,6 +82,20 @@ impl Default for Metrics {
                 ])
             });
         let leader = Gauge::default();
+        let migration_runs = Family::<OutcomeLabels, Counter>::default();
+        let migration_run_duration = Histogram::new([
+            0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+        ]);
+        registry.register(
+            "migration_runs",
+            "Finished MigrationRun attempts by phase and reason",
+            migration_runs.clone(),
+        );
+        registry.register(
+            "migration_run_duration_seconds",
+            "Wall time of one MigrationRun attempt, from lock to result",
+            migration_run_duration.clone(),
+        );
         registry.register(
             "reconciliations",
             "Reconcile calls by controller",
@@ -98,6 +122,8 @@ impl Default for Metrics {
             failures,
             reconcile_duration,
             leader,
+            migration_runs,
+            migration_run_duration,
         }
     }
 }

@@ -260,6 +260,16 @@ async fn third_of_five_fails_and_the_schema_is_exactly_as_before() {
         Some("42701"),
         "duplicate column: {f:?}"
     );
+    // The outcome is counted by phase and reason (static labels).
+    let metrics = &fx.op.as_ref().unwrap().operator.metrics;
+    let counted = metrics
+        .migration_runs
+        .get_or_create(&lifeboat::telemetry::OutcomeLabels {
+            phase: "RolledBack",
+            reason: "MigrationFailed",
+        })
+        .get();
+    assert_eq!(counted, 1, "{}", metrics.render());
     assert_eq!(stalled_reason(&s), "MigrationFailed");
     let (ready, _, message) = support::condition(Some(&s), "Ready").unwrap();
     assert_eq!(ready, "False");

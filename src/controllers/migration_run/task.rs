@@ -154,6 +154,7 @@ async fn execute(ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) -> bool {
         last: None,
         backup: job.backup.map(|(b, env)| (b, env, run.clone())),
     };
+    let started = Instant::now();
     let result = migrations::run(
         &job.creds,
         &job.database,
@@ -166,6 +167,21 @@ async fn execute(ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) -> bool {
     match result {
         Ok(outcome) => {
             info!(run = %job.options.label, phase = ?outcome.phase, reason = outcome.reason, "migration run finished");
+            let phase = match outcome.phase {
+                MigrationPhase::Succeeded => "Succeeded",
+                MigrationPhase::RolledBack => "RolledBack",
+                _ => "Failed",
+            };
+            ctx.metrics
+                .migration_runs
+                .get_or_create(&crate::telemetry::OutcomeLabels {
+                    phase,
+                    reason: outcome.reason,
+                })
+                .inc();
+            ctx.metrics
+                .migration_run_duration
+                .observe(started.elapsed().as_secs_f64());
             hooks.finish(outcome).await
         }
         Err(e) => {
