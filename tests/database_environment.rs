@@ -791,3 +791,89 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
     f.delete_env("app").await;
     f.finish().await;
 }
+
+#[tokio::test]
+async fn crash_between_role_and_database_converges() {
+    let platform = require_platform!();
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "env-halfway").await;
+    support::create_admin_secret(&client, &ns.name, "pg-admin", &platform.pg, json!({})).await;
+    support::apply_json(&client, &ns.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment", "metadata": {"name": "app"},
+        "spec": {"tier": "dev", "server": {"adminSecretRef": {"name": "pg-admin"}}}
+    }))
+    .await
+    .unwrap();
+    let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &ns.name);
+    let env = envs.get("app").await.unwrap();
+    let uid = env.metadata.uid.clone().unwrap();
+    let db = format!("{}_app", ns.name).replace('-', "_");
+
+    // The state a crash right after CREATE ROLE leaves: the Secret with the password, the marked role,
+    // no database.
+    let password = "halfway-password-0123456789abcdef";
+    Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "metadata": {"name": "app-connection", "ownerReferences": [{
+                "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment", "name": "app", "uid": uid, "controller": true
+            }]},
+            "stringData": {"password": password, "username": db}
+        })).unwrap())
+        .await
+        .unwrap();
+    let mut admin = support::admin_conn(&platform.pg, "postgres").await;
+    for statement in [
+        format!("create role {db} login password '{password}'"),
+        format!("comment on role {db} is 'managed-by=lifeboat uid={uid}'"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+
+    let op = support::start_operator(&client, support::settings(&ns.name, "op-restarted"));
+    support::wait_for(&envs, "app", "Ready", WAIT, |e| {
+        support::is_ready(e.status.as_ref())
+    })
+    .await;
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name)
+        .get("app-connection")
+        .await
+        .unwrap();
+    let uri = String::from_utf8(secret.data.unwrap()["uri"].0.clone()).unwrap();
+    assert!(
+        uri.contains(password),
+        "the password stored before the crash is kept"
+    );
+    PgConnection::connect(&uri)
+        .await
+        .expect("the role from before the crash logs in")
+        .close()
+        .await
+        .unwrap();
+    let roles: i64 = sqlx::query_scalar("select count(*) from pg_roles where rolname = $1")
+        .bind(&db)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    let dbs: i64 = sqlx::query_scalar("select count(*) from pg_database where datname = $1")
+        .bind(&db)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!((roles, dbs), (1, 1));
+
+    envs.delete("app", &DeleteParams::default()).await.unwrap();
+    support::eventually("the environment to be gone", WAIT, || {
+        let envs = envs.clone();
+        async move { envs.get_opt("app").await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    assert!(
+        !exists(&platform.pg, "database", &db).await && !exists(&platform.pg, "role", &db).await
+    );
+    op.stop().await.unwrap();
+    ns.cleanup().await;
+}
