@@ -21,6 +21,10 @@ use crate::{
 /// How long to wait for Lifeboat's CRDs to be established before giving up.
 pub const CRD_WAIT: Duration = Duration::from_secs(120);
 
+/// How long in-flight reconciles may take to finish after a stop (below Kubernetes' default
+/// `terminationGracePeriodSeconds` of 30 s).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
 /// Settings of one operator instance.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -133,9 +137,9 @@ impl Operator {
             let _ = watch_leading.wait_for(|l| !*l).await;
             lost_tx.send_replace(true);
         })));
-        let stop_or_lost = {
+        let stop_or_lost = || {
             let stop = stopped();
-            let mut lost = lost_rx;
+            let mut lost = lost_rx.clone();
             async move {
                 tokio::select! {
                     _ = stop => {}
@@ -143,7 +147,15 @@ impl Operator {
                 }
             }
         };
-        controllers::run(ctx, stop_or_lost).await;
+        let deadline = stop_or_lost();
+        tokio::select! {
+            _ = controllers::run(ctx, stop_or_lost()) => {}
+            // In-flight work gets a bounded time to finish; after it, it is dropped as in a crash
+            // (connections close, PostgreSQL rolls back, the next leader resumes).
+            _ = async { deadline.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                warn!(grace = ?SHUTDOWN_GRACE, "controllers did not stop in time; abandoning in-flight work");
+            }
+        }
         drop(lost_watch);
         self.metrics.leader.set(0);
         let still_leading = *leading.borrow();

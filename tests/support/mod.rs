@@ -201,9 +201,9 @@ pub struct RunningOperator {
 impl RunningOperator {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.operator.stop();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
+        tokio::time::timeout(Duration::from_secs(45), self.task)
             .await
-            .expect("operator stops within 30s")
+            .expect("operator stops within 45s")
             .expect("operator task")
     }
 
