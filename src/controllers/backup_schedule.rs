@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use kube::{
     ResourceExt,
-    runtime::{Controller, controller::Action, reflector::ObjectRef},
+    runtime::{Controller, controller::Action},
 };
 use tracing::instrument;
 
@@ -26,15 +26,7 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
         .watches(
             ctx.watched_api::<DatabaseEnvironment>(),
             watcher_config(),
-            move |env| {
-                let (ns, name) = (env.namespace(), env.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|s| s.namespace() == ns && s.spec.environment_ref.name == name)
-                    .map(|s| ObjectRef::from_obj(s.as_ref()))
-                    .collect::<Vec<_>>()
-            },
+            super::referencing(store, |s: &BackupSchedule| &s.spec.environment_ref.name),
         )
         .graceful_shutdown_on(shutdown.map(|_| ()))
         .run(reconcile, error_policy::<BackupSchedule>(CONTROLLER), ctx);

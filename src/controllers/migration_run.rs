@@ -21,7 +21,7 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, ListParams},
-    runtime::{Controller, controller::Action, reflector::ObjectRef},
+    runtime::{Controller, controller::Action},
 };
 use tracing::{info, instrument};
 
@@ -77,15 +77,7 @@ pub async fn run_controller(
         .watches(
             ctx.watched_api::<DatabaseEnvironment>(),
             watcher_config(),
-            move |env| {
-                let (ns, name) = (env.namespace(), env.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|run| run.namespace() == ns && run.spec.environment_ref.name == name)
-                    .map(|run| ObjectRef::from_obj(run.as_ref()))
-                    .collect::<Vec<_>>()
-            },
+            super::referencing(store, |r: &MigrationRun| &r.spec.environment_ref.name),
         )
         .graceful_shutdown_on(shutdown.map(|_| ()))
         .run(

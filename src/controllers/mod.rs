@@ -187,3 +187,24 @@ where
 pub fn display_name<K: ResourceExt>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
+
+/// A `Controller::watches` mapper: a change of a referenced object (an environment, a schedule) wakes the
+/// objects of kind `K` in its namespace whose spec names it (`referenced_name`).
+pub fn referencing<K, R>(
+    store: kube::runtime::reflector::Store<K>,
+    referenced_name: fn(&K) -> &str,
+) -> impl Fn(R) -> Vec<kube::runtime::reflector::ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + ResourceExt + Clone + Send + Sync + 'static,
+    R: ResourceExt,
+{
+    move |changed: R| {
+        let (ns, name) = (changed.namespace(), changed.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace() == ns && referenced_name(o) == name)
+            .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
+            .collect()
+    }
+}

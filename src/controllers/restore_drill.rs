@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use kube::{
     ResourceExt,
-    runtime::{Controller, controller::Action, reflector::ObjectRef},
+    runtime::{Controller, controller::Action},
 };
 use tracing::instrument;
 
@@ -26,15 +26,7 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
         .watches(
             ctx.watched_api::<BackupSchedule>(),
             watcher_config(),
-            move |schedule| {
-                let (ns, name) = (schedule.namespace(), schedule.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|d| d.namespace() == ns && d.spec.backup_schedule_ref.name == name)
-                    .map(|d| ObjectRef::from_obj(d.as_ref()))
-                    .collect::<Vec<_>>()
-            },
+            super::referencing(store, |d: &RestoreDrill| &d.spec.backup_schedule_ref.name),
         )
         .graceful_shutdown_on(shutdown.map(|_| ()))
         .run(reconcile, error_policy::<RestoreDrill>(CONTROLLER), ctx);
