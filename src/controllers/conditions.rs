@@ -9,9 +9,9 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
-pub const READY: &str = "Ready";
-pub const RECONCILING: &str = "Reconciling";
-pub const STALLED: &str = "Stalled";
+pub use crate::api::common::{
+    CONDITION_READY as READY, CONDITION_RECONCILING as RECONCILING, CONDITION_STALLED as STALLED,
+};
 
 /// Where an object stands after one reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ pub enum Error {
     /// object is reconciled again as soon as it appears.
     #[error("{kind} {namespace}/{name} does not exist")]
     MissingObject {
-        kind: &'static str,
+        kind: String,
         namespace: String,
         name: String,
         reason: &'static str,
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn watched_references_wait_for_change() {
         let e = Error::MissingObject {
-            kind: "DatabaseEnvironment",
+            kind: "DatabaseEnvironment".into(),
             namespace: "ns".into(),
             name: "db".into(),
             reason: "EnvironmentNotFound",

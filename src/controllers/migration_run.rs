@@ -10,11 +10,11 @@
 
 mod task;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures::FutureExt;
 use k8s_openapi::{
-    api::core::v1::{ConfigMap, Secret},
+    api::core::v1::ConfigMap,
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::{SignedDuration, Timestamp},
 };
@@ -32,18 +32,15 @@ use super::{
 };
 use crate::{
     api::{
-        ConditionedStatus, ConfigMapSource, DatabaseEnvironment, MigrationRun, MigrationRunStatus,
-        database_environment::Tier, migration_run::MigrationPhase,
+        ConditionedStatus, ConfigMapSource, ConnectionSecretRef, DatabaseEnvironment, MigrationRun,
+        MigrationRunStatus, database_environment::Tier, migration_run::MigrationPhase,
     },
-    engines::ServerCredentials,
     migrations::{self, RawFile},
 };
 
 pub use task::{BackupTaker, BackupsNotAvailable};
 
 pub const CONTROLLER: &str = "migrationrun";
-/// Key in the connection Secret holding a PEM CA bundle.
-const CA_KEY: &str = "ca.crt";
 
 /// What the MigrationRun controller keeps besides the shared [`Context`]: its running tasks and the
 /// way backups are taken.
@@ -239,8 +236,14 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
             });
         }
     };
-    let secret_name = format!("{}-connection", env.name_any());
-    let (creds, database) = connection(ctx, &ns, &secret_name).await?;
+    let secret = ConnectionSecretRef {
+        name: super::database_environment::connection_secret_name(&env),
+        keys: None,
+    };
+    let field = "the environment's connection Secret";
+    let (creds, database) =
+        references::connection_credentials(ctx, &ns, &secret, field, true).await?;
+    let database = database.unwrap_or_default();
     let status = run.status.clone().unwrap_or_default();
     Ok(Prepared::Start(Box::new(task::Job {
         creds,
@@ -284,49 +287,6 @@ pub fn raw_files(maps: &[ConfigMap]) -> Vec<RawFile> {
         }
     }
     files
-}
-
-/// Reads the environment's connection Secret (written by the DatabaseEnvironment controller).
-async fn connection(
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-) -> Result<(ServerCredentials, String), Error> {
-    let field = "the environment's connection Secret";
-    let keys = ["host", "port", "database", "username", "password"];
-    let secret: Secret = references::secret_with_keys(ctx, ns, name, field, &keys).await?;
-    let data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    let get = |k: &str| {
-        data.get(k)
-            .map(|v| {
-                String::from_utf8_lossy(v)
-                    .trim_end_matches('\n')
-                    .to_string()
-            })
-            .unwrap_or_default()
-    };
-    let port = get("port")
-        .trim()
-        .parse()
-        .map_err(|_| Error::MissingInput {
-            reason: "SecretKeyInvalid",
-            message: format!("Secret {ns}/{name}: key port is not a port number"),
-        })?;
-    let sslmode = Some(get("sslmode")).filter(|s| !s.is_empty());
-    let creds = ServerCredentials {
-        host: get("host"),
-        port,
-        username: get("username"),
-        password: get("password"),
-        sslmode: sslmode.unwrap_or_else(|| "prefer".into()),
-        ca_pem: data.get(CA_KEY).cloned(),
-    };
-    Ok((creds, get("database")))
 }
 
 /// A finished run with `ttlSecondsAfterFinished` deletes itself once that time has passed.

@@ -20,7 +20,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
         controller::Action,
-        events::{Recorder, Reporter},
+        events::{Event, EventType, Recorder, Reporter},
         watcher,
     },
 };
@@ -75,6 +75,24 @@ impl Context {
         match &self.config.watch_namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// Publishes an event on `obj` (`note` cut to 1000 bytes). An event is a courtesy: failing to publish
+    /// one is logged and never fails the reconcile.
+    pub async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, note: impl AsRef<str>)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(status::truncate(note.as_ref(), 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %e, "could not publish event");
         }
     }
 

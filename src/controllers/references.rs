@@ -6,6 +6,10 @@ use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 
 use super::{Context, Error};
+use crate::{api::ConnectionSecretRef, engines::ServerCredentials};
+
+/// Key in an admin or connection Secret holding a PEM CA bundle for `verify-ca`/`verify-full`.
+pub const CA_KEY: &str = "ca.crt";
 
 /// Gets a Lifeboat object named by the spec; a missing one is [`Error::MissingObject`] with `reason`.
 pub async fn lifeboat_object<K>(
@@ -24,22 +28,11 @@ where
     api.get_opt(name)
         .await?
         .ok_or_else(|| Error::MissingObject {
-            kind: kind_name::<K>(),
+            kind: K::kind(&()).into_owned(),
             namespace: namespace.to_string(),
             name: name.to_string(),
             reason,
         })
-}
-
-fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
-    // Kinds are static strings in kube-derive; leak-free mapping through a match keeps reasons static.
-    match K::kind(&()).as_ref() {
-        "DatabaseEnvironment" => "DatabaseEnvironment",
-        "MigrationRun" => "MigrationRun",
-        "BackupSchedule" => "BackupSchedule",
-        "RestoreDrill" => "RestoreDrill",
-        _ => "object",
-    }
 }
 
 /// Gets a Secret and checks it has every key in `keys` (non-empty). `field` names the spec field that
@@ -90,6 +83,80 @@ pub fn missing_secret_keys(secret: &Secret, keys: &[&str]) -> Vec<String> {
         })
         .map(|k| k.to_string())
         .collect()
+}
+
+/// Reads connection credentials from a Secret through the key names of `secret_ref`.
+pub async fn connection_credentials(
+    ctx: &Context,
+    namespace: &str,
+    secret_ref: &ConnectionSecretRef,
+    field: &str,
+    with_database: bool,
+) -> Result<(ServerCredentials, Option<String>), Error> {
+    let mut required = vec![
+        secret_ref.host_key(),
+        secret_ref.username_key(),
+        secret_ref.password_key(),
+    ];
+    if with_database {
+        required.push(secret_ref.database_key());
+    }
+    let secret = secret_with_keys(ctx, namespace, &secret_ref.name, field, &required).await?;
+    let get = |key: &str| -> Option<String> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| {
+                String::from_utf8_lossy(&v.0)
+                    .trim_end_matches('\n')
+                    .to_string()
+            })
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .cloned()
+            })
+            .filter(|v| !v.is_empty())
+    };
+    let port = match get(secret_ref.port_key()) {
+        None => 5432,
+        Some(p) => p.trim().parse().map_err(|_| Error::MissingInput {
+            reason: "SecretKeyInvalid",
+            message: format!(
+                "Secret {namespace}/{} named by {field}: key {} is not a port number",
+                secret_ref.name,
+                secret_ref.port_key()
+            ),
+        })?,
+    };
+    let sslmode = get(secret_ref.sslmode_key()).unwrap_or_else(|| "prefer".into());
+    if !crate::engines::SSL_MODES.contains(&sslmode.as_str()) {
+        return Err(Error::MissingInput {
+            reason: "SecretKeyInvalid",
+            message: format!(
+                "Secret {namespace}/{} named by {field}: sslmode {sslmode:?} is not one of {}",
+                secret_ref.name,
+                crate::engines::SSL_MODES.join(", ")
+            ),
+        });
+    }
+    let creds = ServerCredentials {
+        host: get(secret_ref.host_key()).unwrap_or_default(),
+        port,
+        username: get(secret_ref.username_key()).unwrap_or_default(),
+        password: get(secret_ref.password_key()).unwrap_or_default(),
+        sslmode,
+        ca_pem: get(CA_KEY).map(String::into_bytes),
+    };
+    let database = if with_database {
+        get(secret_ref.database_key())
+    } else {
+        None
+    };
+    Ok((creds, database))
 }
 
 /// Gets a ConfigMap and, when `key` is given, checks it holds that key in `data` or `binaryData`.

@@ -8,10 +8,9 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     core::object::HasStatus,
-    runtime::events::{Event, EventType},
+    runtime::events::EventType,
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tracing::warn;
 
 use super::{
     Context, FIELD_MANAGER,
@@ -72,22 +71,13 @@ where
         } else {
             EventType::Normal
         };
-        let event = Event {
-            type_,
-            reason: verdict.reason().to_string(),
-            note: Some(truncate(verdict.message(), 1000)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-            // An event is a courtesy: failing to publish one must not fail the reconcile.
-            warn!(error = %e, "could not publish event");
-        }
+        ctx.publish(obj, type_, verdict.reason(), verdict.message())
+            .await;
     }
     Ok(())
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(super) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }

@@ -25,7 +25,7 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        events::{Event, EventType},
+        events::EventType,
         finalizer::{self, finalizer},
         reflector::ObjectRef,
     },
@@ -66,8 +66,7 @@ pub const CONTROLLER: &str = "databaseenvironment";
 pub const ENVIRONMENT_LABEL: &str = "lifeboat.dev/environment";
 /// Finalizer on `server` environments: the database and role are dropped (or kept) before the object goes.
 pub const FINALIZER: &str = "lifeboat.dev/database-cleanup";
-/// Key in the admin or connection Secret holding a PEM CA bundle for `verify-ca`/`verify-full`.
-pub const CA_KEY: &str = "ca.crt";
+pub use super::references::CA_KEY;
 /// Length of generated role passwords (alphanumeric: ~190 bits).
 pub const PASSWORD_LENGTH: usize = 32;
 /// Reconciles at most this many environments at once (each holds a server connection while it works).
@@ -222,7 +221,7 @@ async fn apply(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action, E
 async fn expire(env: &DatabaseEnvironment, ctx: &Context, at: Timestamp) -> Result<Action, Error> {
     info!(expired_at = %at, "TTL reached; deleting the environment");
     let note = format!("TTL expired at {at}; deleting the environment.");
-    publish(ctx, env, EventType::Normal, "Expired", note).await;
+    ctx.publish(env, EventType::Normal, "Expired", note).await;
     let api: Api<DatabaseEnvironment> =
         Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
     match api
@@ -295,17 +294,19 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
     if never_provisioned {
         // The Secret is written before anything is created on the server: without it, nothing was.
         let note = "Nothing to drop: this environment never reached its server.".to_string();
-        publish(ctx, &env, EventType::Normal, "Deleted", note).await;
+        ctx.publish(env.as_ref(), EventType::Normal, "Deleted", note)
+            .await;
         return Ok(Action::await_change());
     }
     if policy == DeletionPolicy::Retain {
         let note = format!(
             "deletionPolicy Retain: database {database} and its role are kept on the server."
         );
-        publish(ctx, &env, EventType::Normal, "Retained", note).await;
+        ctx.publish(env.as_ref(), EventType::Normal, "Retained", note)
+            .await;
         return Ok(Action::await_change());
     }
-    let (admin, _) = read_credentials(ctx, &namespace, &server.admin_secret_ref, "spec.server.adminSecretRef", false)
+    let (admin, _) = references::connection_credentials(ctx, &namespace, &server.admin_secret_ref, "spec.server.adminSecretRef", false)
         .await
         .map_err(|e| Error::MissingInput {
             reason: "CleanupBlocked",
@@ -328,25 +329,7 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
     } else {
         format!("Dropped {}.", dropped.join(" and "))
     };
-    publish(ctx, &env, EventType::Normal, "Deleted", note).await;
+    ctx.publish(env.as_ref(), EventType::Normal, "Deleted", note)
+        .await;
     Ok(Action::await_change())
-}
-
-async fn publish(
-    ctx: &Context,
-    env: &DatabaseEnvironment,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &env.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish event");
-    }
 }

@@ -3,81 +3,6 @@
 
 use super::*;
 
-/// Reads connection credentials from a Secret through the key names of `secret_ref`.
-pub(super) async fn read_credentials(
-    ctx: &Context,
-    namespace: &str,
-    secret_ref: &ConnectionSecretRef,
-    field: &str,
-    with_database: bool,
-) -> Result<(ServerCredentials, Option<String>), Error> {
-    let mut required = vec![
-        secret_ref.host_key(),
-        secret_ref.username_key(),
-        secret_ref.password_key(),
-    ];
-    if with_database {
-        required.push(secret_ref.database_key());
-    }
-    let secret =
-        references::secret_with_keys(ctx, namespace, &secret_ref.name, field, &required).await?;
-    let get = |key: &str| -> Option<String> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| {
-                String::from_utf8_lossy(&v.0)
-                    .trim_end_matches('\n')
-                    .to_string()
-            })
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .cloned()
-            })
-            .filter(|v| !v.is_empty())
-    };
-    let port = match get(secret_ref.port_key()) {
-        None => 5432,
-        Some(p) => p.trim().parse().map_err(|_| Error::MissingInput {
-            reason: "SecretKeyInvalid",
-            message: format!(
-                "Secret {namespace}/{} named by {field}: key {} is not a port number",
-                secret_ref.name,
-                secret_ref.port_key()
-            ),
-        })?,
-    };
-    let sslmode = get(secret_ref.sslmode_key()).unwrap_or_else(|| "prefer".into());
-    if !crate::engines::SSL_MODES.contains(&sslmode.as_str()) {
-        return Err(Error::MissingInput {
-            reason: "SecretKeyInvalid",
-            message: format!(
-                "Secret {namespace}/{} named by {field}: sslmode {sslmode:?} is not one of {}",
-                secret_ref.name,
-                crate::engines::SSL_MODES.join(", ")
-            ),
-        });
-    }
-    let creds = ServerCredentials {
-        host: get(secret_ref.host_key()).unwrap_or_default(),
-        port,
-        username: get(secret_ref.username_key()).unwrap_or_default(),
-        password: get(secret_ref.password_key()).unwrap_or_default(),
-        sslmode,
-        ca_pem: get(CA_KEY).map(String::into_bytes),
-    };
-    let database = if with_database {
-        get(secret_ref.database_key())
-    } else {
-        None
-    };
-    Ok((creds, database))
-}
-
 pub(super) async fn provision_server(
     env: &DatabaseEnvironment,
     ctx: &Context,
@@ -86,7 +11,7 @@ pub(super) async fn provision_server(
     database_name: Option<String>,
 ) -> Result<Outcome, Error> {
     let namespace = env.namespace().unwrap_or_default();
-    let (admin, _) = read_credentials(
+    let (admin, _) = references::connection_credentials(
         ctx,
         &namespace,
         admin_ref,
@@ -157,7 +82,7 @@ pub(super) async fn provision_on(
             ),
             None => format!("Created database {} with its own role.", target.database),
         };
-        publish(ctx, env, EventType::Normal, "Created", note).await;
+        ctx.publish(env, EventType::Normal, "Created", note).await;
     }
 
     // The app role's password must match the Secret; repair it when someone replaced the Secret.
@@ -201,8 +126,7 @@ pub(super) async fn provision_on(
         message: e.to_string(),
     })?;
     if seeded_now {
-        publish(
-            ctx,
+        ctx.publish(
             env,
             EventType::Normal,
             "Seeded",
@@ -234,7 +158,7 @@ pub(super) async fn adopt_external(
     secret_ref: &ConnectionSecretRef,
 ) -> Result<Outcome, Error> {
     let namespace = env.namespace().unwrap_or_default();
-    let (creds, database) = read_credentials(
+    let (creds, database) = references::connection_credentials(
         ctx,
         &namespace,
         secret_ref,
@@ -360,7 +284,7 @@ async fn migrate(
                         .to_version
                         .map_or("none".into(), |v| v.to_string())
                 );
-                publish(ctx, env, EventType::Normal, "Migrated", note).await;
+                ctx.publish(env, EventType::Normal, "Migrated", note).await;
             }
             Ok(outcome.state.to_version)
         }
