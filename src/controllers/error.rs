@@ -21,10 +21,11 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// A Secret or ConfigMap named in the spec does not exist (or lacks a key). Not watched: retried with
-    /// backoff.
+    /// Something a person must fix outside the spec: a missing Secret/ConfigMap or key, wrong credentials,
+    /// an SQL error in a seed or migration. Reported `Stalled`; retried with backoff because the fix
+    /// happens in objects or servers Lifeboat does not watch.
     #[error("{message}")]
-    MissingInput {
+    NeedsAttention {
         reason: &'static str,
         message: String,
     },
@@ -65,7 +66,7 @@ impl Error {
         match self {
             Error::Kube(_) => "KubernetesApiError",
             Error::MissingObject { reason, .. } => reason,
-            Error::MissingInput { reason, .. } => reason,
+            Error::NeedsAttention { reason, .. } => reason,
             Error::Transient { reason, .. } => reason,
             Error::InvalidSpec { reason, .. } => reason,
             Error::NotImplemented { .. } => "NotImplemented",
@@ -86,7 +87,7 @@ impl Error {
             | Error::InvalidSpec { .. }
             | Error::NotImplemented { .. } => Action::await_change(),
             Error::Kube(_)
-            | Error::MissingInput { .. }
+            | Error::NeedsAttention { .. }
             | Error::Transient { .. }
             | Error::Serialization(_) => Action::requeue(backoff(attempt)),
         }
@@ -127,7 +128,7 @@ mod tests {
         assert_eq!(e.action(5), Action::await_change());
         assert_eq!(e.reason(), "EnvironmentNotFound");
         assert_eq!(e.to_string(), "DatabaseEnvironment ns/db does not exist");
-        let e = Error::MissingInput {
+        let e = Error::NeedsAttention {
             reason: "SecretNotFound",
             message: "x".into(),
         };

@@ -334,7 +334,7 @@ pub async fn resolve_sources(
             .list(&ListParams::default().labels(&selector_string))
             .await?;
         if list.items.is_empty() {
-            return Err(Error::MissingInput {
+            return Err(Error::NeedsAttention {
                 reason: "SourceNotFound",
                 message: format!(
                     "no ConfigMap in {ns} matches {field}.configMapSelector ({selector_string})"

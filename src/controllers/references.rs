@@ -48,13 +48,13 @@ pub async fn secret_with_keys(
     let secret = api
         .get_opt(name)
         .await?
-        .ok_or_else(|| Error::MissingInput {
+        .ok_or_else(|| Error::NeedsAttention {
             reason: "SecretNotFound",
             message: format!("Secret {namespace}/{name} named by {field} does not exist"),
         })?;
     let missing = missing_secret_keys(&secret, keys);
     if !missing.is_empty() {
-        return Err(Error::MissingInput {
+        return Err(Error::NeedsAttention {
             reason: "SecretKeyMissing",
             message: format!(
                 "Secret {namespace}/{name} named by {field} lacks the key(s) {}",
@@ -123,7 +123,7 @@ pub async fn connection_credentials(
     };
     let port = match get(secret_ref.port_key()) {
         None => 5432,
-        Some(p) => p.trim().parse().map_err(|_| Error::MissingInput {
+        Some(p) => p.trim().parse().map_err(|_| Error::NeedsAttention {
             reason: "SecretKeyInvalid",
             message: format!(
                 "Secret {namespace}/{} named by {field}: key {} is not a port number",
@@ -134,7 +134,7 @@ pub async fn connection_credentials(
     };
     let sslmode = get(secret_ref.sslmode_key()).unwrap_or_else(|| "prefer".into());
     if !crate::engines::SSL_MODES.contains(&sslmode.as_str()) {
-        return Err(Error::MissingInput {
+        return Err(Error::NeedsAttention {
             reason: "SecretKeyInvalid",
             message: format!(
                 "Secret {namespace}/{} named by {field}: sslmode {sslmode:?} is not one of {}",
@@ -171,7 +171,7 @@ pub async fn config_map(
     let cm = api
         .get_opt(name)
         .await?
-        .ok_or_else(|| Error::MissingInput {
+        .ok_or_else(|| Error::NeedsAttention {
             reason: "ConfigMapNotFound",
             message: format!("ConfigMap {namespace}/{name} named by {field} does not exist"),
         })?;
@@ -179,7 +179,7 @@ pub async fn config_map(
         let has = cm.data.as_ref().is_some_and(|d| d.contains_key(key))
             || cm.binary_data.as_ref().is_some_and(|d| d.contains_key(key));
         if !has {
-            return Err(Error::MissingInput {
+            return Err(Error::NeedsAttention {
                 reason: "ConfigMapKeyMissing",
                 message: format!("ConfigMap {namespace}/{name} named by {field} has no key {key}"),
             });

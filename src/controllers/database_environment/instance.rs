@@ -189,7 +189,7 @@ async fn superuser_password(env: &DatabaseEnvironment, ctx: &Context) -> Result<
         });
         return password
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| Error::MissingInput {
+            .ok_or_else(|| Error::NeedsAttention {
                 reason: "SecretKeyMissing",
                 message: format!(
                     "Secret {} lacks the key password; delete it and Lifeboat makes a new one",

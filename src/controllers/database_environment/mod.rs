@@ -141,7 +141,7 @@ fn pg(e: PgError) -> Error {
             message: e.to_string(),
         }
     } else {
-        Error::MissingInput {
+        Error::NeedsAttention {
             reason: e.reason(),
             message: e.to_string(),
         }
@@ -308,7 +308,7 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
     }
     let (admin, _) = references::connection_credentials(ctx, &namespace, &server.admin_secret_ref, "spec.server.adminSecretRef", false)
         .await
-        .map_err(|e| Error::MissingInput {
+        .map_err(|e| Error::NeedsAttention {
             reason: "CleanupBlocked",
             message: format!(
                 "cannot drop database {database}: {e}; restore the admin Secret, or remove the finalizer {FINALIZER} to abandon the database"

@@ -102,7 +102,7 @@ pub(super) async fn provision_on(
     let seeded_now = match &seed_sql {
         Some(seed) => provision::apply_seed(&mut app_conn, &target, seed)
             .await
-            .map_err(|e| Error::MissingInput {
+            .map_err(|e| Error::NeedsAttention {
                 reason: "SeedFailed",
                 message: format!("the seed failed and was rolled back: {e}"),
             })?,
@@ -121,7 +121,7 @@ pub(super) async fn provision_on(
     // Checked as the app, on the connection it already has.
     let health = postgres::health_check_on(&mut app_conn, &query).await;
     let _ = app_conn.close().await;
-    health.map_err(|e| Error::MissingInput {
+    health.map_err(|e| Error::NeedsAttention {
         reason: "HealthCheckFailed",
         message: e.to_string(),
     })?;
@@ -178,7 +178,7 @@ pub(super) async fn adopt_external(
         .unwrap_or_else(|| "select 1".into());
     postgres::health_check(&creds, &database, &query)
         .await
-        .map_err(|e| Error::MissingInput {
+        .map_err(|e| Error::NeedsAttention {
             reason: "HealthCheckFailed",
             message: e.to_string(),
         })?;
@@ -216,7 +216,7 @@ pub(super) async fn read_seed(
         .and_then(|d| d.get(key))
         .map(|b| b.0.clone())
         .unwrap_or_default();
-    String::from_utf8(bytes).map_err(|_| Error::MissingInput {
+    String::from_utf8(bytes).map_err(|_| Error::NeedsAttention {
         reason: "SeedUnreadable",
         message: format!("ConfigMap {namespace}/{name} key {key} is not UTF-8 text"),
     })
@@ -246,10 +246,11 @@ async fn migrate(
         });
     }
     let maps = resolve_sources(ctx, &namespace, source, "spec.migrations").await?;
-    let parsed = migrations::source::parse(&raw_files(&maps)).map_err(|e| Error::MissingInput {
-        reason: "MigrationSourceInvalid",
-        message: format!("spec.migrations: {e}"),
-    })?;
+    let parsed =
+        migrations::source::parse(&raw_files(&maps)).map_err(|e| Error::NeedsAttention {
+            reason: "MigrationSourceInvalid",
+            message: format!("spec.migrations: {e}"),
+        })?;
     let opts = RunOptions {
         run_uid: env.uid().unwrap_or_default(),
         label: format!("DatabaseEnvironment {namespace}/{}", env.name_any()),
@@ -288,7 +289,7 @@ async fn migrate(
             }
             Ok(outcome.state.to_version)
         }
-        _ => Err(Error::MissingInput {
+        _ => Err(Error::NeedsAttention {
             reason: outcome.reason,
             message: outcome.message,
         }),

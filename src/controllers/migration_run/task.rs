@@ -216,7 +216,7 @@ impl StatusHooks {
             }
             let result: Result<(), Error> = async {
                 let Some(obj) = self.api.get_opt(&self.name).await? else {
-                    return Err(Error::MissingInput {
+                    return Err(Error::NeedsAttention {
                         reason: "RunDeleted",
                         message: "the MigrationRun was deleted".into(),
                     });
@@ -239,7 +239,7 @@ impl StatusHooks {
             .await;
             match result {
                 Ok(()) => return Ok(()),
-                Err(e @ Error::MissingInput { .. }) => return Err(e.to_string()),
+                Err(e @ Error::NeedsAttention { .. }) => return Err(e.to_string()),
                 Err(e) => last = e.to_string(),
             }
         }
