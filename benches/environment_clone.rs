@@ -128,21 +128,7 @@ async fn main() {
         if lp50 <= target { "met" } else { "NOT met" }
     );
 
-    envs.delete_collection(&Default::default(), &Default::default())
-        .await
-        .unwrap();
-    support::eventually("environments deleted", Duration::from_secs(120), || {
-        let envs = envs.clone();
-        async move {
-            envs.list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .is_empty()
-                .then_some(())
-        }
-    })
-    .await;
+    support::delete_all(&envs, Duration::from_secs(120)).await;
     op.stop().await.unwrap();
     let mut admin = support::admin_conn(pg, "postgres").await;
     for i in 0..RUNS {

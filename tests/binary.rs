@@ -41,19 +41,6 @@ async fn crds_subcommand_prints_every_kind() {
     );
 }
 
-async fn http_status(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    Some(out)
-}
-
 #[tokio::test]
 async fn run_logs_json_and_stops_cleanly_on_sigterm() {
     let _platform = require_platform!();
@@ -97,14 +84,14 @@ async fn run_logs_json_and_stops_cleanly_on_sigterm() {
     });
 
     support::eventually("leading, as /metrics says", WAIT, || async move {
-        http_status(port, "/metrics")
+        support::http_get(port, "/metrics")
             .await
             .filter(|m| m.contains("lifeboat_leader 1"))
             .map(|_| ())
     })
     .await;
     assert!(
-        http_status(port, "/readyz")
+        support::http_get(port, "/readyz")
             .await
             .unwrap()
             .starts_with("HTTP/1.1 200")

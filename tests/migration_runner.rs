@@ -312,8 +312,23 @@ async fn second_run_waits_for_the_lock_then_fails_naming_the_holder() {
         lock_timeout: Duration::from_secs(20),
         ..options("patient")
     };
+    let url = db.admin.url(&db.name);
     let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Release once the patient run is really waiting for the lock.
+        support::eventually("the second run to wait for the lock", Duration::from_secs(10), || {
+            let url = url.clone();
+            async move {
+                let mut c = PgConnection::connect(&url).await.unwrap();
+                let waiting: i64 = sqlx::query_scalar(
+                    "select count(*) from pg_locks where locktype = 'advisory' and not granted and database = (select oid from pg_database where datname = current_database())",
+                )
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+                (waiting > 0).then_some(())
+            }
+        })
+        .await;
         holder.close().await.unwrap();
     });
     let started = std::time::Instant::now();
@@ -528,11 +543,17 @@ async fn interrupted_run_releases_the_lock_and_resumes_from_the_ledger() {
         )
         .await
     });
-    support::eventually("migration 1 applied", Duration::from_secs(20), || async {
-        (db.ledger().await.len() == 1).then_some(())
+    support::eventually("migration 2 to be running", Duration::from_secs(20), || async {
+        let mut c = db.conn().await;
+        let running: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where datname = current_database() and query like '%pg_sleep(5)%' and pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        (running > 0 && db.ledger().await.len() == 1).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     task.abort(); // what a killed operator looks like to the server: its connections close
     support::eventually(
         "the lock to die with its connection",

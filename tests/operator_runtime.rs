@@ -12,6 +12,8 @@ use lifeboat::api::{DatabaseEnvironment, MigrationRun};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
+/// How long the stalled object is watched for reconciles that should not happen.
+const QUIET_PERIOD: Duration = Duration::from_secs(8);
 
 fn migration_run(name: &str, env: &str) -> serde_json::Value {
     json!({
@@ -25,24 +27,6 @@ fn is_stalled_with(reason: &'static str) -> impl Fn(&MigrationRun) -> bool {
         support::condition(r.status.as_ref(), "Stalled")
             .is_some_and(|(s, why, _)| s == "True" && why == reason)
     }
-}
-
-/// A plain HTTP/1.1 GET on loopback, returning the whole response (status line, headers, body).
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("metrics endpoint");
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 async fn kubectl(args: &[&str]) -> String {
@@ -113,7 +97,9 @@ async fn missing_environment_is_stalled_visibly_and_quietly() {
     // Quiet period: nothing changes, so nothing is reconciled and nothing is written.
     let before = op.reconciles("migrationrun");
     let version = run.metadata.resource_version.clone();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The one deliberate sleep: the issue asks to count reconciles over a quiet period, i.e. to prove
+    // that nothing happens, which no condition can signal.
+    tokio::time::sleep(QUIET_PERIOD).await;
     let after = op.reconciles("migrationrun");
     let now = runs.get("add-users").await.unwrap();
     println!(
@@ -124,15 +110,27 @@ async fn missing_environment_is_stalled_visibly_and_quietly() {
     assert_eq!(now.metadata.resource_version, version, "no status rewrite");
 
     // The metrics endpoint counts reconciles and failures by reason (static labels only).
-    let metrics = http_get(port, "/metrics").await;
+    let metrics = support::http_get(port, "/metrics")
+        .await
+        .expect("metrics endpoint");
     assert!(
         metrics.contains("lifeboat_reconciliations_total{controller=\"migrationrun\"}"),
         "{metrics}"
     );
     assert!(metrics.contains("lifeboat_reconcile_failures_total{controller=\"migrationrun\",reason=\"EnvironmentNotFound\"}"), "{metrics}");
     assert!(metrics.contains("lifeboat_leader 1"), "{metrics}");
-    assert!(http_get(port, "/healthz").await.starts_with("HTTP/1.1 200"));
-    assert!(http_get(port, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        support::http_get(port, "/healthz")
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        support::http_get(port, "/readyz")
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
 
     // The environment appearing wakes the run up (the controller watches environments).
     support::apply_json(&client, &ns.name, json!({
@@ -199,8 +197,7 @@ async fn second_instance_waits_for_the_lease_then_takes_over() {
         is_stalled_with("EnvironmentNotFound"),
     )
     .await;
-    // Give the passive instance time in which it would have acted if it were not passive.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // op-a has reconciled the run by now; op-b, watching the same namespace, has done nothing.
     assert_eq!(
         b.operator.metrics.leader.get(),
         0,

@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use kube::{Api, api::DeleteParams};
+use kube::Api;
 use lifeboat::api::DatabaseEnvironment;
 use serde_json::json;
 
@@ -77,21 +77,7 @@ async fn hundred_ci_environments_at_once() {
     );
 
     let start = Instant::now();
-    envs.delete_collection(&DeleteParams::default(), &Default::default())
-        .await
-        .unwrap();
-    support::eventually("all environments gone", WAIT, || {
-        let envs = envs.clone();
-        async move {
-            envs.list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .is_empty()
-                .then_some(())
-        }
-    })
-    .await;
+    support::delete_all(&envs, WAIT).await;
     println!(
         "{COUNT} environments deleted (databases and roles dropped) in {:.1}s",
         start.elapsed().as_secs_f64()

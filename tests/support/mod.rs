@@ -356,3 +356,37 @@ pub fn has_condition<S: lifeboat::api::ConditionedStatus>(
 ) -> bool {
     condition(status, type_).is_some_and(|(s, r, _)| s == "True" && r == reason)
 }
+
+/// A plain HTTP/1.1 GET on loopback: the whole response (status line, headers, body), or `None` while
+/// nothing listens on the port yet.
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
+/// Deletes every object of a kind in the Api's namespace and waits until they are gone (finalizers
+/// included).
+pub async fn delete_all<K>(api: &Api<K>, deadline: Duration)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.delete_collection(&DeleteParams::default(), &Default::default())
+        .await
+        .expect("delete collection");
+    eventually("every object deleted", deadline, || async {
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
