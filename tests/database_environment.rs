@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client,
     api::{DeleteParams, PostParams},
@@ -54,6 +54,16 @@ impl Fixture {
         )
         .await
         .expect("apply DatabaseEnvironment");
+    }
+
+    async fn config_map(&self, name: &str, data: Value) {
+        support::apply_json(
+            &self.client,
+            &self.ns.name,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}),
+        )
+        .await
+        .expect("apply ConfigMap");
     }
 
     async fn ready(&self, name: &str) -> DatabaseEnvironment {
@@ -218,17 +228,11 @@ async fn clone_from_template_then_seed_once() {
         .unwrap();
         t.close().await.unwrap();
     }
-    let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), &f.ns.name);
-    cms.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({
-            "metadata": {"name": "seed"},
-            "data": {"seed.sql": "insert into customers (name, mood) values ('ada', 'ok');"}
-        }))
-        .unwrap(),
+    f.config_map(
+        "seed",
+        json!({"seed.sql": "insert into customers (name, mood) values ('ada', 'ok');"}),
     )
-    .await
-    .unwrap();
+    .await;
     f.apply_env(
         "pr-42",
         json!({
@@ -345,17 +349,11 @@ async fn bad_input_is_reported_precisely_and_never_shows_a_password() {
         .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "no-pass"}, "stringData": {"host": "x", "username": "y"}})).unwrap())
         .await
         .unwrap();
-    let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), &f.ns.name);
-    cms.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({
-            "metadata": {"name": "bad-seed"},
-            "data": {"seed.sql": "create table seeded (id int); insert into nowhere values (1);"}
-        }))
-        .unwrap(),
+    f.config_map(
+        "bad-seed",
+        json!({"seed.sql": "create table seeded (id int); insert into nowhere values (1);"}),
     )
-    .await
-    .unwrap();
+    .await;
 
     let cases = [
         (
@@ -638,13 +636,7 @@ async fn restart_after_a_crash_converges_without_duplicates_or_leaks() {
     let platform = require_platform!();
     let mut f = Fixture::new(platform, "env-crash").await;
     // A seed slow enough to kill the operator in the middle of it.
-    let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), &f.ns.name);
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({
-        "metadata": {"name": "slow-seed"},
-        "data": {"seed.sql": "create table seeded (id int); insert into seeded values (1); select pg_sleep(4);"}
-    })).unwrap())
-    .await
-    .unwrap();
+    f.config_map("slow-seed", json!({"seed.sql": "create table seeded (id int); insert into seeded values (1); select pg_sleep(4);"})).await;
     f.apply_env(
         "app",
         json!({
@@ -725,18 +717,12 @@ async fn restart_after_a_crash_converges_without_duplicates_or_leaks() {
 async fn environment_is_kept_migrated_with_the_shared_runner() {
     let platform = require_platform!();
     let f = Fixture::new(platform, "env-migr").await;
-    let cms: Api<ConfigMap> = Api::namespaced(f.client.clone(), &f.ns.name);
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({
-        "metadata": {"name": "schema"},
-        "data": {
+    f.config_map("schema", json!({
             "1_customers.up.sql": "create table customers (id bigint primary key, name text);",
             "1_customers.down.sql": "drop table customers;",
             "2_orders.up.sql": "create table orders (id bigint primary key, customer_id bigint references customers);",
             "2_orders.down.sql": "drop table orders;"
-        }
-    })).unwrap())
-    .await
-    .unwrap();
+        })).await;
     f.apply_env(
         "app",
         json!({
@@ -761,12 +747,7 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
     );
 
     // A broken migration: rolled back, reported, the schema stays at version 2.
-    cms.create(&PostParams::default(), &serde_json::from_value(json!({
-        "metadata": {"name": "broken"},
-        "data": {"3_bad.up.sql": "alter table customers add column email text; alter table nowhere add column x int;", "3_bad.down.sql": "alter table customers drop column email;"}
-    })).unwrap())
-    .await
-    .unwrap();
+    f.config_map("broken", json!({"3_bad.up.sql": "alter table customers add column email text; alter table nowhere add column x int;", "3_bad.down.sql": "alter table customers drop column email;"})).await;
     f.apply_env(
         "app",
         json!({
