@@ -201,11 +201,6 @@ where
         .await;
 }
 
-/// Name of an object for logs and messages.
-pub fn display_name<K: ResourceExt>(obj: &K) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
-}
-
 /// A `Controller::watches` mapper: a change of a referenced object (an environment, a schedule) wakes the
 /// objects of kind `K` in its namespace whose spec names it (`referenced_name`).
 pub fn referencing<K, R>(

@@ -112,14 +112,8 @@ pub(super) async fn provision_on(
         Some(source) => Some(migrate(env, ctx, &app, &target.database, source).await?),
         None => None,
     };
-    let query = env
-        .spec
-        .health_check
-        .as_ref()
-        .map(|h| h.query.clone())
-        .unwrap_or_else(|| "select 1".into());
     // Checked as the app, on the connection it already has.
-    let health = postgres::health_check_on(&mut app_conn, &query).await;
+    let health = postgres::health_check_on(&mut app_conn, &health_query(env)).await;
     let _ = app_conn.close().await;
     health.map_err(|e| Error::NeedsAttention {
         reason: "HealthCheckFailed",
@@ -169,19 +163,12 @@ pub(super) async fn adopt_external(
     let database = database.unwrap_or_default();
     let mut conn = postgres::connect(&creds, &database).await.map_err(pg)?;
     let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
+    let health = postgres::health_check_on(&mut conn, &health_query(env)).await;
     let _ = conn.close().await;
-    let query = env
-        .spec
-        .health_check
-        .as_ref()
-        .map(|h| h.query.clone())
-        .unwrap_or_else(|| "select 1".into());
-    postgres::health_check(&creds, &database, &query)
-        .await
-        .map_err(|e| Error::NeedsAttention {
-            reason: "HealthCheckFailed",
-            message: e.to_string(),
-        })?;
+    health.map_err(|e| Error::NeedsAttention {
+        reason: "HealthCheckFailed",
+        message: e.to_string(),
+    })?;
     write_connection_secret(ctx, env, &creds, &database).await?;
     Ok(Outcome {
         message: sentence(&format!(
@@ -298,3 +285,11 @@ async fn migrate(
 
 /// How long an environment waits for another migration holding its database's migration lock.
 pub const MIGRATION_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The health query of the spec, `select 1` by default.
+fn health_query(env: &DatabaseEnvironment) -> String {
+    env.spec
+        .health_check
+        .as_ref()
+        .map_or_else(|| "select 1".into(), |h| h.query.clone())
+}

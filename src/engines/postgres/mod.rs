@@ -188,25 +188,6 @@ fn classify_connect_error(endpoint: String, user: &str, e: sqlx::Error) -> PgErr
     }
 }
 
-/// Connects and closes again: proves the endpoint and credentials work.
-pub async fn ping(creds: &ServerCredentials, database: &str) -> Result<(), PgError> {
-    let conn = connect(creds, database).await?;
-    let _ = conn.close().await;
-    Ok(())
-}
-
-/// Runs the health query on a new connection; it must return at least one row.
-pub async fn health_check(
-    creds: &ServerCredentials,
-    database: &str,
-    query: &str,
-) -> Result<(), PgError> {
-    let mut conn = connect(creds, database).await?;
-    let result = health_check_on(&mut conn, query).await;
-    let _ = conn.close().await;
-    result
-}
-
 /// Runs the health query on an open connection; it must return at least one row.
 pub async fn health_check_on(conn: &mut PgConnection, query: &str) -> Result<(), PgError> {
     let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(query.to_string()))
