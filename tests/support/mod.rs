@@ -280,10 +280,7 @@ pub fn condition<S: lifeboat::api::ConditionedStatus>(
     status: Option<&S>,
     type_: &str,
 ) -> Option<(String, String, String)> {
-    status?
-        .conditions()
-        .iter()
-        .find(|c| c.type_ == type_)
+    lifeboat::controllers::conditions::find(status?.conditions(), type_)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
