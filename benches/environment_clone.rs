@@ -46,10 +46,12 @@ async fn main() {
     let template = format!("bench_tmpl_{}", support::random_suffix());
     {
         let mut admin = support::admin_conn(pg, "postgres").await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {template}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "create database {template} is_template true"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
         let mut t = support::admin_conn(pg, &template).await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(template_sql()))
             .execute(&mut t)

@@ -53,12 +53,14 @@ kubectl -n "$ns" create secret generic pg-admin --dry-run=client -o yaml \
 export PGPASSWORD=$LIFEBOAT_PG_PASSWORD
 psql_admin() { psql -h "$LIFEBOAT_PG_HOST" -p "$LIFEBOAT_PG_PORT" -U "$LIFEBOAT_PG_USER" -v ON_ERROR_STOP=1 -q "$@"; }
 if [[ $(psql_admin -d postgres -Atc "select count(*) from pg_database where datname = 'shop_template'") == 0 ]]; then
-  psql_admin -d postgres -c "create database shop_template"
+  psql_admin -d postgres -c "create database shop_template is_template true"
   psql_admin -d shop_template -c "create table customers (id bigserial primary key, name text not null, email text unique);
     create table orders (id bigserial primary key, customer_id bigint not null references customers, total numeric(12,2) not null,
                          created_at timestamptz not null default now());
     create index orders_customer on orders (customer_id);"
 fi
+# Only databases the server's administrator marks as templates (or lists in a DatabaseServer) may be cloned.
+psql_admin -d postgres -c "alter database shop_template is_template true"
 unset PGPASSWORD
 
 say "apply the examples"

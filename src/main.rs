@@ -64,6 +64,23 @@ struct RunArgs {
     /// Identity of this instance in the Lease and in events (default: the pod name, else the hostname).
     #[arg(long, env = "LIFEBOAT_IDENTITY")]
     identity: Option<String>,
+    /// The operator's own namespace, where DatabaseServer admin Secrets live (default: the pod's
+    /// namespace, else the Lease namespace).
+    #[arg(long, env = "LIFEBOAT_OPERATOR_NAMESPACE")]
+    operator_namespace: Option<String>,
+    /// Most database jobs (provisioning, seeds, health checks, migrations) running at once.
+    #[arg(long, env = "LIFEBOAT_MAX_CONCURRENT_WORK", default_value_t = controllers::work::DEFAULT_GLOBAL)]
+    max_concurrent_work: usize,
+    /// Most database jobs of one namespace running at once.
+    #[arg(long, env = "LIFEBOAT_MAX_CONCURRENT_WORK_PER_NAMESPACE", default_value_t = controllers::work::DEFAULT_PER_NAMESPACE)]
+    max_concurrent_work_per_namespace: usize,
+    /// Seconds one provisioning job (create, clone, seed, migrations, health check) may take.
+    #[arg(long, env = "LIFEBOAT_WORK_TIMEOUT_SECONDS", default_value_t = controllers::DEFAULT_WORK_TIMEOUT.as_secs())]
+    work_timeout_seconds: u64,
+    /// Image prefixes `spec.instance.image` may use, comma-separated (default: only Lifeboat's default
+    /// PostgreSQL image).
+    #[arg(long, env = "LIFEBOAT_ALLOWED_IMAGES", value_delimiter = ',')]
+    allowed_images: Vec<String>,
 }
 
 #[tokio::main]
@@ -105,11 +122,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .lease_namespace
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| client.default_namespace().to_string());
+    let operator_namespace = args
+        .operator_namespace
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| lease_namespace.clone());
     let lease_duration = Duration::from_secs(args.lease_duration_seconds.max(3));
     let settings = Settings {
         controllers: controllers::Config {
             watch_namespace: args.watch_namespace,
             instance: Some(identity.clone()),
+            operator_namespace,
+            work_limits: controllers::work::Limits {
+                global: args.max_concurrent_work,
+                per_namespace: args.max_concurrent_work_per_namespace,
+            },
+            work_timeout: Some(Duration::from_secs(args.work_timeout_seconds.max(1))),
+            allowed_images: args.allowed_images,
         },
         metrics_addr: Some(args.metrics_addr),
         lease: LeaseSettings {

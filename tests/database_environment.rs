@@ -113,7 +113,7 @@ impl Fixture {
     }
 
     fn db_name(&self, env: &str) -> String {
-        format!("{}_{}", self.ns.name, env).replace('-', "_")
+        lifeboat::engines::postgres::sql::default_name(&self.ns.name, env)
     }
 
     async fn finish(mut self) {
@@ -211,10 +211,12 @@ async fn clone_from_template_then_seed_once() {
     let template = format!("tmpl_{}", support::random_suffix());
     {
         let mut admin = support::admin_conn(&f.platform.pg, "postgres").await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {template}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "create database {template} is_template true"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
         let mut t = support::admin_conn(&f.platform.pg, &template).await;
         sqlx::raw_sql(
             "create type mood as enum ('ok', 'meh');
@@ -304,10 +306,12 @@ async fn busy_template_waits_then_clones() {
     let f = Fixture::new(platform, "env-busy").await;
     let template = format!("tmpl_{}", support::random_suffix());
     let mut admin = support::admin_conn(&f.platform.pg, "postgres").await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {template}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "create database {template} is_template true"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
     let busy = support::admin_conn(&f.platform.pg, &template).await;
     f.apply_env("app", json!({"tier": "ci", "server": {"adminSecretRef": {"name": "pg-admin"}, "template": template}})).await;
     let env = f.condition("app", "Reconciling", "TemplateInUse").await;
@@ -745,6 +749,11 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
         ledger,
         vec![(1, "customers".to_string()), (2, "orders".to_string())]
     );
+    // Rows the application wrote since: a later failed attempt must never touch them.
+    sqlx::raw_sql("insert into customers values (1, 'ada'); insert into orders values (10, 1);")
+        .execute(&mut conn)
+        .await
+        .unwrap();
 
     // A broken migration: rolled back, reported, the schema stays at version 2.
     f.config_map("broken", json!({"3_bad.up.sql": "alter table customers add column email text; alter table nowhere add column x int;", "3_bad.down.sql": "alter table customers drop column email;"})).await;
@@ -768,6 +777,21 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
         .await
         .unwrap();
     assert_eq!(email, 0, "the failed migration left nothing behind");
+    // Only what the failed attempt applied is rolled back: migrations 1 and 2 (applied by an earlier
+    // attempt) and the rows written since are all still there.
+    let rows: (i64, i64) =
+        sqlx::query_as("select (select count(*) from customers), (select count(*) from orders)")
+            .fetch_one(&mut conn)
+            .await
+            .expect("both tables survive the failed attempt");
+    assert_eq!(rows, (1, 1), "the rows survive the failed attempt");
+    let ledger: Vec<i64> = sqlx::query_scalar(
+        "select version from public.lifeboat_schema_migrations order by version",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(ledger, vec![1, 2]);
     conn.close().await.unwrap();
     f.delete_env("app").await;
     f.finish().await;
@@ -789,7 +813,7 @@ async fn crash_between_role_and_database_converges() {
     let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &ns.name);
     let env = envs.get("app").await.unwrap();
     let uid = env.metadata.uid.clone().unwrap();
-    let db = format!("{}_app", ns.name).replace('-', "_");
+    let db = lifeboat::engines::postgres::sql::default_name(&ns.name, "app");
 
     // The state a crash right after CREATE ROLE leaves: the Secret with the password, the marked role,
     // no database.

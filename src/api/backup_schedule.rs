@@ -343,6 +343,7 @@ spec:
     fn crd_carries_rules_columns_and_names() {
         let crd = BackupSchedule::crd();
         assert_names(&crd, &["bsched"]);
+        assert_eq!(crd.spec.scope, "Namespaced");
         assert_columns(
             &crd,
             &[

@@ -224,28 +224,56 @@ pub enum DeletionPolicy {
 
 /// A logical database and its own role on an existing shared server.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
-#[x_kube(validation = Rule::new(
-    "has(self.databaseName) == has(oldSelf.databaseName) \
-     && (!has(self.databaseName) || self.databaseName == oldSelf.databaseName)"
-).message("server.databaseName is immutable; create a new DatabaseEnvironment to use another database"))]
+#[x_kube(
+    validation = Rule::new("has(self.serverRef) != has(self.adminSecretRef)")
+        .message("set exactly one of server.serverRef (a DatabaseServer) or server.adminSecretRef (an admin Secret in this namespace)"),
+    validation = Rule::new(
+        "has(self.serverRef) == has(oldSelf.serverRef) && (!has(self.serverRef) || self.serverRef == oldSelf.serverRef) \
+         && has(self.adminSecretRef) == has(oldSelf.adminSecretRef) \
+         && (!has(self.adminSecretRef) || self.adminSecretRef.name == oldSelf.adminSecretRef.name)"
+    ).message("the server (serverRef or adminSecretRef) is immutable: the database lives there; create a new DatabaseEnvironment to use another server"),
+    validation = Rule::new(
+        "has(self.databaseName) == has(oldSelf.databaseName) \
+         && (!has(self.databaseName) || self.databaseName == oldSelf.databaseName)"
+    ).message("server.databaseName is immutable; create a new DatabaseEnvironment to use another database"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerSource {
-    /// Secret with an administrative connection to the server (keys `host`, `port`, `username`,
-    /// `password`, optional `sslmode`); the role must be allowed to create databases and roles.
-    pub admin_secret_ref: ConnectionSecretRef,
-    /// Existing database to clone from (`CREATE DATABASE … TEMPLATE`); nobody may be connected
-    /// to it while cloning. Unset: an empty database.
+    /// The cluster-scoped DatabaseServer to provision on: its admin credentials stay in the
+    /// operator's namespace, and it decides which namespaces may use it and which databases are
+    /// templates. The way to share a server between teams. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_ref: Option<ServerReference>,
+    /// Secret in this namespace with an administrative connection to the server (keys `host`,
+    /// `port`, `username`, `password`, optional `sslmode` and `ca.crt`); the role must be allowed to
+    /// create databases and roles. For a server one team owns alone: whoever can read this Secret
+    /// owns the server. Lifeboat keeps the Secret (finalizer `lifeboat.dev/in-use`) while
+    /// environments need it for cleanup. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_secret_ref: Option<ConnectionSecretRef>,
+    /// Database to clone (`CREATE DATABASE … TEMPLATE`); nobody may be connected to it while
+    /// cloning. Only databases marked as templates on the server (`IS_TEMPLATE true`) or listed in
+    /// the DatabaseServer's `templates` may be cloned. Unset: an empty database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub template: Option<String>,
     /// Name of the database (and of its role) to create. Unset: derived from the namespace and
-    /// the object name. Immutable.
+    /// the object name, with a hash of both so that no two environments share one. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z_][a-z0-9_]*$')").message(
         "databaseName must be a lowercase PostgreSQL identifier: letters, digits and _, not starting with a digit"
     ))]
     pub database_name: Option<String>,
+}
+
+/// A reference to a cluster-scoped DatabaseServer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerReference {
+    /// Name of the DatabaseServer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// A dedicated database server run by the operator for one environment.
@@ -447,7 +475,10 @@ spec:
         assert_eq!(env.spec.engine, Engine::Postgres);
         assert_eq!(env.spec.tier, Tier::Ci);
         let server = env.spec.server.as_ref().unwrap();
-        assert_eq!(server.admin_secret_ref.name, "shared-pg-admin");
+        assert_eq!(
+            server.admin_secret_ref.as_ref().unwrap().name,
+            "shared-pg-admin"
+        );
         assert_eq!(server.template.as_deref(), Some("shop_template"));
         assert_eq!(env.spec.seed.as_ref().unwrap().key, "seed.sql");
         assert_eq!(
@@ -493,6 +524,7 @@ spec:
             Some("databaseenvironments.lifeboat.dev")
         );
         assert_names(&crd, &["dbenv", "dbenvs"]);
+        assert_eq!(crd.spec.scope, "Namespaced");
         assert_columns(
             &crd,
             &[

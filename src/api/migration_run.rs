@@ -363,6 +363,7 @@ spec:
     fn crd_carries_rules_columns_and_names() {
         let crd = MigrationRun::crd();
         assert_names(&crd, &["mrun", "migrun"]);
+        assert_eq!(crd.spec.scope, "Namespaced");
         assert_columns(
             &crd,
             &[

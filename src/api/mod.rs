@@ -1,5 +1,6 @@
-//! Lifeboat's custom resources: API group `lifeboat.dev`, version `v1alpha1`, all namespaced, all
-//! with a status subresource and the `lifeboat` category (`kubectl get lifeboat`).
+//! Lifeboat's custom resources: API group `lifeboat.dev`, version `v1alpha1`, all with a status
+//! subresource and the `lifeboat` category (`kubectl get lifeboat`). All are namespaced except
+//! `DatabaseServer`, which the platform team owns.
 //!
 //! | kind | short names | file |
 //! |---|---|---|
@@ -7,6 +8,7 @@
 //! | `MigrationRun` | `mrun`, `migrun` | [`migration_run`] |
 //! | `BackupSchedule` | `bsched` | [`backup_schedule`] |
 //! | `RestoreDrill` | `rdrill`, `drill` | [`restore_drill`] |
+//! | `DatabaseServer` (cluster-scoped) | `dbserver` | [`database_server`] |
 //!
 //! # Where these types differ from the target architecture
 //!
@@ -66,6 +68,7 @@
 pub mod backup_schedule;
 pub mod common;
 pub mod database_environment;
+pub mod database_server;
 pub mod migration_run;
 pub mod restore_drill;
 
@@ -77,6 +80,7 @@ pub use common::{ConditionedStatus, ConfigMapSource, ConnectionSecretRef, LocalO
 pub use database_environment::{
     DatabaseEnvironment, DatabaseEnvironmentSpec, DatabaseEnvironmentStatus,
 };
+pub use database_server::{DatabaseServer, DatabaseServerSpec, DatabaseServerStatus};
 pub use migration_run::{MigrationRun, MigrationRunSpec, MigrationRunStatus};
 pub use restore_drill::{RestoreDrill, RestoreDrillSpec, RestoreDrillStatus};
 
@@ -96,6 +100,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         MigrationRun::crd(),
         BackupSchedule::crd(),
         RestoreDrill::crd(),
+        DatabaseServer::crd(),
     ]
     .into_iter()
     .map(reflow_descriptions)
@@ -174,10 +179,10 @@ pub(crate) mod test_support {
         out
     }
 
-    /// Asserts the short names, the `lifeboat` category, namespaced scope and status subresource.
+    /// Asserts the short names, the `lifeboat` category and status subresource (the scope is each
+    /// kind's own test).
     pub(crate) fn assert_names(crd: &CustomResourceDefinition, short_names: &[&str]) {
         assert_eq!(crd.spec.group, super::GROUP);
-        assert_eq!(crd.spec.scope, "Namespaced");
         assert_eq!(
             crd.spec.names.short_names.clone().unwrap_or_default(),
             short_names
@@ -319,7 +324,8 @@ mod tests {
                 "DatabaseEnvironment",
                 "MigrationRun",
                 "BackupSchedule",
-                "RestoreDrill"
+                "RestoreDrill",
+                "DatabaseServer"
             ]
         );
         assert!(crds.iter().all(|c| c.spec.group == GROUP));

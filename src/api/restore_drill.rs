@@ -342,6 +342,7 @@ spec:
     fn crd_carries_rules_columns_and_names() {
         let crd = RestoreDrill::crd();
         assert_names(&crd, &["rdrill", "drill"]);
+        assert_eq!(crd.spec.scope, "Namespaced");
         assert_columns(
             &crd,
             &[

@@ -7,11 +7,13 @@
 pub mod backup_schedule;
 pub mod conditions;
 pub mod database_environment;
+pub mod database_server;
 pub mod error;
 pub mod migration_run;
 pub mod references;
 pub mod restore_drill;
 pub mod status;
+pub mod work;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex};
 
@@ -40,7 +42,27 @@ pub struct Config {
     pub watch_namespace: Option<String>,
     /// Name of this instance in events (`reportingInstance`).
     pub instance: Option<String>,
+    /// The operator's own namespace: where the admin Secrets of DatabaseServers live.
+    pub operator_namespace: String,
+    /// Bounds on concurrent database work.
+    pub work_limits: work::Limits,
+    /// Longest time one provisioning job (create, seed, migrate, health check) may take.
+    pub work_timeout: Option<std::time::Duration>,
+    /// Image prefixes an `instance` environment may run (`spec.instance.image`); empty: only the
+    /// default image.
+    pub allowed_images: Vec<String>,
 }
+
+impl Config {
+    /// [`Config::work_timeout`] or its default.
+    pub fn work_timeout(&self) -> std::time::Duration {
+        self.work_timeout.unwrap_or(DEFAULT_WORK_TIMEOUT)
+    }
+}
+
+/// Default of `--work-timeout`: a provisioning job (clone, seed, migrations, health) that takes longer
+/// is stopped and reported.
+pub const DEFAULT_WORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// Shared state of all controllers.
 pub struct Context {
@@ -48,6 +70,10 @@ pub struct Context {
     pub config: Config,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Slots for long database work, shared by every controller.
+    pub slots: work::Slots,
+    /// Provisioning jobs of DatabaseEnvironments.
+    pub environment_jobs: database_environment::Jobs,
     /// Consecutive failures per object, for exponential backoff; reset by a successful reconcile.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -61,6 +87,8 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            slots: work::Slots::new(config.work_limits),
+            environment_jobs: database_environment::Jobs::default(),
             config,
             metrics,
             failures: Mutex::default(),
@@ -162,10 +190,10 @@ pub fn watcher_config() -> watcher::Config {
 /// `Controller::graceful_shutdown_on` requires).
 pub type Shutdown = oneshot::Receiver<()>;
 
-/// Runs all four controllers until `shutdown` resolves, then lets in-flight reconciles finish.
+/// Runs all five controllers until `shutdown` resolves, then lets in-flight reconciles finish.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     info!(namespace = ?ctx.config.watch_namespace, "starting controllers");
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..4).map(|_| oneshot::channel::<()>()).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..5).map(|_| oneshot::channel::<()>()).unzip();
     tokio::spawn(async move {
         shutdown.await;
         for tx in senders {
@@ -179,8 +207,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         migration_run::controller(ctx.clone(), next()).boxed(),
         backup_schedule::controller(ctx.clone(), next()).boxed(),
         restore_drill::controller(ctx.clone(), next()).boxed(),
+        database_server::controller(ctx.clone(), next()).boxed(),
     ];
     futures::future::join_all(controllers).await;
+    ctx.environment_jobs.abort_all();
     info!("controllers stopped");
 }
 

@@ -132,7 +132,15 @@ pub async fn connection_credentials(
             ),
         })?,
     };
-    let sslmode = get(secret_ref.sslmode_key()).unwrap_or_else(|| "prefer".into());
+    let ca_pem = get(CA_KEY).map(String::into_bytes);
+    // A CA in the Secret says the server's certificate can be checked: then check it, host name included.
+    let sslmode = get(secret_ref.sslmode_key()).unwrap_or_else(|| {
+        if ca_pem.is_some() {
+            "verify-full".into()
+        } else {
+            "prefer".into()
+        }
+    });
     if !crate::engines::SSL_MODES.contains(&sslmode.as_str()) {
         return Err(Error::NeedsAttention {
             reason: "SecretKeyInvalid",
@@ -149,7 +157,7 @@ pub async fn connection_credentials(
         username: get(secret_ref.username_key()).unwrap_or_default(),
         password: get(secret_ref.password_key()).unwrap_or_default(),
         sslmode,
-        ca_pem: get(CA_KEY).map(String::into_bytes),
+        ca_pem,
     };
     let database = if with_database {
         get(secret_ref.database_key())

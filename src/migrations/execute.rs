@@ -111,6 +111,10 @@ fn failure_of(
     (false, f)
 }
 
+/// Resets what a migration may have changed in its session. (Not `DISCARD ALL`: it would also drop the
+/// driver's prepared statements.)
+pub const CLEAN_SESSION: &str = "reset role; reset all; discard temp; discard sequences; unlisten *; select pg_catalog.pg_advisory_unlock_all()";
+
 async fn exec(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
         .execute(&mut *conn)
@@ -142,9 +146,23 @@ pub async fn run_step(
     run_uid: &str,
     timeouts: Timeouts,
 ) -> Result<MigrationRecord, StepFailure> {
-    let script = step
-        .script()
-        .expect("plans only contain steps that have a script");
+    let Some(script) = step.script() else {
+        // A revert without a down script is refused when the plan is made; never panic on it here.
+        return Err(StepFailure {
+            kind: FailureKind::Clean,
+            failure: MigrationFailure {
+                version: Some(step.migration.version),
+                error: "no script for this step (a revert needs a down migration)".into(),
+                ..Default::default()
+            },
+        });
+    };
+    // Each migration starts from a clean session: nothing a previous one set (role, search_path,
+    // timeouts, temporary tables, advisory locks of its own) carries over.
+    exec(conn, CLEAN_SESSION).await.map_err(|e| StepFailure {
+        kind: FailureKind::ConnectionLost,
+        failure: failure_of(e, step, script, None).1,
+    })?;
     let started = Instant::now();
     let split = statements::split(&script.sql);
     if script.no_transaction {

@@ -9,15 +9,16 @@ use sqlx::{AssertSqlSafe, PgConnection, Row as _};
 
 use crate::engines::postgres::PgError;
 
-/// Name of the ledger table (in the first schema of the connection's `search_path`, usually `public`).
-pub const TABLE: &str = "lifeboat_schema_migrations";
+/// The ledger table, always in schema `public`: where it lives never depends on the session's
+/// `search_path` (which a migration may change).
+pub const TABLE: &str = "public.lifeboat_schema_migrations";
 
 /// Creates the ledger table when missing. Called with the migration lock held, so two runs never race.
-pub const CREATE: &str = "create table if not exists lifeboat_schema_migrations (
+pub const CREATE: &str = "create table if not exists public.lifeboat_schema_migrations (
     version bigint primary key,
     name text not null,
     checksum text not null,
-    applied_at timestamptz not null default now(),
+    applied_at timestamptz not null default pg_catalog.now(),
     execution_ms bigint not null default 0,
     run_uid text not null,
     complete boolean not null default true
@@ -43,7 +44,7 @@ fn err(context: &str) -> impl FnOnce(sqlx::Error) -> PgError + '_ {
 
 /// Whether the ledger table exists (visible through the search path).
 pub async fn exists(conn: &mut PgConnection) -> Result<bool, PgError> {
-    sqlx::query("select to_regclass($1) is not null")
+    sqlx::query("select pg_catalog.to_regclass($1) is not null")
         .bind(TABLE)
         .fetch_one(&mut *conn)
         .await
@@ -65,7 +66,7 @@ pub async fn read(conn: &mut PgConnection) -> Result<Vec<Row>, PgError> {
         return Ok(Vec::new());
     }
     let rows = sqlx::query(
-        "select version, name, checksum, execution_ms, run_uid, complete from lifeboat_schema_migrations order by version",
+        "select version, name, checksum, execution_ms, run_uid, complete from public.lifeboat_schema_migrations order by version",
     )
     .fetch_all(&mut *conn)
     .await
@@ -87,7 +88,7 @@ pub async fn read(conn: &mut PgConnection) -> Result<Vec<Row>, PgError> {
 /// no-transaction migration starts).
 pub async fn insert(conn: &mut PgConnection, row: &Row) -> Result<(), PgError> {
     sqlx::query(
-        "insert into lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ($1, $2, $3, $4, $5, $6)",
+        "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ($1, $2, $3, $4, $5, $6)",
     )
     .bind(row.version)
     .bind(&row.name)
@@ -109,7 +110,7 @@ pub async fn set_complete(
     execution_ms: i64,
 ) -> Result<(), PgError> {
     sqlx::query(
-        "update lifeboat_schema_migrations set complete = $2, execution_ms = $3 where version = $1",
+        "update public.lifeboat_schema_migrations set complete = $2, execution_ms = $3 where version = $1",
     )
     .bind(version)
     .bind(complete)
@@ -122,12 +123,12 @@ pub async fn set_complete(
 
 /// Removes a reverted migration's row (inside the down script's transaction).
 pub async fn remove(conn: &mut PgConnection, version: i64) -> Result<(), PgError> {
-    sqlx::query("delete from lifeboat_schema_migrations where version = $1")
+    sqlx::query("delete from public.lifeboat_schema_migrations where version = $1")
         .bind(version)
         .execute(&mut *conn)
         .await
         .map(|_| ())
         .map_err(err(
-            "removing the migration from lifeboat_schema_migrations",
+            "removing the migration from public.lifeboat_schema_migrations",
         ))
 }

@@ -225,6 +225,8 @@ pub fn settings(namespace: &str, identity: &str) -> lifeboat::operator::Settings
         controllers: lifeboat::controllers::Config {
             watch_namespace: Some(namespace.to_string()),
             instance: Some(identity.to_string()),
+            operator_namespace: namespace.to_string(),
+            ..Default::default()
         },
         metrics_addr: None,
         lease: lifeboat::operator::LeaseSettings {

@@ -55,6 +55,17 @@ pub fn image(spec: &InstanceSource) -> String {
         .unwrap_or_else(|| format!("postgres:{}", spec.version))
 }
 
+/// Whether the operator may run the instance's image (pure): the official image of the version, or one
+/// starting with a prefix the operator's administrator allowed (an image runs with the database's data
+/// and its superuser password, so a tenant must not pick any image it likes).
+pub fn image_allowed(spec: &InstanceSource, allowed: &[String]) -> bool {
+    let image = image(spec);
+    image == format!("postgres:{}", spec.version)
+        || allowed
+            .iter()
+            .any(|prefix| !prefix.is_empty() && image.starts_with(prefix.as_str()))
+}
+
 fn labels(env: &DatabaseEnvironment) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "postgres".into()),
@@ -225,11 +236,26 @@ pub(super) async fn provision_instance(
     env: &DatabaseEnvironment,
     ctx: &Context,
 ) -> Result<Outcome, Error> {
-    let spec = env
-        .spec
-        .instance
-        .as_ref()
-        .expect("called for instance environments");
+    let Some(spec) = env.spec.instance.as_ref() else {
+        return Err(Error::InvalidSpec {
+            reason: "InvalidSpec",
+            message: "spec.instance is not set".into(),
+        });
+    };
+    if !image_allowed(spec, &ctx.config.allowed_images) {
+        return Err(Error::InvalidSpec {
+            reason: "ImageNotAllowed",
+            message: format!(
+                "spec.instance.image {} is not allowed: the operator runs only postgres:<version> and images starting with one of its --allowed-images ({}); nothing was created",
+                image(spec),
+                if ctx.config.allowed_images.is_empty() {
+                    "none configured".to_string()
+                } else {
+                    ctx.config.allowed_images.join(", ")
+                }
+            ),
+        });
+    }
     let ns = env.namespace().unwrap_or_default();
     let n = names(env);
     let password = superuser_password(env, ctx).await?;
@@ -262,7 +288,18 @@ pub(super) async fn provision_instance(
         sslmode: "prefer".into(),
         ca_pem: None,
     };
-    provision_on(env, ctx, admin, None, None).await
+    provision_on(
+        env,
+        ctx,
+        crate::controllers::database_server::Resolved {
+            admin,
+            templates: Vec::new(),
+            connection_limit: None,
+        },
+        None,
+        None,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -279,6 +316,23 @@ mod tests {
         env.metadata.namespace = Some("shop".into());
         env.metadata.uid = Some("uid-1".into());
         env
+    }
+
+    #[test]
+    fn only_the_official_image_or_allowed_prefixes_run() {
+        let mut spec = env("dev").spec.instance.unwrap();
+        assert!(image_allowed(&spec, &[]));
+        spec.image = Some("evil.example/miner:latest".into());
+        assert!(!image_allowed(&spec, &[]));
+        assert!(!image_allowed(&spec, &["".into()]));
+        assert!(!image_allowed(&spec, &["registry.corp/".into()]));
+        spec.image = Some("registry.corp/postgres:18-postgis".into());
+        assert!(image_allowed(&spec, &["registry.corp/".into()]));
+        spec.image = Some("postgres:17".into());
+        assert!(
+            !image_allowed(&spec, &[]),
+            "another version than spec.version"
+        );
     }
 
     #[test]

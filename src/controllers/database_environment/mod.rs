@@ -54,9 +54,11 @@ use crate::{
 };
 
 mod instance;
+mod jobs;
 mod secret;
 mod server;
 
+pub use jobs::Jobs;
 pub use secret::connection_data;
 use secret::*;
 use server::*;
@@ -134,7 +136,7 @@ async fn reconcile(env: Arc<DatabaseEnvironment>, ctx: Arc<Context>) -> Result<A
 
 /// Converts a PostgreSQL failure into a controller error: transient ones are retried with backoff,
 /// the rest need a person (and are retried with backoff too, since the fix may be outside Kubernetes).
-fn pg(e: PgError) -> Error {
+pub(crate) fn pg(e: PgError) -> Error {
     if e.is_transient() {
         Error::Transient {
             reason: e.reason(),
@@ -161,61 +163,50 @@ pub fn expires_at(env: &DatabaseEnvironment) -> Option<Timestamp> {
         .ok()
 }
 
-async fn apply(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action, Error> {
+async fn apply(env: Arc<DatabaseEnvironment>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let expiry = expires_at(&env);
+    let uid = env.uid().unwrap_or_default();
     if let Some(at) = expiry
         && Timestamp::now() >= at
     {
+        ctx.environment_jobs.abort(&uid);
         return expire(&env, ctx, at).await;
     }
-    let result = provision(&env, ctx).await;
-    let (verdict, outcome) = match &result {
-        Ok(outcome) => (
-            Verdict::Ready {
-                reason: "Ready",
-                message: outcome.message.clone(),
-            },
-            Some(outcome),
-        ),
-        Err(e) => (status::verdict_for(e), None),
-    };
-    status::write(
-        ctx,
-        env.as_ref(),
-        &verdict,
-        |s: &mut DatabaseEnvironmentStatus| {
-            s.expires_at = expiry.map(Time);
-            if let Some(o) = outcome {
-                s.database = Some(o.database.clone());
-                s.secret_name = Some(connection_secret_name(&env));
-                s.endpoint = Some(Endpoint {
-                    host: o.host.clone(),
-                    port: o.port.into(),
-                });
-                s.server_version = Some(o.server_version.clone());
-                s.schema_version = o.schema_version;
-                if o.seeded_now || (env.spec.seed.is_some() && s.seeded_at.is_none()) {
-                    s.seeded_at = Some(Time(Timestamp::now()));
-                }
-            }
-        },
-    )
-    .await?;
-    result?;
-    // Re-check health on its period, and wake up in time to expire.
-    let period = Duration::from_secs(
-        env.spec
-            .health_check
-            .as_ref()
-            .map_or(60, |h| h.period_seconds.max(1) as u64),
-    );
+    // Wake up in time to expire.
     let until_expiry = expiry.map(|at| {
         let secs = (at.as_second() - Timestamp::now().as_second()).max(1);
         Duration::from_secs(secs as u64)
     });
-    Ok(Action::requeue(
-        until_expiry.map_or(period, |d| d.min(period)),
-    ))
+    let within_ttl = |d: Duration| Action::requeue(until_expiry.map_or(d, |e| e.min(d)));
+    match ctx.environment_jobs.next(&uid, env.metadata.generation) {
+        jobs::Next::Running => Ok(within_ttl(jobs::JOB_CHECK_INTERVAL)),
+        jobs::Next::Wait(left) => Ok(within_ttl(left)),
+        jobs::Next::Start => {
+            let has_ready = env.status.as_ref().is_some_and(|s| {
+                super::conditions::find(&s.conditions, super::conditions::READY).is_some()
+            });
+            if !has_ready {
+                let namespace = env.namespace().unwrap_or_default();
+                let message = if ctx.slots.available(&namespace) {
+                    "Provisioning: creating the database.".to_string()
+                } else {
+                    "Waiting for a free work slot (--max-concurrent-work / --max-concurrent-work-per-namespace).".to_string()
+                };
+                status::write(
+                    ctx.as_ref(),
+                    env.as_ref(),
+                    &Verdict::Reconciling {
+                        reason: "Provisioning",
+                        message,
+                    },
+                    |s: &mut DatabaseEnvironmentStatus| s.expires_at = expiry.map(Time),
+                )
+                .await?;
+            }
+            ctx.environment_jobs.spawn(ctx.clone(), env.clone());
+            Ok(within_ttl(jobs::JOB_CHECK_INTERVAL))
+        }
+    }
 }
 
 async fn expire(env: &DatabaseEnvironment, ctx: &Context, at: Timestamp) -> Result<Action, Error> {
@@ -253,10 +244,11 @@ async fn provision(env: &DatabaseEnvironment, ctx: &Context) -> Result<Outcome, 
         });
     }
     if let Some(server) = &env.spec.server {
-        provision_server(
+        let access = server_access(env, ctx, server, true).await?;
+        provision_on(
             env,
             ctx,
-            &server.admin_secret_ref,
+            access,
             server.template.clone(),
             server.database_name.clone(),
         )
@@ -272,55 +264,63 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
     let Some(server) = &env.spec.server else {
         return Ok(Action::await_change());
     };
+    let uid = env.uid().unwrap_or_default();
+    // A provisioning job still running would race the drop.
+    ctx.environment_jobs.abort(&uid);
     let policy = env
         .spec
         .deletion_policy
         .unwrap_or_else(|| env.spec.tier.default_deletion_policy());
     let namespace = env.namespace().unwrap_or_default();
-    let database = server
-        .database_name
-        .clone()
-        .unwrap_or_else(|| sql::default_name(&namespace, &env.name_any()));
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let never_provisioned = env
-        .status
-        .as_ref()
-        .and_then(|s| s.database.as_ref())
-        .is_none()
-        && secrets
-            .get_opt(&connection_secret_name(&env))
-            .await?
-            .is_none();
-    if never_provisioned {
-        // The Secret is written before anything is created on the server: without it, nothing was.
-        let note = "Nothing to drop: this environment never reached its server.".to_string();
-        ctx.publish(env.as_ref(), EventType::Normal, "Deleted", note)
-            .await;
-        return Ok(Action::await_change());
-    }
+    let database = database_name(&env);
     if policy == DeletionPolicy::Retain {
         let note = format!(
             "deletionPolicy Retain: database {database} and its role are kept on the server."
         );
         ctx.publish(env.as_ref(), EventType::Normal, "Retained", note)
             .await;
+        release_admin_secret(ctx, &env, server).await?;
         return Ok(Action::await_change());
     }
-    let (admin, _) = references::connection_credentials(ctx, &namespace, &server.admin_secret_ref, "spec.server.adminSecretRef", false)
-        .await
-        .map_err(|e| Error::NeedsAttention {
-            reason: "CleanupBlocked",
-            message: format!(
-                "cannot drop database {database}: {e}; restore the admin Secret, or remove the finalizer {FINALIZER} to abandon the database"
-            ),
-        })?;
+    // Whatever the status says, look on the server: an environment deleted before it reached Ready
+    // (or whose connection Secret went first, as in a namespace deletion) may still have created its
+    // role and database. Only objects carrying this environment's marker are dropped.
+    let access = match server_access(&env, ctx, server, false).await {
+        Ok(access) => access,
+        Err(e) => {
+            let recorded = env
+                .status
+                .as_ref()
+                .and_then(|s| s.database.as_ref())
+                .is_some()
+                || Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+                    .get_opt(&connection_secret_name(&env))
+                    .await?
+                    .is_some();
+            if !recorded {
+                let note =
+                    format!("Nothing recorded to drop, and the server could not be checked ({e}).");
+                ctx.publish(env.as_ref(), EventType::Warning, "Deleted", note)
+                    .await;
+                return Ok(Action::await_change());
+            }
+            return Err(Error::NeedsAttention {
+                reason: "CleanupBlocked",
+                message: format!(
+                    "cannot drop database {database}: {e}; restore access to the server, or remove the finalizer {FINALIZER} to abandon the database"
+                ),
+            });
+        }
+    };
     let target = provision::Target {
         database: database.clone(),
         role: database.clone(),
-        template: None,
-        uid: env.uid().unwrap_or_default(),
+        uid,
+        ..provision::Target::default()
     };
-    let mut conn = postgres::connect(&admin, "postgres").await.map_err(pg)?;
+    let mut conn = postgres::connect_admin(&access.admin, "postgres")
+        .await
+        .map_err(pg)?;
     let dropped = provision::drop_owned(&mut conn, &target).await.map_err(pg);
     let _ = conn.close().await;
     let dropped = dropped?;
@@ -331,5 +331,140 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
     };
     ctx.publish(env.as_ref(), EventType::Normal, "Deleted", note)
         .await;
+    release_admin_secret(ctx, &env, server).await?;
     Ok(Action::await_change())
+}
+
+/// The database (and role) name of an environment: `spec.server.databaseName`, else the name it was
+/// given when created (`status.database`), else the default for its namespace and name.
+pub fn database_name(env: &DatabaseEnvironment) -> String {
+    env.spec
+        .server
+        .as_ref()
+        .and_then(|s| s.database_name.clone())
+        .or_else(|| env.status.as_ref().and_then(|s| s.database.clone()))
+        .unwrap_or_else(|| sql::default_name(&env.namespace().unwrap_or_default(), &env.name_any()))
+}
+
+/// The server an environment's `spec.server` reaches, with what it may do there: a DatabaseServer
+/// (`serverRef`, checked against its `allowedNamespaces`), or the namespace's own admin Secret
+/// (`adminSecretRef`), which is then held with the finalizer [`IN_USE_FINALIZER`] when `hold` is set.
+async fn server_access(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    server: &crate::api::database_environment::ServerSource,
+    hold: bool,
+) -> Result<super::database_server::Resolved, Error> {
+    let namespace = env.namespace().unwrap_or_default();
+    if let Some(server_ref) = &server.server_ref {
+        return super::database_server::resolve(ctx, &server_ref.name, &namespace).await;
+    }
+    let Some(secret_ref) = &server.admin_secret_ref else {
+        return Err(Error::InvalidSpec {
+            reason: "InvalidSpec",
+            message: "spec.server needs serverRef or adminSecretRef".into(),
+        });
+    };
+    let (admin, _) = references::connection_credentials(
+        ctx,
+        &namespace,
+        secret_ref,
+        "spec.server.adminSecretRef",
+        false,
+    )
+    .await?;
+    if hold {
+        hold_admin_secret(ctx, &namespace, &secret_ref.name).await?;
+    }
+    Ok(super::database_server::Resolved {
+        admin,
+        templates: Vec::new(),
+        connection_limit: None,
+    })
+}
+
+/// Finalizer on a namespace's admin Secret while environments use it: deleting the namespace then
+/// leaves the Secret readable until every environment has dropped its database.
+pub const IN_USE_FINALIZER: &str = "lifeboat.dev/in-use";
+
+async fn hold_admin_secret(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    if secret.finalizers().iter().any(|f| f == IN_USE_FINALIZER)
+        || secret.metadata.deletion_timestamp.is_some()
+    {
+        return Ok(());
+    }
+    let mut finalizers = secret.finalizers().to_vec();
+    finalizers.push(IN_USE_FINALIZER.to_string());
+    // The resourceVersion makes the merge patch conditional: a concurrent change fails it (retried).
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": secret.resource_version(),
+    }});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Environments whose cleanup finished in this process, so they no longer need their admin Secret even
+/// while their own finalizer is still being removed. Guarded by a lock, so two environments finishing
+/// at once cannot each wait for the other.
+static RELEASED: std::sync::LazyLock<tokio::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+async fn release_admin_secret(
+    ctx: &Context,
+    env: &DatabaseEnvironment,
+    server: &crate::api::database_environment::ServerSource,
+) -> Result<(), Error> {
+    let Some(secret_ref) = &server.admin_secret_ref else {
+        return Ok(());
+    };
+    let namespace = env.namespace().unwrap_or_default();
+    let mut released = RELEASED.lock().await;
+    released.insert(env.uid().unwrap_or_default());
+    let envs: Api<DatabaseEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let others = envs
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| !released.contains(&e.uid().unwrap_or_default()))
+        .filter(|e| {
+            e.spec
+                .server
+                .as_ref()
+                .and_then(|s| s.admin_secret_ref.as_ref())
+                .is_some_and(|r| r.name == secret_ref.name)
+        })
+        .count();
+    if others > 0 {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(secret) = api.get_opt(&secret_ref.name).await? else {
+        return Ok(());
+    };
+    if !secret.finalizers().iter().any(|f| f == IN_USE_FINALIZER) {
+        return Ok(());
+    }
+    let finalizers: Vec<&String> = secret
+        .finalizers()
+        .iter()
+        .filter(|f| *f != IN_USE_FINALIZER)
+        .collect();
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": secret.resource_version(),
+    }});
+    api.patch(
+        &secret_ref.name,
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }

@@ -3,50 +3,36 @@
 
 use super::*;
 
-pub(super) async fn provision_server(
-    env: &DatabaseEnvironment,
-    ctx: &Context,
-    admin_ref: &ConnectionSecretRef,
-    template: Option<String>,
-    database_name: Option<String>,
-) -> Result<Outcome, Error> {
-    let namespace = env.namespace().unwrap_or_default();
-    let (admin, _) = references::connection_credentials(
-        ctx,
-        &namespace,
-        admin_ref,
-        "spec.server.adminSecretRef",
-        false,
-    )
-    .await?;
-    provision_on(env, ctx, admin, template, database_name).await
-}
-
 /// Gives the environment its own role and database on the server reached with `admin` (a shared server,
 /// or the environment's own instance), seeds it once and checks its health.
 pub(super) async fn provision_on(
     env: &DatabaseEnvironment,
     ctx: &Context,
-    admin: ServerCredentials,
+    access: super::super::database_server::Resolved,
     template: Option<String>,
     database_name: Option<String>,
 ) -> Result<Outcome, Error> {
     let namespace = env.namespace().unwrap_or_default();
+    let admin = access.admin;
     let seed_sql = match &env.spec.seed {
         Some(seed) => Some(read_seed(ctx, &namespace, &seed.config_map_ref.name, &seed.key).await?),
         None => None,
     };
-    let database = database_name.unwrap_or_else(|| sql::default_name(&namespace, &env.name_any()));
+    let database = database_name.unwrap_or_else(|| super::database_name(env));
     let target = provision::Target {
         database: database.clone(),
         role: database.clone(),
         template,
+        allowed_templates: access.templates,
+        connection_limit: access.connection_limit,
         uid: env.uid().unwrap_or_default(),
     };
 
     // Reach the server first: nothing (not even the connection Secret) exists until the admin
     // credentials work, so deleting an environment that never got this far has nothing to clean up.
-    let mut conn = postgres::connect(&admin, "postgres").await.map_err(pg)?;
+    let mut conn = postgres::connect_admin(&admin, "postgres")
+        .await
+        .map_err(pg)?;
     // The password is stored before the role exists, so a crash between the two never loses it; the
     // Secret's existence also tells cleanup that something may exist on the server.
     let existing = existing_password(ctx, env).await?;
@@ -63,6 +49,18 @@ pub(super) async fn provision_on(
     let role_created = provision::ensure_role(&mut conn, &target, &password)
         .await
         .map_err(pg)?;
+    if !role_created
+        && provision::enforce_role(&mut conn, &target)
+            .await
+            .map_err(pg)?
+    {
+        let note = format!(
+            "Role {} held a privilege an environment's role must not have (superuser, createdb, createrole, replication or bypassrls); it was taken away.",
+            target.role
+        );
+        ctx.publish(env, EventType::Warning, "PrivilegeRevoked", note)
+            .await;
+    }
     let created = match provision::ensure_database(&mut conn, &admin, &target).await {
         Ok(created) => created,
         Err(e) => {
@@ -113,12 +111,9 @@ pub(super) async fn provision_on(
         None => None,
     };
     // Checked as the app, on the connection it already has.
-    let health = postgres::health_check_on(&mut app_conn, &health_query(env)).await;
+    let health = health_check(&mut app_conn, env).await;
     let _ = app_conn.close().await;
-    health.map_err(|e| Error::NeedsAttention {
-        reason: "HealthCheckFailed",
-        message: e.to_string(),
-    })?;
+    health?;
     if seeded_now {
         ctx.publish(
             env,
@@ -163,12 +158,9 @@ pub(super) async fn adopt_external(
     let database = database.unwrap_or_default();
     let mut conn = postgres::connect(&creds, &database).await.map_err(pg)?;
     let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
-    let health = postgres::health_check_on(&mut conn, &health_query(env)).await;
+    let health = health_check(&mut conn, env).await;
     let _ = conn.close().await;
-    health.map_err(|e| Error::NeedsAttention {
-        reason: "HealthCheckFailed",
-        message: e.to_string(),
-    })?;
+    health?;
     write_connection_secret(ctx, env, &creds, &database).await?;
     Ok(Outcome {
         message: sentence(&format!(
@@ -239,7 +231,17 @@ async fn migrate(
             message: format!("spec.migrations: {e}"),
         })?;
     let opts = RunOptions {
-        run_uid: env.uid().unwrap_or_default(),
+        // Each attempt is its own run: a failure rolls back what this attempt applied, never the
+        // migrations earlier attempts applied (and the rows written since).
+        run_uid: format!(
+            "{}/{}",
+            env.uid().unwrap_or_default(),
+            rand::rng()
+                .sample_iter(&Alphanumeric)
+                .take(8)
+                .map(char::from)
+                .collect::<String>()
+        ),
         label: format!("DatabaseEnvironment {namespace}/{}", env.name_any()),
         direction: Direction::Up,
         target_version: None,
@@ -286,10 +288,33 @@ async fn migrate(
 /// How long an environment waits for another migration holding its database's migration lock.
 pub const MIGRATION_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The health query of the spec, `select 1` by default.
-fn health_query(env: &DatabaseEnvironment) -> String {
-    env.spec
-        .health_check
-        .as_ref()
-        .map_or_else(|| "select 1".into(), |h| h.query.clone())
+/// Runs the spec's health query (`select 1` by default) within `healthCheck.timeoutSeconds`: the
+/// server cancels it then (`statement_timeout`), and the client stops waiting a second later.
+async fn health_check(
+    conn: &mut sqlx::PgConnection,
+    env: &DatabaseEnvironment,
+) -> Result<(), Error> {
+    let check = env.spec.health_check.clone().unwrap_or_default();
+    let limit = Duration::from_secs(check.timeout_seconds.max(1) as u64);
+    let failed = |detail: String| Error::NeedsAttention {
+        reason: "HealthCheckFailed",
+        message: detail,
+    };
+    let run = async {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "set statement_timeout = {}",
+            limit.as_millis()
+        )))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| PgError::from_sqlx("setting the health check's timeout", e))?;
+        postgres::health_check_on(&mut *conn, &check.query).await
+    };
+    match tokio::time::timeout(limit + Duration::from_secs(1), run).await {
+        Ok(result) => result.map_err(|e| failed(e.to_string())),
+        Err(_) => Err(failed(format!(
+            "the health query did not answer within {}s (healthCheck.timeoutSeconds)",
+            limit.as_secs()
+        ))),
+    }
 }

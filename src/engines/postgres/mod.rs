@@ -39,6 +39,10 @@ pub enum PgError {
     #[error("template database {template} does not exist on the server")]
     TemplateMissing { template: String },
     #[error(
+        "database {template} may not be used as a template: only databases marked as templates (ALTER DATABASE {template} IS_TEMPLATE true, done by the server's administrator) or listed in the DatabaseServer's spec.templates can be cloned"
+    )]
+    TemplateNotAllowed { template: String },
+    #[error(
         "{what} already exists on the server and was not created by this environment; choose another name or remove it"
     )]
     NotOurs { what: String },
@@ -61,6 +65,7 @@ impl PgError {
             PgError::Tls { .. } => "TlsFailed",
             PgError::TemplateInUse { .. } => "TemplateInUse",
             PgError::TemplateMissing { .. } => "TemplateNotFound",
+            PgError::TemplateNotAllowed { .. } => "TemplateNotAllowed",
             PgError::NotOurs { .. } => "DatabaseConflict",
             PgError::Sql { .. } => "SqlError",
             PgError::Other { .. } => "DatabaseError",
@@ -135,9 +140,31 @@ pub fn connect_options(
     Ok(opts)
 }
 
+/// The `search_path` of every admin session: only the system catalog, then the session's own temporary
+/// schema. A tenant controls the contents of its database (and, on PostgreSQL 14 and older, may create
+/// objects in `public` of any database it can reach): with its schemas out of the path, no function or
+/// operator it plants can stand in for a built-in one that an admin statement calls (CVE-2018-1058).
+pub const ADMIN_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
 /// Connects to `database`, classifying failures (unreachable, bad credentials, TLS).
 pub async fn connect(creds: &ServerCredentials, database: &str) -> Result<PgConnection, PgError> {
-    let opts = connect_options(creds, database)?;
+    connect_with(creds, connect_options(creds, database)?).await
+}
+
+/// Connects with admin credentials: like [`connect`], with `search_path` pinned to
+/// [`ADMIN_SEARCH_PATH`] from the first statement on (a startup option, so nothing runs before it).
+pub async fn connect_admin(
+    creds: &ServerCredentials,
+    database: &str,
+) -> Result<PgConnection, PgError> {
+    let opts = connect_options(creds, database)?.options([("search_path", ADMIN_SEARCH_PATH)]);
+    connect_with(creds, opts).await
+}
+
+async fn connect_with(
+    creds: &ServerCredentials,
+    opts: PgConnectOptions,
+) -> Result<PgConnection, PgError> {
     let endpoint = format!("{}:{}", creds.host, creds.port);
     match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
         Err(_) => Err(PgError::Unreachable {

@@ -4,7 +4,7 @@
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
-use super::{PgError, connect, sql};
+use super::{PgError, connect_admin, sql};
 use crate::engines::ServerCredentials;
 
 /// Who owns a database or role: this environment (`Ours`), nobody yet (`Absent`), or someone else.
@@ -21,7 +21,7 @@ async fn role_ownership(
     uid: &str,
 ) -> Result<Ownership, PgError> {
     let row =
-        sqlx::query("select shobj_description(oid, 'pg_authid') from pg_roles where rolname = $1")
+        sqlx::query("select pg_catalog.shobj_description(oid, 'pg_authid') from pg_catalog.pg_roles where rolname = $1")
             .bind(role)
             .fetch_optional(&mut *admin)
             .await
@@ -48,7 +48,7 @@ async fn database_ownership(
     uid: &str,
 ) -> Result<Ownership, PgError> {
     let row = sqlx::query(
-        "select shobj_description(d.oid, 'pg_database'), pg_get_userbyid(d.datdba) from pg_database d where d.datname = $1",
+        "select pg_catalog.shobj_description(d.oid, 'pg_database'), pg_catalog.pg_get_userbyid(d.datdba) from pg_catalog.pg_database d where d.datname = $1",
     )
     .bind(database)
     .fetch_optional(&mut *admin)
@@ -83,13 +83,33 @@ async fn exec(conn: &mut PgConnection, context: &str, statement: String) -> Resu
 }
 
 /// What one environment needs on the server.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Target {
     pub database: String,
     pub role: String,
     pub template: Option<String>,
+    /// Databases the server's administrator allows as templates besides those marked `datistemplate`.
+    pub allowed_templates: Vec<String>,
+    /// Most connections the role may hold at once; `None`: no limit.
+    pub connection_limit: Option<i32>,
     /// UID of the owning DatabaseEnvironment: the marker on everything created.
     pub uid: String,
+}
+
+/// The attributes every environment role has, stated on creation and restated on every reconcile: an
+/// environment's role can log in and nothing more, whatever was done to it since.
+fn role_attributes(target: &Target) -> String {
+    format!(
+        "login nosuperuser nocreatedb nocreaterole noreplication nobypassrls connection limit {}",
+        target.connection_limit.unwrap_or(-1)
+    )
+}
+
+/// The password as PostgreSQL stores it: a SCRAM-SHA-256 verifier computed here, so the password itself
+/// is never sent to the server (where a failed statement would print it to the server log, and
+/// `pg_stat_activity` would show it to the role's own sessions).
+fn verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
 }
 
 /// Creates the role (with `password`) unless it exists. Creating a role and commenting it happen in one
@@ -113,9 +133,10 @@ pub async fn ensure_role(
                 &mut tx,
                 "creating the role",
                 format!(
-                    "create role {} login password {}; comment on role {} is {}",
+                    "create role {} {} password {}; comment on role {} is {}",
                     sql::ident(&target.role),
-                    sql::literal(password),
+                    role_attributes(target),
+                    sql::literal(&verifier(password)),
                     sql::ident(&target.role),
                     sql::literal(&sql::marker(&target.uid)),
                 ),
@@ -127,6 +148,29 @@ pub async fn ensure_role(
             Ok(true)
         }
     }
+}
+
+/// Restates the role's attributes (login only, the connection limit): a role that gained a privilege
+/// since (by any means) loses it again. Returns whether the role held a privilege it must not have.
+pub async fn enforce_role(admin: &mut PgConnection, target: &Target) -> Result<bool, PgError> {
+    let elevated: Option<bool> = sqlx::query_scalar(
+        "select rolsuper or rolcreatedb or rolcreaterole or rolreplication or rolbypassrls from pg_catalog.pg_roles where rolname = $1",
+    )
+    .bind(&target.role)
+    .fetch_optional(&mut *admin)
+    .await
+    .map_err(|e| PgError::from_sqlx("reading the role's attributes", e))?;
+    exec(
+        admin,
+        "restating the role's attributes",
+        format!(
+            "alter role {} {}",
+            sql::ident(&target.role),
+            role_attributes(target)
+        ),
+    )
+    .await?;
+    Ok(elevated.unwrap_or(false))
 }
 
 /// Sets the role's password (used when the connection Secret and the role disagree, e.g. after the Secret
@@ -150,7 +194,7 @@ pub async fn set_role_password(
         format!(
             "alter role {} with login password {}",
             sql::ident(&target.role),
-            sql::literal(password)
+            sql::literal(&verifier(password))
         ),
     )
     .await
@@ -164,8 +208,17 @@ pub async fn ensure_database(
     target: &Target,
 ) -> Result<bool, PgError> {
     match database_ownership(admin, &target.database, &target.role, &target.uid).await? {
-        Ownership::Ours { comment: Some(_) } => return Ok(false),
+        Ownership::Ours { comment: Some(_) } => {
+            restrict_database(admin, target).await?;
+            return Ok(false);
+        }
         Ownership::Ours { comment: None } => {
+            // Created, but the operator stopped before marking it: the hand-over of a clone may not
+            // have run either (the marker is written only after it). It is idempotent: run it again.
+            restrict_database(admin, target).await?;
+            if target.template.is_some() {
+                reassign_cloned_objects(admin_creds, target).await?;
+            }
             mark_database(admin, target).await?;
             return Ok(false);
         }
@@ -176,14 +229,19 @@ pub async fn ensure_database(
         }
         Ownership::Absent => {}
     }
+    if let Some(template) = &target.template {
+        check_template(admin, template, &target.allowed_templates).await?;
+    }
     let mut statement = format!(
         "create database {} owner {}",
         sql::ident(&target.database),
         sql::ident(&target.role)
     );
-    if let Some(template) = &target.template {
-        statement.push_str(&format!(" template {}", sql::ident(template)));
-    }
+    // Without a template, clone the pristine template0, not template1: on PostgreSQL 14 and older any
+    // role may create objects in template1's `public` schema, which would then appear in every new
+    // database.
+    let template = target.template.as_deref().unwrap_or("template0");
+    statement.push_str(&format!(" template {}", sql::ident(template)));
     if let Err(e) = exec(admin, "creating the database", statement).await {
         return Err(match (&target.template, e.code()) {
             // object_in_use: the template has other sessions
@@ -197,11 +255,53 @@ pub async fn ensure_database(
             _ => e,
         });
     }
+    restrict_database(admin, target).await?;
     if target.template.is_some() {
         reassign_cloned_objects(admin_creds, target).await?;
     }
     mark_database(admin, target).await?;
     Ok(true)
+}
+
+/// A template must be marked as one by the server's administrator (`datistemplate`) or listed by them;
+/// any other database (another team's, or `postgres`) is refused, so nobody clones what is not theirs.
+async fn check_template(
+    admin: &mut PgConnection,
+    template: &str,
+    allowed: &[String],
+) -> Result<(), PgError> {
+    let marked: Option<bool> =
+        sqlx::query_scalar("select datistemplate from pg_catalog.pg_database where datname = $1")
+            .bind(template)
+            .fetch_optional(&mut *admin)
+            .await
+            .map_err(|e| PgError::from_sqlx("looking up the template", e))?;
+    match marked {
+        None => Err(PgError::TemplateMissing {
+            template: template.to_string(),
+        }),
+        Some(true) => Ok(()),
+        Some(false) if allowed.iter().any(|a| a == template) => Ok(()),
+        Some(false) => Err(PgError::TemplateNotAllowed {
+            template: template.to_string(),
+        }),
+    }
+}
+
+/// Only the environment's role may connect to its database: PostgreSQL grants CONNECT and TEMPORARY
+/// to PUBLIC on every new database, which would let every other tenant's role in. Restated on every
+/// reconcile (also for databases created before Lifeboat did this).
+async fn restrict_database(admin: &mut PgConnection, target: &Target) -> Result<(), PgError> {
+    let db = sql::ident(&target.database);
+    exec(
+        admin,
+        "restricting who may connect to the database",
+        format!(
+            "revoke all on database {db} from public; grant connect, temporary on database {db} to {}",
+            sql::ident(&target.role)
+        ),
+    )
+    .await
 }
 
 async fn mark_database(admin: &mut PgConnection, target: &Target) -> Result<(), PgError> {
@@ -225,7 +325,7 @@ async fn reassign_cloned_objects(
     admin_creds: &ServerCredentials,
     target: &Target,
 ) -> Result<(), PgError> {
-    let mut conn = connect(admin_creds, &target.database).await?;
+    let mut conn = connect_admin(admin_creds, &target.database).await?;
     let role = sql::literal(&target.role);
     let statement = format!(
         r#"do $lifeboat$
@@ -233,34 +333,34 @@ declare
   r record;
   owner_role text := {role};
 begin
-  for r in select n.nspname from pg_namespace n
+  for r in select n.nspname from pg_catalog.pg_namespace n
            where n.nspname not like 'pg\_%' and n.nspname <> 'information_schema'
-             and pg_get_userbyid(n.nspowner) <> owner_role loop
-    execute format('alter schema %I owner to %I', r.nspname, owner_role);
+             and pg_catalog.pg_get_userbyid(n.nspowner) <> owner_role loop
+    execute pg_catalog.format('alter schema %I owner to %I', r.nspname, owner_role);
   end loop;
-  for r in select n.nspname, c.relname, c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace
+  for r in select n.nspname, c.relname, c.relkind from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
            where n.nspname not like 'pg\_%' and n.nspname <> 'information_schema'
              and c.relkind in ('r','p','v','m','S','f')
-             and pg_get_userbyid(c.relowner) <> owner_role
-             and not exists (select 1 from pg_depend d where d.objid = c.oid and d.deptype in ('a','i') and c.relkind = 'S') loop
-    execute format('alter %s %I.%I owner to %I',
+             and pg_catalog.pg_get_userbyid(c.relowner) <> owner_role
+             and not exists (select 1 from pg_catalog.pg_depend d where d.objid = c.oid and d.deptype in ('a','i') and c.relkind = 'S') loop
+    execute pg_catalog.format('alter %s %I.%I owner to %I',
       case r.relkind when 'v' then 'view' when 'm' then 'materialized view' when 'S' then 'sequence'
                      when 'f' then 'foreign table' else 'table' end,
       r.nspname, r.relname, owner_role);
   end loop;
-  for r in select p.oid::regprocedure as sig, p.prokind from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+  for r in select p.oid::pg_catalog.regprocedure as sig, p.prokind from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
            where n.nspname not like 'pg\_%' and n.nspname <> 'information_schema'
-             and pg_get_userbyid(p.proowner) <> owner_role
-             and not exists (select 1 from pg_depend d where d.objid = p.oid and d.deptype = 'e') loop
-    execute format('alter %s %s owner to %I', case r.prokind when 'p' then 'procedure' when 'a' then 'aggregate' else 'function' end, r.sig, owner_role);
+             and pg_catalog.pg_get_userbyid(p.proowner) <> owner_role
+             and not exists (select 1 from pg_catalog.pg_depend d where d.objid = p.oid and d.deptype = 'e') loop
+    execute pg_catalog.format('alter %s %s owner to %I', case r.prokind when 'p' then 'procedure' when 'a' then 'aggregate' else 'function' end, r.sig, owner_role);
   end loop;
-  for r in select t.oid::regtype as typ from pg_type t join pg_namespace n on n.oid = t.typnamespace
+  for r in select t.oid::pg_catalog.regtype as typ from pg_catalog.pg_type t join pg_catalog.pg_namespace n on n.oid = t.typnamespace
            where n.nspname not like 'pg\_%' and n.nspname <> 'information_schema'
              and (t.typtype in ('d','e','r')
-                  or (t.typtype = 'c' and exists (select 1 from pg_class c where c.oid = t.typrelid and c.relkind = 'c')))
-             and pg_get_userbyid(t.typowner) <> owner_role
-             and not exists (select 1 from pg_depend d where d.objid = t.oid and d.deptype = 'e') loop
-    execute format('alter type %s owner to %I', r.typ, owner_role);
+                  or (t.typtype = 'c' and exists (select 1 from pg_catalog.pg_class c where c.oid = t.typrelid and c.relkind = 'c')))
+             and pg_catalog.pg_get_userbyid(t.typowner) <> owner_role
+             and not exists (select 1 from pg_catalog.pg_depend d where d.objid = t.oid and d.deptype = 'e') loop
+    execute pg_catalog.format('alter type %s owner to %I', r.typ, owner_role);
   end loop;
 end
 $lifeboat$"#
@@ -285,7 +385,7 @@ pub async fn apply_seed(
 ) -> Result<bool, PgError> {
     let checksum = sql::sha256_hex(seed_sql.as_bytes());
     let comment: Option<String> =
-        sqlx::query_scalar("select shobj_description(oid, 'pg_database') from pg_database where datname = current_database()")
+        sqlx::query_scalar("select pg_catalog.shobj_description(oid, 'pg_database') from pg_catalog.pg_database where datname = pg_catalog.current_database()")
             .fetch_one(&mut *app)
             .await
             .map_err(|e| PgError::from_sqlx("reading the seed marker", e))?;
@@ -319,14 +419,20 @@ pub async fn drop_owned(admin: &mut PgConnection, target: &Target) -> Result<Vec
     let mut dropped = Vec::new();
     match database_ownership(admin, &target.database, &target.role, &target.uid).await? {
         Ownership::Ours { .. } => {
-            // WITH (FORCE) terminates the database's sessions first (PostgreSQL 13+).
+            // A template cannot be dropped: unmark it first. WITH (FORCE) terminates the database's
+            // sessions (PostgreSQL 13+).
+            // (Two statements: DROP DATABASE may not share a multi-statement string.)
+            let db = sql::ident(&target.database);
+            exec(
+                admin,
+                "unmarking the database as a template",
+                format!("alter database {db} is_template false"),
+            )
+            .await?;
             exec(
                 admin,
                 "dropping the database",
-                format!(
-                    "drop database if exists {} with (force)",
-                    sql::ident(&target.database)
-                ),
+                format!("drop database if exists {db} with (force)"),
             )
             .await?;
             dropped.push(format!("database {}", target.database));
@@ -347,7 +453,7 @@ pub async fn drop_owned(admin: &mut PgConnection, target: &Target) -> Result<Vec
 
 /// The server's version string, e.g. `18.4`.
 pub async fn server_version(conn: &mut PgConnection) -> Result<String, PgError> {
-    sqlx::query_scalar("select current_setting('server_version')")
+    sqlx::query_scalar("select pg_catalog.current_setting('server_version')")
         .fetch_one(&mut *conn)
         .await
         .map_err(|e| PgError::from_sqlx("reading the server version", e))

@@ -17,11 +17,13 @@ pub fn literal(value: &str) -> String {
 }
 
 /// The default database (and role) name for an environment: `<namespace>_<name>`, lowercased, with every
-/// character outside `[a-z0-9_]` turned into `_`. Names longer than 63 bytes keep their start and get a
-/// hash of the full name, so two long names never collide.
+/// character outside `[a-z0-9_]` turned into `_`, then `_` and 8 hex digits of a hash of
+/// `<namespace>/<name>`. The hash keeps names apart that read the same once cleaned (`team-a/pr-42`
+/// and `team/a-pr-42`), so no tenant can take another's name; names longer than 63 bytes keep their
+/// start.
 pub fn default_name(namespace: &str, name: &str) -> String {
-    let raw = format!("{namespace}_{name}");
-    let mut clean: String = raw
+    let raw = format!("{namespace}/{name}");
+    let mut clean: String = format!("{namespace}_{name}")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -34,11 +36,9 @@ pub fn default_name(namespace: &str, name: &str) -> String {
     if clean.starts_with(|c: char| c.is_ascii_digit()) {
         clean.insert(0, '_');
     }
-    if clean.len() <= MAX_IDENTIFIER {
-        return clean;
-    }
-    let hash = hex(&Sha256::digest(raw.as_bytes()))[..10].to_string();
-    format!("{}_{hash}", &clean[..MAX_IDENTIFIER - hash.len() - 1])
+    let hash = &hex(&Sha256::digest(raw.as_bytes()))[..8];
+    clean.truncate(MAX_IDENTIFIER - hash.len() - 1);
+    format!("{clean}_{hash}")
 }
 
 /// The comment Lifeboat puts on a database and role it created, naming the owning object's UID. A
@@ -85,12 +85,19 @@ mod tests {
 
     #[test]
     fn default_names_are_valid_identifiers() {
-        assert_eq!(default_name("team-a", "pr-123"), "team_a_pr_123");
-        assert_eq!(default_name("9ns", "X.Y"), "_9ns_x_y");
+        let name = default_name("team-a", "pr-123");
+        assert!(name.starts_with("team_a_pr_123_"), "{name}");
+        assert_eq!(name.len(), "team_a_pr_123_".len() + 8);
+        assert!(default_name("9ns", "X.Y").starts_with("_9ns_x_y_"));
         let long = default_name(&"n".repeat(40), &"e".repeat(40));
         assert_eq!(long.len(), MAX_IDENTIFIER);
         let other = default_name(&"n".repeat(40), &format!("{}f", "e".repeat(39)));
         assert_ne!(long, other, "truncated names keep a distinguishing hash");
+        assert_ne!(
+            default_name("team-a", "pr-42"),
+            default_name("team", "a-pr-42"),
+            "names that read the same once cleaned stay apart"
+        );
     }
 
     #[test]

@@ -1,0 +1,304 @@
+//! Provisioning jobs: the database work of an environment (create, clone, seed, migrate, health check)
+//! never runs inside a reconcile. One tokio task per environment UID does it, waiting first for a slot
+//! ([`crate::controllers::work::Slots`], global and per namespace), bounded by `--work-timeout`, and
+//! writes the status itself. A reconcile only starts a job when none is running and the last result is
+//! stale (another generation, or its re-check is due), so a slow seed or a hanging health query of one
+//! tenant holds one slot of its namespace, never the controller.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use super::*;
+use crate::controllers::{conditions, error::backoff};
+
+/// A running job is looked at again this often (its status is written by the job itself).
+pub const JOB_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Failed jobs are retried with backoff, never waiting longer than this.
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Entry {
+    handle: Option<JoinHandle<()>>,
+    /// Generation the last finished job worked from, and when the next one is due.
+    last: Option<(Option<i64>, Instant)>,
+    /// Consecutive failed jobs (for the backoff).
+    failures: u32,
+    /// Consecutive failed health checks of a Ready environment.
+    health_failures: u32,
+}
+
+/// What a reconcile should do about an environment's job.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A job is running.
+    Running,
+    /// The last result still holds for this long.
+    Wait(Duration),
+    /// Start a job now.
+    Start,
+}
+
+/// The provisioning jobs of this process, by environment UID.
+#[derive(Default)]
+pub struct Jobs {
+    inner: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl Jobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the environment's job runs, or its last result is still current for `generation`.
+    pub fn next(&self, uid: &str, generation: Option<i64>) -> Next {
+        let map = self.lock();
+        let Some(entry) = map.get(uid) else {
+            return Next::Start;
+        };
+        if entry.handle.is_some() {
+            return Next::Running;
+        }
+        match entry.last {
+            Some((g, due)) if g == generation => match due.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Next::Wait(left),
+                _ => Next::Start,
+            },
+            _ => Next::Start,
+        }
+    }
+
+    pub fn spawn(&self, ctx: Arc<Context>, env: Arc<DatabaseEnvironment>) {
+        let uid = env.uid().unwrap_or_default();
+        // Held while spawning, so the task cannot record its result before its handle is stored.
+        let mut map = self.lock();
+        let shared = self.inner.clone();
+        let key = uid.clone();
+        let handle = tokio::spawn(async move {
+            let generation = env.metadata.generation;
+            let (health_failures, failures) = {
+                let map = shared.lock().unwrap_or_else(|e| e.into_inner());
+                map.get(&key)
+                    .map_or((0, 0), |e| (e.health_failures, e.failures))
+            };
+            let report = execute(&ctx, &env, health_failures).await;
+            let mut map = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = map.entry(key).or_default();
+            entry.handle = None;
+            let wait = if report.ok {
+                entry.failures = 0;
+                report.period
+            } else {
+                entry.failures = failures + 1;
+                backoff(failures).min(RETRY_MAX).min(report.period)
+            };
+            entry.health_failures = report.health_failures;
+            entry.last = Some((generation, Instant::now() + wait));
+        });
+        map.entry(uid).or_default().handle = Some(handle);
+    }
+
+    /// Stops the environment's job, if one runs, and forgets it (the environment is being deleted).
+    pub fn abort(&self, uid: &str) {
+        if let Some(entry) = self.lock().remove(uid)
+            && let Some(handle) = entry.handle
+        {
+            handle.abort();
+        }
+    }
+
+    /// Aborts every job (the controller is stopping); returns how many were running.
+    pub fn abort_all(&self) -> usize {
+        let mut map = self.lock();
+        let mut n = 0;
+        for entry in map.values_mut() {
+            if let Some(handle) = entry.handle.take() {
+                handle.abort();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Jobs die with their tracker, as they would with the process.
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}
+
+struct Report {
+    ok: bool,
+    /// Health-check period of the environment: when a successful result goes stale.
+    period: Duration,
+    health_failures: u32,
+}
+
+/// Runs one provisioning job and writes its result to the environment's status.
+async fn execute(
+    ctx: &Arc<Context>,
+    env: &Arc<DatabaseEnvironment>,
+    health_failures: u32,
+) -> Report {
+    let namespace = env.namespace().unwrap_or_default();
+    let check = env.spec.health_check.clone().unwrap_or_default();
+    let period = Duration::from_secs(check.period_seconds.max(1) as u64);
+    let limit = ctx.config.work_timeout();
+    let result = {
+        let _permit = ctx.slots.acquire(&namespace).await;
+        match tokio::time::timeout(limit, provision(env, ctx)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Transient {
+                reason: "WorkTimedOut",
+                message: format!(
+                    "provisioning took longer than {}s (the operator's --work-timeout) and was stopped; it is retried",
+                    limit.as_secs()
+                ),
+            }),
+        }
+    };
+    if let Err(e) = &result {
+        ctx.metrics.reconcile_failed(CONTROLLER, e.reason());
+    }
+
+    // The status is written on the environment as it is now (the job may have run for minutes), but
+    // for the generation the job worked from.
+    let api: Api<DatabaseEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current = match api.get_opt(&env.name_any()).await {
+        Ok(Some(current)) if current.uid() == env.uid() => current,
+        Ok(_) => {
+            return Report {
+                ok: false,
+                period,
+                health_failures: 0,
+            };
+        }
+        Err(e) => {
+            warn!(error = %e, "could not read the environment to write its status");
+            return Report {
+                ok: false,
+                period,
+                health_failures,
+            };
+        }
+    };
+    let mut current = current;
+    current.metadata.generation = env.metadata.generation;
+    let was_ready = current
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::is_ready(&s.conditions, env.metadata.generation));
+
+    // A Ready environment stays Ready until `failureThreshold` checks in a row failed.
+    if let Err(e) = &result
+        && e.reason() == "HealthCheckFailed"
+        && was_ready
+    {
+        let failed = health_failures + 1;
+        let threshold = check.failure_threshold.max(1) as u32;
+        if failed < threshold {
+            let note = format!("Health check {failed} of {threshold} failed: {e}");
+            ctx.publish(&current, EventType::Warning, "HealthCheckFailing", note)
+                .await;
+            return Report {
+                ok: false,
+                period,
+                health_failures: failed,
+            };
+        }
+    }
+    let health_failures = match &result {
+        Err(e) if e.reason() == "HealthCheckFailed" => health_failures + 1,
+        _ => 0,
+    };
+    if let Err(e) = write_result(ctx, &current, &result).await {
+        warn!(error = %e, "could not write the environment's status");
+    }
+    if let Err(e) = &result {
+        warn!(reason = e.reason(), error = %e, "provisioning failed");
+    }
+    Report {
+        ok: result.is_ok(),
+        period,
+        health_failures,
+    }
+}
+
+async fn write_result(
+    ctx: &Context,
+    env: &DatabaseEnvironment,
+    result: &Result<Outcome, Error>,
+) -> Result<(), Error> {
+    let expiry = expires_at(env);
+    let (verdict, outcome) = match result {
+        Ok(outcome) => (
+            Verdict::Ready {
+                reason: "Ready",
+                message: outcome.message.clone(),
+            },
+            Some(outcome),
+        ),
+        Err(e) => (status::verdict_for(e), None),
+    };
+    status::write(ctx, env, &verdict, |s: &mut DatabaseEnvironmentStatus| {
+        s.expires_at = expiry.map(Time);
+        if let Some(o) = outcome {
+            s.database = Some(o.database.clone());
+            s.secret_name = Some(connection_secret_name(env));
+            s.endpoint = Some(Endpoint {
+                host: o.host.clone(),
+                port: o.port.into(),
+            });
+            s.server_version = Some(o.server_version.clone());
+            s.schema_version = o.schema_version;
+            if o.seeded_now || (env.spec.seed.is_some() && s.seeded_at.is_none()) {
+                s.seeded_at = Some(Time(Timestamp::now()));
+            }
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_environments_start_and_stale_generations_restart() {
+        let jobs = Jobs::default();
+        assert_eq!(jobs.next("a", Some(1)), Next::Start);
+        jobs.lock().insert(
+            "a".into(),
+            Entry {
+                last: Some((Some(1), Instant::now() + Duration::from_secs(30))),
+                ..Entry::default()
+            },
+        );
+        assert!(matches!(jobs.next("a", Some(1)), Next::Wait(d) if d <= Duration::from_secs(30)));
+        assert_eq!(jobs.next("a", Some(2)), Next::Start);
+        jobs.lock().get_mut("a").unwrap().last = Some((Some(1), Instant::now()));
+        assert_eq!(jobs.next("a", Some(1)), Next::Start);
+    }
+
+    #[tokio::test]
+    async fn running_jobs_are_reported_and_aborted() {
+        let jobs = Jobs::default();
+        let handle = tokio::spawn(std::future::pending::<()>());
+        jobs.lock().insert(
+            "a".into(),
+            Entry {
+                handle: Some(handle),
+                ..Entry::default()
+            },
+        );
+        assert_eq!(jobs.next("a", None), Next::Running);
+        assert_eq!(jobs.abort_all(), 1);
+        assert_eq!(jobs.next("a", None), Next::Start);
+    }
+}
