@@ -8,6 +8,11 @@ ns=lifeboat-chart-check
 kubectl get namespace "$ns" >/dev/null 2>&1 || kubectl create namespace "$ns" >/dev/null
 helm lint --strict charts/lifeboat
 helm template lifeboat charts/lifeboat --namespace "$ns" --include-crds | kubectl apply --server-side --force-conflicts --field-manager lifeboat-chart-check --dry-run=server -f - >/dev/null
+# With watchNamespace the namespaced rights become a RoleBinding in that namespace.
+helm template lifeboat charts/lifeboat --namespace "$ns" --set watchNamespace="$ns" \
+  | kubectl apply --server-side --force-conflicts --field-manager lifeboat-chart-check --dry-run=server -f - >/dev/null
+helm template lifeboat charts/lifeboat --namespace "$ns" --set watchNamespace="$ns" --show-only templates/clusterrolebinding.yaml \
+  | grep -q '^kind: RoleBinding$'
 # The ServiceMonitor kind belongs to the Prometheus Operator, which the platform does not run: render it
 # and check it is there and well-formed on the client side only.
 helm template lifeboat charts/lifeboat --namespace "$ns" --set serviceMonitor.enabled=true \

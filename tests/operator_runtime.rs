@@ -252,6 +252,9 @@ async fn install_chart_rbac(client: &Client, namespace: &str, release: &str) -> 
             concat!(env!("CARGO_MANIFEST_DIR"), "/charts/lifeboat"),
             "--namespace",
             namespace,
+            // As a single-namespace install: the namespaced rights are a RoleBinding there only.
+            "--set",
+            &format!("watchNamespace={namespace}"),
         ])
         .output()
         .await
@@ -366,6 +369,7 @@ async fn operator_works_with_only_the_charts_rbac() {
     op.stop().await.unwrap();
     for (kind, name) in [
         ("clusterrole", format!("{release}-lifeboat")),
+        ("clusterrole", format!("{release}-lifeboat-namespaced")),
         ("clusterrolebinding", format!("{release}-lifeboat")),
     ] {
         let _ = tokio::process::Command::new("kubectl")

@@ -409,7 +409,10 @@ async fn tenants_cannot_connect_to_each_other_or_keep_privileges() {
     let (a, b) = (t.database("a").await, t.database("b").await);
     // b's credentials, a's database.
     let b_uri = t.uri("b").await;
-    let into_a = b_uri.replacen(&format!("/{b}"), &format!("/{a}"), 1);
+    let at = b_uri
+        .rfind(&format!("/{b}"))
+        .expect("the database in the URI");
+    let into_a = format!("{}/{a}{}", &b_uri[..at], &b_uri[at + 1 + b.len()..]);
     assert_ne!(into_a, b_uri);
     let err = PgConnection::connect(&into_a)
         .await
