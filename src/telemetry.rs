@@ -68,6 +68,9 @@ pub struct Metrics {
     pub leader: Gauge,
     pub migration_runs: Family<OutcomeLabels, Counter>,
     pub migration_run_duration: Histogram,
+    /// Set when a part of the operator stopped that should run for as long as the process does (a
+    /// controller); `/healthz` then fails with this reason, so the kubelet restarts the pod.
+    pub broken: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -124,6 +127,7 @@ impl Default for Metrics {
             leader,
             migration_runs,
             migration_run_duration,
+            broken: std::sync::Mutex::default(),
         }
     }
 }
@@ -205,7 +209,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz_handler))
         .route("/readyz", get(readyz_handler))
         .with_state(HttpState { metrics, readiness });
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -224,6 +228,19 @@ async fn metrics_handler(State(state): State<HttpState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+async fn healthz_handler(State(state): State<HttpState>) -> impl IntoResponse {
+    let broken = state
+        .metrics
+        .broken
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match broken {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    }
 }
 
 async fn readyz_handler(State(state): State<HttpState>) -> impl IntoResponse {

@@ -567,3 +567,43 @@ async fn deleting_a_namespace_drops_its_databases_and_finishes() {
     op.stop().await.unwrap();
     control.cleanup().await;
 }
+
+/// An environment never overwrites an object of its names that it did not create: a hand-written
+/// `<name>-connection` Secret stays as it was.
+#[tokio::test]
+async fn objects_lifeboat_did_not_create_are_never_overwritten() {
+    let platform = require_platform!();
+    let t = Tenant::new(platform, "sec-overwrite").await;
+    support::create_admin_secret(
+        &t.client,
+        &t.ns.name,
+        "ext-source",
+        &t.platform.pg,
+        json!({"database": "postgres"}),
+    )
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(t.client.clone(), &t.ns.name);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "ext-connection"}, "stringData": {"mine": "keep me"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    t.apply_env(
+        "ext",
+        json!({"tier": "dev", "external": {"connectionSecretRef": {"name": "ext-source"}}}),
+    )
+    .await;
+    let env = t.condition("ext", "Stalled", "ObjectConflict").await;
+    let (_, _, msg) = support::condition(env.status.as_ref(), "Stalled").unwrap();
+    assert!(msg.contains("ext-connection"), "{msg}");
+    let secret = secrets.get("ext-connection").await.unwrap();
+    let data = secret.data.unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), vec!["mine"]);
+    assert_eq!(data["mine"].0, b"keep me");
+    t.finish().await;
+}

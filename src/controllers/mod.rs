@@ -194,20 +194,51 @@ pub type Shutdown = oneshot::Receiver<()>;
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     info!(namespace = ?ctx.config.watch_namespace, "starting controllers");
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..5).map(|_| oneshot::channel::<()>()).unzip();
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stopping.clone();
     tokio::spawn(async move {
         shutdown.await;
+        flag.store(true, std::sync::atomic::Ordering::Release);
         for tx in senders {
             let _ = tx.send(());
         }
     });
     let mut rx = receivers.into_iter();
     let mut next = || rx.next().expect("one receiver per controller");
+    // A controller that ends while nobody asked it to makes the process unhealthy (`/healthz`).
+    let watched = |name: &'static str, controller: futures::future::BoxFuture<'static, ()>| {
+        let (ctx, stopping) = (ctx.clone(), stopping.clone());
+        async move {
+            controller.await;
+            if !stopping.load(std::sync::atomic::Ordering::Acquire) {
+                tracing::error!(controller = name, "controller stopped unexpectedly");
+                *ctx.metrics.broken.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("controller {name} stopped unexpectedly"));
+            }
+        }
+        .boxed()
+    };
     let controllers = vec![
-        database_environment::controller(ctx.clone(), next()).boxed(),
-        migration_run::controller(ctx.clone(), next()).boxed(),
-        backup_schedule::controller(ctx.clone(), next()).boxed(),
-        restore_drill::controller(ctx.clone(), next()).boxed(),
-        database_server::controller(ctx.clone(), next()).boxed(),
+        watched(
+            database_environment::CONTROLLER,
+            database_environment::controller(ctx.clone(), next()).boxed(),
+        ),
+        watched(
+            migration_run::CONTROLLER,
+            migration_run::controller(ctx.clone(), next()).boxed(),
+        ),
+        watched(
+            backup_schedule::CONTROLLER,
+            backup_schedule::controller(ctx.clone(), next()).boxed(),
+        ),
+        watched(
+            restore_drill::CONTROLLER,
+            restore_drill::controller(ctx.clone(), next()).boxed(),
+        ),
+        watched(
+            database_server::CONTROLLER,
+            database_server::controller(ctx.clone(), next()).boxed(),
+        ),
     ];
     futures::future::join_all(controllers).await;
     ctx.environment_jobs.abort_all();

@@ -193,7 +193,9 @@ async fn superuser_password(env: &DatabaseEnvironment, ctx: &Context) -> Result<
     let n = names(env);
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
-    if let Some(secret) = api.get_opt(&n.superuser_secret).await? {
+    let existing = api.get_opt(&n.superuser_secret).await?;
+    refuse_foreign(existing.as_ref(), env)?;
+    if let Some(secret) = existing {
         let password = secret.data.and_then(|d| {
             d.get("password")
                 .map(|p| String::from_utf8_lossy(&p.0).into_owned())
@@ -260,10 +262,14 @@ pub(super) async fn provision_instance(
     let n = names(env);
     let password = superuser_password(env, ctx).await?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    Api::<Service>::namespaced(ctx.client.clone(), &ns)
+    let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
+    let stateful_sets = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns);
+    refuse_foreign(services.get_opt(&n.service).await?.as_ref(), env)?;
+    refuse_foreign(stateful_sets.get_opt(&n.stateful_set).await?.as_ref(), env)?;
+    services
         .patch(&n.service, &params, &Patch::Apply(&service(env)))
         .await?;
-    Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+    stateful_sets
         .patch(
             &n.stateful_set,
             &params,

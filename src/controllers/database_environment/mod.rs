@@ -150,6 +150,34 @@ pub(crate) fn pg(e: PgError) -> Error {
     }
 }
 
+/// Refuses to take over an object of the environment's names that it did not create (not controlled by
+/// it): server-side apply with `force` would silently overwrite someone else's Secret or Service.
+pub(super) fn refuse_foreign<K: Resource<DynamicType = ()>>(
+    existing: Option<&K>,
+    env: &DatabaseEnvironment,
+) -> Result<(), Error> {
+    let Some(obj) = existing else {
+        return Ok(());
+    };
+    let ours = obj
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == env.uid().as_ref());
+    if ours {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec {
+        reason: "ObjectConflict",
+        message: format!(
+            "{} {} exists and was not created by this environment; Lifeboat does not overwrite it: delete or rename it",
+            K::kind(&()),
+            obj.meta().name.as_deref().unwrap_or_default()
+        ),
+    })
+}
+
 /// When the environment expires, from its creation time and TTL (spec or tier default).
 pub fn expires_at(env: &DatabaseEnvironment) -> Option<Timestamp> {
     let ttl: Duration = env
@@ -285,9 +313,23 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
     // Whatever the status says, look on the server: an environment deleted before it reached Ready
     // (or whose connection Secret went first, as in a namespace deletion) may still have created its
     // role and database. Only objects carrying this environment's marker are dropped.
-    let access = match server_access(&env, ctx, server, false).await {
-        Ok(access) => access,
+    let target = provision::Target {
+        database: database.clone(),
+        role: database.clone(),
+        uid,
+        ..provision::Target::default()
+    };
+    let reached = match server_access(&env, ctx, server, false).await {
+        Ok(access) => postgres::connect_admin(&access.admin, "postgres")
+            .await
+            .map_err(pg),
+        Err(e) => Err(e),
+    };
+    let mut conn = match reached {
+        Ok(conn) => conn,
         Err(e) => {
+            // Nothing recorded (no database in status, no connection Secret, which is written before
+            // anything is created on the server): the environment never got as far as the server.
             let recorded = env
                 .status
                 .as_ref()
@@ -302,6 +344,7 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
                     format!("Nothing recorded to drop, and the server could not be checked ({e}).");
                 ctx.publish(env.as_ref(), EventType::Warning, "Deleted", note)
                     .await;
+                release_admin_secret(ctx, &env, server).await?;
                 return Ok(Action::await_change());
             }
             return Err(Error::NeedsAttention {
@@ -312,15 +355,6 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
             });
         }
     };
-    let target = provision::Target {
-        database: database.clone(),
-        role: database.clone(),
-        uid,
-        ..provision::Target::default()
-    };
-    let mut conn = postgres::connect_admin(&access.admin, "postgres")
-        .await
-        .map_err(pg)?;
     let dropped = provision::drop_owned(&mut conn, &target).await.map_err(pg);
     let _ = conn.close().await;
     let dropped = dropped?;

@@ -105,9 +105,9 @@ pub(super) async fn write_connection_secret(
     if let Some(ca) = &creds.ca_pem {
         data.insert(CA_KEY.into(), ByteString(ca.clone()));
     }
-    if let Some(current) = api.get_opt(&name).await?
-        && current.data.as_ref() == Some(&data)
-    {
+    let current = api.get_opt(&name).await?;
+    refuse_foreign(current.as_ref(), env)?;
+    if current.is_some_and(|c| c.data.as_ref() == Some(&data)) {
         return Ok(());
     }
     let owner: OwnerReference = env

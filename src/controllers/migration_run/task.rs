@@ -154,6 +154,12 @@ async fn execute(ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) -> bool {
         last: None,
         backup: job.backup.map(|(b, env)| (b, env, run.clone())),
     };
+    // Wait for a work slot before opening any connection: a thousand queued runs hold no connection.
+    let namespace = run.namespace().unwrap_or_default();
+    if !ctx.slots.available(&namespace) {
+        info!(run = %job.options.label, "waiting for a free work slot");
+    }
+    let _permit = ctx.slots.acquire(&namespace).await;
     let started = Instant::now();
     let result = migrations::run(
         &job.creds,
