@@ -78,6 +78,43 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str)> {
             "must be a duration such as 90s, 30m, 24h or 1h30m",
         ),
         (
+            "zero TTL",
+            env(
+                "zero-ttl",
+                json!({"tier": "ci", "ttl": "0s", "server": server()}),
+            ),
+            "ttl must be longer than 0s",
+        ),
+        (
+            "instance storage size that is not a quantity",
+            env(
+                "bad-size",
+                json!({"tier": "dev", "instance": {"version": "18", "storage": {"size": "lots"}}}),
+            ),
+            "size must be a positive quantity",
+        ),
+        (
+            "name too long for its connection Secret",
+            env(&"n".repeat(250), json!({"tier": "dev", "server": server()})),
+            "metadata.name is at most 242 characters",
+        ),
+        (
+            "instance name too long for its StatefulSet",
+            env(
+                &"i".repeat(60),
+                json!({"tier": "dev", "instance": {"version": "18"}}),
+            ),
+            "at most 52 characters",
+        ),
+        (
+            "both serverRef and adminSecretRef",
+            env(
+                "two-servers",
+                json!({"tier": "dev", "server": {"serverRef": {"name": "shared"}, "adminSecretRef": {"name": "a"}}}),
+            ),
+            "exactly one of",
+        ),
+        (
             "database name that is not an identifier",
             env(
                 "bad-dbname",

@@ -12,8 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    ConfigMapSource, ConnectionSecretRef, LocalObjectReference, MAX_DURATION_LENGTH, duration_rule,
-    impl_conditioned_status,
+    ConfigMapSource, ConnectionSecretRef, DURATION_PATTERN, LocalObjectReference,
+    MAX_DURATION_LENGTH, duration_rule, impl_conditioned_status,
 };
 
 /// A database for one application in one tier (dev, ci, staging or production): provisioned on a
@@ -34,6 +34,14 @@ use super::common::{
     category = "lifeboat",
     selectable = ".spec.tier",
     doc = "A database for one application in one tier, with its connection Secret `<name>-connection`.",
+    validation = Rule::new("self.metadata.name.size() <= 242").message(
+        "metadata.name is at most 242 characters: the connection Secret <name>-connection must fit in 253"
+    ),
+    validation = Rule::new(
+        "!has(self.spec.instance) || (self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))"
+    ).message(
+        "an instance environment's metadata.name names its StatefulSet and Service: at most 52 characters, lowercase letters, digits and '-', starting with a letter"
+    ),
     printcolumn(
         name = "Tier",
         type_ = "string",
@@ -147,6 +155,7 @@ pub struct DatabaseEnvironmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_DURATION_LENGTH))]
     #[x_kube(validation = duration_rule())]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{DURATION_PATTERN}') || duration(self) > duration('0s')")).message("ttl must be longer than 0s; remove it for no expiry (dev and staging)"))]
     pub ttl: Option<Duration>,
 
     /// What happens to the data when this object is deleted: `Delete` drops the database and role
@@ -299,11 +308,12 @@ pub struct InstanceSource {
 }
 
 /// Storage of a dedicated instance.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStorage {
     /// Volume size, e.g. `10Gi`. Default `1Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self > 0 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))").message("size must be a positive quantity such as 1Gi or 500Mi"))]
     pub size: Option<Quantity>,
     /// StorageClass of the PersistentVolumeClaim. Unset: the cluster default. Ignored for `ci`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

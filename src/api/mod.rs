@@ -18,8 +18,9 @@
 //!   `metav1.Duration` syntax (`90s`, `30m`, `24h`, `1h30m`), typed as `kube::core::Duration`. There
 //!   is no day unit: write `168h`, not `7d`. A CEL regex rejects malformed values at admission.
 //! - **Cron** fields accept five fields or the macros `@yearly`, `@monthly`, `@weekly`, `@daily`,
-//!   `@hourly` (croner understands both). `timeZone` is an IANA name, default UTC; it is checked by
-//!   the controller (CEL cannot), which sets `Stalled` on an unknown zone.
+//!   `@hourly`. CEL checks the shape; the controller reads the expression with croner and the zone
+//!   (an IANA name, default UTC) with chrono-tz as soon as it sees the object, and sets `Stalled`
+//!   (`InvalidSchedule`, `InvalidTimeZone`) on values that cannot fire (`61 * * * *`, `Mars/Olympus`).
 //! - **Migration source** (`MigrationRun.spec.source`, `DatabaseEnvironment.spec.migrations`) is
 //!   `{configMapNames: [...]}` or `{configMapSelector: <LabelSelector>}`, exactly one; every `.sql`
 //!   key of the selected ConfigMaps is a file. Several ConfigMaps get around the 1 MiB limit.

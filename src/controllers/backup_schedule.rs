@@ -55,6 +55,11 @@ async fn reconcile(schedule: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<A
 
 async fn evaluate(schedule: &BackupSchedule, ctx: &Context) -> Result<Verdict, Error> {
     let ns = schedule.namespace().unwrap_or_default();
+    super::schedule::parse(
+        &schedule.spec.schedule,
+        schedule.spec.time_zone.as_deref(),
+        "spec.schedule",
+    )?;
     let _env: DatabaseEnvironment = references::lifeboat_object(
         ctx,
         &ns,

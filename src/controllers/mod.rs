@@ -12,6 +12,7 @@ pub mod error;
 pub mod migration_run;
 pub mod references;
 pub mod restore_drill;
+pub mod schedule;
 pub mod status;
 pub mod work;
 

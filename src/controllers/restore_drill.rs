@@ -55,6 +55,9 @@ async fn reconcile(drill: Arc<RestoreDrill>, ctx: Arc<Context>) -> Result<Action
 
 async fn evaluate(drill: &RestoreDrill, ctx: &Context) -> Result<Verdict, Error> {
     let ns = drill.namespace().unwrap_or_default();
+    if let Some(expression) = &drill.spec.schedule {
+        super::schedule::parse(expression, drill.spec.time_zone.as_deref(), "spec.schedule")?;
+    }
     let _schedule: BackupSchedule = references::lifeboat_object(
         ctx,
         &ns,
