@@ -607,3 +607,103 @@ async fn objects_lifeboat_did_not_create_are_never_overwritten() {
     assert_eq!(data["mine"].0, b"keep me");
     t.finish().await;
 }
+
+/// Slow work is bounded: with one work slot, an environment whose seed never ends is stopped at the
+/// work timeout (and reported), and the next environment still gets its turn; a health query that
+/// hangs fails after `healthCheck.timeoutSeconds`.
+#[tokio::test]
+async fn slow_seeds_and_health_queries_cannot_starve_others() {
+    let platform = require_platform!();
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "sec-starve").await;
+    let mut settings = support::settings(&ns.name, "op");
+    settings.controllers.work_limits = lifeboat::controllers::work::Limits {
+        global: 1,
+        per_namespace: 1,
+    };
+    settings.controllers.work_timeout = Some(Duration::from_secs(4));
+    let op = support::start_operator(&client, settings);
+    support::create_admin_secret(&client, &ns.name, "pg-admin", &platform.pg, json!({})).await;
+    support::apply_json(
+        &client,
+        &ns.name,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "slow"},
+               "data": {"seed.sql": "select pg_sleep(100000);"}}),
+    )
+    .await
+    .unwrap();
+    let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &ns.name);
+    let specs = [
+        (
+            "slow-seed",
+            json!({"tier": "dev", "server": {"adminSecretRef": {"name": "pg-admin"}},
+                             "seed": {"configMapRef": {"name": "slow"}}}),
+        ),
+        (
+            "hanging-health",
+            json!({"tier": "dev", "server": {"adminSecretRef": {"name": "pg-admin"}},
+                                  "healthCheck": {"query": "select pg_sleep(100000)", "timeoutSeconds": 1}}),
+        ),
+        (
+            "fast",
+            json!({"tier": "dev", "server": {"adminSecretRef": {"name": "pg-admin"}}}),
+        ),
+    ];
+    let started = std::time::Instant::now();
+    for (name, spec) in &specs {
+        support::apply_json(
+            &client,
+            &ns.name,
+            json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment", "metadata": {"name": name}, "spec": spec}),
+        )
+        .await
+        .unwrap();
+    }
+    let slow = support::wait_for(&envs, "slow-seed", "WorkTimedOut", WAIT, |e| {
+        support::has_condition(e.status.as_ref(), "Reconciling", "WorkTimedOut")
+    })
+    .await;
+    let (_, _, msg) = support::condition(slow.status.as_ref(), "Reconciling").unwrap();
+    assert!(msg.contains("4s"), "{msg}");
+    let hanging = support::wait_for(&envs, "hanging-health", "HealthCheckFailed", WAIT, |e| {
+        support::has_condition(e.status.as_ref(), "Stalled", "HealthCheckFailed")
+    })
+    .await;
+    let (_, _, msg) = support::condition(hanging.status.as_ref(), "Stalled").unwrap();
+    assert!(
+        msg.contains("statement timeout") || msg.contains("within 1s"),
+        "{msg}"
+    );
+    support::wait_for(&envs, "fast", "Ready", WAIT, |e| {
+        support::is_ready(e.status.as_ref())
+    })
+    .await;
+    println!(
+        "fast environment Ready {:.1}s after the slow ones were applied (one work slot)",
+        started.elapsed().as_secs_f64()
+    );
+    // The timed-out seed's statement was stopped by the server too: no session still sleeps.
+    let db = lifeboat::engines::postgres::sql::default_name(&ns.name, "slow-seed");
+    let pg = platform.pg.clone();
+    support::eventually("the slow seed's session to end", Duration::from_secs(15), move || {
+        let (pg, db) = (pg.clone(), db.clone());
+        async move {
+            let n: i64 = scalar(
+                &pg,
+                "postgres",
+                "select count(*) from pg_stat_activity where datname = $1 and query like '%pg_sleep%'",
+                &db,
+            )
+            .await;
+            (n == 0).then_some(())
+        }
+    })
+    .await;
+    for (name, _) in &specs {
+        envs.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    support::delete_all(&envs, WAIT).await;
+    op.stop().await.unwrap();
+    ns.cleanup().await;
+}

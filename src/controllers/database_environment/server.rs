@@ -97,6 +97,22 @@ pub(super) async fn provision_on(
     };
     let _ = conn.close().await;
 
+    // The server stops a seed statement when the job's time is up (the job itself is dropped then, but
+    // a backend does not notice its client left while it runs a statement).
+    if seed_sql.is_some() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "set statement_timeout = {}",
+            ctx.config.work_timeout().as_millis()
+        )))
+        .execute(&mut app_conn)
+        .await
+        .map_err(|e| {
+            pg(PgError::from_sqlx(
+                "setting the seed's statement timeout",
+                e,
+            ))
+        })?;
+    }
     let seeded_now = match &seed_sql {
         Some(seed) => provision::apply_seed(&mut app_conn, &target, seed)
             .await
