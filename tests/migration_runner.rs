@@ -589,3 +589,38 @@ async fn interrupted_run_releases_the_lock_and_resumes_from_the_ledger() {
     assert_eq!(db.tables().await, vec!["last", "slow", "users"]);
     db.drop().await;
 }
+
+/// The lock's own connection drops mid-run (here: terminated from inside a migration): the run stops
+/// before the next migration instead of working on without the lock, and says what it applied.
+#[tokio::test]
+async fn a_lost_lock_stops_the_run_before_the_next_migration() {
+    let platform = require_platform!();
+    let db = Db::new(&platform).await;
+    let m = files(&[
+        (
+            "1_users.up.sql",
+            "create table users (id bigint primary key);",
+        ),
+        ("1_users.down.sql", "drop table users;"),
+        (
+            "2_cut.up.sql",
+            "select pg_terminate_backend(l.pid) from pg_locks l
+             where l.locktype = 'advisory' and l.granted and l.pid <> pg_backend_pid()
+               and l.database = (select oid from pg_database where datname = current_database());",
+        ),
+        ("2_cut.down.sql", "select 1;"),
+        ("3_later.up.sql", "create table later (id bigint);"),
+        ("3_later.down.sql", "drop table later;"),
+    ]);
+    let out = run(&db, &m, &options("cut")).await;
+    assert_eq!(
+        (out.phase, out.reason),
+        (MigrationPhase::Failed, "LockLost"),
+        "{out:#?}"
+    );
+    assert!(out.message.contains("3_later"), "{}", out.message);
+    assert_eq!(db.tables().await, vec!["users".to_string()]);
+    let versions: Vec<i64> = db.ledger().await.into_iter().map(|r| r.0).collect();
+    assert_eq!(versions, vec![1, 2]);
+    db.drop().await;
+}

@@ -144,6 +144,7 @@ pub async fn run_step(
     conn: &mut PgConnection,
     step: &Step<'_>,
     run_uid: &str,
+    label: &str,
     timeouts: Timeouts,
 ) -> Result<MigrationRecord, StepFailure> {
     let Some(script) = step.script() else {
@@ -158,11 +159,23 @@ pub async fn run_step(
         });
     };
     // Each migration starts from a clean session: nothing a previous one set (role, search_path,
-    // timeouts, temporary tables, advisory locks of its own) carries over.
+    // timeouts, temporary tables, advisory locks of its own) carries over; then the session is named
+    // again (application_name, client check).
     exec(conn, CLEAN_SESSION).await.map_err(|e| StepFailure {
         kind: FailureKind::ConnectionLost,
         failure: failure_of(e, step, script, None).1,
     })?;
+    if let Err(e) = crate::migrations::lock::identify(conn, label).await {
+        return Err(StepFailure {
+            kind: FailureKind::ConnectionLost,
+            failure: MigrationFailure {
+                version: Some(step.migration.version),
+                file: Some(script.file.clone()),
+                error: e.to_string(),
+                ..Default::default()
+            },
+        });
+    }
     let started = Instant::now();
     let split = statements::split(&script.sql);
     if script.no_transaction {

@@ -121,6 +121,20 @@ async fn holder(conn: &mut PgConnection) -> Option<String> {
 }
 
 impl MigrationLock {
+    /// Whether this session still holds the lock (its connection answers and the server lists the lock).
+    pub async fn held(&mut self) -> bool {
+        sqlx::query_scalar::<_, bool>(
+            "select exists (select 1 from pg_catalog.pg_locks l
+               where l.locktype = 'advisory' and l.granted and l.pid = pg_catalog.pg_backend_pid()
+                 and l.classid::bigint = $1 and l.objid::bigint = $2 and l.objsubid = 1)",
+        )
+        .bind(LOCK_KEY >> 32)
+        .bind(LOCK_KEY & 0xffff_ffff)
+        .fetch_one(&mut self.conn)
+        .await
+        .unwrap_or(false)
+    }
+
     /// Unlocks and closes the connection. Never fails: if the unlock cannot be sent, closing the
     /// connection releases the lock all the same.
     pub async fn release(mut self) {

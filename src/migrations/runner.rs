@@ -164,12 +164,13 @@ pub async fn run<H: Hooks>(
         }
         Err(LockError::Pg(e)) => return Ok(run.pg_failed(e)),
     };
+    let mut lock = lock;
     let result = match postgres::connect(creds, database).await {
         Err(e) => Ok(run.pg_failed(e)),
         Ok(mut conn) => {
             let result = match lock::identify(&mut conn, &opts.label).await {
                 Err(e) => Ok(run.pg_failed(e)),
-                Ok(()) => run.drive(&mut conn, prior, hooks).await,
+                Ok(()) => run.drive(&mut conn, &mut lock, prior, hooks).await,
             };
             let _ = conn.close().await;
             result
@@ -233,6 +234,7 @@ impl<'a> Run<'a> {
     async fn drive<H: Hooks>(
         &mut self,
         conn: &mut PgConnection,
+        lock: &mut lock::MigrationLock,
         prior: Prior,
         hooks: &mut H,
     ) -> Result<Outcome, Interrupted> {
@@ -305,7 +307,27 @@ impl<'a> Run<'a> {
         };
         let total = plan.steps.len();
         for (i, step) in plan.steps.iter().enumerate() {
-            match execute::run_step(conn, step, &self.opts.run_uid, self.timeouts()).await {
+            // The lock sits on an idle connection of its own, which can drop unnoticed (a restarted
+            // server, a proxy timeout); then another run could start. Never change more without it.
+            if !lock.held().await {
+                let message = format!(
+                    "The migration lock's connection was lost before {}_{}; stopped so that no other run works on the database at the same time. Applied by this run: {}. {}. Start a new run.",
+                    step.migration.version,
+                    step.migration.name,
+                    names(&self.state.applied),
+                    self.schema_at()
+                );
+                return Ok(self.end(MigrationPhase::Failed, "LockLost", message));
+            }
+            match execute::run_step(
+                conn,
+                step,
+                &self.opts.run_uid,
+                &self.opts.label,
+                self.timeouts(),
+            )
+            .await
+            {
                 Ok(record) => {
                     self.track(step);
                     self.state.applied.push(record);
@@ -433,7 +455,15 @@ impl<'a> Run<'a> {
     ) -> Outcome {
         for (undone, step) in done.iter().rev().enumerate() {
             let undo = step.undo();
-            match execute::run_step(conn, &undo, &self.opts.run_uid, self.timeouts()).await {
+            match execute::run_step(
+                conn,
+                &undo,
+                &self.opts.run_uid,
+                &self.opts.label,
+                self.timeouts(),
+            )
+            .await
+            {
                 Ok(record) => {
                     self.track(&undo);
                     self.state.rolled_back.push(record);
