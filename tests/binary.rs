@@ -36,7 +36,8 @@ async fn crds_subcommand_prints_every_kind() {
             "DatabaseEnvironment",
             "MigrationRun",
             "BackupSchedule",
-            "RestoreDrill"
+            "RestoreDrill",
+            "DatabaseServer"
         ]
     );
 }
