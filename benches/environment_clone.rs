@@ -141,6 +141,13 @@ async fn main() {
         .await
         .unwrap();
     }
+    // A template must be unmarked before it can be dropped.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "alter database {template} is_template false"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database {template}")))
         .execute(&mut admin)
         .await
