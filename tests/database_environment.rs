@@ -882,3 +882,69 @@ async fn crash_between_role_and_database_converges() {
     op.stop().await.unwrap();
     ns.cleanup().await;
 }
+
+/// A Ready environment stays Ready through `failureThreshold - 1` failed health checks (each a warning
+/// event), and is Stalled at the threshold.
+#[tokio::test]
+async fn health_failures_count_up_to_the_threshold() {
+    let platform = require_platform!();
+    let f = Fixture::new(platform, "env-health").await;
+    f.apply_env(
+        "app",
+        json!({"tier": "dev", "server": {"adminSecretRef": {"name": "pg-admin"}}}),
+    )
+    .await;
+    f.ready("app").await;
+    let c = f.connection("app").await;
+    let mut conn = PgConnection::connect(&c["uri"]).await.unwrap();
+    sqlx::raw_sql("create table gate (ok int); insert into gate values (1);")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    f.apply_env(
+        "app",
+        json!({"tier": "dev", "server": {"adminSecretRef": {"name": "pg-admin"}},
+               "healthCheck": {"query": "select * from gate", "periodSeconds": 1, "failureThreshold": 3}}),
+    )
+    .await;
+    support::wait_for(&f.envs, "app", "Ready at generation 2", WAIT, |e| {
+        e.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+            && support::is_ready(e.status.as_ref())
+    })
+    .await;
+    sqlx::raw_sql("delete from gate")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let env = f.condition("app", "Stalled", "HealthCheckFailed").await;
+    let (_, _, msg) = support::condition(env.status.as_ref(), "Stalled").unwrap();
+    assert!(msg.contains("no rows"), "{msg}");
+    let events = tokio::process::Command::new("kubectl")
+        .args(["get", "events", "-n", &f.ns.name, "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    // The first failures only warn (repeats of the warning are counted into the first event's series).
+    assert!(
+        events.contains("Health check 1 of 3 failed"),
+        "a warning, not Stalled, at the first failure"
+    );
+    let json: Value = serde_json::from_str(&events).unwrap();
+    let warned: i64 = json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "HealthCheckFailing")
+        .map(|e| {
+            e["series"]["count"]
+                .as_i64()
+                .or(e["count"].as_i64())
+                .unwrap_or(1)
+        })
+        .sum();
+    assert!(warned >= 2, "two warnings before the threshold: {warned}");
+    f.delete_env("app").await;
+    f.finish().await;
+}
