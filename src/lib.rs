@@ -1,10 +1,12 @@
 #![forbid(unsafe_code)]
 //! Lifeboat: a Kubernetes operator for the whole life of an application's databases.
 //!
-//! `api` holds the four custom resources, `controllers` their reconcilers, `operator` the process
-//! around them (CRD wait, leader election, shutdown) and `telemetry` logs and metrics.
+//! `api` holds the five custom resources, `controllers` their reconcilers, `operator` the process
+//! around them (CRD wait, leader election, shutdown), `telemetry` logs and metrics, and `cli` the
+//! command line.
 
 pub mod api;
+pub mod cli;
 pub mod controllers;
 pub mod crdgen;
 pub mod engines;
