@@ -1,12 +1,17 @@
-//! Resolving what a spec names: other Lifeboat objects, Secrets and their keys, ConfigMaps.
+//! Resolving what a spec names: other Lifeboat objects, Secrets and their keys, ConfigMaps (and the
+//! migration files in them).
 //! Errors name the object, the field that referenced it and the missing key — never a value.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt, api::ListParams};
 use serde::de::DeserializeOwned;
 
 use super::{Context, Error};
-use crate::{api::ConnectionSecretRef, engines::ServerCredentials};
+use crate::{
+    api::{ConfigMapSource, ConnectionSecretRef},
+    engines::ServerCredentials,
+    migrations::RawFile,
+};
 
 /// Key in an admin or connection Secret holding a PEM CA bundle for `verify-ca`/`verify-full`.
 pub const CA_KEY: &str = "ca.crt";
@@ -196,13 +201,132 @@ pub async fn config_map(
     Ok(cm)
 }
 
+/// Every `.sql` key of the ConfigMaps, from `data` and `binaryData`.
+pub fn raw_files(maps: &[ConfigMap]) -> Vec<RawFile> {
+    let mut files = Vec::new();
+    for cm in maps {
+        let name = cm.name_any();
+        for (key, text) in cm.data.iter().flatten() {
+            files.push(RawFile::new(&name, key, text.as_bytes()));
+        }
+        for (key, bytes) in cm.binary_data.iter().flatten() {
+            files.push(RawFile::new(&name, key, bytes.0.clone()));
+        }
+    }
+    files
+}
+
+/// Resolves a ConfigMap source to its ConfigMaps: every named one must exist; a selector must match one.
+pub async fn resolve_sources(
+    ctx: &Context,
+    ns: &str,
+    source: &ConfigMapSource,
+    field: &str,
+) -> Result<Vec<ConfigMap>, Error> {
+    if let Some(selector) = &source.config_map_selector {
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        let selector_string = label_selector_string(selector);
+        let list = api
+            .list(&ListParams::default().labels(&selector_string))
+            .await?;
+        if list.items.is_empty() {
+            return Err(Error::NeedsAttention {
+                reason: "SourceNotFound",
+                message: format!(
+                    "no ConfigMap in {ns} matches {field}.configMapSelector ({selector_string})"
+                ),
+            });
+        }
+        return Ok(list.items);
+    }
+    let mut maps = Vec::new();
+    for name in &source.config_map_names {
+        maps.push(
+            config_map(ctx, ns, name, &format!("{field}.configMapNames"), None).await?,
+        );
+    }
+    Ok(maps)
+}
+
+/// A label selector in the query-string syntax of the API (`a=b,c in (d,e),!f`).
+pub fn label_selector_string(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for expr in selector.match_expressions.iter().flatten() {
+        let values = expr.values.clone().unwrap_or_default().join(",");
+        parts.push(match expr.operator.as_str() {
+            "In" => format!("{} in ({values})", expr.key),
+            "NotIn" => format!("{} notin ({values})", expr.key),
+            "Exists" => expr.key.clone(),
+            _ => format!("!{}", expr.key),
+        });
+    }
+    parts.join(",")
+}
+
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use k8s_openapi::ByteString;
+    use k8s_openapi::{
+        ByteString,
+        apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement},
+    };
+    use kube::api::ObjectMeta;
 
     use super::*;
+    use crate::migrations;
+
+    #[test]
+    fn selector_strings() {
+        let s = LabelSelector {
+            match_labels: Some(BTreeMap::from([("app".into(), "shop".into())])),
+            match_expressions: Some(vec![
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["a".into(), "b".into()]),
+                },
+                LabelSelectorRequirement {
+                    key: "old".into(),
+                    operator: "DoesNotExist".into(),
+                    values: None,
+                },
+            ]),
+        };
+        assert_eq!(label_selector_string(&s), "app=shop,tier in (a,b),!old");
+    }
+
+    #[test]
+    fn files_come_from_data_and_binary_data() {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("m1".into()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([("1_a.up.sql".into(), "select 1;".into())])),
+            binary_data: Some(BTreeMap::from([(
+                "2_b.up.sql".into(),
+                ByteString(b"select 2;".to_vec()),
+            )])),
+            ..Default::default()
+        };
+        let files = raw_files(&[cm]);
+        assert_eq!(files.len(), 2);
+        let parsed = migrations::source::parse(&files).unwrap();
+        assert_eq!(
+            parsed.iter().map(|m| m.version).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(parsed[1].up.sql, "select 2;");
+    }
 
     #[test]
     fn finds_missing_and_empty_keys() {

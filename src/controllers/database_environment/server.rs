@@ -230,7 +230,7 @@ async fn migrate(
 ) -> Result<Option<i64>, Error> {
     use crate::{
         api::migration_run::{Direction, LintMode, MigrationPhase, OnFailure},
-        controllers::migration_run::{raw_files, resolve_sources},
+        controllers::references::{raw_files, resolve_sources},
         migrations::{self, NoHooks, Prior, RunOptions},
     };
     let namespace = env.namespace().unwrap_or_default();
