@@ -7,7 +7,7 @@ use k8s_openapi::{
         apis::meta::v1::{Condition, Time},
     },
 };
-use kube::{CustomResource, KubeSchema, core::Duration};
+use kube::{CustomResource, KubeSchema, ResourceExt, core::Duration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -389,6 +389,14 @@ impl Default for HealthCheck {
             timeout_seconds: default_timeout_seconds(),
             failure_threshold: default_failure_threshold(),
         }
+    }
+}
+
+impl DatabaseEnvironment {
+    /// The Secret with the environment's connection details: `<name>-connection` (the naming contract
+    /// applications rely on).
+    pub fn connection_secret_name(&self) -> String {
+        format!("{}-connection", self.name_any())
     }
 }
 

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use kube::runtime::controller::Action;
 
+use crate::engines::postgres::PgError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed (network, conflict, permission).
@@ -90,6 +92,22 @@ impl Error {
             | Error::NeedsAttention { .. }
             | Error::Transient { .. }
             | Error::Serialization(_) => Action::requeue(backoff(attempt)),
+        }
+    }
+}
+
+/// Converts a PostgreSQL failure into a controller error: transient ones are retried with backoff,
+/// the rest need a person (and are retried with backoff too, since the fix may be outside Kubernetes).
+pub fn pg(e: PgError) -> Error {
+    if e.is_transient() {
+        Error::Transient {
+            reason: e.reason(),
+            message: e.to_string(),
+        }
+    } else {
+        Error::NeedsAttention {
+            reason: e.reason(),
+            message: e.to_string(),
         }
     }
 }

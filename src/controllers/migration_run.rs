@@ -236,7 +236,7 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
         }
     };
     let secret = ConnectionSecretRef {
-        name: super::database_environment::connection_secret_name(&env),
+        name: env.connection_secret_name(),
         keys: None,
     };
     let field = "the environment's connection Secret";

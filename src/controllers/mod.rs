@@ -13,6 +13,7 @@ pub mod migration_run;
 pub mod references;
 pub mod restore_drill;
 pub mod schedule;
+pub mod server_access;
 pub mod status;
 pub mod work;
 

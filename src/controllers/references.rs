@@ -241,9 +241,7 @@ pub async fn resolve_sources(
     }
     let mut maps = Vec::new();
     for name in &source.config_map_names {
-        maps.push(
-            config_map(ctx, ns, name, &format!("{field}.configMapNames"), None).await?,
-        );
+        maps.push(config_map(ctx, ns, name, &format!("{field}.configMapNames"), None).await?);
     }
     Ok(maps)
 }
@@ -269,7 +267,6 @@ pub fn label_selector_string(
     }
     parts.join(",")
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -297,7 +297,7 @@ pub(super) async fn provision_instance(
     provision_on(
         env,
         ctx,
-        crate::controllers::database_server::Resolved {
+        crate::controllers::server_access::Resolved {
             admin,
             templates: Vec::new(),
             connection_limit: None,

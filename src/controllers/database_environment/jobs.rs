@@ -250,7 +250,7 @@ async fn write_result(
         s.expires_at = expiry.map(Time);
         if let Some(o) = outcome {
             s.database = Some(o.database.clone());
-            s.secret_name = Some(connection_secret_name(env));
+            s.secret_name = Some(env.connection_secret_name());
             s.endpoint = Some(Endpoint {
                 host: o.host.clone(),
                 port: o.port.into(),

@@ -37,7 +37,9 @@ use tracing::{info, instrument};
 use super::{
     Context, Error, FIELD_MANAGER,
     conditions::Verdict,
-    drain, error_policy, instrumented, references,
+    drain,
+    error::pg,
+    error_policy, instrumented, references,
     status::{self, sentence},
     watcher_config,
 };
@@ -100,10 +102,6 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
     drain(CONTROLLER, stream).await;
 }
 
-pub fn connection_secret_name(env: &DatabaseEnvironment) -> String {
-    format!("{}-connection", env.name_any())
-}
-
 #[instrument(skip(env, ctx), fields(namespace = env.namespace().unwrap_or_default(), name = env.name_any()))]
 async fn reconcile(env: Arc<DatabaseEnvironment>, ctx: Arc<Context>) -> Result<Action, Error> {
     instrumented(CONTROLLER, env.clone(), ctx.clone(), async move {
@@ -132,22 +130,6 @@ async fn reconcile(env: Arc<DatabaseEnvironment>, ctx: Arc<Context>) -> Result<A
         })
     })
     .await
-}
-
-/// Converts a PostgreSQL failure into a controller error: transient ones are retried with backoff,
-/// the rest need a person (and are retried with backoff too, since the fix may be outside Kubernetes).
-pub(crate) fn pg(e: PgError) -> Error {
-    if e.is_transient() {
-        Error::Transient {
-            reason: e.reason(),
-            message: e.to_string(),
-        }
-    } else {
-        Error::NeedsAttention {
-            reason: e.reason(),
-            message: e.to_string(),
-        }
-    }
 }
 
 /// Refuses to take over an object of the environment's names that it did not create (not controlled by
@@ -336,7 +318,7 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
                 .and_then(|s| s.database.as_ref())
                 .is_some()
                 || Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-                    .get_opt(&connection_secret_name(&env))
+                    .get_opt(&env.connection_secret_name())
                     .await?
                     .is_some();
             if !recorded {
@@ -388,10 +370,10 @@ async fn server_access(
     ctx: &Context,
     server: &crate::api::database_environment::ServerSource,
     hold: bool,
-) -> Result<super::database_server::Resolved, Error> {
+) -> Result<super::server_access::Resolved, Error> {
     let namespace = env.namespace().unwrap_or_default();
     if let Some(server_ref) = &server.server_ref {
-        return super::database_server::resolve(ctx, &server_ref.name, &namespace).await;
+        return super::server_access::resolve(ctx, &server_ref.name, &namespace).await;
     }
     let Some(secret_ref) = &server.admin_secret_ref else {
         return Err(Error::InvalidSpec {
@@ -410,7 +392,7 @@ async fn server_access(
     if hold {
         hold_admin_secret(ctx, &namespace, &secret_ref.name).await?;
     }
-    Ok(super::database_server::Resolved {
+    Ok(super::server_access::Resolved {
         admin,
         templates: Vec::new(),
         connection_limit: None,

@@ -17,7 +17,7 @@ pub(super) async fn existing_password(
 ) -> Result<Option<String>, Error> {
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
-    let Some(secret) = api.get_opt(&connection_secret_name(env)).await? else {
+    let Some(secret) = api.get_opt(&env.connection_secret_name()).await? else {
         return Ok(None);
     };
     let ours = secret
@@ -29,7 +29,7 @@ pub(super) async fn existing_password(
             reason: "SecretConflict",
             message: format!(
                 "Secret {} exists and is not owned by this environment; delete or rename it",
-                connection_secret_name(env)
+                env.connection_secret_name()
             ),
         });
     }
@@ -97,7 +97,7 @@ pub(super) async fn write_connection_secret(
 ) -> Result<(), Error> {
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
-    let name = connection_secret_name(env);
+    let name = env.connection_secret_name();
     let mut data: BTreeMap<String, ByteString> = connection_data(creds, database)
         .into_iter()
         .map(|(k, v)| (k, ByteString(v.into_bytes())))

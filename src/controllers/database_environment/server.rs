@@ -8,7 +8,7 @@ use super::*;
 pub(super) async fn provision_on(
     env: &DatabaseEnvironment,
     ctx: &Context,
-    access: super::super::database_server::Resolved,
+    access: super::super::server_access::Resolved,
     template: Option<String>,
     database_name: Option<String>,
 ) -> Result<Outcome, Error> {
@@ -146,7 +146,7 @@ pub(super) async fn provision_on(
             target.database,
             admin.host,
             admin.port,
-            connection_secret_name(env)
+            env.connection_secret_name()
         )),
         database: target.database,
         host: admin.host,
@@ -183,7 +183,7 @@ pub(super) async fn adopt_external(
             "external database {database} on {}:{} answers its health check; connect with Secret {}",
             creds.host,
             creds.port,
-            connection_secret_name(env)
+            env.connection_secret_name()
         )),
         database,
         host: creds.host,
