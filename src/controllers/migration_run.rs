@@ -37,7 +37,7 @@ use crate::{
     migrations,
 };
 
-pub use task::{BackupTaker, BackupsNotAvailable};
+pub use super::backup::{BackupTaker, BackupsNotAvailable};
 
 pub const CONTROLLER: &str = "migrationrun";
 

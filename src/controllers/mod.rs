@@ -4,6 +4,7 @@
 //! functions) → act → write status. Errors go to [`error_policy`] as data; it records the failure metric
 //! and chooses between waiting for a change and retrying with backoff.
 
+pub mod backup;
 pub mod backup_schedule;
 pub mod conditions;
 pub mod database_environment;

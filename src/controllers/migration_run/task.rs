@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::future::BoxFuture;
+use crate::controllers::backup::BackupTaker;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, ResourceExt};
 use tokio::task::JoinHandle;
@@ -34,39 +34,6 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 pub const TASK_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Status writes that matter (start, final) are tried this many times, with backoff.
 const WRITE_ATTEMPTS: u32 = 5;
-
-/// Takes a backup of an environment's database before a migration. The BackupSchedule controller will
-/// provide the real one; until then [`BackupsNotAvailable`] refuses, and runs that need a backup fail
-/// before touching the database.
-pub trait BackupTaker: Send + Sync {
-    /// Whether a backup can be taken for `env`; `Err` says why not, as a clause ("backups are …").
-    fn available(&self, env: &DatabaseEnvironment) -> Result<(), String>;
-    /// Takes a backup of the environment's database and waits until it is complete; returns its id.
-    fn take<'a>(
-        &'a self,
-        env: &'a DatabaseEnvironment,
-        run: &'a MigrationRun,
-    ) -> BoxFuture<'a, Result<String, String>>;
-}
-
-/// This build cannot take backups (BackupSchedule is not implemented yet).
-pub struct BackupsNotAvailable;
-
-const NO_BACKUPS: &str =
-    "backups are not available yet (this build of Lifeboat cannot take BackupSchedule backups)";
-
-impl BackupTaker for BackupsNotAvailable {
-    fn available(&self, _: &DatabaseEnvironment) -> Result<(), String> {
-        Err(NO_BACKUPS.into())
-    }
-    fn take<'a>(
-        &'a self,
-        _: &'a DatabaseEnvironment,
-        _: &'a MigrationRun,
-    ) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async { Err(NO_BACKUPS.to_string()) })
-    }
-}
 
 /// Everything a task needs, resolved by the reconcile.
 pub struct Job {
