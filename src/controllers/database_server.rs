@@ -7,7 +7,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::FutureExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
@@ -36,7 +35,7 @@ pub const RECHECK: Duration = Duration::from_secs(300);
 pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
     let servers: Api<DatabaseServer> = Api::all(ctx.client.clone());
     let stream = Controller::new(servers, watcher_config())
-        .graceful_shutdown_on(shutdown.map(|_| ()))
+        .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy::<DatabaseServer>(CONTROLLER), ctx);
     drain(CONTROLLER, stream).await;
 }

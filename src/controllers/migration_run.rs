@@ -12,7 +12,6 @@ mod task;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::FutureExt;
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::{SignedDuration, Timestamp},
@@ -75,7 +74,7 @@ pub async fn run_controller(
             watcher_config(),
             super::referencing(store, |r: &MigrationRun| &r.spec.environment_ref.name),
         )
-        .graceful_shutdown_on(shutdown.map(|_| ()))
+        .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
             reconcile,
             move |run, error, runs: Arc<Runs>| policy(run, error, runs.ctx.clone()),

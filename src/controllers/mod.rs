@@ -20,7 +20,7 @@ pub mod work;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex};
 
-use futures::{FutureExt, StreamExt, channel::oneshot};
+use futures::{FutureExt, StreamExt};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
@@ -189,31 +189,26 @@ pub fn watcher_config() -> watcher::Config {
     watcher::Config::default().any_semantic()
 }
 
-/// Resolves when a controller should stop taking new work (a `oneshot` receiver: `Send + Sync`, as
-/// `Controller::graceful_shutdown_on` requires).
-pub type Shutdown = oneshot::Receiver<()>;
+/// Tells controllers (and anything else long-lived) to stop taking new work: one cloneable token, so
+/// adding a controller needs no new channel.
+pub type Shutdown = tokio_util::sync::CancellationToken;
 
 /// Runs all five controllers until `shutdown` resolves, then lets in-flight reconciles finish.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     info!(namespace = ?ctx.config.watch_namespace, "starting controllers");
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..5).map(|_| oneshot::channel::<()>()).unzip();
-    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stopping.clone();
+    let token = Shutdown::new();
+    let stop = token.clone();
     tokio::spawn(async move {
         shutdown.await;
-        flag.store(true, std::sync::atomic::Ordering::Release);
-        for tx in senders {
-            let _ = tx.send(());
-        }
+        stop.cancel();
     });
-    let mut rx = receivers.into_iter();
-    let mut next = || rx.next().expect("one receiver per controller");
+    let next = || token.clone();
     // A controller that ends while nobody asked it to makes the process unhealthy (`/healthz`).
     let watched = |name: &'static str, controller: futures::future::BoxFuture<'static, ()>| {
-        let (ctx, stopping) = (ctx.clone(), stopping.clone());
+        let (ctx, stopping) = (ctx.clone(), token.clone());
         async move {
             controller.await;
-            if !stopping.load(std::sync::atomic::Ordering::Acquire) {
+            if !stopping.is_cancelled() {
                 tracing::error!(controller = name, "controller stopped unexpectedly");
                 *ctx.metrics.broken.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(format!("controller {name} stopped unexpectedly"));

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
 use kube::{
     ResourceExt,
     runtime::{Controller, controller::Action},
@@ -28,7 +27,7 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
             watcher_config(),
             super::referencing(store, |d: &RestoreDrill| &d.spec.backup_schedule_ref.name),
         )
-        .graceful_shutdown_on(shutdown.map(|_| ()))
+        .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy::<RestoreDrill>(CONTROLLER), ctx);
     drain(CONTROLLER, stream).await;
 }

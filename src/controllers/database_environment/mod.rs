@@ -9,7 +9,6 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use futures::FutureExt;
 use k8s_openapi::{
     ByteString,
     api::{
@@ -93,7 +92,7 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
             },
         )
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
-        .graceful_shutdown_on(shutdown.map(|_| ()))
+        .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
             reconcile,
             error_policy::<DatabaseEnvironment>(CONTROLLER),
