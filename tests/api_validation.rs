@@ -104,7 +104,7 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str)> {
                 &"i".repeat(60),
                 json!({"tier": "dev", "instance": {"version": "18"}}),
             ),
-            "at most 52 characters",
+            "at most 43 characters",
         ),
         (
             "both serverRef and adminSecretRef",

@@ -41,6 +41,15 @@ async fn instance_objects_and_readiness_gating() {
         support::condition(env.status.as_ref(), "Ready").unwrap().0,
         "False"
     );
+    let instance = env
+        .status
+        .as_ref()
+        .unwrap()
+        .instance
+        .clone()
+        .expect("status.instance");
+    assert_eq!(instance.stateful_set_name, "orders-postgres");
+    assert_eq!(instance.service_name, "orders-postgres");
 
     let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns.name)
         .get("orders-postgres")

@@ -38,9 +38,9 @@ use super::common::{
         "metadata.name is at most 242 characters: the connection Secret <name>-connection must fit in 253"
     ),
     validation = Rule::new(
-        "!has(self.spec.instance) || (self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))"
+        "!has(self.spec.instance) || (self.metadata.name.size() <= 43 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))"
     ).message(
-        "an instance environment's metadata.name names its StatefulSet and Service: at most 52 characters, lowercase letters, digits and '-', starting with a letter"
+        "an instance environment's metadata.name names its StatefulSet and Service <name>-postgres (52 characters at most): at most 43 characters, lowercase letters, digits and '-', starting with a letter"
     ),
     printcolumn(
         name = "Tier",
@@ -400,8 +400,7 @@ impl DatabaseEnvironment {
     }
 }
 
-/// Observed state of a DatabaseEnvironment (kstatus: conditions `Ready`, `Reconciling`, `Stalled`,
-/// plus `BackupsExpected` on production environments no BackupSchedule covers).
+/// Observed state of a DatabaseEnvironment (kstatus: conditions `Ready`, `Reconciling`, `Stalled`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseEnvironmentStatus {

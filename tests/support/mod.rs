@@ -1,5 +1,7 @@
 //! Shared pieces of the integration tests: the platform's coordinates (from `e2e/platform.sh env`),
 //! a Kubernetes client, throw-away namespaces, and waiting on a condition with a deadline.
+// Every test binary compiles this whole module and uses part of it, so rustc would call the rest dead
+// in each binary. Helpers no test uses at all are removed (checked by grepping tests/ for each `pub fn`).
 #![allow(dead_code)]
 
 use std::{future::Future, time::Duration};
@@ -163,10 +165,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-pub fn name_of<K: ResourceExt>(obj: &K) -> String {
-    obj.name_any()
 }
 
 /// Installs (server-side apply) Lifeboat's CRDs and waits until they are established.

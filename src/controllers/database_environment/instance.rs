@@ -66,6 +66,20 @@ pub fn image_allowed(spec: &InstanceSource, allowed: &[String]) -> bool {
             .any(|prefix| !prefix.is_empty() && image.starts_with(prefix.as_str()))
 }
 
+/// What `status.instance` says about an instance whose objects were applied (pure).
+pub fn status(
+    env: &DatabaseEnvironment,
+    spec: &InstanceSource,
+) -> crate::api::database_environment::InstanceStatus {
+    let n = names(env);
+    crate::api::database_environment::InstanceStatus {
+        stateful_set_name: n.stateful_set,
+        service_name: n.service,
+        image: image(spec),
+        persistent: env.spec.tier.is_persistent(),
+    }
+}
+
 fn labels(env: &DatabaseEnvironment) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "postgres".into()),
@@ -322,6 +336,23 @@ mod tests {
         env.metadata.namespace = Some("shop".into());
         env.metadata.uid = Some("uid-1".into());
         env
+    }
+
+    #[test]
+    fn status_names_the_objects() {
+        let dev = env("dev");
+        let s = status(&dev, dev.spec.instance.as_ref().unwrap());
+        assert_eq!(
+            (
+                s.stateful_set_name.as_str(),
+                s.service_name.as_str(),
+                s.image.as_str(),
+                s.persistent
+            ),
+            ("orders-postgres", "orders-postgres", "postgres:18", true)
+        );
+        let ci = env("ci");
+        assert!(!status(&ci, ci.spec.instance.as_ref().unwrap()).persistent);
     }
 
     #[test]

@@ -246,8 +246,22 @@ async fn write_result(
         ),
         Err(e) => (status::verdict_for(e), None),
     };
+    // An instance's objects exist once its pod is being waited for (or the database is ready).
+    let applied = match result {
+        Ok(_) => true,
+        Err(e) => matches!(e.reason(), "InstanceStarting" | "ServerUnreachable"),
+    };
+    let instance = env
+        .spec
+        .instance
+        .as_ref()
+        .filter(|_| applied)
+        .map(|spec| super::instance::status(env, spec));
     status::write(ctx, env, &verdict, |s: &mut DatabaseEnvironmentStatus| {
         s.expires_at = expiry.map(Time);
+        if instance.is_some() {
+            s.instance = instance;
+        }
         if let Some(o) = outcome {
             s.database = Some(o.database.clone());
             s.secret_name = Some(env.connection_secret_name());
