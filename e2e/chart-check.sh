@@ -18,6 +18,14 @@ helm template lifeboat charts/lifeboat --namespace "$ns" --set watchNamespace="$
 helm template lifeboat charts/lifeboat --namespace "$ns" --set serviceMonitor.enabled=true \
   --show-only templates/servicemonitor.yaml | grep -q '^kind: ServiceMonitor$'
 echo "helm chart: lint and server-side dry run passed"
+# One RBAC source: deploy/base's RBAC is the chart's, rendered by deploy/render-rbac.sh.
+rendered="$(mktemp -d)"
+deploy/render-rbac.sh "$rendered"
+for f in "$rendered"/*.yaml; do
+  diff -u "deploy/base/$(basename "$f")" "$f" || { echo "deploy/base/$(basename "$f") differs from the chart: run deploy/render-rbac.sh" >&2; exit 1; }
+done
+rm -rf "$rendered"
+echo "kustomize base: RBAC is the chart's"
 # A server-side dry run does not create the base's Namespace, so the namespaced objects need it to exist.
 kubectl get namespace lifeboat-system >/dev/null 2>&1 || kubectl create namespace lifeboat-system >/dev/null
 kubectl kustomize deploy/base | kubectl apply --server-side --force-conflicts --field-manager lifeboat-chart-check --dry-run=server -f - >/dev/null
