@@ -1,7 +1,8 @@
 //! MigrationRun controller: read the run and its environment → validate and plan (pure) → start the
 //! migration as a tracked task → the task writes progress and the final status.
 //!
-//! The database work never runs inside a reconcile: [`task::Tasks`] keeps one tokio task per run UID.
+//! The database work never runs inside a reconcile: [`task::Tasks`] (on the shared
+//! [`crate::controllers::tasks::Tasks`]) keeps one tokio task per run UID.
 //! A reconcile that finds a run `Running` with no task in this process (the operator restarted, or
 //! the task stopped without a result) starts it again: the runner reads the ledger, whose rows carry
 //! the run's UID, and carries on from what is really applied. When the controller stops, its tasks

@@ -16,6 +16,7 @@ pub mod restore_drill;
 pub mod schedule;
 pub mod server_access;
 pub mod status;
+pub mod tasks;
 pub mod work;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex};

@@ -5,26 +5,21 @@
 //! stale (another generation, or its re-check is due), so a slow seed or a hanging health query of one
 //! tenant holds one slot of its namespace, never the controller.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::*;
-use crate::controllers::{conditions, error::backoff};
+use crate::controllers::{conditions, error::backoff, tasks::Tasks};
 
 /// A running job is looked at again this often (its status is written by the job itself).
 pub const JOB_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// Failed jobs are retried with backoff, never waiting longer than this.
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// What outlives one job of an environment.
 #[derive(Default)]
-struct Entry {
-    handle: Option<JoinHandle<()>>,
+pub struct Entry {
     /// Generation the last finished job worked from, and when the next one is due.
     last: Option<(Option<i64>, Instant)>,
     /// Consecutive failed jobs (for the backoff).
@@ -47,89 +42,52 @@ pub enum Next {
 /// The provisioning jobs of this process, by environment UID.
 #[derive(Default)]
 pub struct Jobs {
-    inner: Arc<Mutex<HashMap<String, Entry>>>,
+    tasks: Tasks<Entry>,
 }
 
 impl Jobs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Whether the environment's job runs, or its last result is still current for `generation`.
     pub fn next(&self, uid: &str, generation: Option<i64>) -> Next {
-        let map = self.lock();
-        let Some(entry) = map.get(uid) else {
-            return Next::Start;
-        };
-        if entry.handle.is_some() {
+        if self.tasks.is_running(uid) {
             return Next::Running;
         }
-        match entry.last {
+        self.tasks.with(uid, |entry| match entry.last {
             Some((g, due)) if g == generation => match due.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => Next::Wait(left),
                 _ => Next::Start,
             },
             _ => Next::Start,
-        }
+        })
     }
 
     pub fn spawn(&self, ctx: Arc<Context>, env: Arc<DatabaseEnvironment>) {
         let uid = env.uid().unwrap_or_default();
-        // Held while spawning, so the task cannot record its result before its handle is stored.
-        let mut map = self.lock();
-        let shared = self.inner.clone();
-        let key = uid.clone();
-        let handle = tokio::spawn(async move {
+        self.tasks.spawn(&uid, move |state| async move {
             let generation = env.metadata.generation;
-            let (health_failures, failures) = {
-                let map = shared.lock().unwrap_or_else(|e| e.into_inner());
-                map.get(&key)
-                    .map_or((0, 0), |e| (e.health_failures, e.failures))
-            };
+            let (health_failures, failures) = state.with(|e| (e.health_failures, e.failures));
             let report = execute(&ctx, &env, health_failures).await;
-            let mut map = shared.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = map.entry(key).or_default();
-            entry.handle = None;
-            let wait = if report.ok {
-                entry.failures = 0;
-                report.period
-            } else {
-                entry.failures = failures + 1;
-                backoff(failures).min(RETRY_MAX).min(report.period)
-            };
-            entry.health_failures = report.health_failures;
-            entry.last = Some((generation, Instant::now() + wait));
+            state.with(|entry| {
+                let wait = if report.ok {
+                    entry.failures = 0;
+                    report.period
+                } else {
+                    entry.failures = failures + 1;
+                    backoff(failures).min(RETRY_MAX).min(report.period)
+                };
+                entry.health_failures = report.health_failures;
+                entry.last = Some((generation, Instant::now() + wait));
+            });
         });
-        map.entry(uid).or_default().handle = Some(handle);
     }
 
     /// Stops the environment's job, if one runs, and forgets it (the environment is being deleted).
     pub fn abort(&self, uid: &str) {
-        if let Some(entry) = self.lock().remove(uid)
-            && let Some(handle) = entry.handle
-        {
-            handle.abort();
-        }
+        self.tasks.forget(uid);
     }
 
     /// Aborts every job (the controller is stopping); returns how many were running.
     pub fn abort_all(&self) -> usize {
-        let mut map = self.lock();
-        let mut n = 0;
-        for entry in map.values_mut() {
-            if let Some(handle) = entry.handle.take() {
-                handle.abort();
-                n += 1;
-            }
-        }
-        n
-    }
-}
-
-/// Jobs die with their tracker, as they would with the process.
-impl Drop for Jobs {
-    fn drop(&mut self) {
-        self.abort_all();
+        self.tasks.abort_all()
     }
 }
 
@@ -287,30 +245,20 @@ mod tests {
     fn unknown_environments_start_and_stale_generations_restart() {
         let jobs = Jobs::default();
         assert_eq!(jobs.next("a", Some(1)), Next::Start);
-        jobs.lock().insert(
-            "a".into(),
-            Entry {
-                last: Some((Some(1), Instant::now() + Duration::from_secs(30))),
-                ..Entry::default()
-            },
-        );
+        jobs.tasks.with("a", |e| {
+            e.last = Some((Some(1), Instant::now() + Duration::from_secs(30)))
+        });
         assert!(matches!(jobs.next("a", Some(1)), Next::Wait(d) if d <= Duration::from_secs(30)));
         assert_eq!(jobs.next("a", Some(2)), Next::Start);
-        jobs.lock().get_mut("a").unwrap().last = Some((Some(1), Instant::now()));
+        jobs.tasks
+            .with("a", |e| e.last = Some((Some(1), Instant::now())));
         assert_eq!(jobs.next("a", Some(1)), Next::Start);
     }
 
     #[tokio::test]
     async fn running_jobs_are_reported_and_aborted() {
         let jobs = Jobs::default();
-        let handle = tokio::spawn(std::future::pending::<()>());
-        jobs.lock().insert(
-            "a".into(),
-            Entry {
-                handle: Some(handle),
-                ..Entry::default()
-            },
-        );
+        jobs.tasks.spawn("a", |_| std::future::pending::<()>());
         assert_eq!(jobs.next("a", None), Next::Running);
         assert_eq!(jobs.abort_all(), 1);
         assert_eq!(jobs.next("a", None), Next::Start);

@@ -2,15 +2,13 @@
 //! when it ends, and the backup hook.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use crate::controllers::backup::BackupTaker;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, ResourceExt};
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::{Context, Error, apply_state};
@@ -46,67 +44,36 @@ pub struct Job {
     pub backup: Option<(Arc<dyn BackupTaker>, DatabaseEnvironment)>,
 }
 
-#[derive(Default)]
-struct Inner {
-    running: HashMap<String, JoinHandle<()>>,
-    attempts: HashMap<String, u32>,
-}
-
-/// The running migration tasks of this process, by run UID.
+/// The running migration tasks of this process, by run UID, with how often each was started without
+/// reaching a result.
 #[derive(Default)]
 pub struct Tasks {
-    inner: Arc<Mutex<Inner>>,
+    tasks: crate::controllers::tasks::Tasks<u32>,
 }
 
 impl Tasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic elsewhere must not stop the map from being read (or the tasks from being aborted).
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     pub fn is_running(&self, uid: &str) -> bool {
-        self.lock().running.contains_key(uid)
+        self.tasks.is_running(uid)
     }
 
     /// How often this process has started the run's task without it reaching a result.
     pub fn attempts(&self, uid: &str) -> u32 {
-        self.lock().attempts.get(uid).copied().unwrap_or(0)
+        self.tasks.with(uid, |n| *n)
     }
 
     pub fn spawn(&self, ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) {
         let uid = run.uid().unwrap_or_default();
-        // Held while spawning, so the task cannot remove its entry before it is inserted.
-        let mut inner = self.lock();
-        *inner.attempts.entry(uid.clone()).or_default() += 1;
-        let shared = self.inner.clone();
-        let key = uid.clone();
-        let handle = tokio::spawn(async move {
-            let done = execute(ctx, run, job).await;
-            let mut inner = shared.lock().unwrap_or_else(|e| e.into_inner());
-            inner.running.remove(&key);
-            if done {
-                inner.attempts.remove(&key);
+        self.tasks.with(&uid, |n| *n += 1);
+        self.tasks.spawn(&uid, move |state| async move {
+            if execute(ctx, run, job).await {
+                state.clear();
             }
         });
-        inner.running.insert(uid, handle);
     }
 
     /// Aborts every task (the controller is stopping); returns how many were running.
     pub fn abort_all(&self) -> usize {
-        let mut inner = self.lock();
-        let n = inner.running.len();
-        for (_, handle) in inner.running.drain() {
-            handle.abort();
-        }
-        n
-    }
-}
-
-/// Tasks die with their tracker, as they would with the process: an operator dropped without a clean
-/// stop (a crash, or a test killing an in-process instance) must not leave migrations running.
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        self.abort_all();
+        self.tasks.abort_all()
     }
 }
 
