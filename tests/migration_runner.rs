@@ -7,9 +7,11 @@ mod support;
 use std::time::Duration;
 
 use lifeboat::{
-    api::migration_run::{Direction, LintMode, MigrationPhase, OnFailure},
     engines::ServerCredentials,
-    migrations::{self, NoHooks, Outcome, Prior, RawFile, RunOptions, lock::LOCK_KEY},
+    migrations::{
+        self, Direction, LintMode, MigrationPhase, NoHooks, OnFailure, Outcome, Prior, RawFile,
+        RunOptions, lock::LOCK_KEY,
+    },
 };
 use sqlx::{Connection, PgConnection, Row};
 

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lifeboat::{
-    api::migration_run::{Direction, LintMode, MigrationPhase, OnFailure},
     engines::ServerCredentials,
-    migrations::{self, NoHooks, Prior, RawFile, RunOptions},
+    migrations::{
+        self, Direction, LintMode, MigrationPhase, NoHooks, OnFailure, Prior, RawFile, RunOptions,
+    },
 };
 
 fn arg(args: &[String], name: &str) -> Option<String> {

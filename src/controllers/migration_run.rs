@@ -9,6 +9,7 @@
 //! are aborted: their connections close, PostgreSQL rolls back the open transaction and releases the
 //! advisory lock, and the next leader resumes the run.
 
+pub mod convert;
 mod task;
 
 use std::{sync::Arc, time::Duration};
@@ -251,9 +252,9 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
         options: options(run),
         prior: migrations::Prior {
             from_version: status.from_version,
-            applied: status.applied,
-            rolled_back: status.rolled_back,
-            failure: status.failure,
+            applied: convert::all(status.applied),
+            rolled_back: convert::all(status.rolled_back),
+            failure: status.failure.map(Into::into),
             backup_id: status.backup_id,
         },
         backup: backup.then(|| (runs.backups.clone(), env)),
@@ -264,10 +265,10 @@ fn options(run: &MigrationRun) -> migrations::RunOptions {
     migrations::RunOptions {
         run_uid: run.uid().unwrap_or_default(),
         label: format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any()),
-        direction: run.spec.direction,
+        direction: run.spec.direction.into(),
         target_version: run.spec.target_version,
-        on_failure: run.spec.on_failure,
-        lint: run.spec.lint,
+        on_failure: run.spec.on_failure.into(),
+        lint: run.spec.lint.into(),
         lock_timeout: run.spec.lock_timeout.into(),
         statement_timeout: run.spec.statement_timeout.map(Into::into),
     }
@@ -308,10 +309,10 @@ async fn expire(run: &MigrationRun, ctx: &Context) -> Result<Action, Error> {
 pub fn apply_state(s: &mut MigrationRunStatus, state: &migrations::RunState) {
     s.from_version = state.from_version.or(s.from_version);
     s.to_version = state.to_version.or(s.to_version);
-    s.applied = state.applied.clone();
-    s.rolled_back = state.rolled_back.clone();
-    s.lint_findings = state.lint_findings.clone();
-    s.failure = state.failure.clone();
+    s.applied = convert::all(state.applied.clone());
+    s.rolled_back = convert::all(state.rolled_back.clone());
+    s.lint_findings = convert::all(state.lint_findings.clone());
+    s.failure = state.failure.clone().map(Into::into);
     s.backup_id = state.backup_id.clone().or(s.backup_id.take());
 }
 

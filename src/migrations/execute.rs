@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+use super::model::{MigrationFailure, MigrationRecord};
 use super::{
     ledger::{self, Row},
     plan::{Action, Step},
     source::Script,
     statements::{self, Statement},
 };
-use crate::api::migration_run::{MigrationFailure, MigrationRecord};
 
 /// Timeouts applied to every statement of a script.
 #[derive(Clone, Copy, Debug)]

@@ -9,8 +9,8 @@
 use squawk_linter::{Linter, Rule};
 use squawk_syntax::SourceFile;
 
+use super::model::LintFinding;
 use super::{source::Script, statements::line_of};
-use crate::api::migration_run::LintFinding;
 
 /// Rule name of a finding for SQL the parser cannot read.
 pub const SYNTAX_ERROR_RULE: &str = "syntax-error";

@@ -6,11 +6,16 @@ pub mod execute;
 pub mod ledger;
 pub mod lint;
 pub mod lock;
+pub mod model;
 pub mod plan;
 pub mod runner;
 pub mod source;
 pub mod statements;
 
+pub use model::{
+    Direction, LintFinding, LintMode, MAX_LINT_FINDINGS, MigrationFailure, MigrationPhase,
+    MigrationRecord, OnFailure,
+};
 pub use runner::{
     BackupFailure, Hooks, Interrupted, NoHooks, Outcome, Prior, RunOptions, RunState, run,
 };

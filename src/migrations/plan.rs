@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::model::{Direction, MigrationRecord, OnFailure};
 use super::{ledger::Row, source::Migration};
-use crate::api::migration_run::{Direction, MigrationRecord, OnFailure};
 
 /// Apply a migration's up script, or revert it with its down script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

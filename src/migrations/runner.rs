@@ -6,6 +6,10 @@ use std::{collections::BTreeSet, time::Duration};
 
 use sqlx::{Connection, PgConnection};
 
+use super::model::{
+    Direction, LintFinding, LintMode, MAX_LINT_FINDINGS, MigrationFailure, MigrationPhase,
+    MigrationRecord, OnFailure,
+};
 use super::{
     execute::{self, FailureKind, StepFailure, Timeouts},
     ledger::{self, Row},
@@ -14,15 +18,9 @@ use super::{
     plan::{self, Action, PlanError, Step},
     source::Migration,
 };
-use crate::{
-    api::migration_run::{
-        Direction, LintFinding, LintMode, MAX_LINT_FINDINGS, MigrationFailure, MigrationPhase,
-        MigrationRecord, OnFailure,
-    },
-    engines::{
-        ServerCredentials,
-        postgres::{self, PgError},
-    },
+use crate::engines::{
+    ServerCredentials,
+    postgres::{self, PgError},
 };
 
 /// What the run was asked to do.

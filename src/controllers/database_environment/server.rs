@@ -229,9 +229,10 @@ async fn migrate(
     source: &crate::api::ConfigMapSource,
 ) -> Result<Option<i64>, Error> {
     use crate::{
-        api::migration_run::{Direction, LintMode, MigrationPhase, OnFailure},
         controllers::references::{raw_files, resolve_sources},
-        migrations::{self, NoHooks, Prior, RunOptions},
+        migrations::{
+            self, Direction, LintMode, MigrationPhase, NoHooks, OnFailure, Prior, RunOptions,
+        },
     };
     let namespace = env.namespace().unwrap_or_default();
     if env.spec.tier == crate::api::database_environment::Tier::Production {

@@ -108,8 +108,8 @@ async fn execute(ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) -> bool {
         Ok(outcome) => {
             info!(run = %job.options.label, phase = ?outcome.phase, reason = outcome.reason, "migration run finished");
             let phase = match outcome.phase {
-                MigrationPhase::Succeeded => "Succeeded",
-                MigrationPhase::RolledBack => "RolledBack",
+                migrations::MigrationPhase::Succeeded => "Succeeded",
+                migrations::MigrationPhase::RolledBack => "RolledBack",
                 _ => "Failed",
             };
             ctx.metrics
@@ -197,12 +197,15 @@ impl StatusHooks {
         if hidden > 0 {
             message.push_str(&format!(" {hidden} more lint finding(s) are not listed."));
         }
-        let verdict = if phase == MigrationPhase::Succeeded {
+        let verdict = if phase == migrations::MigrationPhase::Succeeded {
             Verdict::Ready { reason, message }
         } else {
             Verdict::Stalled { reason, message }
         };
-        match self.write(&verdict, &state, phase, WRITE_ATTEMPTS).await {
+        match self
+            .write(&verdict, &state, phase.into(), WRITE_ATTEMPTS)
+            .await
+        {
             Ok(()) => true,
             Err(e) => {
                 warn!(name = %self.name, error = %e, "could not write the final status; the run will be resumed to re-establish it");
