@@ -11,14 +11,25 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{Pod, Service},
+        core::v1::{Pod, Secret, Service},
     },
     apimachinery::pkg::api::resource::Quantity,
 };
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+};
 use serde_json::json;
 
-use super::*;
-use crate::api::database_environment::InstanceSource;
+use super::{ENVIRONMENT_LABEL, Outcome, generate_password, provision_on, refuse_foreign};
+use crate::{
+    api::{
+        DatabaseEnvironment,
+        database_environment::{DeletionPolicy, InstanceSource},
+    },
+    controllers::{Context, Error, FIELD_MANAGER},
+    engines::ServerCredentials,
+};
 
 /// The port the server listens on inside the pod and behind the Service.
 pub const POSTGRES_PORT: u16 = 5432;

@@ -9,8 +9,17 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::*;
+use std::sync::Arc;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{Api, ResourceExt, runtime::events::EventType};
+
+use super::{CONTROLLER, Outcome, expires_at, provision};
 use crate::controllers::{conditions, error::backoff, tasks::Tasks};
+use crate::{
+    api::{DatabaseEnvironment, DatabaseEnvironmentStatus, database_environment::Endpoint},
+    controllers::{Context, Error, conditions::Verdict, status},
+};
 
 /// A running job is looked at again this often (its status is written by the job itself).
 pub const JOB_CHECK_INTERVAL: Duration = Duration::from_secs(5);

@@ -7,20 +7,19 @@
 //! `instance`: a dedicated server (StatefulSet, headless Service, superuser Secret), then the same steps
 //! as on a shared server once its pod is Ready.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::{
-    ByteString,
     api::{
         apps::v1::StatefulSet,
         core::v1::{Pod, Secret},
     },
-    apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
+    apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams},
+    api::{DeleteParams, Patch, PatchParams},
     runtime::{
         Controller,
         controller::Action,
@@ -29,29 +28,19 @@ use kube::{
         reflector::ObjectRef,
     },
 };
-use rand::{Rng, distr::Alphanumeric};
 use sqlx::Connection;
 use tracing::{info, instrument};
 
 use super::{
-    Context, Error, FIELD_MANAGER,
-    conditions::Verdict,
-    drain,
-    error::pg,
-    error_policy, instrumented, references,
-    status::{self, sentence},
-    watcher_config,
+    Context, Error, conditions::Verdict, drain, error::pg, error_policy, instrumented, references,
+    status, watcher_config,
 };
 use crate::{
     api::{
         DatabaseEnvironment, DatabaseEnvironmentStatus,
-        common::ConnectionSecretRef,
-        database_environment::{DeletionPolicy, Endpoint, Engine},
+        database_environment::{DeletionPolicy, Engine},
     },
-    engines::{
-        ServerCredentials,
-        postgres::{self, PgError, provision, sql},
-    },
+    engines::postgres::{self, provision, sql},
 };
 
 mod instance;

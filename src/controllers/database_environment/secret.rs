@@ -1,6 +1,22 @@
 //! The connection Secret `<name>-connection` and the generated password it carries.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    ByteString, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::OwnerReference,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams},
+};
+use rand::{Rng, distr::Alphanumeric};
+
+use super::{CA_KEY, PASSWORD_LENGTH, refuse_foreign};
+use crate::{
+    api::DatabaseEnvironment,
+    controllers::{Context, Error, FIELD_MANAGER},
+    engines::ServerCredentials,
+};
 
 pub(super) fn generate_password() -> String {
     rand::rng()

@@ -1,7 +1,21 @@
 //! The `server` and `external` sources: credentials from Secrets, the idempotent provisioning steps on a
 //! shared server, and adoption of an existing database.
 
-use super::*;
+use std::time::Duration;
+
+use kube::{ResourceExt, runtime::events::EventType};
+use rand::{Rng, distr::Alphanumeric};
+use sqlx::Connection;
+
+use super::{Outcome, existing_password, generate_password, write_connection_secret};
+use crate::{
+    api::{DatabaseEnvironment, common::ConnectionSecretRef},
+    controllers::{Context, Error, error::pg, references, status::sentence},
+    engines::{
+        ServerCredentials,
+        postgres::{self, PgError, provision},
+    },
+};
 
 /// Gives the environment its own role and database on the server reached with `admin` (a shared server,
 /// or the environment's own instance), seeds it once and checks its health.
