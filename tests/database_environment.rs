@@ -8,121 +8,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, PostParams},
 };
 use lifeboat::api::DatabaseEnvironment;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
-use support::{Platform, Postgres, RunningOperator, TestNamespace};
+use support::{Fixture, Postgres, TestNamespace};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-struct Fixture {
-    platform: Platform,
-    client: Client,
-    ns: TestNamespace,
-    op: Option<RunningOperator>,
-    envs: Api<DatabaseEnvironment>,
-}
-
-impl Fixture {
-    async fn new(platform: Platform, prefix: &str) -> Self {
-        let client = support::client().await;
-        support::install_crds(&client).await;
-        let ns = TestNamespace::new(&client, prefix).await;
-        let op = Some(support::start_operator(
-            &client,
-            support::settings(&ns.name, "op"),
-        ));
-        support::create_admin_secret(&client, &ns.name, "pg-admin", &platform.pg, json!({})).await;
-        let envs = Api::namespaced(client.clone(), &ns.name);
-        Self {
-            platform,
-            client,
-            ns,
-            op,
-            envs,
-        }
-    }
-
-    async fn apply_env(&self, name: &str, spec: Value) {
-        support::apply_json(
-            &self.client,
-            &self.ns.name,
-            json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment", "metadata": {"name": name}, "spec": spec}),
-        )
-        .await
-        .expect("apply DatabaseEnvironment");
-    }
-
-    async fn config_map(&self, name: &str, data: Value) {
-        support::apply_json(
-            &self.client,
-            &self.ns.name,
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}),
-        )
-        .await
-        .expect("apply ConfigMap");
-    }
-
-    async fn ready(&self, name: &str) -> DatabaseEnvironment {
-        support::wait_for(&self.envs, name, "Ready", WAIT, |e| {
-            support::is_ready(e.status.as_ref())
-        })
-        .await
-    }
-
-    async fn condition(&self, name: &str, type_: &str, reason: &str) -> DatabaseEnvironment {
-        let (t, r) = (type_.to_string(), reason.to_string());
-        support::wait_for(
-            &self.envs,
-            name,
-            &format!("{type_}/{reason}"),
-            WAIT,
-            move |e| support::has_condition(e.status.as_ref(), &t, &r),
-        )
-        .await
-    }
-
-    async fn connection(&self, name: &str) -> std::collections::BTreeMap<String, String> {
-        let secret = Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
-            .get(&format!("{name}-connection"))
-            .await
-            .expect("connection Secret");
-        secret
-            .data
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
-            .collect()
-    }
-
-    async fn delete_env(&self, name: &str) {
-        self.envs
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-        let envs = self.envs.clone();
-        let name = name.to_string();
-        support::eventually("the environment to be gone", WAIT, move || {
-            let (envs, name) = (envs.clone(), name.clone());
-            async move { envs.get_opt(&name).await.unwrap().is_none().then_some(()) }
-        })
-        .await;
-    }
-
-    fn db_name(&self, env: &str) -> String {
-        lifeboat::engines::postgres::sql::default_name(&self.ns.name, env)
-    }
-
-    async fn finish(mut self) {
-        if let Some(op) = self.op.take() {
-            op.stop().await.unwrap();
-        }
-        self.ns.cleanup().await;
-    }
-}
 
 async fn exists(pg: &Postgres, catalog: &str, name: &str) -> bool {
     let mut conn = support::admin_conn(pg, "postgres").await;

@@ -9,106 +9,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, PostParams},
 };
 use lifeboat::api::{DatabaseEnvironment, DatabaseServer};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use support::{Platform, Postgres, RunningOperator, TestNamespace};
+use support::{Fixture, Postgres, TestNamespace};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-struct Tenant {
-    platform: Platform,
-    client: Client,
-    ns: TestNamespace,
-    op: Option<RunningOperator>,
-    envs: Api<DatabaseEnvironment>,
-}
-
-impl Tenant {
-    async fn new(platform: Platform, prefix: &str) -> Self {
-        let client = support::client().await;
-        support::install_crds(&client).await;
-        let ns = TestNamespace::new(&client, prefix).await;
-        let op = Some(support::start_operator(
-            &client,
-            support::settings(&ns.name, "op"),
-        ));
-        support::create_admin_secret(&client, &ns.name, "pg-admin", &platform.pg, json!({})).await;
-        let envs = Api::namespaced(client.clone(), &ns.name);
-        Self {
-            platform,
-            client,
-            ns,
-            op,
-            envs,
-        }
-    }
-
-    async fn apply_env(&self, name: &str, spec: Value) {
-        support::apply_json(
-            &self.client,
-            &self.ns.name,
-            json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment", "metadata": {"name": name}, "spec": spec}),
-        )
-        .await
-        .expect("apply DatabaseEnvironment");
-    }
-
-    async fn ready(&self, name: &str) -> DatabaseEnvironment {
-        support::wait_for(&self.envs, name, "Ready", WAIT, |e| {
-            support::is_ready(e.status.as_ref())
-        })
-        .await
-    }
-
-    async fn condition(&self, name: &str, type_: &str, reason: &str) -> DatabaseEnvironment {
-        let (t, r) = (type_.to_string(), reason.to_string());
-        support::wait_for(
-            &self.envs,
-            name,
-            &format!("{type_}/{reason}"),
-            WAIT,
-            move |e| support::has_condition(e.status.as_ref(), &t, &r),
-        )
-        .await
-    }
-
-    async fn uri(&self, name: &str) -> String {
-        let secret = Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
-            .get(&format!("{name}-connection"))
-            .await
-            .expect("connection Secret");
-        String::from_utf8(secret.data.unwrap()["uri"].0.clone()).unwrap()
-    }
-
-    async fn database(&self, name: &str) -> String {
-        self.ready(name).await.status.unwrap().database.unwrap()
-    }
-
-    async fn delete_env(&self, name: &str) {
-        self.envs
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-        let envs = self.envs.clone();
-        let name = name.to_string();
-        support::eventually("the environment to be gone", WAIT, move || {
-            let (envs, name) = (envs.clone(), name.clone());
-            async move { envs.get_opt(&name).await.unwrap().is_none().then_some(()) }
-        })
-        .await;
-    }
-
-    async fn finish(mut self) {
-        if let Some(op) = self.op.take() {
-            op.stop().await.unwrap();
-        }
-        self.ns.cleanup().await;
-    }
-}
 
 async fn scalar<T>(pg: &Postgres, database: &str, sql: &str, bind: &str) -> T
 where
@@ -124,12 +33,40 @@ where
     value
 }
 
+/// Registers a DatabaseServer for the fixture's PostgreSQL with `spec` (its admin Secret is made in
+/// the fixture's namespace, which the test operator uses as its own); returns its generated name.
+async fn database_server(t: &Fixture, spec: serde_json::Value) -> String {
+    let name = format!("sec-{}", support::random_suffix());
+    support::create_admin_secret(
+        &t.client,
+        &t.ns.name,
+        "server-admin",
+        &t.platform.pg,
+        json!({"sslmode": "disable"}),
+    )
+    .await;
+    let mut spec = spec;
+    spec["adminSecretRef"] = json!({"name": "server-admin"});
+    Api::<DatabaseServer>::all(t.client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseServer",
+                "metadata": {"name": name}, "spec": spec
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    name
+}
+
 /// Scenario 1 (CVE-2018-1058 class): a function planted in the template's `public` schema with a
 /// better-matching signature than the catalog's must never run in Lifeboat's admin session.
 #[tokio::test]
 async fn planted_functions_in_a_template_never_run_as_admin() {
     let platform = require_platform!();
-    let t = Tenant::new(platform, "sec-planted").await;
+    let t = Fixture::new(platform, "sec-planted").await;
     let pg = t.platform.pg.clone();
     t.apply_env(
         "tmpl",
@@ -244,7 +181,7 @@ async fn planted_functions_in_a_template_never_run_as_admin() {
 #[tokio::test]
 async fn only_marked_or_listed_databases_may_be_cloned() {
     let platform = require_platform!();
-    let t = Tenant::new(platform, "sec-tmpl").await;
+    let t = Fixture::new(platform, "sec-tmpl").await;
     let pg = t.platform.pg.clone();
     t.apply_env(
         "victim",
@@ -275,33 +212,16 @@ async fn only_marked_or_listed_databases_may_be_cloned() {
     }
 
     // A DatabaseServer whose owners list the database allows it.
-    let server = format!("sec-{}", support::random_suffix());
-    support::create_admin_secret(
-        &t.client,
-        &t.ns.name,
-        "server-admin",
-        &pg,
-        json!({"sslmode": "disable"}),
+    let server = database_server(
+        &t,
+        json!({
+            "allowedNamespaces": {"matchLabels": {"kubernetes.io/metadata.name": t.ns.name}},
+            "templates": [victim],
+            "connectionLimit": 5
+        }),
     )
     .await;
     let servers: Api<DatabaseServer> = Api::all(t.client.clone());
-    servers
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseServer",
-                "metadata": {"name": server},
-                "spec": {
-                    "adminSecretRef": {"name": "server-admin"},
-                    "allowedNamespaces": {"matchLabels": {"kubernetes.io/metadata.name": t.ns.name}},
-                    "templates": [victim],
-                    "connectionLimit": 5
-                }
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
     t.apply_env(
         "listed",
         json!({"tier": "ci", "server": {"serverRef": {"name": server}, "template": victim}}),
@@ -329,32 +249,13 @@ async fn only_marked_or_listed_databases_may_be_cloned() {
 #[tokio::test]
 async fn a_server_refuses_namespaces_it_does_not_allow() {
     let platform = require_platform!();
-    let t = Tenant::new(platform, "sec-nsallow").await;
-    let server = format!("sec-{}", support::random_suffix());
-    support::create_admin_secret(
-        &t.client,
-        &t.ns.name,
-        "server-admin",
-        &t.platform.pg,
-        json!({"sslmode": "disable"}),
+    let t = Fixture::new(platform, "sec-nsallow").await;
+    let server = database_server(
+        &t,
+        json!({"allowedNamespaces": {"matchLabels": {"team": "payments"}}}),
     )
     .await;
     let servers: Api<DatabaseServer> = Api::all(t.client.clone());
-    servers
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseServer",
-                "metadata": {"name": server},
-                "spec": {
-                    "adminSecretRef": {"name": "server-admin"},
-                    "allowedNamespaces": {"matchLabels": {"team": "payments"}}
-                }
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
     t.apply_env(
         "app",
         json!({"tier": "dev", "server": {"serverRef": {"name": server}}}),
@@ -397,7 +298,7 @@ async fn a_server_refuses_namespaces_it_does_not_allow() {
 #[tokio::test]
 async fn tenants_cannot_connect_to_each_other_or_keep_privileges() {
     let platform = require_platform!();
-    let t = Tenant::new(platform, "sec-connect").await;
+    let t = Fixture::new(platform, "sec-connect").await;
     let pg = t.platform.pg.clone();
     for name in ["a", "b"] {
         t.apply_env(
@@ -573,7 +474,7 @@ async fn deleting_a_namespace_drops_its_databases_and_finishes() {
 #[tokio::test]
 async fn objects_lifeboat_did_not_create_are_never_overwritten() {
     let platform = require_platform!();
-    let t = Tenant::new(platform, "sec-overwrite").await;
+    let t = Fixture::new(platform, "sec-overwrite").await;
     support::create_admin_secret(
         &t.client,
         &t.ns.name,

@@ -4,6 +4,11 @@
 // in each binary. Helpers no test uses at all are removed (checked by grepping tests/ for each `pub fn`).
 #![allow(dead_code)]
 
+mod fixture;
+
+#[allow(unused_imports)] // (not every test binary uses it)
+pub use fixture::Fixture;
+
 use std::{future::Future, time::Duration};
 
 use k8s_openapi::api::core::v1::Namespace;
