@@ -116,20 +116,7 @@ async fn execute(
     let namespace = env.namespace().unwrap_or_default();
     let check = env.spec.health_check.clone().unwrap_or_default();
     let period = Duration::from_secs(check.period_seconds.max(1) as u64);
-    let limit = ctx.config.work_timeout();
-    let result = {
-        let _permit = ctx.slots.acquire(&namespace).await;
-        match tokio::time::timeout(limit, provision(env, ctx)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Transient {
-                reason: "WorkTimedOut",
-                message: format!(
-                    "provisioning took longer than {}s (the operator's --work-timeout) and was stopped; it is retried",
-                    limit.as_secs()
-                ),
-            }),
-        }
-    };
+    let result = provision_within_limits(ctx, env, &namespace).await;
     if let Err(e) = &result {
         ctx.metrics.reconcile_failed(CONTROLLER, e.reason());
     }
@@ -162,28 +149,20 @@ async fn execute(
         .as_ref()
         .is_some_and(|s| conditions::is_ready(&s.conditions, env.metadata.generation));
 
-    // A Ready environment stays Ready until `failureThreshold` checks in a row failed.
-    if let Err(e) = &result
-        && e.reason() == "HealthCheckFailed"
-        && was_ready
-    {
-        let failed = health_failures + 1;
-        let threshold = check.failure_threshold.max(1) as u32;
-        if failed < threshold {
-            let note = format!("Health check {failed} of {threshold} failed: {e}");
-            ctx.publish(&current, EventType::Warning, "HealthCheckFailing", note)
-                .await;
-            return Report {
-                ok: false,
-                period,
-                health_failures: failed,
-            };
-        }
+    let threshold = check.failure_threshold.max(1) as u32;
+    let health_failed = matches!(&result, Err(e) if e.reason() == "HealthCheckFailed");
+    let (health_failures, keep_ready) =
+        health_verdict(health_failed, was_ready, health_failures, threshold);
+    if keep_ready && let Err(e) = &result {
+        let note = format!("Health check {health_failures} of {threshold} failed: {e}");
+        ctx.publish(&current, EventType::Warning, "HealthCheckFailing", note)
+            .await;
+        return Report {
+            ok: false,
+            period,
+            health_failures,
+        };
     }
-    let health_failures = match &result {
-        Err(e) if e.reason() == "HealthCheckFailed" => health_failures + 1,
-        _ => 0,
-    };
     if let Err(e) = write_result(ctx, &current, &result).await {
         warn!(error = %e, "could not write the environment's status");
     }
@@ -195,6 +174,41 @@ async fn execute(
         period,
         health_failures,
     }
+}
+
+/// Provisions under a work slot of the namespace and within `--work-timeout`.
+async fn provision_within_limits(
+    ctx: &Arc<Context>,
+    env: &Arc<DatabaseEnvironment>,
+    namespace: &str,
+) -> Result<Outcome, Error> {
+    let limit = ctx.config.work_timeout();
+    let _permit = ctx.slots.acquire(namespace).await;
+    match tokio::time::timeout(limit, provision(env, ctx)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Transient {
+            reason: "WorkTimedOut",
+            message: format!(
+                "provisioning took longer than {}s (the operator's --work-timeout) and was stopped; it is retried",
+                limit.as_secs()
+            ),
+        }),
+    }
+}
+
+/// Consecutive failed health checks after this one, and whether a Ready environment stays Ready
+/// (with a warning) because the count is still below `failureThreshold` (pure).
+pub fn health_verdict(
+    failed_now: bool,
+    was_ready: bool,
+    before: u32,
+    threshold: u32,
+) -> (u32, bool) {
+    if !failed_now {
+        return (0, false);
+    }
+    let failed = before + 1;
+    (failed, was_ready && failed < threshold)
 }
 
 async fn write_result(
@@ -249,6 +263,26 @@ async fn write_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_failures_count_to_the_threshold() {
+        // (failed now, was Ready, failures before, threshold) -> (failures after, stays Ready)
+        for (case, want) in [
+            ((false, true, 2, 3), (0, false)),
+            ((true, true, 0, 3), (1, true)),
+            ((true, true, 1, 3), (2, true)),
+            ((true, true, 2, 3), (3, false)),
+            ((true, false, 0, 3), (1, false)),
+            ((true, true, 0, 1), (1, false)),
+        ] {
+            let (failed, ready, before, threshold) = case;
+            assert_eq!(
+                health_verdict(failed, ready, before, threshold),
+                want,
+                "{case:?}"
+            );
+        }
+    }
 
     #[test]
     fn unknown_environments_start_and_stale_generations_restart() {

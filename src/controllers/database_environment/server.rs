@@ -49,8 +49,9 @@ pub(super) async fn provision_on(
         .map_err(pg)?;
     // The password is stored before the role exists, so a crash between the two never loses it; the
     // Secret's existence also tells cleanup that something may exist on the server.
-    let existing = existing_password(ctx, env).await?;
-    let password = existing.clone().unwrap_or_else(generate_password);
+    let password = existing_password(ctx, env)
+        .await?
+        .unwrap_or_else(generate_password);
     let app = ServerCredentials {
         username: target.role.clone(),
         password: password.clone(),
@@ -60,98 +61,18 @@ pub(super) async fn provision_on(
     write_connection_secret(ctx, env, &app, &target.database).await?;
 
     let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
-    let role_created = provision::ensure_role(&mut conn, &target, &password)
-        .await
-        .map_err(pg)?;
-    if !role_created
-        && provision::enforce_role(&mut conn, &target)
-            .await
-            .map_err(pg)?
-    {
-        let note = format!(
-            "Role {} held a privilege an environment's role must not have (superuser, createdb, createrole, replication or bypassrls); it was taken away.",
-            target.role
-        );
-        ctx.publish(env, EventType::Warning, "PrivilegeRevoked", note)
-            .await;
-    }
-    let created = match provision::ensure_database(&mut conn, &admin, &target).await {
-        Ok(created) => created,
-        Err(e) => {
-            if role_created {
-                // Leave nothing behind from a creation that failed half-way.
-                let _ = provision::drop_owned(&mut conn, &target).await;
-            }
-            let _ = conn.close().await;
-            return Err(pg(e));
-        }
-    };
-    if created {
-        let note = match &target.template {
-            Some(t) => format!(
-                "Created database {} from template {t} with its own role.",
-                target.database
-            ),
-            None => format!("Created database {} with its own role.", target.database),
-        };
-        ctx.publish(env, EventType::Normal, "Created", note).await;
-    }
-
-    // The app role's password must match the Secret; repair it when someone replaced the Secret.
-    let mut app_conn = match postgres::connect(&app, &target.database).await {
-        Err(PgError::AuthFailed { .. }) if !role_created => {
-            provision::set_role_password(&mut conn, &target, &password)
-                .await
-                .map_err(pg)?;
-            postgres::connect(&app, &target.database)
-                .await
-                .map_err(pg)?
-        }
-        other => other.map_err(pg)?,
-    };
+    let role_created =
+        create_role_and_database(env, ctx, &mut conn, &admin, &target, &password).await?;
+    let app_conn = connect_as_app(&mut conn, &app, &target, &password, role_created).await;
     let _ = conn.close().await;
+    let mut app_conn = app_conn?;
 
-    // The server stops a seed statement when the job's time is up (the job itself is dropped then, but
-    // a backend does not notice its client left while it runs a statement).
-    if seed_sql.is_some() {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "set statement_timeout = {}",
-            ctx.config.work_timeout().as_millis()
-        )))
-        .execute(&mut app_conn)
-        .await
-        .map_err(|e| {
-            pg(PgError::from_sqlx(
-                "setting the seed's statement timeout",
-                e,
-            ))
-        })?;
-    }
-    let seeded_now = match &seed_sql {
-        Some(seed) => provision::apply_seed(&mut app_conn, &target, seed)
-            .await
-            .map_err(|e| Error::NeedsAttention {
-                reason: "SeedFailed",
-                message: format!("the seed failed and was rolled back: {e}"),
-            })?,
-        None => false,
-    };
-    let schema_version = match &env.spec.migrations {
-        Some(source) => Some(migrate(env, ctx, &app, &target.database, source).await?),
-        None => None,
-    };
-    // Checked as the app, on the connection it already has.
-    let health = health_check(&mut app_conn, env).await;
+    let work = fill_and_check(env, ctx, &mut app_conn, &app, &target, seed_sql.as_deref()).await;
     let _ = app_conn.close().await;
-    health?;
+    let (seeded_now, schema_version) = work?;
     if seeded_now {
-        ctx.publish(
-            env,
-            EventType::Normal,
-            "Seeded",
-            format!("Applied the seed to {}.", target.database),
-        )
-        .await;
+        let note = format!("Applied the seed to {}.", target.database);
+        ctx.publish(env, EventType::Normal, "Seeded", note).await;
     }
 
     Ok(Outcome {
@@ -167,8 +88,115 @@ pub(super) async fn provision_on(
         port: admin.port,
         server_version,
         seeded_now,
-        schema_version: schema_version.flatten(),
+        schema_version,
     })
+}
+
+/// The role (created, or its attributes restated) and the database (created or cloned, restricted to
+/// the role). Returns whether the role was created now. A creation that fails half-way leaves nothing.
+async fn create_role_and_database(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    conn: &mut sqlx::PgConnection,
+    admin: &ServerCredentials,
+    target: &provision::Target,
+    password: &str,
+) -> Result<bool, Error> {
+    let role_created = provision::ensure_role(conn, target, password)
+        .await
+        .map_err(pg)?;
+    if !role_created && provision::enforce_role(conn, target).await.map_err(pg)? {
+        let note = format!(
+            "Role {} held a privilege an environment's role must not have (superuser, createdb, createrole, replication or bypassrls); it was taken away.",
+            target.role
+        );
+        ctx.publish(env, EventType::Warning, "PrivilegeRevoked", note)
+            .await;
+    }
+    let created = match provision::ensure_database(conn, admin, target).await {
+        Ok(created) => created,
+        Err(e) => {
+            if role_created {
+                let _ = provision::drop_owned(conn, target).await;
+            }
+            return Err(pg(e));
+        }
+    };
+    if created {
+        let note = match &target.template {
+            Some(t) => format!(
+                "Created database {} from template {t} with its own role.",
+                target.database
+            ),
+            None => format!("Created database {} with its own role.", target.database),
+        };
+        ctx.publish(env, EventType::Normal, "Created", note).await;
+    }
+    Ok(role_created)
+}
+
+/// Connects as the environment's role. Its password must match the Secret: when someone replaced the
+/// Secret, the role's password is reset (on the admin connection `conn`) to match.
+async fn connect_as_app(
+    conn: &mut sqlx::PgConnection,
+    app: &ServerCredentials,
+    target: &provision::Target,
+    password: &str,
+    role_created: bool,
+) -> Result<sqlx::PgConnection, Error> {
+    match postgres::connect(app, &target.database).await {
+        Err(PgError::AuthFailed { .. }) if !role_created => {
+            provision::set_role_password(conn, target, password)
+                .await
+                .map_err(pg)?;
+            postgres::connect(app, &target.database).await.map_err(pg)
+        }
+        other => other.map_err(pg),
+    }
+}
+
+/// As the environment's role: the seed (once), `spec.migrations`, then the health query. Returns
+/// whether the seed was applied now and the schema version.
+async fn fill_and_check(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    app_conn: &mut sqlx::PgConnection,
+    app: &ServerCredentials,
+    target: &provision::Target,
+    seed_sql: Option<&str>,
+) -> Result<(bool, Option<i64>), Error> {
+    let seeded_now = match seed_sql {
+        Some(seed) => {
+            // The server stops a seed statement when the job's time is up (the job itself is
+            // dropped then, but a backend does not notice its client left while it runs a statement).
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "set statement_timeout = {}",
+                ctx.config.work_timeout().as_millis()
+            )))
+            .execute(&mut *app_conn)
+            .await
+            .map_err(|e| {
+                pg(PgError::from_sqlx(
+                    "setting the seed's statement timeout",
+                    e,
+                ))
+            })?;
+            provision::apply_seed(app_conn, target, seed)
+                .await
+                .map_err(|e| Error::NeedsAttention {
+                    reason: "SeedFailed",
+                    message: format!("the seed failed and was rolled back: {e}"),
+                })?
+        }
+        None => false,
+    };
+    let schema_version = match &env.spec.migrations {
+        Some(source) => migrate(env, ctx, app, &target.database, source).await?,
+        None => None,
+    };
+    // Checked as the app, on the connection it already has.
+    health_check(app_conn, env).await?;
+    Ok((seeded_now, schema_version))
 }
 
 pub(super) async fn adopt_external(
