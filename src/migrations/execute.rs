@@ -139,14 +139,14 @@ fn ledger_failure(
     }
 }
 
-/// Runs one step and records it in the ledger; returns the record for status.
-pub async fn run_step(
+/// The step's script, on a session made clean for it: nothing a previous migration set (role,
+/// search_path, timeouts, temporary tables, advisory locks of its own) carries over, and the session is
+/// named again (application_name, client check).
+async fn begin_step<'a>(
     conn: &mut PgConnection,
-    step: &Step<'_>,
-    run_uid: &str,
+    step: &Step<'a>,
     label: &str,
-    timeouts: Timeouts,
-) -> Result<MigrationRecord, StepFailure> {
+) -> Result<&'a Script, StepFailure> {
     let Some(script) = step.script() else {
         // A revert without a down script is refused when the plan is made; never panic on it here.
         return Err(StepFailure {
@@ -158,9 +158,6 @@ pub async fn run_step(
             },
         });
     };
-    // Each migration starts from a clean session: nothing a previous one set (role, search_path,
-    // timeouts, temporary tables, advisory locks of its own) carries over; then the session is named
-    // again (application_name, client check).
     exec(conn, CLEAN_SESSION).await.map_err(|e| StepFailure {
         kind: FailureKind::ConnectionLost,
         failure: failure_of(e, step, script, None).1,
@@ -176,6 +173,18 @@ pub async fn run_step(
             },
         });
     }
+    Ok(script)
+}
+
+/// Runs one step and records it in the ledger; returns the record for status.
+pub async fn run_step(
+    conn: &mut PgConnection,
+    step: &Step<'_>,
+    run_uid: &str,
+    label: &str,
+    timeouts: Timeouts,
+) -> Result<MigrationRecord, StepFailure> {
+    let script = begin_step(conn, step, label).await?;
     let started = Instant::now();
     let split = statements::split(&script.sql);
     if script.no_transaction {

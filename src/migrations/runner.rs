@@ -200,6 +200,18 @@ fn names(records: &[MigrationRecord]) -> String {
 }
 
 impl<'a> Run<'a> {
+    /// The run stops (no rollback: another run may hold the lock now) and says what it applied.
+    fn lock_lost(&mut self, next: &Step<'_>) -> Outcome {
+        let message = format!(
+            "The migration lock's connection was lost before {}_{}; stopped so that no other run works on the database at the same time. Applied by this run: {}. {}. Start a new run.",
+            next.migration.version,
+            next.migration.name,
+            names(&self.state.applied),
+            self.schema_at()
+        );
+        self.end(MigrationPhase::Failed, "LockLost", message)
+    }
+
     fn end(&mut self, phase: MigrationPhase, reason: &'static str, message: String) -> Outcome {
         self.state.to_version = if self.ledger_read {
             self.versions.last().copied()
@@ -308,14 +320,7 @@ impl<'a> Run<'a> {
             // The lock sits on an idle connection of its own, which can drop unnoticed (a restarted
             // server, a proxy timeout); then another run could start. Never change more without it.
             if !lock.held().await {
-                let message = format!(
-                    "The migration lock's connection was lost before {}_{}; stopped so that no other run works on the database at the same time. Applied by this run: {}. {}. Start a new run.",
-                    step.migration.version,
-                    step.migration.name,
-                    names(&self.state.applied),
-                    self.schema_at()
-                );
-                return Ok(self.end(MigrationPhase::Failed, "LockLost", message));
+                return Ok(self.lock_lost(step));
             }
             match execute::run_step(
                 conn,
