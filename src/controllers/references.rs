@@ -127,7 +127,7 @@ pub async fn connection_credentials(
             .filter(|v| !v.is_empty())
     };
     let port = match get(secret_ref.port_key()) {
-        None => 5432,
+        None => crate::engines::postgres::instance::PORT,
         Some(p) => p.trim().parse().map_err(|_| Error::NeedsAttention {
             reason: "SecretKeyInvalid",
             message: format!(

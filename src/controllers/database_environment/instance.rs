@@ -31,12 +31,10 @@ use crate::{
     engines::ServerCredentials,
 };
 
-/// The port the server listens on inside the pod and behind the Service.
-pub const POSTGRES_PORT: u16 = 5432;
-/// The superuser of an instance (the official image's default).
-pub const SUPERUSER: &str = "postgres";
-/// uid/gid of the `postgres` user in the official image.
-pub const POSTGRES_UID: i64 = 999;
+use crate::engines::postgres::instance as pg_image;
+pub use crate::engines::postgres::instance::{
+    PORT as POSTGRES_PORT, SUPERUSER, UID as POSTGRES_UID,
+};
 /// Volume size when `storage.size` is unset.
 pub const DEFAULT_STORAGE: &str = "1Gi";
 
@@ -63,7 +61,7 @@ pub fn names(env: &DatabaseEnvironment) -> InstanceNames {
 pub fn image(spec: &InstanceSource) -> String {
     spec.image
         .clone()
-        .unwrap_or_else(|| format!("postgres:{}", spec.version))
+        .unwrap_or_else(|| pg_image::official_image(&spec.version))
 }
 
 /// Whether the operator may run the instance's image (pure): the official image of the version, or one
@@ -71,7 +69,7 @@ pub fn image(spec: &InstanceSource) -> String {
 /// and its superuser password, so a tenant must not pick any image it likes).
 pub fn image_allowed(spec: &InstanceSource, allowed: &[String]) -> bool {
     let image = image(spec);
-    image == format!("postgres:{}", spec.version)
+    image == pg_image::official_image(&spec.version)
         || allowed
             .iter()
             .any(|prefix| !prefix.is_empty() && image.starts_with(prefix.as_str()))
@@ -137,7 +135,7 @@ pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
         );
     let probe = |initial: i32, period: i32, failures: i32| {
         json!({
-            "exec": {"command": ["pg_isready", "-U", SUPERUSER, "-h", "127.0.0.1", "-p", POSTGRES_PORT.to_string()]},
+            "exec": {"command": pg_image::ready_command()},
             "initialDelaySeconds": initial, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures
         })
     };
@@ -176,7 +174,7 @@ pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
                         "env": [
                             secret_env("POSTGRES_USER", "username"),
                             secret_env("POSTGRES_PASSWORD", "password"),
-                            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}
+                            {"name": "PGDATA", "value": pg_image::PGDATA}
                         ],
                         "readinessProbe": probe(5, 5, 3),
                         "livenessProbe": probe(30, 10, 6),
@@ -186,7 +184,7 @@ pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
                             "capabilities": {"drop": ["ALL"]}
                         },
                         "volumeMounts": [
-                            {"name": "data", "mountPath": "/var/lib/postgresql/data"},
+                            {"name": "data", "mountPath": pg_image::DATA_MOUNT},
                             {"name": "run", "mountPath": "/var/run/postgresql"},
                             {"name": "tmp", "mountPath": "/tmp"}
                         ]

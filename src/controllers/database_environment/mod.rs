@@ -48,8 +48,8 @@ mod jobs;
 mod secret;
 mod server;
 
+pub use crate::engines::postgres::connection::connection_data;
 pub use jobs::Jobs;
-pub use secret::connection_data;
 use secret::*;
 use server::*;
 

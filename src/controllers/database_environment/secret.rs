@@ -12,6 +12,7 @@ use kube::{
 use rand::{Rng, distr::Alphanumeric};
 
 use super::{CA_KEY, PASSWORD_LENGTH, refuse_foreign};
+use crate::engines::postgres::connection::connection_data;
 use crate::{
     api::DatabaseEnvironment,
     controllers::{Context, Error, FIELD_MANAGER},
@@ -56,53 +57,6 @@ pub(super) async fn existing_password(
                 .map(|p| String::from_utf8_lossy(&p.0).into_owned())
         })
         .filter(|p| !p.is_empty()))
-}
-
-/// The connection Secret's data (pure).
-pub fn connection_data(creds: &ServerCredentials, database: &str) -> BTreeMap<String, String> {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    let host = if creds.host.contains(':') {
-        format!("[{}]", creds.host)
-    } else {
-        creds.host.clone()
-    };
-    BTreeMap::from([
-        ("host".into(), creds.host.clone()),
-        ("port".into(), creds.port.to_string()),
-        ("database".into(), database.to_string()),
-        ("username".into(), creds.username.clone()),
-        ("password".into(), creds.password.clone()),
-        ("sslmode".into(), creds.sslmode.clone()),
-        (
-            "uri".into(),
-            format!(
-                "postgresql://{}:{}@{host}:{}/{}?sslmode={}",
-                enc(&creds.username),
-                enc(&creds.password),
-                creds.port,
-                enc(database),
-                creds.sslmode
-            ),
-        ),
-        (
-            "jdbcUrl".into(),
-            format!(
-                "jdbc:postgresql://{host}:{}/{}?sslmode={}",
-                creds.port,
-                enc(database),
-                creds.sslmode
-            ),
-        ),
-    ])
 }
 
 pub(super) async fn write_connection_secret(
@@ -158,33 +112,6 @@ pub(super) async fn write_connection_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connection_data_encodes_credentials_in_the_uri() {
-        let creds = ServerCredentials {
-            host: "db.example".into(),
-            port: 5433,
-            username: "app".into(),
-            password: "p@ss:w/rd".into(),
-            sslmode: "require".into(),
-            ca_pem: None,
-        };
-        let d = connection_data(&creds, "orders");
-        assert_eq!(
-            d["uri"],
-            "postgresql://app:p%40ss%3Aw%2Frd@db.example:5433/orders?sslmode=require"
-        );
-        assert_eq!(
-            d["jdbcUrl"],
-            "jdbc:postgresql://db.example:5433/orders?sslmode=require"
-        );
-        assert_eq!(d["password"], "p@ss:w/rd");
-        for key in [
-            "host", "port", "database", "username", "password", "uri", "jdbcUrl",
-        ] {
-            assert!(d.contains_key(key), "{key}");
-        }
-    }
 
     #[test]
     fn generated_passwords_are_long_and_distinct() {

@@ -1,6 +1,8 @@
 //! PostgreSQL: naming, quoting, connecting with admin credentials, and the idempotent steps a
 //! DatabaseEnvironment on a shared server goes through.
 
+pub mod connection;
+pub mod instance;
 pub mod provision;
 pub mod sql;
 
