@@ -156,7 +156,7 @@ pub struct ConfigMapSource {
 }
 
 /// The status fields every Lifeboat resource shares (kstatus conventions), so condition helpers
-/// can be written once for all four kinds.
+/// can be written once for all kinds.
 pub trait ConditionedStatus: Default {
     /// The current conditions.
     fn conditions(&self) -> &[Condition];

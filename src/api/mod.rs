@@ -90,8 +90,8 @@ pub const GROUP: &str = "lifeboat.dev";
 /// The API version of every Lifeboat resource.
 pub const VERSION: &str = "v1alpha1";
 
-/// The CustomResourceDefinitions of all four kinds, always in the same order (DatabaseEnvironment,
-/// MigrationRun, BackupSchedule, RestoreDrill), so generated YAML is stable.
+/// The CustomResourceDefinitions of all five kinds, always in the same order (DatabaseEnvironment,
+/// MigrationRun, BackupSchedule, RestoreDrill, DatabaseServer), so generated YAML is stable.
 ///
 /// Use this rather than `Kind::crd()`: it also re-flows the descriptions (see
 /// [`reflow_descriptions`]).

@@ -1,4 +1,4 @@
-//! The four controllers and what they share.
+//! The five controllers and what they share.
 //!
 //! Every reconciler follows one path: read (the object and what it references) → validate and plan (pure
 //! functions) → act → write status. Errors go to [`error_policy`] as data; it records the failure metric
