@@ -233,21 +233,24 @@ pub fn plan<'a>(
         .filter(|s| s.script().is_none())
         .map(|s| s.migration.up.file.clone())
         .collect();
-    let why = if missing.is_empty() && req.on_failure == OnFailure::Rollback {
+    let on_rollback = missing.is_empty() && req.on_failure == OnFailure::Rollback;
+    if on_rollback {
         missing = steps
             .iter()
             .take(steps.len().saturating_sub(1))
             .filter(|s| s.undo().script().is_none())
             .map(|s| s.migration.up.file.clone())
             .collect();
-        "rollback on failure (onFailure: rollback)"
-    } else {
-        "down migration"
-    };
+    }
     if !missing.is_empty() {
+        let why = if on_rollback {
+            "rollback on failure (onFailure: rollback)"
+        } else {
+            "down migration"
+        };
         return Err(PlanError::MissingDown {
             files: missing,
-            on_rollback: why.starts_with("rollback"),
+            on_rollback,
             why,
         });
     }
