@@ -85,6 +85,7 @@ async fn check(
     if !can.unwrap_or(false) {
         return Err(Error::NeedsAttention {
             reason: "InsufficientPrivileges",
+            source: None,
             message: format!(
                 "the admin role {} in Secret {}/{} may not create databases and roles; grant it CREATEDB and CREATEROLE",
                 creds.username, ctx.config.operator_namespace, server.spec.admin_secret_ref.name

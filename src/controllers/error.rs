@@ -7,6 +7,9 @@ use kube::runtime::controller::Action;
 
 use crate::engines::postgres::PgError;
 
+/// An underlying error kept as the cause of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed (network, conflict, permission).
@@ -30,6 +33,10 @@ pub enum Error {
     NeedsAttention {
         reason: &'static str,
         message: String,
+        /// The error underneath, when there is one (a PostgreSQL error, an I/O error): kept for
+        /// callers and logs, never shown in status (the message already says what matters).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// Something outside Kubernetes is not there yet or is busy (a server down, a template in use);
@@ -38,6 +45,8 @@ pub enum Error {
     Transient {
         reason: &'static str,
         message: String,
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The spec is valid for the API server but cannot be acted on; waits for a spec change.
@@ -99,15 +108,18 @@ impl Error {
 /// Converts a PostgreSQL failure into a controller error: transient ones are retried with backoff,
 /// the rest need a person (and are retried with backoff too, since the fix may be outside Kubernetes).
 pub fn pg(e: PgError) -> Error {
+    let (reason, message) = (e.reason(), e.to_string());
     if e.is_transient() {
         Error::Transient {
-            reason: e.reason(),
-            message: e.to_string(),
+            reason,
+            message,
+            source: Some(Box::new(e)),
         }
     } else {
         Error::NeedsAttention {
-            reason: e.reason(),
-            message: e.to_string(),
+            reason,
+            message,
+            source: Some(Box::new(e)),
         }
     }
 }
@@ -129,6 +141,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn postgres_errors_stay_the_cause() {
+        let e = pg(PgError::TemplateNotAllowed {
+            template: "other_team".into(),
+        });
+        assert_eq!(e.reason(), "TemplateNotAllowed");
+        let cause = std::error::Error::source(&e).expect("the PostgreSQL error is kept");
+        assert!(cause.downcast_ref::<PgError>().is_some());
+        assert_eq!(cause.to_string(), e.to_string());
+    }
+
+    #[test]
     fn backoff_grows_and_caps() {
         assert_eq!(backoff(0), Duration::from_secs(1));
         assert_eq!(backoff(3), Duration::from_secs(8));
@@ -148,6 +171,7 @@ mod tests {
         assert_eq!(e.to_string(), "DatabaseEnvironment ns/db does not exist");
         let e = Error::NeedsAttention {
             reason: "SecretNotFound",
+            source: None,
             message: "x".into(),
         };
         assert_eq!(e.action(2), Action::requeue(Duration::from_secs(4)));

@@ -55,12 +55,14 @@ pub async fn secret_with_keys(
         .await?
         .ok_or_else(|| Error::NeedsAttention {
             reason: "SecretNotFound",
+            source: None,
             message: format!("Secret {namespace}/{name} named by {field} does not exist"),
         })?;
     let missing = missing_secret_keys(&secret, keys);
     if !missing.is_empty() {
         return Err(Error::NeedsAttention {
             reason: "SecretKeyMissing",
+            source: None,
             message: format!(
                 "Secret {namespace}/{name} named by {field} lacks the key(s) {}",
                 missing.join(", ")
@@ -130,6 +132,7 @@ pub async fn connection_credentials(
         None => crate::engines::postgres::instance::PORT,
         Some(p) => p.trim().parse().map_err(|_| Error::NeedsAttention {
             reason: "SecretKeyInvalid",
+            source: None,
             message: format!(
                 "Secret {namespace}/{} named by {field}: key {} is not a port number",
                 secret_ref.name,
@@ -149,6 +152,7 @@ pub async fn connection_credentials(
     if !crate::engines::SSL_MODES.contains(&sslmode.as_str()) {
         return Err(Error::NeedsAttention {
             reason: "SecretKeyInvalid",
+            source: None,
             message: format!(
                 "Secret {namespace}/{} named by {field}: sslmode {sslmode:?} is not one of {}",
                 secret_ref.name,
@@ -186,6 +190,7 @@ pub async fn config_map(
         .await?
         .ok_or_else(|| Error::NeedsAttention {
             reason: "ConfigMapNotFound",
+            source: None,
             message: format!("ConfigMap {namespace}/{name} named by {field} does not exist"),
         })?;
     if let Some(key) = key {
@@ -194,6 +199,7 @@ pub async fn config_map(
         if !has {
             return Err(Error::NeedsAttention {
                 reason: "ConfigMapKeyMissing",
+                source: None,
                 message: format!("ConfigMap {namespace}/{name} named by {field} has no key {key}"),
             });
         }
@@ -232,6 +238,7 @@ pub async fn resolve_sources(
         if list.items.is_empty() {
             return Err(Error::NeedsAttention {
                 reason: "SourceNotFound",
+                source: None,
                 message: format!(
                     "no ConfigMap in {ns} matches {field}.configMapSelector ({selector_string})"
                 ),

@@ -44,6 +44,7 @@ pub async fn admin_credentials(
     if creds.sslmode.starts_with("verify") && creds.ca_pem.is_none() {
         return Err(Error::NeedsAttention {
             reason: "SecretKeyMissing",
+            source: None,
             message: format!(
                 "{field}: sslmode {} needs the server's CA in the key {}",
                 creds.sslmode,
@@ -88,6 +89,7 @@ pub async fn resolve(ctx: &Context, name: &str, namespace: &str) -> Result<Resol
         .await?
         .ok_or_else(|| Error::NeedsAttention {
             reason: "ServerNotFound",
+            source: None,
             message: format!(
                 "DatabaseServer {name} named by spec.server.serverRef does not exist; `kubectl get databaseservers` lists those that do"
             ),
@@ -99,6 +101,7 @@ pub async fn resolve(ctx: &Context, name: &str, namespace: &str) -> Result<Resol
     if !namespace_allowed(&server.spec, &labels)? {
         return Err(Error::NeedsAttention {
             reason: "NamespaceNotAllowed",
+            source: None,
             message: format!(
                 "DatabaseServer {name} does not allow namespace {namespace} (its spec.allowedNamespaces does not select it); ask the server's owners to allow it"
             ),

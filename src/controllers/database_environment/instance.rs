@@ -227,6 +227,7 @@ async fn superuser_password(env: &DatabaseEnvironment, ctx: &Context) -> Result<
             .filter(|p| !p.is_empty())
             .ok_or_else(|| Error::NeedsAttention {
                 reason: "SecretKeyMissing",
+                source: None,
                 message: format!(
                     "Secret {} lacks the key password; delete it and Lifeboat makes a new one",
                     n.superuser_secret
@@ -306,6 +307,7 @@ pub(super) async fn provision_instance(
     if !pod.as_ref().is_some_and(pod_ready) {
         return Err(Error::Transient {
             reason: "InstanceStarting",
+            source: None,
             message: format!("waiting for pod {} ({}) to be Ready", n.pod, image(spec)),
         });
     }

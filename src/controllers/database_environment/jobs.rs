@@ -188,6 +188,7 @@ async fn provision_within_limits(
         Ok(result) => result,
         Err(_) => Err(Error::Transient {
             reason: "WorkTimedOut",
+            source: None,
             message: format!(
                 "provisioning took longer than {}s (the operator's --work-timeout) and was stopped; it is retried",
                 limit.as_secs()

@@ -319,6 +319,7 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
             }
             return Err(Error::NeedsAttention {
                 reason: "CleanupBlocked",
+                source: None,
                 message: format!(
                     "cannot drop database {database}: {e}; restore access to the server, or remove the finalizer {FINALIZER} to abandon the database"
                 ),

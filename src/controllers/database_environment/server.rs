@@ -186,6 +186,7 @@ async fn fill_and_check(
                 .map_err(|e| Error::NeedsAttention {
                     reason: "SeedFailed",
                     message: format!("the seed failed and was rolled back: {e}"),
+                    source: Some(Box::new(e)),
                 })?
         }
         None => false,
@@ -255,6 +256,7 @@ pub(super) async fn read_seed(
         .unwrap_or_default();
     String::from_utf8(bytes).map_err(|_| Error::NeedsAttention {
         reason: "SeedUnreadable",
+        source: None,
         message: format!("ConfigMap {namespace}/{name} key {key} is not UTF-8 text"),
     })
 }
@@ -287,6 +289,7 @@ async fn migrate(
     let parsed =
         migrations::source::parse(&raw_files(&maps)).map_err(|e| Error::NeedsAttention {
             reason: "MigrationSourceInvalid",
+            source: None,
             message: format!("spec.migrations: {e}"),
         })?;
     let opts = RunOptions {
@@ -321,6 +324,7 @@ async fn migrate(
     .map_err(|e| Error::Transient {
         reason: "MigrationInterrupted",
         message: e.to_string(),
+        source: Some(Box::new(e)),
     })?;
     match outcome.phase {
         MigrationPhase::Succeeded => {
@@ -339,6 +343,7 @@ async fn migrate(
         }
         _ => Err(Error::NeedsAttention {
             reason: outcome.reason,
+            source: None,
             message: outcome.message,
         }),
     }
@@ -357,6 +362,7 @@ async fn health_check(
     let limit = Duration::from_secs(check.timeout_seconds.max(1) as u64);
     let failed = |detail: String| Error::NeedsAttention {
         reason: "HealthCheckFailed",
+        source: None,
         message: detail,
     };
     let run = async {

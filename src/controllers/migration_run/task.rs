@@ -158,6 +158,7 @@ impl StatusHooks {
                 let Some(obj) = self.api.get_opt(&self.name).await? else {
                     return Err(Error::NeedsAttention {
                         reason: "RunDeleted",
+                        source: None,
                         message: "the MigrationRun was deleted".into(),
                     });
                 };
