@@ -121,25 +121,7 @@ pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
         .spec
         .deletion_policy
         .unwrap_or_else(|| env.spec.tier.default_deletion_policy());
-    let size = spec
-        .storage
-        .as_ref()
-        .and_then(|s| s.size.clone())
-        .unwrap_or_else(|| Quantity(DEFAULT_STORAGE.into()));
-    let resources = spec
-        .resources
-        .clone()
-        .map(|r| serde_json::to_value(r).unwrap_or_default())
-        .unwrap_or_else(
-            || json!({"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}),
-        );
-    let probe = |initial: i32, period: i32, failures: i32| {
-        json!({
-            "exec": {"command": pg_image::ready_command()},
-            "initialDelaySeconds": initial, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures
-        })
-    };
-    let secret_env = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": n.superuser_secret, "key": key}}});
+    let size = storage_size(spec);
     let mut volumes = vec![
         json!({"name": "run", "emptyDir": {}}),
         json!({"name": "tmp", "emptyDir": {}}),
@@ -166,49 +148,81 @@ pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
                         "runAsNonRoot": true, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID, "fsGroup": POSTGRES_UID,
                         "seccompProfile": {"type": "RuntimeDefault"}
                     },
-                    "containers": [{
-                        "name": "postgres",
-                        "image": image(spec),
-                        "imagePullPolicy": "IfNotPresent",
-                        "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
-                        "env": [
-                            secret_env("POSTGRES_USER", "username"),
-                            secret_env("POSTGRES_PASSWORD", "password"),
-                            {"name": "PGDATA", "value": pg_image::PGDATA}
-                        ],
-                        "readinessProbe": probe(5, 5, 3),
-                        "livenessProbe": probe(30, 10, 6),
-                        "resources": resources,
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                            "capabilities": {"drop": ["ALL"]}
-                        },
-                        "volumeMounts": [
-                            {"name": "data", "mountPath": pg_image::DATA_MOUNT},
-                            {"name": "run", "mountPath": "/var/run/postgresql"},
-                            {"name": "tmp", "mountPath": "/tmp"}
-                        ]
-                    }],
+                    "containers": [server_container(env, spec)],
                     "volumes": volumes
                 }
             }
         }
     });
     if persistent {
-        let mut claim = json!({
-            "metadata": {"name": "data", "labels": labels(env)},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
-        });
-        if let Some(class) = spec
-            .storage
-            .as_ref()
-            .and_then(|s| s.storage_class_name.clone())
-        {
-            claim["spec"]["storageClassName"] = class.into();
-        }
-        sts["spec"]["volumeClaimTemplates"] = json!([claim]);
+        sts["spec"]["volumeClaimTemplates"] = json!([data_claim(env, spec)]);
     }
     sts
+}
+
+fn storage_size(spec: &InstanceSource) -> Quantity {
+    spec.storage
+        .as_ref()
+        .and_then(|s| s.size.clone())
+        .unwrap_or_else(|| Quantity(DEFAULT_STORAGE.into()))
+}
+
+/// The PostgreSQL container: the image, the superuser from its Secret, probes, a read-only root.
+fn server_container(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_json::Value {
+    let n = names(env);
+    let resources = spec
+        .resources
+        .clone()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .unwrap_or_else(
+            || json!({"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}),
+        );
+    let probe = |initial: i32, period: i32, failures: i32| {
+        json!({
+            "exec": {"command": pg_image::ready_command()},
+            "initialDelaySeconds": initial, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures
+        })
+    };
+    let secret_env = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": n.superuser_secret, "key": key}}});
+    json!({
+        "name": "postgres",
+        "image": image(spec),
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
+        "env": [
+            secret_env("POSTGRES_USER", "username"),
+            secret_env("POSTGRES_PASSWORD", "password"),
+            {"name": "PGDATA", "value": pg_image::PGDATA}
+        ],
+        "readinessProbe": probe(5, 5, 3),
+        "livenessProbe": probe(30, 10, 6),
+        "resources": resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]}
+        },
+        "volumeMounts": [
+            {"name": "data", "mountPath": pg_image::DATA_MOUNT},
+            {"name": "run", "mountPath": "/var/run/postgresql"},
+            {"name": "tmp", "mountPath": "/tmp"}
+        ]
+    })
+}
+
+/// The data volume of a persistent tier.
+fn data_claim(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_json::Value {
+    let mut claim = json!({
+        "metadata": {"name": "data", "labels": labels(env)},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage_size(spec)}}}
+    });
+    if let Some(class) = spec
+        .storage
+        .as_ref()
+        .and_then(|s| s.storage_class_name.clone())
+    {
+        claim["spec"]["storageClassName"] = class.into();
+    }
+    claim
 }
 
 /// Creates (once) the superuser Secret and returns its password.
