@@ -272,25 +272,8 @@ impl<'a> Run<'a> {
         if self.opts.direction == Direction::Up {
             self.state.applied = plan.applied_before.clone();
         }
-        if self.opts.lint != LintMode::Off {
-            let findings = lint::lint(plan.steps.iter().filter_map(Step::script));
-            self.state.lint_total = findings.len();
-            self.state.lint_findings = findings.into_iter().take(MAX_LINT_FINDINGS).collect();
-            if self.opts.lint == LintMode::Enforce && self.state.lint_total > 0 {
-                let mut files: Vec<&str> = self
-                    .state
-                    .lint_findings
-                    .iter()
-                    .map(|f| f.file.as_str())
-                    .collect();
-                files.dedup();
-                let message = format!(
-                    "Lint found {} problem(s) in {} (see status.lintFindings); nothing was changed. Fix them, or set lint: warn to accept them.",
-                    self.state.lint_total,
-                    files.join(", ")
-                );
-                return Ok(self.end(MigrationPhase::Failed, "LintFailed", message));
-            }
+        if let Some(refused) = self.lint(&plan) {
+            return Ok(refused);
         }
         // One backup per run, before its first change (a resumed run keeps the one it took).
         if !plan.steps.is_empty() && self.state.backup_id.is_none() {
@@ -345,6 +328,36 @@ impl<'a> Run<'a> {
                 Err(failure) => return Ok(self.failed(conn, failure, done, hooks).await),
             }
         }
+        Ok(self.succeeded())
+    }
+
+    /// Lints the scripts the plan runs; with `enforce`, findings end the run before any change.
+    fn lint(&mut self, plan: &plan::Plan<'_>) -> Option<Outcome> {
+        if self.opts.lint == LintMode::Off {
+            return None;
+        }
+        let findings = lint::lint(plan.steps.iter().filter_map(Step::script));
+        self.state.lint_total = findings.len();
+        self.state.lint_findings = findings.into_iter().take(MAX_LINT_FINDINGS).collect();
+        if self.opts.lint != LintMode::Enforce || self.state.lint_total == 0 {
+            return None;
+        }
+        let mut files: Vec<&str> = self
+            .state
+            .lint_findings
+            .iter()
+            .map(|f| f.file.as_str())
+            .collect();
+        files.dedup();
+        let message = format!(
+            "Lint found {} problem(s) in {} (see status.lintFindings); nothing was changed. Fix them, or set lint: warn to accept them.",
+            self.state.lint_total,
+            files.join(", ")
+        );
+        Some(self.end(MigrationPhase::Failed, "LintFailed", message))
+    }
+
+    fn succeeded(&mut self) -> Outcome {
         let (did, none) = match self.opts.direction {
             Direction::Up => ("Applied", "Nothing to apply"),
             Direction::Down => ("Reverted", "Nothing to revert"),
@@ -359,7 +372,7 @@ impl<'a> Run<'a> {
                 self.schema_at()
             )
         };
-        Ok(self.end(MigrationPhase::Succeeded, "Succeeded", message))
+        self.end(MigrationPhase::Succeeded, "Succeeded", message)
     }
 
     fn timeouts(&self) -> Timeouts {
