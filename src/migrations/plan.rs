@@ -169,62 +169,9 @@ pub fn plan<'a>(
         Direction::Down => req.started_from.or(ledger.iter().map(|r| r.version).max()),
     };
     let applied_before = records(ledger.iter().filter(|r| r.run_uid == req.run_uid));
-    let steps: Vec<Step<'a>> = match req.direction {
-        Direction::Up => {
-            if let Some(t) = req.target_version
-                && !by_version.contains_key(&t)
-            {
-                return Err(PlanError::UnknownTarget { version: t });
-            }
-            let newest = ledger.iter().map(|r| r.version).max();
-            let pending: Vec<&Migration> = migrations
-                .iter()
-                .filter(|m| !ledger.iter().any(|r| r.version == m.version))
-                .filter(|m| req.target_version.is_none_or(|t| m.version <= t))
-                .collect();
-            if let (Some(first), Some(newest)) = (pending.first(), newest)
-                && first.version < newest
-            {
-                return Err(PlanError::OutOfOrder {
-                    file: first.up.file.clone(),
-                    version: first.version,
-                    newest,
-                });
-            }
-            pending
-                .into_iter()
-                .map(|migration| Step {
-                    migration,
-                    action: Action::Apply,
-                })
-                .collect()
-        }
-        Direction::Down => {
-            let mut applied: Vec<&Row> = ledger.iter().collect();
-            applied.sort_by_key(|r| std::cmp::Reverse(r.version));
-            // Without a target: revert the migration that was newest when the run started.
-            let target = req.target_version.unwrap_or_else(|| {
-                let newest = req.started_from.or(applied.first().map(|r| r.version));
-                applied
-                    .iter()
-                    .map(|r| r.version)
-                    .find(|v| newest.is_some_and(|n| *v < n))
-                    .unwrap_or(0)
-            });
-            let to_revert: Vec<&Row> = applied.into_iter().filter(|r| r.version > target).collect();
-            let mut steps = Vec::new();
-            for row in to_revert {
-                let migration = by_version.get(&row.version).ok_or(PlanError::MissingFile {
-                    version: row.version,
-                    name: row.name.clone(),
-                })?;
-                steps.push(Step {
-                    migration,
-                    action: Action::Revert,
-                });
-            }
-            steps
-        }
+    let steps = match req.direction {
+        Direction::Up => up_steps(migrations, &by_version, ledger, req.target_version)?,
+        Direction::Down => down_steps(&by_version, ledger, req.target_version, req.started_from)?,
     };
     // Every revert needs a down script; with onFailure rollback, every applied step but the last may
     // have to be undone (the last one's own transaction undoes it), so it needs its opposite script.
@@ -259,6 +206,76 @@ pub fn plan<'a>(
         steps,
         applied_before,
     })
+}
+
+/// Up: every migration not in the ledger (up to the target), refusing one older than the newest applied.
+fn up_steps<'a>(
+    migrations: &'a [Migration],
+    by_version: &BTreeMap<i64, &'a Migration>,
+    ledger: &[Row],
+    target_version: Option<i64>,
+) -> Result<Vec<Step<'a>>, PlanError> {
+    if let Some(t) = target_version
+        && !by_version.contains_key(&t)
+    {
+        return Err(PlanError::UnknownTarget { version: t });
+    }
+    let newest = ledger.iter().map(|r| r.version).max();
+    let pending: Vec<&Migration> = migrations
+        .iter()
+        .filter(|m| !ledger.iter().any(|r| r.version == m.version))
+        .filter(|m| target_version.is_none_or(|t| m.version <= t))
+        .collect();
+    if let (Some(first), Some(newest)) = (pending.first(), newest)
+        && first.version < newest
+    {
+        return Err(PlanError::OutOfOrder {
+            file: first.up.file.clone(),
+            version: first.version,
+            newest,
+        });
+    }
+    Ok(pending
+        .into_iter()
+        .map(|migration| Step {
+            migration,
+            action: Action::Apply,
+        })
+        .collect())
+}
+
+/// Down: the applied migrations newer than the target, newest first. Without a target, the one that
+/// was newest when the run started.
+fn down_steps<'a>(
+    by_version: &BTreeMap<i64, &'a Migration>,
+    ledger: &[Row],
+    target_version: Option<i64>,
+    started_from: Option<i64>,
+) -> Result<Vec<Step<'a>>, PlanError> {
+    let mut applied: Vec<&Row> = ledger.iter().collect();
+    applied.sort_by_key(|r| std::cmp::Reverse(r.version));
+    let target = target_version.unwrap_or_else(|| {
+        let newest = started_from.or(applied.first().map(|r| r.version));
+        applied
+            .iter()
+            .map(|r| r.version)
+            .find(|v| newest.is_some_and(|n| *v < n))
+            .unwrap_or(0)
+    });
+    applied
+        .into_iter()
+        .filter(|r| r.version > target)
+        .map(|row| {
+            let migration = by_version.get(&row.version).ok_or(PlanError::MissingFile {
+                version: row.version,
+                name: row.name.clone(),
+            })?;
+            Ok(Step {
+                migration,
+                action: Action::Revert,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
