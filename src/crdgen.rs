@@ -1,14 +1,15 @@
 //! CRD YAML as `lifeboat crds` writes it into `crds/` and `charts/lifeboat/crds/`.
 
 /// One `(file name, YAML)` pair per kind, e.g. `databaseenvironment.yaml`, plus (with `kustomization`) a
-/// `kustomization.yaml` listing them, so `deploy/base` can include the directory. The Helm chart's
-/// `crds/` must not get one: Helm applies every file there.
+/// `Kustomization` file listing them, so `deploy/base` can include the directory. It has no `.yaml`
+/// extension (kustomize accepts the name `Kustomization`), so `kubectl apply -f crds/` reads only the
+/// CRDs. The Helm chart's `crds/` must not get one: Helm applies every file there.
 pub fn files(kustomization: bool) -> Result<Vec<(String, String)>, serde_yaml::Error> {
     let mut files = crate::api::crds()
         .into_iter()
         .map(|crd| {
             let file = format!("{}.yaml", crd.spec.names.kind.to_lowercase());
-            let yaml = format!("{HEADER}{}", serde_yaml::to_string(&crd)?);
+            let yaml = format!("{HEADER}{}", yaml11_safe(&serde_yaml::to_string(&crd)?));
             Ok((file, yaml))
         })
         .collect::<Result<Vec<_>, serde_yaml::Error>>()?;
@@ -17,7 +18,7 @@ pub fn files(kustomization: bool) -> Result<Vec<(String, String)>, serde_yaml::E
     }
     let resources: Vec<String> = files.iter().map(|(f, _)| format!("  - {f}\n")).collect();
     files.push((
-        "kustomization.yaml".into(),
+        "Kustomization".into(),
         format!(
             "{HEADER}apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{}",
             resources.concat()
@@ -33,7 +34,62 @@ pub fn all_yaml() -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     for crd in crate::api::crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
+        out.push_str(&yaml11_safe(&serde_yaml::to_string(&crd)?));
     }
     Ok(out)
+}
+
+/// Words YAML 1.1 reads as booleans that YAML 1.2 (and so serde_yaml) writes bare. kubectl, Helm and most
+/// GitOps tools read YAML 1.1: an enum value `off` would become `false` there.
+const YAML11_BOOLEANS: &[&str] = &[
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+    "OFF",
+];
+
+/// Quotes every plain scalar (a list item or a mapping value) that YAML 1.1 would read as a boolean.
+pub fn yaml11_safe(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    for line in yaml.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let cut = if let Some(rest) = body.trim_start().strip_prefix("- ") {
+            Some(body.len() - rest.len())
+        } else {
+            body.find(": ").map(|i| i + 2)
+        };
+        match cut {
+            Some(at) if YAML11_BOOLEANS.contains(&body[at..].trim_end()) => {
+                out.push_str(&body[..at]);
+                out.push('\'');
+                out.push_str(body[at..].trim_end());
+                out.push('\'');
+                out.push_str(&line[body.len()..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml11_booleans_are_quoted() {
+        let yaml =
+            "enum:\n- enforce\n- warn\n- off\n- null\nmode: on\nname: 'off'\ntext: offline\n";
+        assert_eq!(
+            yaml11_safe(yaml),
+            "enum:\n- enforce\n- warn\n- 'off'\n- null\nmode: 'on'\nname: 'off'\ntext: offline\n"
+        );
+    }
+
+    #[test]
+    fn no_generated_file_has_a_bare_yaml11_boolean() {
+        for (file, yaml) in files(true).unwrap() {
+            let again = yaml11_safe(&yaml);
+            assert_eq!(again, yaml, "{file}");
+            assert!(!yaml.lines().any(|l| l.trim() == "- off"), "{file}");
+        }
+    }
 }

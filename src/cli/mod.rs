@@ -34,7 +34,7 @@ pub enum Command {
         /// Write `<kind>.yaml` files here instead of printing to stdout.
         #[arg(long)]
         output_dir: Option<PathBuf>,
-        /// Also write a `kustomization.yaml` listing the files (for `crds/`, not for a Helm chart).
+        /// Also write a `Kustomization` file listing them (for `crds/`, not for a Helm chart).
         #[arg(long, requires = "output_dir")]
         kustomization: bool,
     },
