@@ -69,6 +69,11 @@ impl<S: Default + Send + 'static> Tasks<S> {
         lock(&self.map).get(key).is_some_and(|s| s.handle.is_some())
     }
 
+    /// Reads the state of `key` without creating it (`None` for a key never seen or forgotten).
+    pub fn peek<R>(&self, key: &str, f: impl FnOnce(&S) -> R) -> Option<R> {
+        lock(&self.map).get(key).map(|slot| f(&slot.state))
+    }
+
     /// Reads or changes the state of `key` (created with `S::default()`).
     pub fn with<R>(&self, key: &str, f: impl FnOnce(&mut S) -> R) -> R {
         let mut map = lock(&self.map);
@@ -164,16 +169,21 @@ mod tests {
         assert!(tasks.is_running("a"));
         assert!(!tasks.is_running("b"));
         tx.send(()).unwrap();
-        for _ in 0..100 {
-            if !tasks.is_running("a") {
-                break;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.is_running("a") {
+                tokio::task::yield_now().await;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(!tasks.is_running("a"));
+        })
+        .await
+        .expect("the task ends once released");
         assert_eq!(tasks.with("a", |n| *n), 11);
         tasks.forget("a");
-        assert_eq!(tasks.with("a", |n| *n), 0);
+        assert_eq!(
+            tasks.peek("a", |n| *n),
+            None,
+            "forgotten, and peek creates nothing"
+        );
+        assert_eq!(tasks.peek("a", |n| *n), None);
     }
 
     #[tokio::test]

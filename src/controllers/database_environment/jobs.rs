@@ -60,13 +60,18 @@ impl Jobs {
         if self.tasks.is_running(uid) {
             return Next::Running;
         }
-        self.tasks.with(uid, |entry| match entry.last {
-            Some((g, due)) if g == generation => match due.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Next::Wait(left),
+        // Peek, not `with`: asking about an environment must not leave state behind for it.
+        self.tasks
+            .peek(uid, |entry| match entry.last {
+                Some((g, due)) if g == generation => {
+                    match due.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => Next::Wait(left),
+                        _ => Next::Start,
+                    }
+                }
                 _ => Next::Start,
-            },
-            _ => Next::Start,
-        })
+            })
+            .unwrap_or(Next::Start)
     }
 
     pub fn spawn(&self, ctx: Arc<Context>, env: Arc<DatabaseEnvironment>) {

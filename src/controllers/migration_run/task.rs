@@ -58,7 +58,7 @@ impl Tasks {
 
     /// How often this process has started the run's task without it reaching a result.
     pub fn attempts(&self, uid: &str) -> u32 {
-        self.tasks.with(uid, |n| *n)
+        self.tasks.peek(uid, |n| *n).unwrap_or(0)
     }
 
     pub fn spawn(&self, ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) {
