@@ -80,6 +80,18 @@ pub struct Resolved {
     pub connection_limit: Option<i32>,
 }
 
+impl Resolved {
+    /// A server reached with its admin credentials alone (a namespace's admin Secret, an instance's
+    /// superuser): only marked templates, no connection limit.
+    pub fn admin_only(admin: ServerCredentials) -> Self {
+        Self {
+            admin,
+            templates: Vec::new(),
+            connection_limit: None,
+        }
+    }
+}
+
 /// Resolves the DatabaseServer `name` for an environment in `namespace`: it must exist, and it must
 /// allow the namespace.
 pub async fn resolve(ctx: &Context, name: &str, namespace: &str) -> Result<Resolved, Error> {

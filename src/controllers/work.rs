@@ -64,6 +64,10 @@ impl Slots {
 
     fn namespace(&self, namespace: &str) -> Arc<Semaphore> {
         let mut map = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget idle namespaces (nobody holds or waits for one of their slots), so a cluster that
+        // makes a namespace per pull request does not keep a semaphore for each one ever seen.
+        let limit = self.limits.per_namespace;
+        map.retain(|_, sem| Arc::strong_count(sem) > 1 || sem.available_permits() < limit);
         map.entry(namespace.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.limits.per_namespace)))
             .clone()
@@ -117,6 +121,19 @@ mod tests {
             .await
             .expect("namespace b gets the last global slot");
         assert!(!slots.available("c"), "every global slot is taken");
+    }
+
+    #[tokio::test]
+    async fn idle_namespaces_are_forgotten() {
+        let slots = Slots::default();
+        for i in 0..100 {
+            drop(slots.acquire(&format!("pr-{i}")).await);
+        }
+        let held = slots.acquire("busy").await;
+        assert!(slots.available("other"));
+        let known = slots.namespaces.lock().unwrap().len();
+        assert!(known <= 2, "{known} namespaces kept");
+        drop(held);
     }
 
     #[tokio::test]

@@ -336,11 +336,7 @@ pub(super) async fn provision_instance(
     provision_on(
         env,
         ctx,
-        crate::controllers::server_access::Resolved {
-            admin,
-            templates: Vec::new(),
-            connection_limit: None,
-        },
+        crate::controllers::server_access::Resolved::admin_only(admin),
         None,
         None,
     )

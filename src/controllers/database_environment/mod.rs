@@ -381,11 +381,7 @@ async fn server_access(
     if hold {
         hold_admin_secret(ctx, &namespace, &secret_ref.name).await?;
     }
-    Ok(super::server_access::Resolved {
-        admin,
-        templates: Vec::new(),
-        connection_limit: None,
-    })
+    Ok(super::server_access::Resolved::admin_only(admin))
 }
 
 /// Finalizer on a namespace's admin Secret while environments use it: deleting the namespace then
@@ -404,21 +400,36 @@ async fn hold_admin_secret(ctx: &Context, namespace: &str, name: &str) -> Result
     }
     let mut finalizers = secret.finalizers().to_vec();
     finalizers.push(IN_USE_FINALIZER.to_string());
-    // The resourceVersion makes the merge patch conditional: a concurrent change fails it (retried).
+    set_finalizers(&api, &secret, finalizers).await
+}
+
+/// Replaces a Secret's finalizers. The resourceVersion makes the merge patch conditional: a concurrent
+/// change fails it (and the reconcile is retried).
+async fn set_finalizers(
+    api: &Api<Secret>,
+    secret: &Secret,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
     let patch = serde_json::json!({"metadata": {
         "finalizers": finalizers,
         "resourceVersion": secret.resource_version(),
     }});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch(
+        &secret.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 /// Environments whose cleanup finished in this process, so they no longer need their admin Secret even
 /// while their own finalizer is still being removed. Guarded by a lock, so two environments finishing
 /// at once cannot each wait for the other.
-static RELEASED: std::sync::LazyLock<tokio::sync::Mutex<std::collections::HashSet<String>>> =
-    std::sync::LazyLock::new(Default::default);
+/// Keyed by (namespace, UID); entries of environments that are gone are pruned on each use.
+static RELEASED: std::sync::LazyLock<
+    tokio::sync::Mutex<std::collections::HashSet<(String, String)>>,
+> = std::sync::LazyLock::new(Default::default);
 
 async fn release_admin_secret(
     ctx: &Context,
@@ -430,14 +441,15 @@ async fn release_admin_secret(
     };
     let namespace = env.namespace().unwrap_or_default();
     let mut released = RELEASED.lock().await;
-    released.insert(env.uid().unwrap_or_default());
+    let key = |e: &DatabaseEnvironment| (namespace.clone(), e.uid().unwrap_or_default());
+    released.insert(key(env));
     let envs: Api<DatabaseEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let others = envs
-        .list(&Default::default())
-        .await?
-        .items
+    let listed = envs.list(&Default::default()).await?.items;
+    let present: std::collections::HashSet<_> = listed.iter().map(key).collect();
+    released.retain(|k| k.0 != namespace || present.contains(k));
+    let others = listed
         .into_iter()
-        .filter(|e| !released.contains(&e.uid().unwrap_or_default()))
+        .filter(|e| !released.contains(&key(e)))
         .filter(|e| {
             e.spec
                 .server
@@ -456,20 +468,11 @@ async fn release_admin_secret(
     if !secret.finalizers().iter().any(|f| f == IN_USE_FINALIZER) {
         return Ok(());
     }
-    let finalizers: Vec<&String> = secret
+    let finalizers = secret
         .finalizers()
         .iter()
         .filter(|f| *f != IN_USE_FINALIZER)
+        .cloned()
         .collect();
-    let patch = serde_json::json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": secret.resource_version(),
-    }});
-    api.patch(
-        &secret_ref.name,
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
+    set_finalizers(&api, &secret, finalizers).await
 }

@@ -12,11 +12,10 @@ use kube::{
 use rand::{Rng, distr::Alphanumeric};
 
 use super::{CA_KEY, PASSWORD_LENGTH, refuse_foreign};
-use crate::engines::postgres::connection::connection_data;
 use crate::{
     api::DatabaseEnvironment,
     controllers::{Context, Error, FIELD_MANAGER},
-    engines::ServerCredentials,
+    engines::{ServerCredentials, postgres::connection::connection_data},
 };
 
 pub(super) fn generate_password() -> String {
@@ -37,19 +36,7 @@ pub(super) async fn existing_password(
     let Some(secret) = api.get_opt(&env.connection_secret_name()).await? else {
         return Ok(None);
     };
-    let ours = secret
-        .owner_references()
-        .iter()
-        .any(|o| Some(&o.uid) == env.uid().as_ref());
-    if !ours {
-        return Err(Error::InvalidSpec {
-            reason: "SecretConflict",
-            message: format!(
-                "Secret {} exists and is not owned by this environment; delete or rename it",
-                env.connection_secret_name()
-            ),
-        });
-    }
+    refuse_foreign(Some(&secret), env)?;
     Ok(secret
         .data
         .and_then(|d| {
