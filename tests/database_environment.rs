@@ -333,12 +333,7 @@ async fn bad_input_is_reported_precisely_and_never_shows_a_password() {
     );
 
     // Events carry no password either.
-    let events = tokio::process::Command::new("kubectl")
-        .args(["get", "events", "-n", &f.ns.name, "-o", "json"])
-        .output()
-        .await
-        .unwrap();
-    let events = String::from_utf8_lossy(&events.stdout);
+    let events = f.events().await;
     assert!(events.contains("AuthenticationFailed"));
     assert!(
         !events.contains(&pg.password) && !events.contains("wrong-password-123"),
@@ -814,12 +809,7 @@ async fn health_failures_count_up_to_the_threshold() {
     let env = f.condition("app", "Stalled", "HealthCheckFailed").await;
     let (_, _, msg) = support::condition(env.status.as_ref(), "Stalled").unwrap();
     assert!(msg.contains("no rows"), "{msg}");
-    let events = tokio::process::Command::new("kubectl")
-        .args(["get", "events", "-n", &f.ns.name, "-o", "json"])
-        .output()
-        .await
-        .unwrap();
-    let events = String::from_utf8_lossy(&events.stdout);
+    let events = f.events().await;
     // The first failures only warn (repeats of the warning are counted into the first event's series).
     assert!(
         events.contains("Health check 1 of 3 failed"),

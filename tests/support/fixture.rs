@@ -117,6 +117,16 @@ impl Fixture {
         self.ready(name).await.status.unwrap().database.unwrap()
     }
 
+    /// Every event in the namespace, as `kubectl get events -o json` prints them.
+    pub async fn events(&self) -> String {
+        let out = tokio::process::Command::new("kubectl")
+            .args(["get", "events", "-n", &self.ns.name, "-o", "json"])
+            .output()
+            .await
+            .expect("kubectl on PATH");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn db_name(&self, env: &str) -> String {
         lifeboat::engines::postgres::sql::default_name(&self.ns.name, env)
     }
