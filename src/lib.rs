@@ -1,17 +1,21 @@
 #![forbid(unsafe_code)]
 //! Lifeboat: a Kubernetes operator for the whole life of an application's databases.
 //!
-//! `api` holds the five custom resources, `controllers` their reconcilers, `operator` the process
-//! around them (CRD wait, leader election, shutdown), `telemetry` logs and metrics, and `cli` the
-//! command line.
+//! Layers, each importing only those below it (tests/layers.rs checks): `api` (the five custom
+//! resources) and `domain` (pure logic: schedules, retention, manifests) → `engines` (PostgreSQL),
+//! `storage` (object storage) and `migrations` → `controllers` (the reconcilers) → `operator` (the
+//! process: CRD wait, leader election, shutdown) and `cli` (the command line). `telemetry` holds logs
+//! and metrics.
 
 pub mod api;
 pub mod cli;
 pub mod controllers;
 pub mod crdgen;
+pub mod domain;
 pub mod engines;
 pub mod migrations;
 pub mod operator;
+pub mod storage;
 pub mod telemetry;
 
 /// Picks rustls' crypto provider for the whole process. Several dependencies enable different providers

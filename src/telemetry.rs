@@ -1,7 +1,9 @@
 //! Logs, metrics and the health/metrics HTTP endpoint.
 //!
 //! Metric labels are static strings only (controller names and error reasons), never object names or
-//! messages, so cardinality stays bounded.
+//! messages, so cardinality stays bounded. The one exception is per-BackupSchedule gauges
+//! ([`ScheduleLabels`]): alerts on "no successful backup within twice the interval" need them, and
+//! schedules are few (one or two per production database), unlike per-pull-request environments.
 
 use std::{
     net::SocketAddr,
@@ -59,6 +61,13 @@ pub struct FailureLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a per-BackupSchedule gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScheduleLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
 /// The operator's Prometheus metrics.
 pub struct Metrics {
     pub registry: Registry,
@@ -68,6 +77,17 @@ pub struct Metrics {
     pub leader: Gauge,
     pub migration_runs: Family<OutcomeLabels, Counter>,
     pub migration_run_duration: Histogram,
+    /// Finished backups by phase (`Succeeded`, `Failed`) and reason.
+    pub backups: Family<OutcomeLabels, Counter>,
+    pub backup_duration: Histogram,
+    /// Bytes stored by successful backups.
+    pub backup_bytes: Counter,
+    /// Unix time of the newest successful backup, per schedule.
+    pub backup_last_success: Family<ScheduleLabels, Gauge>,
+    /// Seconds between two slots of the schedule (from its cron), per schedule.
+    pub backup_interval: Family<ScheduleLabels, Gauge>,
+    /// 1 while a schedule's newest backup failed, per schedule.
+    pub backup_failing: Family<ScheduleLabels, Gauge>,
     /// Set when a part of the operator stopped that should run for as long as the process does (a
     /// controller); `/healthz` then fails with this reason, so the kubelet restarts the pod.
     pub broken: std::sync::Mutex<Option<String>>,
@@ -99,6 +119,44 @@ impl Default for Metrics {
             "Wall time of one MigrationRun attempt, from lock to result",
             migration_run_duration.clone(),
         );
+        let backups = Family::<OutcomeLabels, Counter>::default();
+        let backup_duration = Histogram::new([
+            1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+        ]);
+        let backup_bytes = Counter::default();
+        let backup_last_success = Family::<ScheduleLabels, Gauge>::default();
+        let backup_interval = Family::<ScheduleLabels, Gauge>::default();
+        let backup_failing = Family::<ScheduleLabels, Gauge>::default();
+        registry.register(
+            "backups",
+            "Finished backups by phase and reason",
+            backups.clone(),
+        );
+        registry.register(
+            "backup_duration_seconds",
+            "Wall time of one backup, from snapshot to manifest",
+            backup_duration.clone(),
+        );
+        registry.register(
+            "backup_stored_bytes",
+            "Bytes written to object storage by successful backups",
+            backup_bytes.clone(),
+        );
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time the newest successful backup of a schedule finished",
+            backup_last_success.clone(),
+        );
+        registry.register(
+            "backup_schedule_interval_seconds",
+            "Seconds between two slots of a schedule",
+            backup_interval.clone(),
+        );
+        registry.register(
+            "backup_failing",
+            "1 while the newest backup of a schedule failed",
+            backup_failing.clone(),
+        );
         registry.register(
             "reconciliations",
             "Reconcile calls by controller",
@@ -127,6 +185,12 @@ impl Default for Metrics {
             leader,
             migration_runs,
             migration_run_duration,
+            backups,
+            backup_duration,
+            backup_bytes,
+            backup_last_success,
+            backup_interval,
+            backup_failing,
             broken: std::sync::Mutex::default(),
         }
     }

@@ -101,6 +101,13 @@ pub struct BackupScheduleSpec {
     #[serde(default = "default_true")]
     pub verify: bool,
 
+    /// What the manifest records of each table, taken in the dump's snapshot and compared by restore
+    /// drills: `checksums` (row counts and an order-independent checksum of every row's text, one
+    /// sequential scan and an md5 per row) or `rowCounts` (one count per table; cheaper on very large
+    /// tables). Default `checksums`.
+    #[serde(default)]
+    pub table_checks: TableChecks,
+
     /// Pause scheduled backups (a `trigger` change still takes one). Default false.
     #[serde(default)]
     pub suspend: bool,
@@ -207,6 +214,17 @@ pub enum Compression {
     None,
 }
 
+/// What a backup's manifest records per table: `checksums` or `rowCounts`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TableChecks {
+    // Row counts and content checksums.
+    #[default]
+    Checksums,
+    // Row counts only.
+    RowCounts,
+}
+
 /// Which backups to keep: the union of every rule below. A count of 0 disables that rule.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -281,8 +299,15 @@ pub struct BackupRecord {
     /// SHA-256 (hex) of the stored artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// What started it: `scheduled`, `manual` (a `trigger`) or `premigrate` (a MigrationRun).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Why the backup failed: a CamelCase reason such as `DumpFailed` or `StorageAccessDenied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Why the backup failed, in one sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub message: Option<String>,
 }
 

@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// PostgreSQL image).
     #[arg(long, env = "LIFEBOAT_ALLOWED_IMAGES", value_delimiter = ',')]
     allowed_images: Vec<String>,
+    /// Directory holding `pg_dump` and `pg_restore` for backups (their major version must be at least
+    /// the servers'); default: found on PATH.
+    #[arg(long, env = "LIFEBOAT_PG_BIN_DIR")]
+    pg_bin_dir: Option<std::path::PathBuf>,
 }
 
 impl Cli {
@@ -141,6 +145,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             work_timeout: Some(Duration::from_secs(args.work_timeout_seconds.max(1))),
             allowed_images: args.allowed_images,
+            pg_bin_dir: args.pg_bin_dir,
         },
         metrics_addr: Some(args.metrics_addr),
         lease: LeaseSettings {

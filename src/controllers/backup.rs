@@ -6,12 +6,12 @@ use futures::future::BoxFuture;
 
 use crate::api::{DatabaseEnvironment, MigrationRun};
 
-/// Takes a backup of an environment's database before a migration. The BackupSchedule controller will
-/// provide the real one; until then [`BackupsNotAvailable`] refuses, and runs that need a backup fail
-/// before touching the database.
+/// Takes a backup of an environment's database before a migration. The BackupSchedule controller
+/// provides the real one (`backup_schedule::taker`); [`BackupsNotAvailable`] refuses, for operators
+/// built without backups.
 pub trait BackupTaker: Send + Sync {
     /// Whether a backup can be taken for `env`; `Err` says why not, as a clause ("backups are …").
-    fn available(&self, env: &DatabaseEnvironment) -> Result<(), String>;
+    fn available<'a>(&'a self, env: &'a DatabaseEnvironment) -> BoxFuture<'a, Result<(), String>>;
     /// Takes a backup of the environment's database and waits until it is complete; returns its id.
     fn take<'a>(
         &'a self,
@@ -20,15 +20,15 @@ pub trait BackupTaker: Send + Sync {
     ) -> BoxFuture<'a, Result<String, String>>;
 }
 
-/// This build cannot take backups (BackupSchedule is not implemented yet).
+/// Refuses every backup (a MigrationRun controller run on its own, without BackupSchedule).
 pub struct BackupsNotAvailable;
 
 const NO_BACKUPS: &str =
     "backups are not available yet (this build of Lifeboat cannot take BackupSchedule backups)";
 
 impl BackupTaker for BackupsNotAvailable {
-    fn available(&self, _: &DatabaseEnvironment) -> Result<(), String> {
-        Err(NO_BACKUPS.into())
+    fn available<'a>(&'a self, _: &'a DatabaseEnvironment) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Err(NO_BACKUPS.to_string()) })
     }
     fn take<'a>(
         &'a self,

@@ -50,11 +50,7 @@ pub struct Runs {
     backups: Arc<dyn BackupTaker>,
 }
 
-pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
-    run_controller(ctx, shutdown, Arc::new(BackupsNotAvailable)).await;
-}
-
-/// The controller with a given way of taking backups (the BackupSchedule issue plugs in here).
+/// The controller with a given way of taking backups (the operator passes BackupSchedule's).
 pub async fn run_controller(
     ctx: Arc<Context>,
     shutdown: super::Shutdown,
@@ -213,7 +209,7 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
         });
     }
     let backup = backup_required(run, &env);
-    if backup && let Err(why) = runs.backups.available(&env) {
+    if backup && let Err(why) = runs.backups.available(&env).await {
         return Ok(Prepared::Refuse {
             reason: "BackupsNotAvailable",
             message: format!(

@@ -52,6 +52,8 @@ pub struct Config {
     pub work_limits: work::Limits,
     /// Longest time one provisioning job (create, seed, migrate, health check) may take.
     pub work_timeout: Option<std::time::Duration>,
+    /// Directory of `pg_dump` and `pg_restore` for backups; `None`: found on `PATH`.
+    pub pg_bin_dir: Option<std::path::PathBuf>,
     /// Image prefixes an `instance` environment may run (`spec.instance.image`); empty: only the
     /// default image.
     pub allowed_images: Vec<String>,
@@ -78,6 +80,8 @@ pub struct Context {
     pub slots: work::Slots,
     /// Provisioning jobs of DatabaseEnvironments.
     pub environment_jobs: database_environment::Jobs,
+    /// Backup tasks of BackupSchedules and the client tools they run.
+    pub backups: backup_schedule::Backups,
     /// Consecutive failures per object, for exponential backoff; reset by a successful reconcile.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -93,6 +97,9 @@ impl Context {
             client,
             slots: work::Slots::new(config.work_limits),
             environment_jobs: database_environment::Jobs::default(),
+            backups: backup_schedule::Backups::new(crate::engines::postgres::dump::DumpTools {
+                bin_dir: config.pg_bin_dir.clone(),
+            }),
             config,
             metrics,
             failures: Mutex::default(),
@@ -224,7 +231,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         ),
         watched(
             migration_run::CONTROLLER,
-            migration_run::controller(ctx.clone(), next()).boxed(),
+            migration_run::run_controller(
+                ctx.clone(),
+                next(),
+                Arc::new(backup_schedule::taker::ScheduleBackups { ctx: ctx.clone() }),
+            )
+            .boxed(),
         ),
         watched(
             backup_schedule::CONTROLLER,
@@ -241,6 +253,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     ];
     futures::future::join_all(controllers).await;
     ctx.environment_jobs.abort_all();
+    ctx.backups.tasks.abort_all();
     info!("controllers stopped");
 }
 

@@ -92,6 +92,28 @@ pub fn missing_secret_keys(secret: &Secret, keys: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The value of `key` in a Secret (`data` or `stringData`), trailing newlines cut; `None` when absent or
+/// empty.
+pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| {
+            String::from_utf8_lossy(&v.0)
+                .trim_end_matches('\n')
+                .to_string()
+        })
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .cloned()
+        })
+        .filter(|v| !v.is_empty())
+}
+
 /// Reads connection credentials from a Secret through the key names of `secret_ref`.
 pub async fn connection_credentials(
     ctx: &Context,

@@ -36,6 +36,47 @@ where
         + Serialize,
     K::Status: ConditionedStatus + Clone + PartialEq + Serialize,
 {
+    write_inner(ctx, obj, verdict, update, false).await
+}
+
+/// Like [`write`], but only if the object is unchanged since `obj` was read (its `resourceVersion`
+/// is sent as a precondition): for status that more than one writer updates (a BackupSchedule's
+/// backups, written by its reconcile and by the task taking a backup), so no writer overwrites a
+/// newer status with an older one. A conflict is an [`Error::Kube`] with code 409; read again and retry.
+pub async fn write_checked<K>(
+    ctx: &Context,
+    obj: &K,
+    verdict: &Verdict,
+    update: impl FnOnce(&mut K::Status),
+) -> Result<(), Error>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + HasStatus
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize,
+    K::Status: ConditionedStatus + Clone + PartialEq + Serialize,
+{
+    write_inner(ctx, obj, verdict, update, true).await
+}
+
+async fn write_inner<K>(
+    ctx: &Context,
+    obj: &K,
+    verdict: &Verdict,
+    update: impl FnOnce(&mut K::Status),
+    precondition: bool,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + HasStatus
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize,
+    K::Status: ConditionedStatus + Clone + PartialEq + Serialize,
+{
     let old = obj.status().cloned();
     let mut new = old.clone().unwrap_or_default();
     update(&mut new);
@@ -47,11 +88,14 @@ where
     }
 
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": new,
     });
+    if precondition && let Some(rv) = &obj.meta().resource_version {
+        patch["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
     api.patch_status(
         &obj.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),

@@ -2,6 +2,7 @@
 //! DatabaseEnvironment on a shared server goes through.
 
 pub mod connection;
+pub mod dump;
 pub mod instance;
 pub mod provision;
 pub mod sql;

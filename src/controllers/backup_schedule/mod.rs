@@ -1,0 +1,427 @@
+//! BackupSchedule controller: resolve (schedule, environment, destination) → decide (pure, `plan.rs`) →
+//! act (start a backup task, record a missed slot, clean up after an interrupted backup) → status.
+//!
+//! A backup never runs inside the reconcile: it is a tracked task per schedule (`run.rs`) that writes the
+//! schedule's status itself when it ends; while it runs, the reconcile leaves the status alone. Every
+//! status write is checked against the `resourceVersion` it was computed from, so the reconcile, the
+//! task and a MigrationRun's pre-migration backup (`taker.rs`) never overwrite each other's records.
+
+pub mod pipeline;
+pub mod plan;
+pub mod prune;
+pub mod run;
+pub mod taker;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use kube::{
+    Api, ResourceExt,
+    runtime::{Controller, controller::Action, events::EventType},
+};
+use tracing::instrument;
+
+use super::{
+    Context, Error, conditions, drain, error_policy, instrumented, references, status,
+    watcher_config,
+};
+use crate::{
+    api::{
+        BackupSchedule, BackupScheduleStatus, DatabaseEnvironment,
+        backup_schedule::{BackupPhase, BackupRecord},
+        common::ConnectionSecretRef,
+    },
+    domain::{manifest::EnvironmentRef, schedule as slots},
+    engines::postgres::dump::DumpTools,
+    storage::{BackupStore, S3Config},
+};
+
+pub use plan::Step;
+
+pub const CONTROLLER: &str = "backupschedule";
+/// The condition saying the newest finished backup failed.
+pub const CONDITION_BACKUP_FAILING: &str = "BackupFailing";
+/// A schedule is looked at again at least this often (its next slot, a clock that moved).
+const RECHECK: Duration = Duration::from_secs(300);
+/// A due backup whose environment is not Ready yet is looked at again this often.
+const ENVIRONMENT_WAIT: Duration = Duration::from_secs(10);
+
+/// What the backup side of the operator keeps: one tracked task per schedule and the client tools.
+pub struct Backups {
+    pub tasks: super::tasks::Tasks<()>,
+    pub tools: DumpTools,
+}
+
+impl Backups {
+    pub fn new(tools: DumpTools) -> Self {
+        Self {
+            tasks: Default::default(),
+            tools,
+        }
+    }
+}
+
+pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
+    let schedules = Controller::new(ctx.watched_api::<BackupSchedule>(), watcher_config());
+    let store = schedules.store();
+    let stream = schedules
+        .watches(
+            ctx.watched_api::<DatabaseEnvironment>(),
+            watcher_config(),
+            super::referencing(store, |s: &BackupSchedule| &s.spec.environment_ref.name),
+        )
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(
+            reconcile,
+            error_policy::<BackupSchedule>(CONTROLLER),
+            ctx.clone(),
+        );
+    drain(CONTROLLER, stream).await;
+    ctx.backups.tasks.abort_all();
+}
+
+#[instrument(skip(cached, ctx), fields(namespace = cached.namespace().unwrap_or_default(), name = cached.name_any()))]
+async fn reconcile(cached: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
+    instrumented(CONTROLLER, cached.clone(), ctx.clone(), async move {
+        let uid = cached.uid().unwrap_or_default();
+        if ctx.backups.tasks.is_running(&uid) {
+            // The task writes the status when it ends, which wakes this reconcile.
+            return Ok(Action::requeue(RECHECK));
+        }
+        // Read fresh, not from the cache: the status decides whether a Running backup was interrupted.
+        let api: Api<BackupSchedule> =
+            Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+        let Some(schedule) = api.get_opt(&cached.name_any()).await? else {
+            return Ok(Action::await_change());
+        };
+        match resolve(&schedule, &ctx).await {
+            Ok(resolved) => act(&schedule, &ctx, resolved).await,
+            Err(e) => {
+                let verdict = status::verdict_for(&e);
+                status::write_checked(ctx.as_ref(), &schedule, &verdict, |_| {}).await?;
+                Err(e)
+            }
+        }
+    })
+    .await
+}
+
+/// What the reconcile read and checked.
+pub struct Resolved {
+    pub parsed: super::schedule::Schedule,
+    pub store: BackupStore,
+    pub environment: DatabaseEnvironment,
+}
+
+/// Reads the schedule, the environment and the destination (its credentials Secret).
+pub async fn resolve(schedule: &BackupSchedule, ctx: &Context) -> Result<Resolved, Error> {
+    let ns = schedule.namespace().unwrap_or_default();
+    let parsed = super::schedule::parse(
+        &schedule.spec.schedule,
+        schedule.spec.time_zone.as_deref(),
+        "spec.schedule",
+    )?;
+    let environment: DatabaseEnvironment = references::lifeboat_object(
+        ctx,
+        &ns,
+        &schedule.spec.environment_ref.name,
+        "EnvironmentNotFound",
+    )
+    .await?;
+    let store = destination(schedule, ctx).await?;
+    Ok(Resolved {
+        parsed,
+        store,
+        environment,
+    })
+}
+
+/// The schedule's object store, with credentials from its Secret.
+async fn destination(schedule: &BackupSchedule, ctx: &Context) -> Result<BackupStore, Error> {
+    let ns = schedule.namespace().unwrap_or_default();
+    let Some(s3) = &schedule.spec.destination.s3 else {
+        return Err(Error::InvalidSpec {
+            reason: "DestinationMissing",
+            message: "spec.destination.s3 is not set".into(),
+        });
+    };
+    let creds = &s3.credentials_secret_ref;
+    let field = "spec.destination.s3.credentialsSecretRef";
+    let secret = references::secret_with_keys(
+        ctx,
+        &ns,
+        &creds.name,
+        field,
+        &[creds.access_key_id_key(), creds.secret_access_key_key()],
+    )
+    .await?;
+    let value = |key: &str| references::secret_value(&secret, key);
+    let config = S3Config {
+        bucket: s3.bucket.clone(),
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        force_path_style: s3.force_path_style,
+        access_key_id: value(creds.access_key_id_key()).unwrap_or_default(),
+        secret_access_key: value(creds.secret_access_key_key()).unwrap_or_default(),
+        session_token: value(creds.session_token_key()),
+    };
+    let prefix = s3
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("{ns}/{}", schedule.name_any()));
+    BackupStore::s3(&config, &prefix).map_err(|e| Error::InvalidSpec {
+        reason: e.reason(),
+        message: e.to_string(),
+    })
+}
+
+async fn act(
+    schedule: &BackupSchedule,
+    ctx: &Arc<Context>,
+    resolved: Resolved,
+) -> Result<Action, Error> {
+    let created = schedule
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(plan::to_chrono)
+        .unwrap_or_else(Utc::now);
+    let now = Utc::now();
+    let current = schedule.status.clone().unwrap_or_default();
+    let step = plan::decide(&schedule.spec, &current, &resolved.parsed, created, now);
+    let next = slots::next_slot(&resolved.parsed.cron, resolved.parsed.time_zone, now);
+    ctx.metrics
+        .backup_interval
+        .get_or_create(&labels(schedule))
+        .set(interval_seconds(&resolved.parsed, now));
+    match step {
+        Step::Interrupted { id } => {
+            interrupted(schedule, ctx, &resolved.store, &id).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::Missed { slot, late_seconds } => {
+            ctx.publish(
+                schedule,
+                EventType::Warning,
+                "Missed",
+                format!(
+                    "The backup due at {slot} was not taken: it is {late_seconds} s late, past startingDeadlineSeconds ({}).",
+                    schedule.spec.starting_deadline_seconds.unwrap_or_default()
+                ),
+            )
+            .await;
+            write(ctx, schedule, |s| {
+                s.last_schedule_time = Some(plan::to_time(slot));
+            })
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::Wait { next: due } => {
+            write(ctx, schedule, |s| {
+                s.next_schedule_time = due
+                    .or(next)
+                    .filter(|_| !schedule.spec.suspend)
+                    .map(plan::to_time);
+            })
+            .await?;
+            let wait = due
+                .and_then(|d| (d - Utc::now()).to_std().ok())
+                .map_or(RECHECK, |d| d.min(RECHECK));
+            Ok(Action::requeue(wait.max(Duration::from_millis(200))))
+        }
+        Step::Run {
+            id,
+            kind,
+            slot,
+            trigger,
+        } => {
+            if !conditions::is_ready(
+                resolved
+                    .environment
+                    .status
+                    .as_ref()
+                    .map(|s| s.conditions.as_slice())
+                    .unwrap_or_default(),
+                resolved.environment.metadata.generation,
+            ) {
+                let verdict = conditions::Verdict::Reconciling {
+                    reason: "EnvironmentNotReady",
+                    message: format!(
+                        "Backup {id} is due; waiting for DatabaseEnvironment {} to become Ready.",
+                        resolved.environment.name_any()
+                    ),
+                };
+                status::write_checked(ctx.as_ref(), schedule, &verdict, |_| {}).await?;
+                return Ok(Action::requeue(ENVIRONMENT_WAIT));
+            }
+            let job = job(ctx, schedule, &resolved, id, kind).await?;
+            run::start(ctx.clone(), schedule, job, move |s| {
+                if let Some(slot) = slot {
+                    s.last_schedule_time = Some(plan::to_time(slot));
+                }
+                if let Some(t) = trigger {
+                    s.last_handled_trigger = Some(t);
+                }
+                s.next_schedule_time = next.filter(|_| !schedule.spec.suspend).map(plan::to_time);
+            })
+            .await?;
+            Ok(Action::requeue(RECHECK))
+        }
+    }
+}
+
+/// Builds a backup job for the environment of `schedule`.
+pub async fn job(
+    ctx: &Context,
+    schedule: &BackupSchedule,
+    resolved: &Resolved,
+    id: String,
+    kind: &'static str,
+) -> Result<pipeline::Job, Error> {
+    let env = &resolved.environment;
+    let ns = env.namespace().unwrap_or_default();
+    let secret = ConnectionSecretRef {
+        name: env.connection_secret_name(),
+        keys: None,
+    };
+    let (creds, database) = references::connection_credentials(
+        ctx,
+        &ns,
+        &secret,
+        "the environment's connection Secret",
+        true,
+    )
+    .await?;
+    Ok(pipeline::Job {
+        id,
+        kind,
+        environment: EnvironmentRef {
+            namespace: ns,
+            name: env.name_any(),
+        },
+        creds,
+        database: database.unwrap_or_default(),
+        store: resolved.store.clone(),
+        compression: schedule.spec.compression,
+        verify: schedule.spec.verify,
+        checksums: schedule.spec.table_checks
+            == crate::api::backup_schedule::TableChecks::Checksums,
+        tools: ctx.backups.tools.clone(),
+        lock_wait: ctx.config.work_timeout(),
+    })
+}
+
+/// A backup recorded `Running` whose task is gone (the operator stopped during it): it failed; its
+/// objects are removed so it never counts as a backup.
+async fn interrupted(
+    schedule: &BackupSchedule,
+    ctx: &Context,
+    store: &BackupStore,
+    id: &str,
+) -> Result<(), Error> {
+    let removed = store.delete_backup(id).await;
+    let mut record = schedule
+        .status
+        .as_ref()
+        .and_then(|s| s.recent_backups.iter().find(|r| r.id == id).cloned())
+        .unwrap_or_default();
+    record.id = id.to_string();
+    record.phase = BackupPhase::Failed;
+    record.finished_at = Some(plan::to_time(Utc::now()));
+    record.reason = Some("Interrupted".into());
+    record.message = Some(match &removed {
+        Ok(()) => {
+            "the operator stopped while this backup ran; its partial objects were removed".into()
+        }
+        Err(e) => format!(
+            "the operator stopped while this backup ran; removing its partial objects failed ({e}), retention retries"
+        ),
+    });
+    ctx.metrics
+        .backups
+        .get_or_create(&crate::telemetry::OutcomeLabels {
+            phase: "Failed",
+            reason: "Interrupted",
+        })
+        .inc();
+    ctx.publish(
+        schedule,
+        EventType::Warning,
+        "BackupInterrupted",
+        format!("Backup {id} was interrupted by an operator restart and is marked failed."),
+    )
+    .await;
+    write(ctx, schedule, |s| plan::record(s, record)).await
+}
+
+/// Writes the status of `schedule` (checked against its resourceVersion) with `update` applied, the
+/// verdict and `BackupFailing` computed from the result.
+pub async fn write(
+    ctx: &Context,
+    schedule: &BackupSchedule,
+    update: impl FnOnce(&mut BackupScheduleStatus),
+) -> Result<(), Error> {
+    let mut next = schedule.status.clone().unwrap_or_default();
+    update(&mut next);
+    let verdict = plan::verdict(&next, schedule.spec.suspend);
+    let (failing, reason, message) = plan::failing(&next);
+    let generation = schedule.metadata.generation;
+    ctx.metrics
+        .backup_failing
+        .get_or_create(&labels(schedule))
+        .set(i64::from(failing));
+    if let Some(t) = next
+        .last_successful_backup
+        .as_ref()
+        .and_then(|r| r.finished_at.as_ref())
+    {
+        ctx.metrics
+            .backup_last_success
+            .get_or_create(&labels(schedule))
+            .set(t.0.as_second());
+    }
+    status::write_checked(ctx, schedule, &verdict, move |s| {
+        *s = BackupScheduleStatus {
+            conditions: std::mem::take(&mut s.conditions),
+            ..next
+        };
+        conditions::set_condition(
+            &mut s.conditions,
+            CONDITION_BACKUP_FAILING,
+            failing,
+            &reason,
+            &message,
+            generation,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+    })
+    .await
+}
+
+fn labels(schedule: &BackupSchedule) -> crate::telemetry::ScheduleLabels {
+    crate::telemetry::ScheduleLabels {
+        namespace: schedule.namespace().unwrap_or_default(),
+        name: schedule.name_any(),
+    }
+}
+
+/// Seconds between the next two slots.
+fn interval_seconds(parsed: &super::schedule::Schedule, now: chrono::DateTime<Utc>) -> i64 {
+    let first = slots::next_slot(&parsed.cron, parsed.time_zone, now);
+    let second = first.and_then(|f| slots::next_slot(&parsed.cron, parsed.time_zone, f));
+    match (first, second) {
+        (Some(a), Some(b)) => (b - a).num_seconds(),
+        _ => 0,
+    }
+}
+
+/// A record for a backup that starts now.
+pub fn running_record(id: &str, kind: &str) -> BackupRecord {
+    BackupRecord {
+        id: id.to_string(),
+        phase: BackupPhase::Running,
+        started_at: Some(plan::to_time(Utc::now())),
+        kind: Some(kind.to_string()),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,332 @@
+//! One backup, start to manifest: snapshot and table statistics → `pg_dump -Fc --snapshot` → compression
+//! and SHA-256 → multipart upload → read back and check (`verify`) → `manifest.json`, written last. Any
+//! failure removes what was stored, so a failed backup leaves no object behind and never counts.
+//!
+//! This is the backup executor: it runs in the operator process, in a tracked task, under a work slot.
+//! Its input ([`Job`]) is plain data, so the same function can run as a `lifeboat` subcommand in a
+//! Kubernetes Job once the platform runs pods (docs/backups.md says what is built).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_compression::tokio::{bufread, write};
+use chrono::Utc;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio_util::io::InspectReader;
+
+use crate::{
+    api::backup_schedule::Compression,
+    domain::manifest::{DumpObject, EnvironmentRef, MANIFEST_FORMAT, Manifest},
+    engines::{
+        ServerCredentials,
+        postgres::dump::{DumpTools, Snapshot, open_snapshot},
+    },
+    storage::{self, BackupStore, DUMP_OBJECT, MANIFEST_OBJECT},
+};
+
+/// While another backup of the same database holds the lock, look again this often.
+const LOCK_RETRY: Duration = Duration::from_secs(2);
+/// Last bytes of a failing tool's stderr kept for the message.
+const STDERR_TAIL: usize = 1500;
+
+/// Everything one backup needs, resolved by the controller.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: String,
+    /// `scheduled`, `manual` or `premigrate`.
+    pub kind: &'static str,
+    pub environment: EnvironmentRef,
+    pub creds: ServerCredentials,
+    pub database: String,
+    pub store: BackupStore,
+    pub compression: Compression,
+    pub verify: bool,
+    /// Content checksums per table, not only row counts.
+    pub checksums: bool,
+    pub tools: DumpTools,
+    /// Longest wait for another backup of the database to finish.
+    pub lock_wait: Duration,
+}
+
+/// Why a backup failed: a static reason and one sentence for people (never a credential).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn fail(reason: &'static str, message: impl Into<String>) -> Failure {
+    Failure {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Takes the backup. On failure the backup's folder is removed (best effort; retention removes what a
+/// failed removal leaves).
+pub async fn take(job: &Job) -> Result<Manifest, Failure> {
+    let result = run(job).await;
+    if result.is_err()
+        && let Err(e) = job.store.delete_backup(&job.id).await
+    {
+        tracing::warn!(backup = %job.id, error = %e, "could not remove the objects of a failed backup");
+    }
+    result
+}
+
+async fn run(job: &Job) -> Result<Manifest, Failure> {
+    let started_at = Utc::now();
+    let (tool_version, tool_major) = job
+        .tools
+        .dump_version()
+        .await
+        .map_err(|e| fail("DumpToolMissing", e))?;
+    let mut snapshot = lock_and_snapshot(job).await?;
+    if tool_major < snapshot.server_major {
+        return Err(fail(
+            "DumpToolTooOld",
+            format!(
+                "{tool_version} cannot dump PostgreSQL {}: pg_dump must be at least the server's major version (set --pg-bin-dir to a newer client)",
+                snapshot.server_version
+            ),
+        ));
+    }
+    let tables = snapshot
+        .table_stats(job.checksums)
+        .await
+        .map_err(|e| fail(e.reason(), format!("reading table statistics: {e}")))?;
+    let dumped = dump(job, &snapshot).await;
+    let server_version = snapshot.server_version.clone();
+    snapshot.close().await;
+    let (stored, raw_size) = dumped?;
+    if job.verify {
+        verify(job, &stored).await?;
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id: job.id.clone(),
+        kind: job.kind.to_string(),
+        environment: job.environment.clone(),
+        engine: "postgres".into(),
+        server_version,
+        dump_tool_version: tool_version,
+        database: job.database.clone(),
+        started_at,
+        finished_at: Utc::now(),
+        dump: DumpObject {
+            object: DUMP_OBJECT.into(),
+            format: "custom".into(),
+            compression: compression_name(job.compression).into(),
+            size_bytes: stored.size,
+            raw_size_bytes: raw_size,
+            sha256: stored.sha256,
+        },
+        table_checks: if job.checksums {
+            "checksums"
+        } else {
+            "rowCounts"
+        }
+        .into(),
+        tables,
+    };
+    job.store
+        .put(
+            &job.store.path(&job.id, MANIFEST_OBJECT),
+            manifest.to_json(),
+        )
+        .await
+        .map_err(|e| fail(e.reason(), e.to_string()))?;
+    Ok(manifest)
+}
+
+pub fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::Zstd => "zstd",
+        Compression::Gzip => "gzip",
+        Compression::None => "none",
+    }
+}
+
+/// Waits (bounded) for the database's backup lock, then opens the snapshot.
+async fn lock_and_snapshot(job: &Job) -> Result<Snapshot, Failure> {
+    let deadline = tokio::time::Instant::now() + job.lock_wait;
+    loop {
+        match open_snapshot(&job.creds, &job.database).await {
+            Ok(Some(s)) => return Ok(s),
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(LOCK_RETRY).await;
+            }
+            Ok(None) => {
+                return Err(fail(
+                    "BackupInProgress",
+                    format!(
+                        "another backup of database {} held its lock for longer than {:?}",
+                        job.database, job.lock_wait
+                    ),
+                ));
+            }
+            Err(e) => return Err(fail(e.reason(), format!("connecting for the backup: {e}"))),
+        }
+    }
+}
+
+/// Runs pg_dump and streams its archive into the store; returns what was stored and pg_dump's bytes.
+async fn dump(job: &Job, snapshot: &Snapshot) -> Result<(storage::Stored, u64), Failure> {
+    let private = tempfile::Builder::new()
+        .prefix("lifeboat-backup-")
+        .tempdir()
+        .map_err(|e| {
+            fail(
+                "DumpFailed",
+                format!("creating a private temporary directory: {e}"),
+            )
+        })?;
+    let compress_in_dump = job.compression == Compression::None;
+    let mut child = job
+        .tools
+        .spawn_dump(
+            &job.creds,
+            &job.database,
+            &snapshot.id,
+            compress_in_dump,
+            private.path(),
+        )
+        .map_err(|e| {
+            fail(
+                "DumpToolMissing",
+                format!("cannot start {}: {e}", job.tools.pg_dump().display()),
+            )
+        })?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(fail("DumpFailed", "pg_dump was started without pipes"));
+    };
+    let stderr = tokio::spawn(tail(stderr));
+    let raw = Arc::new(AtomicU64::new(0));
+    let counter = raw.clone();
+    let counted = InspectReader::new(stdout, move |b: &[u8]| {
+        counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+    });
+    let source: Box<dyn AsyncRead + Unpin + Send> = match job.compression {
+        Compression::Zstd => Box::new(bufread::ZstdEncoder::new(BufReader::new(counted))),
+        Compression::Gzip => Box::new(bufread::GzipEncoder::new(BufReader::new(counted))),
+        Compression::None => Box::new(counted),
+    };
+    let uploaded = job
+        .store
+        .upload(&job.store.path(&job.id, DUMP_OBJECT), source)
+        .await;
+    if uploaded.is_err() {
+        // Nobody reads its output any more: stop it rather than wait for it.
+        let _ = child.start_kill();
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| fail("DumpFailed", format!("waiting for pg_dump: {e}")))?;
+    let stderr = stderr.await.unwrap_or_default();
+    let stored = uploaded.map_err(|e| fail(e.reason(), e.to_string()))?;
+    if !status.success() {
+        return Err(fail(
+            "DumpFailed",
+            format!("pg_dump {}: {}", exit_text(status), stderr.trim()),
+        ));
+    }
+    let raw_size = raw.load(Ordering::Relaxed);
+    if raw_size == 0 {
+        return Err(fail("DumpFailed", "pg_dump exited 0 but wrote nothing"));
+    }
+    Ok((stored, raw_size))
+}
+
+/// Reads the stored dump back: its size and SHA-256 must match what was written, and `pg_restore`
+/// must read every entry of the (decompressed) archive.
+async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
+    let path = job.store.path(&job.id, DUMP_OBJECT);
+    let mut stream = job
+        .store
+        .stream(&path)
+        .await
+        .map_err(|e| fail(e.reason(), format!("verify: {e}")))?;
+    let mut child = job
+        .tools
+        .spawn_restore_check()
+        .map_err(|e| fail("DumpToolMissing", format!("cannot start pg_restore: {e}")))?;
+    let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
+        return Err(fail("VerifyFailed", "pg_restore was started without pipes"));
+    };
+    let stderr = tokio::spawn(tail(stderr));
+    let mut sink: Box<dyn AsyncWrite + Unpin + Send> = match job.compression {
+        Compression::Zstd => Box::new(write::ZstdDecoder::new(stdin)),
+        Compression::Gzip => Box::new(write::GzipDecoder::new(stdin)),
+        Compression::None => Box::new(stdin),
+    };
+    let (mut hash, mut size, mut piped) = (Sha256::new(), 0u64, Ok(()));
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| fail("VerifyFailed", format!("reading the dump back: {e}")))?;
+        hash.update(&chunk);
+        size += chunk.len() as u64;
+        if piped.is_ok() {
+            piped = sink.write_all(&chunk).await;
+        }
+    }
+    if piped.is_ok() {
+        piped = sink.shutdown().await;
+    }
+    drop(sink);
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| fail("VerifyFailed", format!("waiting for pg_restore: {e}")))?;
+    let stderr = stderr.await.unwrap_or_default();
+    let sha256 = storage::hex(&hash.finalize());
+    if size != stored.size || sha256 != stored.sha256 {
+        return Err(fail(
+            "VerifyFailed",
+            format!(
+                "the dump read back from {} is {size} bytes with SHA-256 {sha256}, but {} bytes with SHA-256 {} were written",
+                job.store.url(),
+                stored.size,
+                stored.sha256
+            ),
+        ));
+    }
+    if !status.success() || piped.is_err() {
+        let detail = match piped {
+            Err(e) if stderr.trim().is_empty() => format!("decompressing: {e}"),
+            _ => stderr.trim().to_string(),
+        };
+        return Err(fail(
+            "VerifyFailed",
+            format!(
+                "pg_restore could not read the archive back ({}): {detail}",
+                exit_text(status)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The last [`STDERR_TAIL`] bytes of a child's stderr.
+async fn tail(mut stderr: impl AsyncRead + Unpin) -> String {
+    let mut all = Vec::new();
+    let _ = stderr.read_to_end(&mut all).await;
+    let start = all.len().saturating_sub(STDERR_TAIL);
+    String::from_utf8_lossy(&all[start..]).into_owned()
+}
+
+fn exit_text(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended abnormally".into(),
+    }
+}

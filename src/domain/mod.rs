@@ -1,0 +1,7 @@
+//! Logic that knows neither Kubernetes nor a database engine: when a backup is due and what it is
+//! called (`schedule`), which backups to keep (`retention`), and what a backup's manifest says
+//! (`manifest`). Everything here is pure and unit-tested.
+
+pub mod manifest;
+pub mod retention;
+pub mod schedule;
