@@ -453,7 +453,8 @@ async fn backup_required_is_refused_before_touching_the_database() {
     );
     let (_, _, message) = support::condition(Some(&s), "Ready").unwrap();
     assert!(
-        message.contains("requires a backup before migrating") && message.contains("not available"),
+        message.contains("requires a backup before migrating")
+            && message.contains("no BackupSchedule"),
         "{message}"
     );
     assert!(fx.ledger().await.is_empty() && fx.tables().await.is_empty());

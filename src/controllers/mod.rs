@@ -204,6 +204,9 @@ pub type Shutdown = tokio_util::sync::CancellationToken;
 /// Runs all five controllers until `shutdown` resolves, then lets in-flight reconciles finish.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
     info!(namespace = ?ctx.config.watch_namespace, "starting controllers");
+    // Long work holds the Context itself, so dropping the controllers alone would not stop it: when this
+    // future is dropped (a hard stop) or ends, every job and backup task is aborted, as a dead process's.
+    let _abort = AbortWork(ctx.clone());
     let token = Shutdown::new();
     let stop = token.clone();
     tokio::spawn(async move {
@@ -252,9 +255,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         ),
     ];
     futures::future::join_all(controllers).await;
-    ctx.environment_jobs.abort_all();
-    ctx.backups.tasks.abort_all();
     info!("controllers stopped");
+}
+
+/// Aborts the long work of every controller when dropped.
+struct AbortWork(Arc<Context>);
+
+impl Drop for AbortWork {
+    fn drop(&mut self) {
+        self.0.environment_jobs.abort_all();
+        self.0.backups.tasks.abort_all();
+    }
 }
 
 /// Logs each reconcile result of a controller stream at debug level.

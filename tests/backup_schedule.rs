@@ -1,0 +1,717 @@
+//! BackupSchedule on the real platform: PostgreSQL 18 and 15, the S3 server, the API server. Each test
+//! asserts what a user can see: objects in the bucket, the manifest, a restore that matches it, the
+//! schedule's status and conditions.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use lifeboat::{
+    api::{
+        BackupSchedule, MigrationRun,
+        backup_schedule::{BackupPhase, BackupRecord},
+    },
+    domain::manifest::Manifest,
+    engines::postgres::dump::{STABLE_TEXT_SETTINGS, table_stat},
+};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, path::Path};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use support::Fixture;
+
+/// How long a backup of the test's small databases may take to show up.
+const BACKUP_WAIT: Duration = Duration::from_secs(90);
+
+/// Tables of different shapes, so content checksums meet types whose text form depends on settings.
+const SEED: &str = "
+create table customers (id serial primary key, name text not null, joined timestamptz not null default now(),
+                        score double precision, avatar bytea, prefs jsonb, span interval);
+insert into customers (name, joined, score, avatar, prefs, span)
+  select 'c' || g, timestamptz '2020-01-01 00:00:00+00' + g * interval '1 hour', g / 7.0,
+         decode(md5(g::text), 'hex'), jsonb_build_object('g', g), g * interval '1 minute'
+  from generate_series(1, 3000) g;
+create schema billing;
+create table billing.invoices (id bigint primary key, customer int references customers(id), amount numeric(12,2));
+insert into billing.invoices select g, 1 + g % 3000, g * 1.25 from generate_series(1, 2000) g;
+create table empty_one (x int);
+";
+
+struct Backups {
+    fx: Fixture,
+    schedules: Api<BackupSchedule>,
+    bucket: object_store::aws::AmazonS3,
+}
+
+impl Backups {
+    async fn new(prefix: &str) -> Option<Self> {
+        let platform = support::platform()?;
+        let fx = Fixture::new(platform, prefix).await;
+        let s3 = &fx.platform.s3;
+        let bucket = AmazonS3Builder::new()
+            .with_endpoint(&s3.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(&s3.bucket)
+            .with_region(&s3.region)
+            .with_access_key_id(&s3.access_key)
+            .with_secret_access_key(&s3.secret_key)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .unwrap();
+        let secret = |name: &str, secret_key: &str| -> Secret {
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {
+                "accessKeyId": s3.access_key, "secretAccessKey": secret_key}}))
+            .unwrap()
+        };
+        let secrets: Api<Secret> = Api::namespaced(fx.client.clone(), &fx.ns.name);
+        for s in [
+            secret("s3", &s3.secret_key),
+            secret("s3-wrong", "not-the-key"),
+        ] {
+            secrets.create(&PostParams::default(), &s).await.unwrap();
+        }
+        let schedules = Api::namespaced(fx.client.clone(), &fx.ns.name);
+        Some(Self {
+            fx,
+            schedules,
+            bucket,
+        })
+    }
+
+    /// A seeded `ci` environment on PostgreSQL 18 (or on the server of `admin_secret`).
+    async fn environment(&self, name: &str, extra: Value) {
+        self.fx
+            .config_map(&format!("{name}-seed"), json!({"seed.sql": SEED}))
+            .await;
+        let mut spec = json!({
+            "tier": "ci",
+            "server": {"adminSecretRef": {"name": "pg-admin"}},
+            "seed": {"configMapRef": {"name": format!("{name}-seed")}, "key": "seed.sql"}
+        });
+        merge(&mut spec, extra);
+        self.fx.apply_env(name, spec).await;
+        self.fx.ready(name).await;
+    }
+
+    fn prefix(&self, schedule: &str) -> String {
+        format!("{}/{schedule}", self.fx.ns.name)
+    }
+
+    /// Applies a BackupSchedule of `env` that never fires by itself unless `extra` says otherwise.
+    async fn schedule(&self, name: &str, env: &str, extra: Value) {
+        let mut spec = json!({
+            "environmentRef": {"name": env},
+            "schedule": "0 0 1 1 *",
+            "destination": {"s3": {
+                "bucket": self.fx.platform.s3.bucket,
+                "endpoint": self.fx.platform.s3.endpoint,
+                "region": self.fx.platform.s3.region,
+                "forcePathStyle": true,
+                "credentialsSecretRef": {"name": "s3"}
+            }}
+        });
+        merge(&mut spec, extra);
+        support::apply_json(
+            &self.fx.client,
+            &self.fx.ns.name,
+            json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupSchedule",
+                   "metadata": {"name": name}, "spec": spec}),
+        )
+        .await
+        .expect("apply BackupSchedule");
+    }
+
+    async fn trigger(&self, name: &str, value: &str) {
+        self.schedules
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"trigger": value}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the newest recorded backup has finished with `phase`; returns that record.
+    async fn finished(&self, name: &str, phase: BackupPhase) -> BackupRecord {
+        let s = support::wait_for(
+            &self.schedules,
+            name,
+            &format!("a finished backup ({phase:?})"),
+            BACKUP_WAIT,
+            |s| {
+                s.status
+                    .as_ref()
+                    .and_then(|s| s.recent_backups.first())
+                    .is_some_and(|r| r.phase != BackupPhase::Running)
+            },
+        )
+        .await;
+        let record = s.status.unwrap().recent_backups[0].clone();
+        assert_eq!(record.phase, phase, "{record:#?}");
+        record
+    }
+
+    /// Object names under the schedule's prefix.
+    async fn objects(&self, schedule: &str) -> Vec<String> {
+        let prefix = Path::from(self.prefix(schedule));
+        let mut names: Vec<String> = self
+            .bucket
+            .list(Some(&prefix))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        names.sort();
+        names
+    }
+
+    async fn manifest(&self, schedule: &str, id: &str) -> Manifest {
+        let path = Path::from(format!("{}/{id}/manifest.json", self.prefix(schedule)));
+        let bytes = self.bucket.get(&path).await.unwrap().bytes().await.unwrap();
+        Manifest::parse(&bytes).unwrap()
+    }
+
+    async fn condition(&self, name: &str, type_: &str) -> (String, String, String) {
+        let s = self.schedules.get(name).await.unwrap();
+        support::condition(s.status.as_ref(), type_).unwrap_or_default()
+    }
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        b.extend(e);
+    }
+}
+
+/// Row counts and checksums of every user table of `database`, computed as a backup does.
+async fn table_stats(pg: &support::Postgres, database: &str) -> BTreeMap<String, (i64, String)> {
+    let mut conn = support::admin_conn(pg, database).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "begin isolation level repeatable read; {STABLE_TEXT_SETTINGS}"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let tables: Vec<(String, String)> =
+        sqlx::query_as(lifeboat::engines::postgres::dump::USER_TABLES)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let mut out = BTreeMap::new();
+    for (schema, name) in tables {
+        let (rows, sum) = table_stat(&mut conn, &schema, &name, true).await.unwrap();
+        out.insert(format!("{schema}.{name}"), (rows, sum.unwrap()));
+    }
+    conn.close().await.unwrap();
+    out
+}
+
+fn manifest_stats(m: &Manifest) -> BTreeMap<String, (i64, String)> {
+    m.tables
+        .iter()
+        .map(|t| {
+            (
+                format!("{}.{}", t.schema, t.name),
+                (t.rows, t.checksum.clone().unwrap_or_default()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_triggered_backup_is_verified_and_restores_to_the_same_rows() {
+    let Some(b) = Backups::new("bk-restore").await else {
+        return;
+    };
+    b.environment("shop", json!({})).await;
+    b.schedule("nightly", "shop", json!({"trigger": "first"}))
+        .await;
+    let record = b.finished("nightly", BackupPhase::Succeeded).await;
+    assert!(record.id.ends_with("-manual"), "{}", record.id);
+    assert_eq!(record.kind.as_deref(), Some("manual"));
+    let (status, reason, _) = b.condition("nightly", "Ready").await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "BackupSucceeded")
+    );
+    let (failing, _, _) = b.condition("nightly", "BackupFailing").await;
+    assert_eq!(failing, "False");
+
+    // The layout: dump and manifest, nothing else.
+    let prefix = b.prefix("nightly");
+    assert_eq!(
+        b.objects("nightly").await,
+        [
+            format!("{prefix}/{}/dump", record.id),
+            format!("{prefix}/{}/manifest.json", record.id)
+        ]
+    );
+    let manifest = b.manifest("nightly", &record.id).await;
+    assert_eq!(manifest.dump.compression, "zstd");
+    assert_eq!(Some(manifest.dump.sha256.clone()), record.sha256);
+    assert!(
+        manifest.server_version.starts_with("18"),
+        "{}",
+        manifest.server_version
+    );
+    let source_db = b.fx.database("shop").await;
+    let source = table_stats(&b.fx.platform.pg, &source_db).await;
+    assert_eq!(
+        manifest_stats(&manifest),
+        source,
+        "manifest = the database at the snapshot"
+    );
+    assert_eq!(source["public.customers"].0, 3000);
+    assert_eq!(source["billing.invoices"].0, 2000);
+
+    // Restore it with pg_restore into a new database: the same rows, the same checksums.
+    let path = Path::from(format!("{prefix}/{}/dump", record.id));
+    let stored = b.bucket.get(&path).await.unwrap().bytes().await.unwrap();
+    assert_eq!(stored.len() as u64, manifest.dump.size_bytes);
+    let mut archive = Vec::new();
+    tokio::io::copy(
+        &mut async_compression::tokio::bufread::ZstdDecoder::new(&stored[..]),
+        &mut archive,
+    )
+    .await
+    .unwrap();
+    assert_eq!(archive.len() as u64, manifest.dump.raw_size_bytes);
+    let target = format!("restored_{}", support::random_suffix());
+    let mut admin = support::admin_conn(&b.fx.platform.pg, "postgres").await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {target}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &archive).unwrap();
+    let pg = &b.fx.platform.pg;
+    let out = tokio::process::Command::new("pg_restore")
+        .args(["--no-owner", "--no-privileges", "--exit-on-error"])
+        .arg(format!(
+            "--dbname=postgresql://{}@{}:{}/{target}",
+            pg.user, pg.host, pg.port
+        ))
+        .arg(file.path())
+        .env("PGPASSWORD", &pg.password)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(table_stats(pg, &target).await, source, "restored = source");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database {target}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    // The same trigger again takes nothing; a new one takes a second backup.
+    b.trigger("nightly", "second").await;
+    let second = support::wait_for(
+        &b.schedules,
+        "nightly",
+        "a second backup",
+        BACKUP_WAIT,
+        |s| {
+            s.status.as_ref().is_some_and(|s| {
+                s.recent_backups.len() == 2 && s.recent_backups[0].phase == BackupPhase::Succeeded
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        second.status.unwrap().last_handled_trigger.as_deref(),
+        Some("second")
+    );
+    b.fx.finish().await;
+}
+
+#[tokio::test]
+async fn postgres_15_is_backed_up_too() {
+    let Some(b) = Backups::new("bk-pg15").await else {
+        return;
+    };
+    support::create_admin_secret(
+        &b.fx.client,
+        &b.fx.ns.name,
+        "pg15-admin",
+        &b.fx.platform.pg15,
+        json!({}),
+    )
+    .await;
+    b.environment(
+        "old",
+        json!({"server": {"adminSecretRef": {"name": "pg15-admin"}}}),
+    )
+    .await;
+    b.schedule(
+        "nightly",
+        "old",
+        json!({"trigger": "now", "compression": "gzip"}),
+    )
+    .await;
+    let record = b.finished("nightly", BackupPhase::Succeeded).await;
+    let manifest = b.manifest("nightly", &record.id).await;
+    assert!(
+        manifest.server_version.starts_with("15"),
+        "{}",
+        manifest.server_version
+    );
+    assert_eq!(manifest.dump.compression, "gzip");
+    let db = b.fx.database("old").await;
+    assert_eq!(
+        manifest_stats(&manifest),
+        table_stats(&b.fx.platform.pg15, &db).await
+    );
+    b.fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_fast_cron_takes_its_slot() {
+    let Some(b) = Backups::new("bk-cron").await else {
+        return;
+    };
+    b.environment("shop", json!({})).await;
+    b.schedule(
+        "minutely",
+        "shop",
+        json!({"schedule": "* * * * *", "tableChecks": "rowCounts", "compression": "none"}),
+    )
+    .await;
+    let s = support::wait_for(
+        &b.schedules,
+        "minutely",
+        "a scheduled backup",
+        Duration::from_secs(150),
+        |s| {
+            s.status.as_ref().is_some_and(|s| {
+                s.last_successful_backup.is_some() && s.last_schedule_time.is_some()
+            })
+        },
+    )
+    .await;
+    let status = s.status.unwrap();
+    let id = status.last_successful_backup.unwrap().id;
+    assert_eq!(id.len(), "20261201T030000Z".len(), "a slot id: {id}");
+    assert!(id.ends_with("00Z"), "slots are whole minutes: {id}");
+    assert!(status.next_schedule_time.is_some());
+    let manifest = b.manifest("minutely", &id).await;
+    assert_eq!(manifest.table_checks, "rowCounts");
+    assert!(manifest.tables.iter().all(|t| t.checksum.is_none()));
+    assert_eq!(manifest.dump.compression, "none");
+    assert_eq!(manifest.dump.size_bytes, manifest.dump.raw_size_bytes);
+    b.fx.finish().await;
+}
+
+#[tokio::test]
+async fn failures_store_nothing_and_say_why() {
+    let Some(b) = Backups::new("bk-fail").await else {
+        return;
+    };
+    b.environment("shop", json!({"healthCheck": {"periodSeconds": 3600}}))
+        .await;
+
+    // Wrong S3 credentials.
+    b.schedule(
+        "denied",
+        "shop",
+        json!({"trigger": "t", "destination": {"s3": {
+        "bucket": b.fx.platform.s3.bucket, "endpoint": b.fx.platform.s3.endpoint,
+        "region": b.fx.platform.s3.region, "forcePathStyle": true,
+        "credentialsSecretRef": {"name": "s3-wrong"}}}}),
+    )
+    .await;
+    let record = b.finished("denied", BackupPhase::Failed).await;
+    assert_eq!(
+        record.reason.as_deref(),
+        Some("StorageAccessDenied"),
+        "{record:#?}"
+    );
+    let (failing, reason, message) = b.condition("denied", "BackupFailing").await;
+    assert_eq!(
+        (failing.as_str(), reason.as_str()),
+        ("True", "StorageAccessDenied"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("not-the-key"),
+        "no secret in status: {message}"
+    );
+    let (ready, _, _) = b.condition("denied", "Ready").await;
+    assert_eq!(ready, "False");
+    assert!(b.objects("denied").await.is_empty());
+
+    // The database does not answer: the connection Secret points at a closed port.
+    let secrets: Api<Secret> = Api::namespaced(b.fx.client.clone(), &b.fx.ns.name);
+    secrets
+        .patch(
+            "shop-connection",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"port": "1"}})),
+        )
+        .await
+        .unwrap();
+    b.schedule("unreachable", "shop", json!({"trigger": "t"}))
+        .await;
+    let record = b.finished("unreachable", BackupPhase::Failed).await;
+    assert_eq!(
+        record.reason.as_deref(),
+        Some("ServerUnreachable"),
+        "{record:#?}"
+    );
+    assert!(b.objects("unreachable").await.is_empty());
+    let events = b.fx.events().await;
+    assert!(events.contains("BackupFailed"), "a BackupFailed event");
+    b.fx.finish().await;
+}
+
+/// A directory with `pg_dump` replaced by a script and the real `pg_restore`.
+fn tools_with_pg_dump(script_body: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let which = |p: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pg_dump");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nREAL={}\n{script_body}\n", which("pg_dump")),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(which("pg_restore"), dir.path().join("pg_restore")).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn pg_dump_killed_mid_stream_is_a_failed_backup() {
+    let Some(mut b) = Backups::new("bk-killed").await else {
+        return;
+    };
+    // pg_dump's output is cut after 64 KiB and the process is killed.
+    let tools = tools_with_pg_dump(
+        "[ \"$1\" = --version ] && exec \"$REAL\" --version\n\"$REAL\" \"$@\" | head -c 65536\nkill -9 $$",
+    );
+    b.fx.op.take().unwrap().stop().await.unwrap();
+    let mut settings = support::settings(&b.fx.ns.name, "op-cut");
+    settings.controllers.pg_bin_dir = Some(tools.path().to_path_buf());
+    b.fx.op = Some(support::start_operator(&b.fx.client, settings));
+    b.environment("shop", json!({})).await;
+    b.schedule(
+        "nightly",
+        "shop",
+        json!({"trigger": "t", "compression": "none"}),
+    )
+    .await;
+    let record = b.finished("nightly", BackupPhase::Failed).await;
+    assert_eq!(record.reason.as_deref(), Some("DumpFailed"), "{record:#?}");
+    assert!(
+        record
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("signal 9"),
+        "{record:#?}"
+    );
+    assert!(
+        b.objects("nightly").await.is_empty(),
+        "no partial object is left"
+    );
+    b.fx.finish().await;
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_backup_marks_it_failed_and_the_next_one_runs() {
+    let Some(mut b) = Backups::new("bk-crash").await else {
+        return;
+    };
+    let slow = tools_with_pg_dump(
+        "[ \"$1\" = --version ] && exec \"$REAL\" --version\nsleep 20\nexec \"$REAL\" \"$@\"",
+    );
+    b.fx.op.take().unwrap().stop().await.unwrap();
+    let mut settings = support::settings(&b.fx.ns.name, "op-slow");
+    settings.controllers.pg_bin_dir = Some(slow.path().to_path_buf());
+    b.fx.op = Some(support::start_operator(&b.fx.client, settings));
+    b.environment("shop", json!({})).await;
+    b.schedule("nightly", "shop", json!({"trigger": "one"}))
+        .await;
+    support::wait_for(
+        &b.schedules,
+        "nightly",
+        "a running backup",
+        BACKUP_WAIT,
+        |s| {
+            s.status
+                .as_ref()
+                .and_then(|s| s.recent_backups.first())
+                .is_some_and(|r| r.phase == BackupPhase::Running)
+        },
+    )
+    .await;
+    b.fx.op.take().unwrap().kill().await;
+
+    b.fx.op = Some(support::start_operator(
+        &b.fx.client,
+        support::settings(&b.fx.ns.name, "op-after"),
+    ));
+    let record = b.finished("nightly", BackupPhase::Failed).await;
+    assert_eq!(record.reason.as_deref(), Some("Interrupted"), "{record:#?}");
+    assert!(b.objects("nightly").await.is_empty());
+    b.trigger("nightly", "two").await;
+    let s = support::wait_for(
+        &b.schedules,
+        "nightly",
+        "the next backup",
+        BACKUP_WAIT,
+        |s| {
+            s.status
+                .as_ref()
+                .and_then(|s| s.recent_backups.first())
+                .is_some_and(|r| r.phase == BackupPhase::Succeeded)
+        },
+    )
+    .await;
+    let status = s.status.unwrap();
+    assert_eq!(status.recent_backups.len(), 2);
+    assert_eq!(
+        status.recent_backups[1].reason.as_deref(),
+        Some("Interrupted")
+    );
+    b.fx.finish().await;
+}
+
+#[tokio::test]
+async fn retention_expires_old_backups_but_keeps_the_drilled_one() {
+    let Some(b) = Backups::new("bk-keep").await else {
+        return;
+    };
+    b.environment("shop", json!({})).await;
+    // Ten earlier daily backups (as another run of this schedule left them), one verified by a drill.
+    let prefix = b.prefix("nightly");
+    let days: Vec<String> = (1..=10).map(|d| format!("202611{d:02}T030000Z")).collect();
+    for id in &days {
+        for name in ["dump", "manifest.json"] {
+            let path = Path::from(format!("{prefix}/{id}/{name}"));
+            b.bucket
+                .put(&path, PutPayload::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+    }
+    let drilled = &days[2];
+    b.bucket
+        .put(
+            &Path::from(format!("{prefix}/{drilled}/restore-drill.json")),
+            PutPayload::from_static(b"{}"),
+        )
+        .await
+        .unwrap();
+    b.schedule(
+        "nightly",
+        "shop",
+        json!({"trigger": "t", "retention": {"keepLast": 2}}),
+    )
+    .await;
+    let record = b.finished("nightly", BackupPhase::Succeeded).await;
+    let left = support::eventually("retention to run", BACKUP_WAIT, || async {
+        let objects = b.objects("nightly").await;
+        (!objects.iter().any(|o| o.contains(&days[0]))).then_some(objects)
+    })
+    .await;
+    let ids: std::collections::BTreeSet<_> = left
+        .iter()
+        .filter_map(|o| o.strip_prefix(&format!("{prefix}/")))
+        .filter_map(|o| o.split('/').next())
+        .map(str::to_string)
+        .collect();
+    let want: std::collections::BTreeSet<_> = [record.id.clone(), days[9].clone(), drilled.clone()]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        ids, want,
+        "keepLast 2 (the new one and the newest before it) and the drilled one"
+    );
+    b.fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_production_migration_takes_its_backup_first() {
+    let Some(b) = Backups::new("bk-prod").await else {
+        return;
+    };
+    b.environment(
+        "prod",
+        json!({"tier": "production", "deletionPolicy": "Delete", "allowProductionDataLoss": true}),
+    )
+    .await;
+    b.fx.config_map(
+        "migrations",
+        json!({"1_add_notes.up.sql": "alter table customers add column notes text;",
+               "1_add_notes.down.sql": "alter table customers drop column notes;"}),
+    )
+    .await;
+    let runs: Api<MigrationRun> = Api::namespaced(b.fx.client.clone(), &b.fx.ns.name);
+    let apply_run = |name: &'static str| {
+        support::apply_json(
+            &b.fx.client,
+            &b.fx.ns.name,
+            json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "MigrationRun", "metadata": {"name": name},
+                   "spec": {"environmentRef": {"name": "prod"}, "source": {"configMapNames": ["migrations"]}}}),
+        )
+    };
+    // Without a schedule the run is refused, naming what to create.
+    apply_run("without").await.unwrap();
+    let refused = support::wait_for(&runs, "without", "refused", BACKUP_WAIT, |r| {
+        r.status.as_ref().is_some_and(|s| s.finished_at.is_some())
+    })
+    .await;
+    let (stalled, reason, message) =
+        support::condition(refused.status.as_ref(), "Stalled").unwrap();
+    assert_eq!(
+        (stalled.as_str(), reason.as_str()),
+        ("True", "BackupsNotAvailable")
+    );
+    assert!(
+        message.contains("no BackupSchedule") && message.contains("prod"),
+        "{message}"
+    );
+
+    b.schedule("nightly", "prod", json!({})).await;
+    apply_run("with").await.unwrap();
+    let done = support::wait_for(&runs, "with", "finished", BACKUP_WAIT, |r| {
+        r.status.as_ref().is_some_and(|s| s.finished_at.is_some())
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        status.phase,
+        Some(lifeboat::api::migration_run::MigrationPhase::Succeeded),
+        "{status:#?}"
+    );
+    let id = status.backup_id.expect("the run records its backup");
+    assert!(id.ends_with("-premigrate"), "{id}");
+    let manifest = b.manifest("nightly", &id).await;
+    assert_eq!(manifest.kind, "premigrate");
+    let customers = manifest
+        .tables
+        .iter()
+        .find(|t| t.name == "customers")
+        .unwrap();
+    assert_eq!(customers.rows, 3000);
+    let schedule = b.schedules.get("nightly").await.unwrap();
+    let recorded = schedule.status.unwrap().last_successful_backup.unwrap();
+    assert_eq!(recorded.id, id);
+    b.fx.finish().await;
+}
