@@ -653,7 +653,8 @@ async fn a_production_migration_takes_its_backup_first() {
     };
     b.environment(
         "prod",
-        json!({"tier": "production", "deletionPolicy": "Delete", "allowProductionDataLoss": true}),
+        json!({"tier": "production", "deletionPolicy": "Delete", "allowProductionDataLoss": true,
+               "healthCheck": {"periodSeconds": 5}}),
     )
     .await;
     b.fx.config_map(
@@ -688,6 +689,24 @@ async fn a_production_migration_takes_its_backup_first() {
         "{message}"
     );
 
+    let expected = |missing: &'static str, reason: &'static str| {
+        let envs = b.fx.envs.clone();
+        async move {
+            support::wait_for(
+                &envs,
+                "prod",
+                &format!("BackupsExpected={missing}/{reason}"),
+                BACKUP_WAIT,
+                move |e| {
+                    support::condition(e.status.as_ref(), "BackupsExpected")
+                        .is_some_and(|(s, r, _)| s == missing && r == reason)
+                },
+            )
+            .await
+        }
+    };
+    expected("True", "NoBackupSchedule").await;
+
     b.schedule("nightly", "prod", json!({})).await;
     apply_run("with").await.unwrap();
     let done = support::wait_for(&runs, "with", "finished", BACKUP_WAIT, |r| {
@@ -713,5 +732,7 @@ async fn a_production_migration_takes_its_backup_first() {
     let schedule = b.schedules.get("nightly").await.unwrap();
     let recorded = schedule.status.unwrap().last_successful_backup.unwrap();
     assert_eq!(recorded.id, id);
+    // The environment sees its backup at its next health check.
+    expected("False", "BackupRecent").await;
     b.fx.finish().await;
 }

@@ -1,4 +1,5 @@
-//! The layers depend one way: `api` (the CRDs) and `engines` (databases) know nothing above them,
+//! The layers depend one way: `api` (the CRDs), `domain` (pure logic) and `storage` know nothing above
+//! them, `engines` (databases) only `domain`,
 //! `migrations` knows neither the CRDs nor any controller, and no controller of one kind imports another kind's controller
 //! (what two kinds share lives in `controllers/{references,server_access,backup,error,…}.rs`). This
 //! test reads the sources and fails on an import that points the wrong way.
@@ -94,10 +95,48 @@ fn api_and_engines_know_nothing_above_them() {
     assert_eq!(
         offenders(
             "engines",
-            &["api", "controllers", "operator", "cli", "migrations"]
+            &[
+                "api",
+                "controllers",
+                "operator",
+                "cli",
+                "migrations",
+                "storage"
+            ]
         ),
         BTreeSet::new()
     );
+}
+
+#[test]
+fn domain_and_storage_know_neither_kubernetes_nor_engines() {
+    // domain: pure logic (schedules, retention, manifests); storage: object storage. Neither sees a
+    // CRD, a database engine or anything above.
+    let above = [
+        "api",
+        "engines",
+        "migrations",
+        "storage",
+        "controllers",
+        "operator",
+        "cli",
+    ];
+    assert_eq!(offenders("domain", &above), BTreeSet::new());
+    assert_eq!(offenders("storage", &above), BTreeSet::new());
+    let kube_free = |layer: &str| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src")
+            .join(layer);
+        sources(&root)
+            .into_iter()
+            .filter(|(_, text)| {
+                text.contains("kube::") || text.contains("k8s_openapi::") || text.contains("sqlx::")
+            })
+            .map(|(file, _)| file)
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(kube_free("domain"), BTreeSet::new());
+    assert_eq!(kube_free("storage"), BTreeSet::new());
 }
 
 #[test]

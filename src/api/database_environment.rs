@@ -400,7 +400,9 @@ impl DatabaseEnvironment {
     }
 }
 
-/// Observed state of a DatabaseEnvironment (kstatus: conditions `Ready`, `Reconciling`, `Stalled`).
+/// Observed state of a DatabaseEnvironment (kstatus: conditions `Ready`, `Reconciling`, `Stalled`; on
+/// production also `BackupsExpected`, true while no BackupSchedule names it or its newest successful
+/// backup is older than twice the schedule's interval).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseEnvironmentStatus {

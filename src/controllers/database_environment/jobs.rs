@@ -244,8 +244,21 @@ async fn write_result(
         .as_ref()
         .filter(|_| applied)
         .map(|spec| super::instance::status(env, spec));
+    let backups = super::backups::check(ctx, env).await;
+    let generation = env.metadata.generation;
     status::write(ctx, env, &verdict, |s: &mut DatabaseEnvironmentStatus| {
         s.expires_at = expiry.map(Time);
+        if let Some(b) = backups {
+            conditions::set_condition(
+                &mut s.conditions,
+                super::backups::CONDITION_BACKUPS_EXPECTED,
+                b.missing,
+                b.reason,
+                &b.message,
+                generation,
+                Timestamp::now(),
+            );
+        }
         if instance.is_some() {
             s.instance = instance;
         }

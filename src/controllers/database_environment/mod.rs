@@ -43,6 +43,7 @@ use crate::{
     engines::postgres::{self, provision, sql},
 };
 
+mod backups;
 mod instance;
 mod jobs;
 mod secret;
