@@ -48,7 +48,7 @@ RUN groupadd --gid 65532 nonroot \
 COPY --from=builder /out/lifeboat /usr/local/bin/lifeboat
 
 # The versioned client binaries come first so no wrapper script chooses among versions. The root filesystem is
-# meant to be read-only: dumps spool to /tmp (an emptyDir in the Deployment).
+# meant to be read-only: backups keep only a passfile in /tmp (an emptyDir in the Deployment); dumps are streamed.
 ENV PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}" \
     TMPDIR=/tmp
 

@@ -17,6 +17,10 @@ helm template lifeboat charts/lifeboat --namespace "$ns" --set watchNamespace="$
 # and check it is there and well-formed on the client side only.
 helm template lifeboat charts/lifeboat --namespace "$ns" --set serviceMonitor.enabled=true \
   --show-only templates/servicemonitor.yaml | grep -q '^kind: ServiceMonitor$'
+# The PrometheusRule kind too; lint the chart with it on as well.
+helm lint --strict charts/lifeboat --set prometheusRule.enabled=true
+helm template lifeboat charts/lifeboat --namespace "$ns" --set prometheusRule.enabled=true \
+  --show-only templates/prometheusrule.yaml | grep -q '^kind: PrometheusRule$'
 echo "helm chart: lint and server-side dry run passed"
 # One RBAC source: deploy/base's RBAC is the chart's, rendered by deploy/render-rbac.sh.
 rendered="$(mktemp -d)"

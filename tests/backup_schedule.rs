@@ -177,6 +177,22 @@ impl Backups {
         Manifest::parse(&bytes).unwrap()
     }
 
+    /// Stops the operator, deletes the namespace and what the test stored in the bucket.
+    async fn finish(self) {
+        let prefix = Path::from(self.fx.ns.name.clone());
+        let objects: Vec<Path> = self
+            .bucket
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .unwrap();
+        for path in objects {
+            self.bucket.delete(&path).await.unwrap();
+        }
+        self.fx.finish().await;
+    }
+
     async fn condition(&self, name: &str, type_: &str) -> (String, String, String) {
         let s = self.schedules.get(name).await.unwrap();
         support::condition(s.status.as_ref(), type_).unwrap_or_default()
@@ -331,7 +347,7 @@ async fn a_triggered_backup_is_verified_and_restores_to_the_same_rows() {
         second.status.unwrap().last_handled_trigger.as_deref(),
         Some("second")
     );
-    b.fx.finish().await;
+    b.finish().await;
 }
 
 #[tokio::test]
@@ -371,7 +387,7 @@ async fn postgres_15_is_backed_up_too() {
         manifest_stats(&manifest),
         table_stats(&b.fx.platform.pg15, &db).await
     );
-    b.fx.finish().await;
+    b.finish().await;
 }
 
 #[tokio::test]
@@ -408,7 +424,7 @@ async fn a_fast_cron_takes_its_slot() {
     assert!(manifest.tables.iter().all(|t| t.checksum.is_none()));
     assert_eq!(manifest.dump.compression, "none");
     assert_eq!(manifest.dump.size_bytes, manifest.dump.raw_size_bytes);
-    b.fx.finish().await;
+    b.finish().await;
 }
 
 #[tokio::test]
@@ -470,7 +486,7 @@ async fn failures_store_nothing_and_say_why() {
     assert!(b.objects("unreachable").await.is_empty());
     let events = b.fx.events().await;
     assert!(events.contains("BackupFailed"), "a BackupFailed event");
-    b.fx.finish().await;
+    b.finish().await;
 }
 
 /// A directory with `pg_dump` replaced by a script and the real `pg_restore`.
@@ -529,7 +545,7 @@ async fn pg_dump_killed_mid_stream_is_a_failed_backup() {
         b.objects("nightly").await.is_empty(),
         "no partial object is left"
     );
-    b.fx.finish().await;
+    b.finish().await;
 }
 
 #[tokio::test]
@@ -589,7 +605,7 @@ async fn an_operator_killed_mid_backup_marks_it_failed_and_the_next_one_runs() {
         status.recent_backups[1].reason.as_deref(),
         Some("Interrupted")
     );
-    b.fx.finish().await;
+    b.finish().await;
 }
 
 #[tokio::test]
@@ -643,7 +659,7 @@ async fn retention_expires_old_backups_but_keeps_the_drilled_one() {
         ids, want,
         "keepLast 2 (the new one and the newest before it) and the drilled one"
     );
-    b.fx.finish().await;
+    b.finish().await;
 }
 
 #[tokio::test]
@@ -734,5 +750,79 @@ async fn a_production_migration_takes_its_backup_first() {
     assert_eq!(recorded.id, id);
     // The environment sees its backup at its next health check.
     expected("False", "BackupRecent").await;
-    b.fx.finish().await;
+    b.finish().await;
+}
+
+/// The shell block after `<!-- runbook-test -->` in docs/backups.md.
+fn runbook() -> String {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/backups.md")).unwrap();
+    let after = doc
+        .split("<!-- runbook-test -->")
+        .nth(1)
+        .expect("the runbook marker in docs/backups.md");
+    let start = after.find("```sh\n").expect("a sh block after the marker") + "```sh\n".len();
+    let end = after[start..].find("\n```").unwrap();
+    after[start..start + end].to_string()
+}
+
+#[tokio::test]
+async fn the_runbook_restores_by_hand() {
+    let Some(mut b) = Backups::new("bk-runbook").await else {
+        return;
+    };
+    b.environment("shop", json!({})).await;
+    b.schedule("nightly", "shop", json!({"trigger": "t"})).await;
+    let record = b.finished("nightly", BackupPhase::Succeeded).await;
+    let manifest = b.manifest("nightly", &record.id).await;
+
+    // Lifeboat is gone: only the bucket, the page and the standard tools remain.
+    b.fx.op.take().unwrap().stop().await.unwrap();
+    let pg = &b.fx.platform.pg;
+    let target = format!("byhand_{}", support::random_suffix());
+    let mut admin = support::admin_conn(pg, "postgres").await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database {target}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let s3 = &b.fx.platform.s3;
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(runbook())
+        .current_dir(dir.path())
+        .env("S3_ENDPOINT", &s3.endpoint)
+        .env("BUCKET", &s3.bucket)
+        .env("PREFIX", b.prefix("nightly"))
+        .env("REGION", &s3.region)
+        .env("AWS_ACCESS_KEY_ID", &s3.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
+        .env(
+            "TARGET_URL",
+            format!("postgresql://{}@{}:{}/{target}", pg.user, pg.host, pg.port),
+        )
+        .env("PGPASSWORD", &pg.password)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the runbook failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("restoring backup {}", record.id)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("dump: OK"),
+        "the checksum was checked: {stdout}"
+    );
+    assert_eq!(table_stats(pg, &target).await, manifest_stats(&manifest));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database {target}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    b.finish().await;
 }

@@ -92,6 +92,11 @@ async fn reconcile(cached: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Act
         let api: Api<BackupSchedule> =
             Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
         let Some(schedule) = api.get_opt(&cached.name_any()).await? else {
+            // Deleted: its per-schedule gauges go too, or alerts would fire for a schedule that is gone.
+            let labels = labels(&cached);
+            ctx.metrics.backup_last_success.remove(&labels);
+            ctx.metrics.backup_interval.remove(&labels);
+            ctx.metrics.backup_failing.remove(&labels);
             return Ok(Action::await_change());
         };
         match resolve(&schedule, &ctx).await {
@@ -255,7 +260,7 @@ async fn act(
                 return Ok(Action::requeue(ENVIRONMENT_WAIT));
             }
             let job = job(ctx, schedule, &resolved, id, kind).await?;
-            run::start(ctx.clone(), schedule, job, move |s| {
+            run::start(ctx.clone(), schedule, job, run::Slot::Acquire, move |s| {
                 if let Some(slot) = slot {
                     s.last_schedule_time = Some(plan::to_time(slot));
                 }

@@ -25,12 +25,23 @@ const WRITE_ATTEMPTS: u32 = 6;
 /// What a backup ended with.
 pub type Outcome = Result<Manifest, pipeline::Failure>;
 
+/// Whether a backup task takes a work slot of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// A scheduled or manual backup waits for a slot like any database work.
+    Acquire,
+    /// The caller (a MigrationRun backing up first) already holds a slot of the namespace: waiting for
+    /// a second one could wait forever with `--max-concurrent-work-per-namespace 1`.
+    HeldByCaller,
+}
+
 /// Records `job` as running (with `update` applied to the status in the same write) and starts its
 /// task. The receiver gets the outcome once it is recorded.
 pub async fn start(
     ctx: Arc<Context>,
     schedule: &BackupSchedule,
     job: pipeline::Job,
+    slot: Slot,
     update: impl FnOnce(&mut BackupScheduleStatus),
 ) -> Result<oneshot::Receiver<Outcome>, Error> {
     let record = super::running_record(&job.id, job.kind);
@@ -51,7 +62,7 @@ pub async fn start(
             return; // the Running record could not be written: nothing was started
         }
         let ctx = task_ctx;
-        let outcome = execute(&ctx, &ns, &job).await;
+        let outcome = execute(&ctx, &ns, &job, slot).await;
         let record = finished_record(&job, &outcome);
         if let Err(e) = record_result(&ctx, &ns, &name, record).await {
             // The Running record stays; the next reconcile marks it interrupted and removes the objects
@@ -71,11 +82,16 @@ pub async fn start(
     Ok(rx)
 }
 
-async fn execute(ctx: &Context, ns: &str, job: &pipeline::Job) -> Outcome {
-    if !ctx.slots.available(ns) {
-        info!(backup = %job.id, "waiting for a free work slot");
-    }
-    let _permit = ctx.slots.acquire(ns).await;
+async fn execute(ctx: &Context, ns: &str, job: &pipeline::Job, slot: Slot) -> Outcome {
+    let _permit = match slot {
+        Slot::HeldByCaller => None,
+        Slot::Acquire => {
+            if !ctx.slots.available(ns) {
+                info!(backup = %job.id, "waiting for a free work slot");
+            }
+            Some(ctx.slots.acquire(ns).await)
+        }
+    };
     let started = Instant::now();
     let timeout = ctx.config.work_timeout();
     let outcome = match tokio::time::timeout(timeout, pipeline::take(job)).await {

@@ -70,7 +70,7 @@ impl ScheduleBackups {
         let job = super::job(ctx, &schedule, &resolved, id, "premigrate")
             .await
             .map_err(|e| format!("BackupSchedule {name} cannot take a backup: {e}"))?;
-        let receiver = run::start(ctx.clone(), &schedule, job, |_| {})
+        let receiver = run::start(ctx.clone(), &schedule, job, run::Slot::HeldByCaller, |_| {})
             .await
             .map_err(|e| format!("recording the backup on BackupSchedule {name} failed: {e}"))?;
         match receiver.await {

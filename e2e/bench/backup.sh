@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Benchmark (prints figures; not a test): a BackupSchedule backup of a pgbench database (default scale
+# 70, about 1 GB) by the release `lifeboat` binary, against the raw path `pg_dump -Fc -Z0 | zstd > file`
+# on the same database, same server, same run. Reports throughput (database bytes per second) of each,
+# their ratio, the time `verify` adds, and the operator's peak RSS growth during the backup (VmHWM after
+# minus VmRSS before). Usage: e2e/bench/backup.sh [scale]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+SCALE="${1:-70}"
+if [[ -z "${LIFEBOAT_PG_HOST:-}" ]]; then
+  eval "$("$ROOT/e2e/platform.sh" env)"
+fi
+: "${LIFEBOAT_PG_HOST:?start the platform: e2e/platform.sh up}"
+command -v zstd >/dev/null || { echo "zstd is needed (apt-get install zstd)" >&2; exit 1; }
+command -v pgbench >/dev/null || PGBENCH_DIR=$(dirname "$(command -v pg_dump)")
+
+echo "building lifeboat (release)" >&2
+(cd "$ROOT" && cargo build -q --release --locked --bin lifeboat)
+LIFEBOAT="$ROOT/target/release/lifeboat"
+
+NS="bench-backup-$$"
+WORK="$(mktemp -d)"
+OP_PID=""
+cleanup() {
+  [[ -n $OP_PID ]] && kill "$OP_PID" 2>/dev/null || true
+  kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+kubectl apply -f "$ROOT/crds/" >/dev/null
+kubectl create namespace "$NS" >/dev/null
+kubectl -n "$NS" create secret generic pg-admin --from-literal=host="$LIFEBOAT_PG_HOST" \
+  --from-literal=port="$LIFEBOAT_PG_PORT" --from-literal=username="$LIFEBOAT_PG_USER" \
+  --from-literal=password="$LIFEBOAT_PG_PASSWORD" >/dev/null
+kubectl -n "$NS" create secret generic s3 --from-literal=accessKeyId="$LIFEBOAT_S3_ACCESS_KEY" \
+  --from-literal=secretAccessKey="$LIFEBOAT_S3_SECRET_KEY" >/dev/null
+
+"$LIFEBOAT" run --watch-namespace "$NS" --operator-namespace "$NS" --lease-namespace "$NS" \
+  --metrics-addr 127.0.0.1:0 --identity bench --log-level warn >"$WORK/operator.log" 2>&1 &
+OP_PID=$!
+
+kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: lifeboat.dev/v1alpha1
+kind: DatabaseEnvironment
+metadata: {name: big}
+spec:
+  tier: staging
+  deletionPolicy: Delete
+  server: {adminSecretRef: {name: pg-admin}}
+EOF
+kubectl -n "$NS" wait --for=condition=Ready databaseenvironment/big --timeout=120s >/dev/null
+secret() { kubectl -n "$NS" get secret big-connection -o "jsonpath={.data.$1}" | base64 -d; }
+export PGHOST=$(secret host) PGPORT=$(secret port) PGUSER=$(secret username) PGPASSWORD=$(secret password)
+export PGDATABASE=$(secret database) PGSSLMODE=disable
+echo "pgbench -i -s $SCALE into $PGDATABASE (once per run; takes a while)" >&2
+"${PGBENCH_DIR:+$PGBENCH_DIR/}pgbench" -i -q -s "$SCALE" >/dev/null 2>&1
+DB_BYTES=$(psql -X -Atc "select pg_database_size(current_database())")
+
+now() { date +%s.%N; }
+echo "raw: pg_dump -Fc -Z0 | zstd > file" >&2
+t0=$(now)
+pg_dump -Fc -Z0 | zstd -q -3 -o "$WORK/raw.dump.zst"
+t1=$(now)
+RAW_S=$(echo "$t1 - $t0" | bc -l)
+RAW_SIZE=$(stat -c %s "$WORK/raw.dump.zst")
+rm -f "$WORK/raw.dump.zst"
+
+rss() { awk "/^$1:/ {print \$2}" "/proc/$OP_PID/status"; }
+backup() { # name verify -> seconds
+  local name=$1 verify=$2
+  kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: lifeboat.dev/v1alpha1
+kind: BackupSchedule
+metadata: {name: $name}
+spec:
+  environmentRef: {name: big}
+  schedule: "0 0 1 1 *"
+  verify: $verify
+  tableChecks: rowCounts
+  trigger: go
+  destination:
+    s3: {bucket: $LIFEBOAT_S3_BUCKET, endpoint: "$LIFEBOAT_S3_ENDPOINT", region: $LIFEBOAT_S3_REGION,
+         forcePathStyle: true, credentialsSecretRef: {name: s3}}
+EOF
+  local start; start=$(now)
+  until [[ $(kubectl -n "$NS" get backupschedule "$name" -o 'jsonpath={.status.recentBackups[0].phase}' 2>/dev/null) =~ ^(Succeeded|Failed)$ ]]; do
+    sleep 0.2
+  done
+  local end; end=$(now)
+  [[ $(kubectl -n "$NS" get backupschedule "$name" -o 'jsonpath={.status.recentBackups[0].phase}') == Succeeded ]] ||
+    { kubectl -n "$NS" get backupschedule "$name" -o yaml >&2; exit 1; }
+  echo "$end - $start" | bc -l
+}
+RSS_BEFORE=$(rss VmRSS)
+echo "lifeboat: BackupSchedule, verify: false" >&2
+LB_S=$(backup plain false)
+HWM=$(rss VmHWM)
+echo "lifeboat: BackupSchedule, verify: true" >&2
+LBV_S=$(backup verified true)
+HWM_V=$(rss VmHWM)
+LB_SIZE=$(kubectl -n "$NS" get backupschedule plain -o 'jsonpath={.status.recentBackups[0].sizeBytes}')
+
+mb() { echo "scale=1; $1 / 1048576" | bc -l; }
+tp() { echo "scale=1; $DB_BYTES / 1048576 / $1" | bc -l; }
+printf '\npgbench scale %s: database %s MiB on PostgreSQL %s\n' "$SCALE" "$(mb "$DB_BYTES")" "$(psql -X -Atc 'show server_version')"
+printf '%-44s %9s %12s %12s\n' "path" "seconds" "MiB/s (db)" "stored MiB"
+printf '%-44s %9.2f %12s %12s\n' "raw: pg_dump -Fc -Z0 | zstd -3 > file" "$RAW_S" "$(tp "$RAW_S")" "$(mb "$RAW_SIZE")"
+printf '%-44s %9.2f %12s %12s\n' "lifeboat: backup to S3, verify false" "$LB_S" "$(tp "$LB_S")" "$(mb "$LB_SIZE")"
+printf '%-44s %9.2f %12s %12s\n' "lifeboat: backup to S3, verify true" "$LBV_S" "$(tp "$LBV_S")" "-"
+printf 'throughput ratio lifeboat/raw (verify false): %.2f (target >= 0.9)\n' "$(echo "$RAW_S / $LB_S" | bc -l)"
+printf 'operator RSS before: %s MiB; peak after backup: %s MiB (growth %s MiB); after verified backup: %s MiB (target growth < 64 MiB)\n' \
+  "$(mb $((RSS_BEFORE * 1024)))" "$(mb $((HWM * 1024)))" "$(mb $(((HWM - RSS_BEFORE) * 1024)))" "$(mb $((HWM_V * 1024)))"
