@@ -88,6 +88,14 @@ pub struct Metrics {
     pub backup_interval: Family<ScheduleLabels, Gauge>,
     /// 1 while a schedule's newest backup failed, per schedule.
     pub backup_failing: Family<ScheduleLabels, Gauge>,
+    /// 1 while a passed restore drill of the schedule's backups is recent enough (`Recoverable`).
+    pub backup_recoverable: Family<ScheduleLabels, Gauge>,
+    /// Finished restore drills by phase (`Passed`, `Failed`) and reason.
+    pub drills: Family<OutcomeLabels, Counter>,
+    /// Measured RTO of passed drills.
+    pub drill_rto: Histogram,
+    /// Measured RPO (age of the restored backup) of drills.
+    pub drill_rpo: Histogram,
     /// Set when a part of the operator stopped that should run for as long as the process does (a
     /// controller); `/healthz` then fails with this reason, so the kubelet restarts the pod.
     pub broken: std::sync::Mutex<Option<String>>,
@@ -127,6 +135,34 @@ impl Default for Metrics {
         let backup_last_success = Family::<ScheduleLabels, Gauge>::default();
         let backup_interval = Family::<ScheduleLabels, Gauge>::default();
         let backup_failing = Family::<ScheduleLabels, Gauge>::default();
+        let backup_recoverable = Family::<ScheduleLabels, Gauge>::default();
+        let drills = Family::<OutcomeLabels, Counter>::default();
+        let drill_rto = Histogram::new([
+            1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
+        ]);
+        let drill_rpo = Histogram::new([
+            60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0, 172800.0, 604800.0,
+        ]);
+        registry.register(
+            "backup_recoverable",
+            "1 while a restore drill passed on the schedule's backups within its recoverableWithin",
+            backup_recoverable.clone(),
+        );
+        registry.register(
+            "restore_drills",
+            "Finished restore drills by phase and reason",
+            drills.clone(),
+        );
+        registry.register(
+            "restore_drill_rto_seconds",
+            "Measured recovery time of passed restore drills",
+            drill_rto.clone(),
+        );
+        registry.register(
+            "restore_drill_rpo_seconds",
+            "Age of the restored backup when a drill started",
+            drill_rpo.clone(),
+        );
         registry.register(
             "backups",
             "Finished backups by phase and reason",
@@ -191,6 +227,10 @@ impl Default for Metrics {
             backup_last_success,
             backup_interval,
             backup_failing,
+            backup_recoverable,
+            drills,
+            drill_rto,
+            drill_rpo,
             broken: std::sync::Mutex::default(),
         }
     }

@@ -5,7 +5,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{LocalObjectReference, MAX_CRON_LENGTH, cron_rule, impl_conditioned_status};
+use super::common::{
+    LocalObjectReference, MAX_CRON_LENGTH, MAX_DURATION_LENGTH, cron_rule, duration_rule,
+    impl_conditioned_status,
+};
 
 /// Most entries kept in `status.recentBackups`.
 pub const MAX_RECENT_BACKUPS: usize = 10;
@@ -117,6 +120,13 @@ pub struct BackupScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub starting_deadline_seconds: Option<i64>,
+
+    /// How recent a passed restore drill of this schedule's backups must be for the condition
+    /// `Recoverable` to be True, e.g. `168h`. Default `168h` (7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_DURATION_LENGTH))]
+    #[x_kube(validation = duration_rule())]
+    pub recoverable_within: Option<kube::core::Duration>,
 
     /// Change this string (any new value, e.g. a timestamp) to take a backup now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,12 +280,31 @@ pub struct BackupScheduleStatus {
     /// The `spec.trigger` value a backup was last taken for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_trigger: Option<String>,
+    /// The newest restore drill that passed on one of this schedule's backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_restore: Option<VerifiedRestore>,
     /// The most recent backups, newest first, at most 10.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_RECENT_BACKUPS))]
     pub recent_backups: Vec<BackupRecord>,
 }
 impl_conditioned_status!(BackupScheduleStatus);
+
+/// A restore drill that passed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedRestore {
+    /// The RestoreDrill (same namespace).
+    pub drill: String,
+    /// The backup it restored.
+    pub backup_id: String,
+    /// When its checks finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Its measured RTO, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<i64>,
+}
 
 /// One backup.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -235,7 +235,17 @@ pub struct RestoreDrillStatus {
     /// When the next scheduled drill is due (scheduled drills only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
+    /// The slot of the most recent scheduled drill started (scheduled drills only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// The most recent finished drills, newest first, at most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_DRILL_HISTORY))]
+    pub history: Vec<DrillRun>,
 }
+
+/// Most entries kept in `status.history`.
+pub const MAX_DRILL_HISTORY: usize = 10;
 impl_conditioned_status!(RestoreDrillStatus);
 
 /// One finished drill.
@@ -260,6 +270,22 @@ pub struct DrillRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub rpo_seconds: Option<i64>,
+    /// The part of the RTO spent fetching and restoring, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub restore_seconds: Option<i64>,
+    /// The part of the RTO spent on the checks, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub verify_seconds: Option<i64>,
+    /// Age of the schedule's newest successful backup when the drill started, in seconds (the data
+    /// a restore at that moment would have lost at best).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub newest_backup_age_seconds: Option<i64>,
+    /// The drill's `metadata.generation` this run was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
     /// Result of each check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,

@@ -6,6 +6,8 @@
 
 pub mod backup;
 pub mod backup_schedule;
+pub mod backup_store;
+pub mod clock;
 pub mod conditions;
 pub mod database_environment;
 pub mod database_server;
@@ -82,6 +84,8 @@ pub struct Context {
     pub environment_jobs: database_environment::Jobs,
     /// Backup tasks of BackupSchedules and the client tools they run.
     pub backups: backup_schedule::Backups,
+    /// Restore drill tasks.
+    pub drills: restore_drill::Drills,
     /// Consecutive failures per object, for exponential backoff; reset by a successful reconcile.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -100,6 +104,7 @@ impl Context {
             backups: backup_schedule::Backups::new(crate::engines::postgres::dump::DumpTools {
                 bin_dir: config.pg_bin_dir.clone(),
             }),
+            drills: restore_drill::Drills::default(),
             config,
             metrics,
             failures: Mutex::default(),
@@ -265,6 +270,7 @@ impl Drop for AbortWork {
     fn drop(&mut self) {
         self.0.environment_jobs.abort_all();
         self.0.backups.tasks.abort_all();
+        self.0.drills.tasks.abort_all();
     }
 }
 

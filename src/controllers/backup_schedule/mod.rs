@@ -27,13 +27,13 @@ use super::{
 };
 use crate::{
     api::{
-        BackupSchedule, BackupScheduleStatus, DatabaseEnvironment,
+        BackupSchedule, BackupScheduleStatus, DatabaseEnvironment, RestoreDrill,
         backup_schedule::{BackupPhase, BackupRecord},
         common::ConnectionSecretRef,
     },
     domain::{manifest::EnvironmentRef, schedule as slots},
     engines::postgres::dump::DumpTools,
-    storage::{BackupStore, S3Config},
+    storage::BackupStore,
 };
 
 pub use plan::Step;
@@ -41,6 +41,10 @@ pub use plan::Step;
 pub const CONTROLLER: &str = "backupschedule";
 /// The condition saying the newest finished backup failed.
 pub const CONDITION_BACKUP_FAILING: &str = "BackupFailing";
+/// The condition saying a restore drill passed on this schedule's backups recently enough.
+pub const CONDITION_RECOVERABLE: &str = "Recoverable";
+/// Default of `spec.recoverableWithin`.
+pub const DEFAULT_RECOVERABLE_WITHIN: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A schedule is looked at again at least this often (its next slot, a clock that moved).
 const RECHECK: Duration = Duration::from_secs(300);
 /// A due backup whose environment is not Ready yet is looked at again this often.
@@ -69,6 +73,19 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
             ctx.watched_api::<DatabaseEnvironment>(),
             watcher_config(),
             super::referencing(store, |s: &BackupSchedule| &s.spec.environment_ref.name),
+        )
+        // A drill that finishes moves `lastVerifiedRestore` and `Recoverable`.
+        .watches(
+            ctx.watched_api::<RestoreDrill>(),
+            watcher_config(),
+            |d: RestoreDrill| {
+                Some(
+                    kube::runtime::reflector::ObjectRef::<BackupSchedule>::new(
+                        &d.spec.backup_schedule_ref.name,
+                    )
+                    .within(&d.namespace()?),
+                )
+            },
         )
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
@@ -133,50 +150,11 @@ pub async fn resolve(schedule: &BackupSchedule, ctx: &Context) -> Result<Resolve
         "EnvironmentNotFound",
     )
     .await?;
-    let store = destination(schedule, ctx).await?;
+    let store = super::backup_store::for_schedule(ctx, schedule).await?;
     Ok(Resolved {
         parsed,
         store,
         environment,
-    })
-}
-
-/// The schedule's object store, with credentials from its Secret.
-async fn destination(schedule: &BackupSchedule, ctx: &Context) -> Result<BackupStore, Error> {
-    let ns = schedule.namespace().unwrap_or_default();
-    let Some(s3) = &schedule.spec.destination.s3 else {
-        return Err(Error::InvalidSpec {
-            reason: "DestinationMissing",
-            message: "spec.destination.s3 is not set".into(),
-        });
-    };
-    let creds = &s3.credentials_secret_ref;
-    let field = "spec.destination.s3.credentialsSecretRef";
-    let secret = references::secret_with_keys(
-        ctx,
-        &ns,
-        &creds.name,
-        field,
-        &[creds.access_key_id_key(), creds.secret_access_key_key()],
-    )
-    .await?;
-    let value = |key: &str| references::secret_value(&secret, key);
-    let config = S3Config {
-        bucket: s3.bucket.clone(),
-        endpoint: s3.endpoint.clone(),
-        region: s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
-        force_path_style: s3.force_path_style,
-        access_key_id: value(creds.access_key_id_key()).unwrap_or_default(),
-        secret_access_key: value(creds.secret_access_key_key()).unwrap_or_default(),
-        session_token: value(creds.session_token_key()),
-    };
-    let prefix = s3
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("{ns}/{}", schedule.name_any()));
-    BackupStore::s3(&config, &prefix).map_err(|e| Error::InvalidSpec {
-        reason: e.reason(),
-        message: e.to_string(),
     })
 }
 
@@ -368,6 +346,18 @@ pub async fn write(
 ) -> Result<(), Error> {
     let mut next = schedule.status.clone().unwrap_or_default();
     update(&mut next);
+    let drills = drills_of(ctx, schedule).await;
+    let within = schedule
+        .spec
+        .recoverable_within
+        .map(Into::into)
+        .unwrap_or(DEFAULT_RECOVERABLE_WITHIN);
+    let (verified, recoverable) = plan::recoverable(&drills, Utc::now(), within);
+    next.last_verified_restore = verified;
+    ctx.metrics
+        .backup_recoverable
+        .get_or_create(&labels(schedule))
+        .set(i64::from(recoverable.0));
     let verdict = plan::verdict(&next, schedule.spec.suspend);
     let (failing, reason, message) = plan::failing(&next);
     let generation = schedule.metadata.generation;
@@ -399,8 +389,38 @@ pub async fn write(
             generation,
             k8s_openapi::jiff::Timestamp::now(),
         );
+        let (ok, reason, message) = recoverable;
+        conditions::set_condition(
+            &mut s.conditions,
+            CONDITION_RECOVERABLE,
+            ok,
+            reason,
+            &message,
+            generation,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
     })
     .await
+}
+
+/// The RestoreDrills of the schedule's namespace that restore its backups (none when they cannot be
+/// listed: `Recoverable` then says no drill passed, which is what can be shown).
+async fn drills_of(ctx: &Context, schedule: &BackupSchedule) -> Vec<RestoreDrill> {
+    let api: Api<RestoreDrill> = Api::namespaced(
+        ctx.client.clone(),
+        &schedule.namespace().unwrap_or_default(),
+    );
+    match api.list(&Default::default()).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter(|d| d.spec.backup_schedule_ref.name == schedule.name_any())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list RestoreDrills for Recoverable");
+            Vec::new()
+        }
+    }
 }
 
 fn labels(schedule: &BackupSchedule) -> crate::telemetry::ScheduleLabels {

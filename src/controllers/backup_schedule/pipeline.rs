@@ -18,7 +18,7 @@ use async_compression::tokio::{bufread, write};
 use chrono::Utc;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::io::InspectReader;
 
 use crate::{
@@ -33,8 +33,6 @@ use crate::{
 
 /// While another backup of the same database holds the lock, look again this often.
 const LOCK_RETRY: Duration = Duration::from_secs(2);
-/// Last bytes of a failing tool's stderr kept for the message.
-const STDERR_TAIL: usize = 1500;
 
 /// Everything one backup needs, resolved by the controller.
 #[derive(Clone, Debug)]
@@ -207,7 +205,7 @@ async fn dump(job: &Job, snapshot: &Snapshot) -> Result<(storage::Stored, u64), 
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(fail("DumpFailed", "pg_dump was started without pipes"));
     };
-    let stderr = tokio::spawn(tail(stderr));
+    let stderr = tokio::spawn(crate::engines::postgres::dump::stderr_tail(stderr));
     let raw = Arc::new(AtomicU64::new(0));
     let counter = raw.clone();
     let counted = InspectReader::new(stdout, move |b: &[u8]| {
@@ -261,7 +259,7 @@ async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
     let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
         return Err(fail("VerifyFailed", "pg_restore was started without pipes"));
     };
-    let stderr = tokio::spawn(tail(stderr));
+    let stderr = tokio::spawn(crate::engines::postgres::dump::stderr_tail(stderr));
     let mut sink: Box<dyn AsyncWrite + Unpin + Send> = match job.compression {
         Compression::Zstd => Box::new(write::ZstdDecoder::new(stdin)),
         Compression::Gzip => Box::new(write::GzipDecoder::new(stdin)),
@@ -312,14 +310,6 @@ async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
         ));
     }
     Ok(())
-}
-
-/// The last [`STDERR_TAIL`] bytes of a child's stderr.
-async fn tail(mut stderr: impl AsyncRead + Unpin) -> String {
-    let mut all = Vec::new();
-    let _ = stderr.read_to_end(&mut all).await;
-    let start = all.len().saturating_sub(STDERR_TAIL);
-    String::from_utf8_lossy(&all[start..]).into_owned()
 }
 
 fn exit_text(status: std::process::ExitStatus) -> String {

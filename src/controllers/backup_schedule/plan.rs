@@ -2,8 +2,9 @@
 //! clock; and what the status says, given the backups it records. No client, no database: table-tested.
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::api::{RestoreDrill, backup_schedule::VerifiedRestore, restore_drill::DrillResult};
+pub use crate::controllers::clock::{to_chrono, to_time};
 use crate::{
     api::{
         BackupScheduleSpec, BackupScheduleStatus,
@@ -173,16 +174,65 @@ pub fn failing(status: &BackupScheduleStatus) -> (bool, String, String) {
     }
 }
 
-pub fn to_chrono(t: &Time) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
-        .unwrap_or_default()
-}
-
-pub fn to_time(t: DateTime<Utc>) -> Time {
-    Time(
-        k8s_openapi::jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)
-            .unwrap_or_default(),
-    )
+/// The newest passed drill among `drills` and the `Recoverable` condition: true when it finished
+/// within `within` of `now`.
+pub fn recoverable(
+    drills: &[RestoreDrill],
+    now: DateTime<Utc>,
+    within: std::time::Duration,
+) -> (Option<VerifiedRestore>, (bool, &'static str, String)) {
+    let newest = drills
+        .iter()
+        .flat_map(|d| {
+            d.status
+                .iter()
+                .flat_map(|s| s.history.iter().chain(s.last_run.iter()))
+                .filter(|r| r.result == DrillResult::Passed)
+                .filter_map(move |r| Some((to_chrono(r.finished_at.as_ref()?), r, d)))
+        })
+        .max_by_key(|(at, _, _)| *at);
+    let Some((at, run, drill)) = newest else {
+        return (
+            None,
+            (
+                false,
+                "NoPassedDrill",
+                "No RestoreDrill has passed on this schedule's backups yet; create one (docs/backups.md).".into(),
+            ),
+        );
+    };
+    use kube::ResourceExt;
+    let verified = VerifiedRestore {
+        drill: drill.name_any(),
+        backup_id: run.backup_id.clone(),
+        finished_at: run.finished_at.clone(),
+        rto_seconds: run.rto_seconds,
+    };
+    let age = (now - at).to_std().unwrap_or_default();
+    let condition = if age <= within {
+        (
+            true,
+            "DrillPassed",
+            format!(
+                "RestoreDrill {} restored backup {} at {at} (RTO {} s).",
+                verified.drill,
+                verified.backup_id,
+                verified.rto_seconds.unwrap_or_default()
+            ),
+        )
+    } else {
+        (
+            false,
+            "DrillTooOld",
+            format!(
+                "The newest passed drill ({} of backup {}) finished at {at}, longer ago than recoverableWithin ({} s).",
+                verified.drill,
+                verified.backup_id,
+                within.as_secs()
+            ),
+        )
+    };
+    (Some(verified), condition)
 }
 
 #[cfg(test)]
@@ -331,5 +381,32 @@ mod tests {
         record(&mut status, rec("c", BackupPhase::Running));
         assert_eq!(verdict(&status, false).reason(), "BackupRunning");
         assert!(failing(&status).0, "still failing while the next one runs");
+    }
+
+    #[test]
+    fn recoverable_needs_a_recent_passed_drill() {
+        let drill = |runs: &str| -> RestoreDrill {
+            serde_yaml::from_str(&format!(
+                "apiVersion: lifeboat.dev/v1alpha1\nkind: RestoreDrill\nmetadata: {{name: weekly}}\nspec: {{backupScheduleRef: {{name: s}}, target: {{server: {{adminSecretRef: {{name: a}}}}}}}}\nstatus: {{history: [{runs}]}}"
+            ))
+            .unwrap()
+        };
+        let week = std::time::Duration::from_secs(7 * 86400);
+        let now = at("2026-12-08T00:00:00Z");
+        let (v, (ok, reason, _)) = recoverable(&[], now, week);
+        assert!(v.is_none() && !ok && reason == "NoPassedDrill");
+        let failed = drill("{backupId: b1, result: Failed, finishedAt: '2026-12-07T00:00:00Z'}");
+        assert!(
+            !recoverable(&[failed], now, week).1.0,
+            "a failed drill proves nothing"
+        );
+        let both = drill(
+            "{backupId: b2, result: Failed, finishedAt: '2026-12-07T00:00:00Z'}, {backupId: b1, result: Passed, finishedAt: '2026-12-06T00:00:00Z', rtoSeconds: 9}",
+        );
+        let (v, (ok, reason, _)) = recoverable(std::slice::from_ref(&both), now, week);
+        assert!(ok && reason == "DrillPassed");
+        assert_eq!(v.unwrap().backup_id, "b1");
+        let (_, (ok, reason, _)) = recoverable(&[both], at("2026-12-20T00:00:00Z"), week);
+        assert!(!ok && reason == "DrillTooOld");
     }
 }

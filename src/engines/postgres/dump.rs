@@ -218,8 +218,30 @@ impl DumpTools {
     }
 }
 
+/// Last bytes of a tool's stderr kept for a message.
+pub const STDERR_TAIL: usize = 1500;
+
+/// The last [`STDERR_TAIL`] bytes of a child's stderr, reading it all in bounded memory (a tenant's
+/// database can make a tool print a lot).
+pub async fn stderr_tail(mut stderr: impl tokio::io::AsyncRead + Unpin) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * STDERR_TAIL {
+            kept.drain(..kept.len() - STDERR_TAIL);
+        }
+    }
+    let start = kept.len().saturating_sub(STDERR_TAIL);
+    String::from_utf8_lossy(&kept[start..]).into_owned()
+}
+
 /// A command with an empty environment but for what finding and loading programs needs.
-fn clean_command(program: &Path) -> Command {
+pub fn clean_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
     for keep in ["PATH", "LD_LIBRARY_PATH", "TZ", "LANG"] {

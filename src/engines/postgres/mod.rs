@@ -5,6 +5,7 @@ pub mod connection;
 pub mod dump;
 pub mod instance;
 pub mod provision;
+pub mod restore;
 pub mod sql;
 
 use std::time::Duration;

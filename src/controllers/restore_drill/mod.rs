@@ -1,0 +1,418 @@
+//! RestoreDrill controller: resolve (the BackupSchedule and its storage, the target's admin Secret) →
+//! decide (pure, `plan.rs`: run now, or wait for the next slot) → act (a tracked task runs the drill,
+//! `drill.rs`) → status (`lastRun`, a bounded history, `ObjectivesMet`).
+//!
+//! The scratch database and role have one name per drill (from its UID) and carry its marker: each run
+//! first drops what an interrupted run left, and the finalizer drops them when the RestoreDrill is
+//! deleted, also mid-drill. A passed drill leaves `restore-drill.json` beside its backup, which
+//! retention keeps.
+
+pub mod drill;
+pub mod plan;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use kube::{
+    Api, ResourceExt,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::EventType,
+        finalizer::{self, finalizer},
+    },
+};
+use tracing::{instrument, warn};
+
+use super::{
+    Context, Error, clock, conditions, drain, error_policy, instrumented, references, status,
+    watcher_config,
+};
+use crate::{
+    api::{
+        BackupSchedule, RestoreDrill, RestoreDrillStatus,
+        restore_drill::{CONDITION_OBJECTIVES_MET, DrillResult, DrillRun},
+    },
+    engines::{ServerCredentials, postgres::restore},
+    storage::DRILL_OBJECT,
+    telemetry::OutcomeLabels,
+};
+
+pub use plan::Step;
+
+pub const CONTROLLER: &str = "restoredrill";
+/// Finalizer on drills with a server target: the scratch database is dropped before the object goes.
+pub const FINALIZER: &str = "lifeboat.dev/drill-cleanup";
+/// A waiting drill is looked at again at least this often.
+const RECHECK: Duration = Duration::from_secs(300);
+/// Status writes at the end of a drill are tried this many times.
+const WRITE_ATTEMPTS: u32 = 6;
+
+/// The drill tasks of this process, by drill UID.
+#[derive(Default)]
+pub struct Drills {
+    pub tasks: super::tasks::Tasks<()>,
+}
+
+pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
+    let drills = Controller::new(ctx.watched_api::<RestoreDrill>(), watcher_config());
+    let store = drills.store();
+    let stream = drills
+        .watches(
+            ctx.watched_api::<BackupSchedule>(),
+            watcher_config(),
+            super::referencing(store, |d: &RestoreDrill| &d.spec.backup_schedule_ref.name),
+        )
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(
+            reconcile,
+            error_policy::<RestoreDrill>(CONTROLLER),
+            ctx.clone(),
+        );
+    drain(CONTROLLER, stream).await;
+}
+
+#[instrument(skip(drill, ctx), fields(namespace = drill.namespace().unwrap_or_default(), name = drill.name_any()))]
+async fn reconcile(drill: Arc<RestoreDrill>, ctx: Arc<Context>) -> Result<Action, Error> {
+    instrumented(CONTROLLER, drill.clone(), ctx.clone(), async move {
+        let api: Api<RestoreDrill> =
+            Api::namespaced(ctx.client.clone(), &drill.namespace().unwrap_or_default());
+        finalizer(&api, FINALIZER, drill, |event| async {
+            match event {
+                finalizer::Event::Apply(d) => apply(d, &ctx).await,
+                finalizer::Event::Cleanup(d) => cleanup(d, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+                Error::Kube(e)
+            }
+            other => Error::InvalidSpec {
+                reason: "FinalizerError",
+                message: other.to_string(),
+            },
+        })
+    })
+    .await
+}
+
+/// What the reconcile read and checked.
+struct Resolved {
+    schedule: Option<super::schedule::Schedule>,
+    job: drill::Job,
+}
+
+async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error> {
+    let ns = drill.namespace().unwrap_or_default();
+    let schedule = drill
+        .spec
+        .schedule
+        .as_deref()
+        .map(|e| super::schedule::parse(e, drill.spec.time_zone.as_deref(), "spec.schedule"))
+        .transpose()?;
+    let backups: BackupSchedule = references::lifeboat_object(
+        ctx,
+        &ns,
+        &drill.spec.backup_schedule_ref.name,
+        "BackupScheduleNotFound",
+    )
+    .await?;
+    let store = super::backup_store::for_schedule(ctx, &backups).await?;
+    let admin = admin_credentials(drill, ctx).await?;
+    Ok(Resolved {
+        schedule,
+        job: drill::Job {
+            drill_uid: drill.uid().unwrap_or_default(),
+            backup_id: drill.spec.backup_id.clone(),
+            store,
+            admin,
+            checks: drill.spec.checks.clone(),
+            keep_on_failure: drill.spec.keep_on_failure,
+            tools: ctx.backups.tools.clone(),
+            generation: drill.metadata.generation,
+        },
+    })
+}
+
+async fn admin_credentials(
+    drill: &RestoreDrill,
+    ctx: &Context,
+) -> Result<ServerCredentials, Error> {
+    let Some(server) = &drill.spec.target.server else {
+        return Err(Error::NotImplemented {
+            message: "target.instance (a dedicated server for the drill) is not in this build; use target.server".into(),
+        });
+    };
+    let ns = drill.namespace().unwrap_or_default();
+    let (creds, _) = references::connection_credentials(
+        ctx,
+        &ns,
+        &server.admin_secret_ref,
+        "spec.target.server.adminSecretRef",
+        false,
+    )
+    .await?;
+    Ok(creds)
+}
+
+async fn apply(cached: Arc<RestoreDrill>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let uid = cached.uid().unwrap_or_default();
+    if ctx.drills.tasks.is_running(&uid) {
+        return Ok(Action::requeue(RECHECK));
+    }
+    let api: Api<RestoreDrill> =
+        Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(drill) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let resolved = match resolve(&drill, ctx).await {
+        Ok(r) => r,
+        Err(e) => {
+            status::write_checked(ctx.as_ref(), &drill, &status::verdict_for(&e), |_| {}).await?;
+            return Err(e);
+        }
+    };
+    let created = drill
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(clock::to_chrono)
+        .unwrap_or_else(Utc::now);
+    let now = Utc::now();
+    let current = drill.status.clone().unwrap_or_default();
+    let step = plan::decide(
+        &drill.spec,
+        &current,
+        resolved.schedule.as_ref(),
+        drill.metadata.generation,
+        created,
+        now,
+    );
+    let next = resolved
+        .schedule
+        .as_ref()
+        .and_then(|s| crate::domain::schedule::next_slot(&s.cron, s.time_zone, now));
+    match step {
+        Step::Wait { next: due } => {
+            write(ctx, &drill, false, |s| {
+                s.next_schedule_time = due.map(clock::to_time)
+            })
+            .await?;
+            let wait = due
+                .and_then(|d| (d - Utc::now()).to_std().ok())
+                .map_or(RECHECK, |d| d.min(RECHECK));
+            Ok(Action::requeue(wait.max(Duration::from_millis(200))))
+        }
+        Step::Run { slot } => {
+            write(ctx, &drill, true, |s| {
+                if let Some(slot) = slot {
+                    s.last_schedule_time = Some(clock::to_time(slot));
+                }
+                s.next_schedule_time = next.map(clock::to_time);
+            })
+            .await?;
+            let (task_ctx, job) = (ctx.clone(), resolved.job);
+            let (ns, name) = (drill.namespace().unwrap_or_default(), drill.name_any());
+            ctx.drills.tasks.spawn(&uid, move |_| async move {
+                let run = execute(&task_ctx, &ns, &job).await;
+                if let Err(e) = record(&task_ctx, &ns, &name, &job, run).await {
+                    warn!(drill = %name, error = %e, "could not record the drill's result");
+                }
+            });
+            Ok(Action::requeue(RECHECK))
+        }
+    }
+}
+
+async fn execute(ctx: &Context, ns: &str, job: &drill::Job) -> DrillRun {
+    let _permit = ctx.slots.acquire(ns).await;
+    let timeout = ctx.config.work_timeout();
+    match tokio::time::timeout(timeout, drill::run(job)).await {
+        Ok(run) => run,
+        Err(_) => {
+            // The drill was stopped midway: its scratch database goes now, not at the next run.
+            let _ =
+                restore::drop_scratch(&job.admin, &restore::scratch_target(&job.drill_uid)).await;
+            DrillRun {
+                result: DrillResult::Failed,
+                generation: job.generation,
+                finished_at: Some(clock::to_time(Utc::now())),
+                message: Some(format!(
+                    "the drill took longer than the work timeout ({timeout:?})"
+                )),
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// Records a finished run on the drill as it is now, publishes the event and the metrics, and leaves the
+/// result beside the backup (a passed drill protects its backup from retention).
+async fn record(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    job: &drill::Job,
+    run: DrillRun,
+) -> Result<(), Error> {
+    let passed = run.result == DrillResult::Passed;
+    if !run.backup_id.is_empty() {
+        let object = if passed {
+            DRILL_OBJECT.to_string()
+        } else {
+            "restore-drill-failed.json".into()
+        };
+        let body = serde_json::to_vec_pretty(&serde_json::json!({"drill": {"namespace": ns, "name": name, "uid": job.drill_uid}, "run": run}))
+            .unwrap_or_default();
+        if let Err(e) = job
+            .store
+            .put(&job.store.path(&run.backup_id, &object), body)
+            .await
+        {
+            warn!(drill = %name, error = %e, "could not write the drill's result beside its backup");
+        }
+    }
+    let reason = if passed { "DrillPassed" } else { "DrillFailed" };
+    ctx.metrics
+        .drills
+        .get_or_create(&OutcomeLabels {
+            phase: if passed { "Passed" } else { "Failed" },
+            reason,
+        })
+        .inc();
+    if let Some(rto) = run.rto_seconds {
+        ctx.metrics.drill_rto.observe(rto as f64);
+    }
+    if let Some(rpo) = run.rpo_seconds {
+        ctx.metrics.drill_rpo.observe(rpo as f64);
+    }
+    let api: Api<RestoreDrill> = Api::namespaced(ctx.client.clone(), ns);
+    let mut attempt = 0;
+    loop {
+        let Some(drill) = api.get_opt(name).await? else {
+            return Ok(());
+        };
+        let met = plan::objectives(&run, drill.spec.objectives.as_ref());
+        let run_now = run.clone();
+        match write(ctx, &drill, false, |s| {
+            plan::record(s, run_now, met.as_ref().map(|m| m.0))
+        })
+        .await
+        {
+            Ok(()) => {
+                let (type_, note) = if passed {
+                    (
+                        EventType::Normal,
+                        format!(
+                            "Backup {} restored and checked; RTO {} s, RPO {} s.",
+                            run.backup_id,
+                            run.rto_seconds.unwrap_or_default(),
+                            run.rpo_seconds.unwrap_or_default()
+                        ),
+                    )
+                } else {
+                    (
+                        EventType::Warning,
+                        format!(
+                            "The drill failed: {}",
+                            run.message.as_deref().unwrap_or_default()
+                        ),
+                    )
+                };
+                ctx.publish(&drill, type_, reason, note).await;
+                if let Some((false, message)) = &met {
+                    ctx.publish(&drill, EventType::Warning, "ObjectivesMissed", message)
+                        .await;
+                }
+                return Ok(());
+            }
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 && attempt < WRITE_ATTEMPTS => {
+                attempt += 1;
+            }
+            Err(e) if attempt < WRITE_ATTEMPTS => {
+                attempt += 1;
+                warn!(error = %e, "recording a drill failed; retrying");
+                tokio::time::sleep(super::error::backoff(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes the drill's status (checked against its resourceVersion) with `update` applied, the verdict
+/// and `ObjectivesMet` computed from the result.
+async fn write(
+    ctx: &Context,
+    drill: &RestoreDrill,
+    running: bool,
+    update: impl FnOnce(&mut RestoreDrillStatus),
+) -> Result<(), Error> {
+    let mut next = drill.status.clone().unwrap_or_default();
+    update(&mut next);
+    let verdict = plan::verdict(&next, running);
+    let objectives = next
+        .last_run
+        .as_ref()
+        .and_then(|r| plan::objectives(r, drill.spec.objectives.as_ref()));
+    let generation = drill.metadata.generation;
+    status::write_checked(ctx, drill, &verdict, move |s| {
+        *s = RestoreDrillStatus {
+            conditions: std::mem::take(&mut s.conditions),
+            ..next
+        };
+        if let Some((met, message)) = objectives {
+            conditions::set_condition(
+                &mut s.conditions,
+                CONDITION_OBJECTIVES_MET,
+                met,
+                if met {
+                    "ObjectivesMet"
+                } else {
+                    "ObjectivesMissed"
+                },
+                &message,
+                generation,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+        }
+    })
+    .await
+}
+
+/// The RestoreDrill is going: stop its task and drop its scratch database and role. Without the admin
+/// Secret nothing can be dropped; that is said in an event and the object goes anyway.
+async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Error> {
+    let uid = drill.uid().unwrap_or_default();
+    ctx.drills.tasks.forget(&uid);
+    if drill.spec.target.server.is_none() {
+        return Ok(Action::await_change());
+    }
+    match admin_credentials(&drill, ctx).await {
+        Ok(admin) => {
+            let dropped = restore::drop_scratch(&admin, &restore::scratch_target(&uid))
+                .await
+                .map_err(super::error::pg)?;
+            if !dropped.is_empty() {
+                ctx.publish(
+                    drill.as_ref(),
+                    EventType::Normal,
+                    "Deleted",
+                    format!("Dropped {}.", dropped.join(" and ")),
+                )
+                .await;
+            }
+        }
+        Err(e) => {
+            ctx.publish(
+                drill.as_ref(),
+                EventType::Warning,
+                "CleanupSkipped",
+                format!("The scratch database could not be dropped ({e}); drop {} by hand if it exists.", restore::scratch_target(&uid).database),
+            )
+            .await;
+        }
+    }
+    Ok(Action::await_change())
+}
