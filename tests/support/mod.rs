@@ -4,6 +4,7 @@
 // in each binary. Helpers no test uses at all are removed (checked by grepping tests/ for each `pub fn`).
 #![allow(dead_code)]
 
+pub mod backups;
 mod fixture;
 
 #[allow(unused_imports)] // (not every test binary uses it)

@@ -1,0 +1,316 @@
+//! RestoreDrill on the real platform: a backup taken by a BackupSchedule is restored into a scratch
+//! database on PostgreSQL 18, checked, measured, and the scratch database is gone afterwards, also when
+//! the operator restarts mid-drill or the drill is deleted.
+
+mod support;
+
+use kube::{Api, ResourceExt, api::DeleteParams};
+use lifeboat::{
+    api::{
+        RestoreDrill,
+        backup_schedule::BackupPhase,
+        restore_drill::{DrillResult, DrillRun},
+    },
+    engines::postgres::restore::scratch_target,
+};
+use object_store::{ObjectStoreExt, PutPayload, path::Path};
+use serde_json::{Value, json};
+use support::backups::{BACKUP_WAIT, Backups};
+
+struct Drills {
+    b: Backups,
+    drills: Api<RestoreDrill>,
+}
+
+impl Drills {
+    /// A namespace with a seeded environment, its schedule `nightly`, and one backup taken.
+    async fn new(prefix: &str) -> Option<(Self, String)> {
+        let b = Backups::new(prefix).await?;
+        b.environment("shop", json!({})).await;
+        b.schedule("nightly", "shop", json!({"trigger": "t"})).await;
+        let record = b.finished("nightly", BackupPhase::Succeeded).await;
+        let drills = Api::namespaced(b.fx.client.clone(), &b.fx.ns.name);
+        Some((Self { b, drills }, record.id))
+    }
+
+    async fn apply(&self, name: &str, extra: Value) {
+        let mut spec = json!({
+            "backupScheduleRef": {"name": "nightly"},
+            "target": {"server": {"adminSecretRef": {"name": "pg-admin"}}},
+        });
+        if let (Some(s), Value::Object(e)) = (spec.as_object_mut(), extra) {
+            s.extend(e);
+        }
+        support::apply_json(
+            &self.b.fx.client,
+            &self.b.fx.ns.name,
+            json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreDrill",
+                   "metadata": {"name": name}, "spec": spec}),
+        )
+        .await
+        .expect("apply RestoreDrill");
+    }
+
+    async fn finished(&self, name: &str) -> (RestoreDrill, DrillRun) {
+        let d = support::wait_for(&self.drills, name, "a finished drill", BACKUP_WAIT, |d| {
+            d.status.as_ref().is_some_and(|s| s.last_run.is_some())
+        })
+        .await;
+        let run = d.status.clone().unwrap().last_run.unwrap();
+        (d, run)
+    }
+
+    /// Whether the drill's scratch database or role exists on the server.
+    async fn scratch_exists(&self, drill: &RestoreDrill) -> bool {
+        let target = scratch_target(&drill.uid().unwrap());
+        let mut admin = support::admin_conn(&self.b.fx.platform.pg, "postgres").await;
+        let n: i64 = sqlx::query_scalar(
+            "select (select count(*) from pg_database where datname = $1) + (select count(*) from pg_roles where rolname = $1)",
+        )
+        .bind(&target.database)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        n > 0
+    }
+
+    async fn object(&self, id: &str, name: &str) -> Option<bytes::Bytes> {
+        let path = Path::from(format!("{}/{id}/{name}", self.b.prefix("nightly")));
+        self.b.bucket.get(&path).await.ok()?.bytes().await.ok()
+    }
+
+    async fn put(&self, id: &str, name: &str, body: Vec<u8>) {
+        let path = Path::from(format!("{}/{id}/{name}", self.b.prefix("nightly")));
+        self.b
+            .bucket
+            .put(&path, PutPayload::from(body))
+            .await
+            .unwrap();
+    }
+}
+
+fn check<'a>(run: &'a DrillRun, name: &str) -> &'a lifeboat::api::restore_drill::CheckResult {
+    run.checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("check {name} in {run:#?}"))
+}
+
+#[tokio::test]
+async fn a_drill_restores_the_newest_backup_checks_it_and_leaves_nothing() {
+    let Some((d, id)) = Drills::new("drill-ok").await else {
+        return;
+    };
+    d.apply(
+        "weekly",
+        json!({
+            "checks": {"rowCounts": true, "checksums": true, "queries": [
+                {"name": "customers", "sql": "select count(*) from customers", "expected": "3000"},
+                {"name": "newest-invoice", "sql": "select max(id) from billing.invoices;", "expected": "2000"}
+            ]},
+            "objectives": {"rto": "15m", "rpo": "24h"}
+        }),
+    )
+    .await;
+    let (drill, run) = d.finished("weekly").await;
+    assert_eq!(run.result, DrillResult::Passed, "{run:#?}");
+    assert_eq!(run.backup_id, id);
+    for name in ["rowCounts", "checksums", "customers", "newest-invoice"] {
+        assert!(check(&run, name).passed, "{name}: {run:#?}");
+    }
+    let (rto, rpo) = (run.rto_seconds.unwrap(), run.rpo_seconds.unwrap());
+    assert!(rto >= run.restore_seconds.unwrap() && rpo < 600, "{run:#?}");
+    assert!(run.newest_backup_age_seconds.is_some());
+    let status = drill.status.clone().unwrap();
+    assert_eq!(status.objectives_met, Some(true));
+    let (met, reason, message) = support::condition(Some(&status), "ObjectivesMet").unwrap();
+    assert_eq!(
+        (met.as_str(), reason.as_str()),
+        ("True", "ObjectivesMet"),
+        "{message}"
+    );
+    assert!(
+        message.contains("RTO") && message.contains("RPO"),
+        "{message}"
+    );
+    let (ready, _, _) = support::condition(Some(&status), "Ready").unwrap();
+    assert_eq!(ready, "True");
+    assert!(
+        !d.scratch_exists(&drill).await,
+        "the scratch database and role are dropped"
+    );
+
+    // The result is kept beside the backup, and the schedule knows it is recoverable.
+    let marker = d
+        .object(&id, "restore-drill.json")
+        .await
+        .expect("restore-drill.json");
+    let marker: Value = serde_json::from_slice(&marker).unwrap();
+    assert_eq!(marker["run"]["result"], "Passed");
+    let schedule = support::wait_for(&d.b.schedules, "nightly", "Recoverable", BACKUP_WAIT, |s| {
+        support::condition(s.status.as_ref(), "Recoverable").is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    let verified = schedule.status.unwrap().last_verified_restore.unwrap();
+    assert_eq!(
+        (verified.drill.as_str(), verified.backup_id.as_str()),
+        ("weekly", id.as_str())
+    );
+    d.b.finish().await;
+}
+
+#[tokio::test]
+async fn corrupted_and_truncated_backups_fail_their_drill_with_the_cause() {
+    let Some((d, id)) = Drills::new("drill-bad").await else {
+        return;
+    };
+    let dump = d.object(&id, "dump").await.unwrap().to_vec();
+    // Same length, one byte flipped in the middle.
+    let mut flipped = dump.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    let manifest = d.object(&id, "manifest.json").await.unwrap().to_vec();
+    for (copy, body) in [
+        ("20261101T030000Z", flipped),
+        ("20261102T030000Z", dump[..dump.len() / 2].to_vec()),
+    ] {
+        d.put(copy, "dump", body).await;
+        let mut m: Value = serde_json::from_slice(&manifest).unwrap();
+        m["id"] = json!(copy);
+        d.put(copy, "manifest.json", serde_json::to_vec(&m).unwrap())
+            .await;
+    }
+    d.apply("flipped", json!({"backupId": "20261101T030000Z"}))
+        .await;
+    d.apply("truncated", json!({"backupId": "20261102T030000Z"}))
+        .await;
+    for name in ["flipped", "truncated"] {
+        let (drill, run) = d.finished(name).await;
+        assert_eq!(run.result, DrillResult::Failed, "{run:#?}");
+        let message = run.message.clone().unwrap();
+        assert!(
+            message.contains("does not match its manifest") && message.contains("SHA-256"),
+            "{name}: {message}"
+        );
+        assert!(run.rto_seconds.is_none(), "no RTO without a restore");
+        let (stalled, reason, _) = support::condition(drill.status.as_ref(), "Stalled").unwrap();
+        assert_eq!((stalled.as_str(), reason.as_str()), ("True", "DrillFailed"));
+        assert!(!d.scratch_exists(&drill).await, "{name}: scratch dropped");
+    }
+    // A backup that is not there is named.
+    d.apply("missing", json!({"backupId": "20200101T000000Z"}))
+        .await;
+    let (_, run) = d.finished("missing").await;
+    assert!(run.message.unwrap().contains("has no manifest.json"));
+    d.b.finish().await;
+}
+
+#[tokio::test]
+async fn a_failing_query_and_a_missed_objective_are_named_and_the_kept_database_goes_with_the_drill()
+ {
+    let Some((d, id)) = Drills::new("drill-miss").await else {
+        return;
+    };
+    // The same backup, recorded as a month older: its RPO is a month.
+    let manifest = d.object(&id, "manifest.json").await.unwrap();
+    let mut m: Value = serde_json::from_slice(&manifest).unwrap();
+    let old = "20261101T030000Z";
+    m["id"] = json!(old);
+    m["finishedAt"] = json!("2026-11-01T03:00:09Z");
+    d.put(old, "dump", d.object(&id, "dump").await.unwrap().to_vec())
+        .await;
+    d.put(old, "manifest.json", serde_json::to_vec(&m).unwrap())
+        .await;
+    d.apply(
+        "strict",
+        json!({
+            "backupId": old,
+            "keepOnFailure": true,
+            "checks": {"queries": [{"name": "one-customer", "sql": "select count(*) from customers", "expected": "1"}]},
+            "objectives": {"rpo": "1h"}
+        }),
+    )
+    .await;
+    let (drill, run) = d.finished("strict").await;
+    assert_eq!(run.result, DrillResult::Failed);
+    let q = check(&run, "one-customer");
+    assert!(!q.passed);
+    assert_eq!(q.message.as_deref(), Some("expected \"1\", got \"3000\""));
+    assert!(check(&run, "rowCounts").passed);
+    let (met, reason, message) =
+        support::condition(drill.status.as_ref(), "ObjectivesMet").unwrap();
+    assert_eq!(
+        (met.as_str(), reason.as_str()),
+        ("False", "ObjectivesMissed")
+    );
+    assert!(
+        message.contains("RPO") && message.contains("missed the objective of 3600 s by"),
+        "{message}"
+    );
+    let kept = run.kept_database.clone().expect("kept on failure");
+    assert!(
+        d.scratch_exists(&drill).await,
+        "{kept} is kept for investigation"
+    );
+    assert!(d.b.fx.events().await.contains("ObjectivesMissed"));
+
+    // Deleting the drill drops what it kept.
+    d.drills
+        .delete("strict", &DeleteParams::default())
+        .await
+        .unwrap();
+    let drills = d.drills.clone();
+    support::eventually("the drill to be gone", BACKUP_WAIT, || {
+        let drills = drills.clone();
+        async move {
+            drills
+                .get_opt("strict")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(
+        !d.scratch_exists(&drill).await,
+        "the finalizer dropped {kept}"
+    );
+    d.b.finish().await;
+}
+
+#[tokio::test]
+async fn an_operator_restart_mid_drill_reruns_it_and_leaks_nothing() {
+    let Some((mut d, id)) = Drills::new("drill-crash").await else {
+        return;
+    };
+    let slow = support::backups::tools_with(
+        "pg_restore",
+        "[ \"$1\" = --version ] && exec \"$REAL\" --version\nsleep 30\nexec \"$REAL\" \"$@\"",
+    );
+    d.b.fx.op.take().unwrap().stop().await.unwrap();
+    let mut settings = support::settings(&d.b.fx.ns.name, "op-slow");
+    settings.controllers.pg_bin_dir = Some(slow.path().to_path_buf());
+    d.b.fx.op = Some(support::start_operator(&d.b.fx.client, settings));
+    d.apply("weekly", json!({})).await;
+    let drill = support::wait_for(&d.drills, "weekly", "running", BACKUP_WAIT, |d| {
+        support::condition(d.status.as_ref(), "Reconciling")
+            .is_some_and(|(s, r, _)| s == "True" && r == "DrillRunning")
+    })
+    .await;
+    support::eventually("the scratch database to exist", BACKUP_WAIT, || async {
+        d.scratch_exists(&drill).await.then_some(())
+    })
+    .await;
+    d.b.fx.op.take().unwrap().kill().await;
+
+    d.b.fx.op = Some(support::start_operator(
+        &d.b.fx.client,
+        support::settings(&d.b.fx.ns.name, "op-after"),
+    ));
+    let (drill, run) = d.finished("weekly").await;
+    assert_eq!(run.result, DrillResult::Passed, "{run:#?}");
+    assert_eq!(run.backup_id, id);
+    assert!(!d.scratch_exists(&drill).await);
+    d.b.finish().await;
+}
