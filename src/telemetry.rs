@@ -61,7 +61,7 @@ pub struct FailureLabels {
     pub reason: &'static str,
 }
 
-/// Labels of a per-BackupSchedule gauge.
+/// Labels of a per-object gauge (a BackupSchedule or a RestoreDrill).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScheduleLabels {
     pub namespace: String,
@@ -96,6 +96,8 @@ pub struct Metrics {
     pub drill_rto: Histogram,
     /// Measured RPO (age of the restored backup) of drills.
     pub drill_rpo: Histogram,
+    /// 1 when a drill's last run met its objectives, 0 when it missed one (drills with objectives).
+    pub drill_objectives_met: Family<ScheduleLabels, Gauge>,
     /// Set when a part of the operator stopped that should run for as long as the process does (a
     /// controller); `/healthz` then fails with this reason, so the kubelet restarts the pod.
     pub broken: std::sync::Mutex<Option<String>>,
@@ -147,6 +149,12 @@ impl Default for Metrics {
             "backup_recoverable",
             "1 while a restore drill passed on the schedule's backups within its recoverableWithin",
             backup_recoverable.clone(),
+        );
+        let drill_objectives_met = Family::<ScheduleLabels, Gauge>::default();
+        registry.register(
+            "restore_drill_objectives_met",
+            "1 when a RestoreDrill's last run met its objectives, 0 when it missed one",
+            drill_objectives_met.clone(),
         );
         registry.register(
             "restore_drills",
@@ -231,6 +239,7 @@ impl Default for Metrics {
             drills,
             drill_rto,
             drill_rpo,
+            drill_objectives_met,
             broken: std::sync::Mutex::default(),
         }
     }

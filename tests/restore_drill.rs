@@ -314,3 +314,70 @@ async fn an_operator_restart_mid_drill_reruns_it_and_leaks_nothing() {
     assert!(!d.scratch_exists(&drill).await);
     d.b.finish().await;
 }
+
+#[tokio::test]
+async fn a_new_environment_is_created_from_a_backup_and_checked() {
+    let Some((d, id)) = Drills::new("recover").await else {
+        return;
+    };
+    let manifest = d.b.manifest("nightly", &id).await;
+    // Rows written after the backup are not in the recovered database.
+    let source_db = d.b.fx.database("shop").await;
+    let mut admin = support::admin_conn(&d.b.fx.platform.pg, &source_db).await;
+    sqlx::raw_sql("insert into customers (name) values ('after the backup')")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    // A restore needs the server source, without a template or a seed: said at apply time.
+    let refused = support::apply_json(
+        &d.b.fx.client,
+        &d.b.fx.ns.name,
+        json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment", "metadata": {"name": "bad"},
+               "spec": {"tier": "staging", "server": {"adminSecretRef": {"name": "pg-admin"}, "template": "t"},
+                        "restore": {"backupScheduleRef": {"name": "nightly"}}}}),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("spec.restore fills a new database"),
+        "{refused}"
+    );
+
+    d.b.fx
+        .apply_env(
+            "shop-recovered",
+            json!({"tier": "staging", "deletionPolicy": "Delete",
+                   "server": {"adminSecretRef": {"name": "pg-admin"}},
+                   "restore": {"backupScheduleRef": {"name": "nightly"}}}),
+        )
+        .await;
+    let env = d.b.fx.ready("shop-recovered").await;
+    let status = env.status.unwrap();
+    assert_eq!(status.restored_from.as_deref(), Some(id.as_str()));
+    let db = status.database.unwrap();
+    let restored = support::backups::table_stats(&d.b.fx.platform.pg, &db).await;
+    assert_eq!(restored, support::backups::manifest_stats(&manifest));
+    // The data belongs to the environment's own role, which can use it with its connection Secret.
+    let uri = d.b.fx.uri("shop-recovered").await;
+    let mut app = <sqlx::PgConnection as sqlx::Connection>::connect(&uri)
+        .await
+        .unwrap();
+    let owners: Vec<String> = sqlx::query_scalar(
+        "select distinct tableowner::text from pg_tables where schemaname in ('public', 'billing')",
+    )
+    .fetch_all(&mut app)
+    .await
+    .unwrap();
+    assert_eq!(owners, [db.clone()], "the role is named like its database");
+    let n: i64 = sqlx::query_scalar("select count(*) from customers")
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(n, 3000);
+    assert!(d.b.fx.events().await.contains("Restored"));
+    d.b.fx.delete_env("shop-recovered").await;
+    d.b.finish().await;
+}

@@ -106,6 +106,12 @@ use super::common::{
     validation = Rule::new("self.tier != 'production' || !has(self.ttl)")
         .message("a production environment cannot expire; remove spec.ttl")
         .field_path(".ttl"),
+    validation = Rule::new("!has(self.restore) || (has(self.server) && !has(self.server.template) && !has(self.seed))")
+        .message("spec.restore fills a new database on a shared server from a backup: it needs spec.server, and neither spec.server.template nor spec.seed (the backup is the content)")
+        .field_path(".restore"),
+    validation = Rule::new("has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)")
+        .message("spec.restore cannot be added, changed or removed after creation; create a new DatabaseEnvironment to restore another backup")
+        .field_path(".restore"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseEnvironmentSpec {
@@ -143,6 +149,14 @@ pub struct DatabaseEnvironmentSpec {
     /// SQL applied once, right after the database is created (never for `external`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<SeedSource>,
+
+    /// Create the database from a backup of a BackupSchedule (same namespace) instead of empty: the
+    /// way back after losing a database, or to fill a staging database from production's backups.
+    /// The dump is restored as the environment's own role and checked against the backup's manifest
+    /// (row counts, and checksums when recorded) before the environment is Ready. `server` source
+    /// only; immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSource>,
 
     /// Migration files to keep the database migrated to (the same source shape as a
     /// MigrationRun's `spec.source`). `Ready` waits until all of them are applied.
@@ -329,6 +343,19 @@ pub struct ExternalSource {
     pub connection_secret_ref: ConnectionSecretRef,
 }
 
+/// A backup to create the database from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSource {
+    /// The BackupSchedule (same namespace) whose storage holds the backup.
+    pub backup_schedule_ref: super::common::LocalObjectReference,
+    /// The backup to restore (an id from the schedule's status or storage). Unset: the newest backup
+    /// with a manifest when the environment is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub backup_id: Option<String>,
+}
+
 /// SQL applied once after the database is created.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -435,6 +462,9 @@ pub struct DatabaseEnvironmentStatus {
     /// Newest migration version applied from `spec.migrations`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<i64>,
+    /// The backup the database was created from (`spec.restore`), once restored and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
     /// The dedicated server, for `instance` environments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<InstanceStatus>,

@@ -14,6 +14,7 @@ pub mod database_server;
 pub mod error;
 pub mod migration_run;
 pub mod references;
+pub mod restore;
 pub mod restore_drill;
 pub mod schedule;
 pub mod server_access;

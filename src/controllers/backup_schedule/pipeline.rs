@@ -99,7 +99,8 @@ async fn run(job: &Job) -> Result<Manifest, Failure> {
     // pg_dump reads the exported snapshot on its own connection while the statistics are taken on the
     // snapshot's: both see the same state, and the statistics cost no wall time of their own.
     let snapshot_id = snapshot.id.clone();
-    let (tables, dumped) = tokio::join!(snapshot.table_stats(job.checksums), dump(job, &snapshot_id));
+    let (tables, dumped) =
+        tokio::join!(snapshot.table_stats(job.checksums), dump(job, &snapshot_id));
     let server_version = snapshot.server_version.clone();
     snapshot.close().await;
     let (stored, raw_size) = dumped?;

@@ -271,6 +271,9 @@ async fn write_result(
             });
             s.server_version = Some(o.server_version.clone());
             s.schema_version = o.schema_version;
+            if o.restored_from.is_some() {
+                s.restored_from = o.restored_from.clone();
+            }
             if o.seeded_now || (env.spec.seed.is_some() && s.seeded_at.is_none()) {
                 s.seeded_at = Some(Time(Timestamp::now()));
             }

@@ -233,6 +233,8 @@ struct Outcome {
     seeded_now: bool,
     /// Newest applied migration of `spec.migrations`, if any.
     schema_version: Option<i64>,
+    /// The backup the database was created from (`spec.restore`).
+    restored_from: Option<String>,
     message: String,
 }
 

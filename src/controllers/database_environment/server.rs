@@ -10,7 +10,7 @@ use sqlx::Connection;
 use super::{Outcome, existing_password, generate_password, write_connection_secret};
 use crate::{
     api::{DatabaseEnvironment, common::ConnectionSecretRef},
-    controllers::{Context, Error, error::pg, references, status::sentence},
+    controllers::{Context, Error, error::pg, references, restore, status::sentence},
     engines::{
         ServerCredentials,
         postgres::{self, PgError, provision},
@@ -63,7 +63,19 @@ pub(super) async fn provision_on(
     let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
     let role_created =
         create_role_and_database(env, ctx, &mut conn, &admin, &target, &password).await?;
-    let app_conn = connect_as_app(&mut conn, &app, &target, &password, role_created).await;
+    let mut app_conn = connect_as_app(&mut conn, &app, &target, &password, role_created).await;
+    let restored_from = match &env.spec.restore {
+        Some(source) => {
+            // The restore may recreate the database: no session of ours may hold it meanwhile.
+            if let Ok(c) = app_conn {
+                let _ = c.close().await;
+            }
+            let id = restore_once(env, ctx, &mut conn, &admin, &app, &target, source).await?;
+            app_conn = postgres::connect(&app, &target.database).await.map_err(pg);
+            Some(id)
+        }
+        None => None,
+    };
     let _ = conn.close().await;
     let mut app_conn = app_conn?;
 
@@ -89,7 +101,87 @@ pub(super) async fn provision_on(
         server_version,
         seeded_now,
         schema_version,
+        restored_from,
     })
+}
+
+/// Fills the new database from a backup once: restored as the app's role, checked against the
+/// manifest, then recorded on the database. Until that record exists every attempt starts from an
+/// empty database. Returns the backup id.
+async fn restore_once(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    admin_conn: &mut sqlx::PgConnection,
+    admin: &ServerCredentials,
+    app: &ServerCredentials,
+    target: &provision::Target,
+    source: &crate::api::database_environment::RestoreSource,
+) -> Result<String, Error> {
+    if let Some(id) = provision::restored_from(admin_conn, target)
+        .await
+        .map_err(pg)?
+    {
+        return Ok(id);
+    }
+    let namespace = env.namespace().unwrap_or_default();
+    let schedule: crate::api::BackupSchedule = references::lifeboat_object(
+        ctx,
+        &namespace,
+        &source.backup_schedule_ref.name,
+        "BackupScheduleNotFound",
+    )
+    .await?;
+    let store = crate::controllers::backup_store::for_schedule(ctx, &schedule).await?;
+    let failed = |reason: &'static str, message: String| Error::NeedsAttention {
+        reason,
+        message,
+        source: None,
+    };
+    let (manifest, _) = restore::pick(&store, source.backup_id.as_deref())
+        .await
+        .map_err(|e| failed("BackupNotFound", format!("spec.restore: {e}")))?;
+    provision::recreate_database(admin_conn, admin, target)
+        .await
+        .map_err(pg)?;
+    restore::restore_into(&ctx.backups.tools, &store, &manifest, app, &target.database)
+        .await
+        .map_err(|e| {
+            failed(
+                "RestoreFailed",
+                format!("restoring backup {}: {e}", manifest.id),
+            )
+        })?;
+    let checksums = manifest.tables.iter().all(|t| t.checksum.is_some());
+    let restored = postgres::restore::restored_stats(app, &target.database, checksums)
+        .await
+        .map_err(pg)?;
+    let check = restore::compare_tables(
+        if checksums { "checksums" } else { "rowCounts" },
+        &manifest.tables,
+        &restored,
+        checksums,
+    );
+    if !check.passed {
+        return Err(failed(
+            "RestoreCheckFailed",
+            format!(
+                "backup {} was restored but does not match its manifest ({}); the next attempt restores it again",
+                manifest.id,
+                check.message.unwrap_or_default()
+            ),
+        ));
+    }
+    provision::mark_restored(admin_conn, target, &manifest.id)
+        .await
+        .map_err(pg)?;
+    let note = format!(
+        "Restored backup {} into {} and checked it against its manifest ({}).",
+        manifest.id,
+        target.database,
+        check.message.unwrap_or_default()
+    );
+    ctx.publish(env, EventType::Normal, "Restored", note).await;
+    Ok(manifest.id)
 }
 
 /// The role (created, or its attributes restated) and the database (created or cloned, restricted to
@@ -234,6 +326,7 @@ pub(super) async fn adopt_external(
         server_version,
         seeded_now: false,
         schema_version: None,
+        restored_from: None,
     })
 }
 

@@ -322,9 +322,15 @@ async fn record(
                     )
                 };
                 ctx.publish(&drill, type_, reason, note).await;
-                if let Some((false, message)) = &met {
-                    ctx.publish(&drill, EventType::Warning, "ObjectivesMissed", message)
-                        .await;
+                if let Some((ok, message)) = &met {
+                    ctx.metrics
+                        .drill_objectives_met
+                        .get_or_create(&labels(&drill))
+                        .set(i64::from(*ok));
+                    if !ok {
+                        ctx.publish(&drill, EventType::Warning, "ObjectivesMissed", message)
+                            .await;
+                    }
                 }
                 return Ok(());
             }
@@ -386,6 +392,7 @@ async fn write(
 async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Error> {
     let uid = drill.uid().unwrap_or_default();
     ctx.drills.tasks.forget(&uid);
+    ctx.metrics.drill_objectives_met.remove(&labels(&drill));
     if drill.spec.target.server.is_none() {
         return Ok(Action::await_change());
     }
@@ -415,4 +422,11 @@ async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Erro
         }
     }
     Ok(Action::await_change())
+}
+
+fn labels(drill: &RestoreDrill) -> crate::telemetry::ScheduleLabels {
+    crate::telemetry::ScheduleLabels {
+        namespace: drill.namespace().unwrap_or_default(),
+        name: drill.name_any(),
+    }
 }

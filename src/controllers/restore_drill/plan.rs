@@ -8,14 +8,11 @@ use chrono::{DateTime, Utc};
 use crate::{
     api::{
         RestoreDrillSpec, RestoreDrillStatus,
-        restore_drill::{CheckResult, DrillResult, DrillRun, MAX_DRILL_HISTORY, Objectives},
+        restore_drill::{DrillResult, DrillRun, MAX_DRILL_HISTORY, Objectives},
     },
     controllers::{clock::to_chrono, conditions::Verdict, schedule::Schedule},
-    domain::{manifest::TableStats, schedule as slots},
+    domain::schedule as slots,
 };
-
-/// Tables named in a failed check's message, at most.
-const NAMED_DIFFERENCES: usize = 5;
 
 /// What the reconcile does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,68 +50,6 @@ pub fn decide(
             Step::Run { slot: Some(slot) }
         }
         slots::Due::Wait { next } => Step::Wait { next },
-    }
-}
-
-/// Compares restored tables with the manifest: row counts, or checksums (`checksums`). A failure names
-/// the first tables that differ, with both values, and tables missing on either side.
-pub fn compare_tables(
-    name: &str,
-    manifest: &[TableStats],
-    restored: &[TableStats],
-    checksums: bool,
-) -> CheckResult {
-    let value = |t: &TableStats| -> String {
-        if checksums {
-            t.checksum.clone().unwrap_or_else(|| "-".into())
-        } else {
-            t.rows.to_string()
-        }
-    };
-    let key = |t: &TableStats| format!("{}.{}", t.schema, t.name);
-    let restored_by: std::collections::BTreeMap<String, &TableStats> =
-        restored.iter().map(|t| (key(t), t)).collect();
-    let mut differences = Vec::new();
-    for m in manifest {
-        match restored_by.get(&key(m)) {
-            None => differences.push(format!("{} is missing from the restore", key(m))),
-            Some(r) if value(r) != value(m) => differences.push(format!(
-                "{}: backup {} {}, restored {}",
-                key(m),
-                if checksums { "checksum" } else { "rows" },
-                value(m),
-                value(r)
-            )),
-            Some(_) => {}
-        }
-    }
-    let in_manifest: std::collections::BTreeSet<String> = manifest.iter().map(key).collect();
-    for r in restored.iter().filter(|r| !in_manifest.contains(&key(r))) {
-        differences.push(format!(
-            "{} was restored but is not in the manifest",
-            key(r)
-        ));
-    }
-    if differences.is_empty() {
-        return CheckResult {
-            name: name.into(),
-            passed: true,
-            message: Some(format!("{} tables match the manifest", manifest.len())),
-        };
-    }
-    let more = differences.len().saturating_sub(NAMED_DIFFERENCES);
-    let mut message = differences
-        .into_iter()
-        .take(NAMED_DIFFERENCES)
-        .collect::<Vec<_>>()
-        .join("; ");
-    if more > 0 {
-        message.push_str(&format!("; and {more} more"));
-    }
-    CheckResult {
-        name: name.into(),
-        passed: false,
-        message: Some(message),
     }
 }
 
@@ -201,6 +136,7 @@ pub fn verdict(status: &RestoreDrillStatus, running: bool) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::manifest::TableStats;
 
     fn t(name: &str, rows: i64, sum: &str) -> TableStats {
         TableStats {
@@ -215,7 +151,8 @@ mod tests {
     fn table_comparison_names_what_differs() {
         let manifest = [t("a", 3, "x"), t("b", 2, "y"), t("gone", 1, "z")];
         let restored = [t("a", 3, "x"), t("b", 2, "Y"), t("extra", 0, "0")];
-        let rows = compare_tables("rowCounts", &manifest, &restored, false);
+        let rows =
+            crate::controllers::restore::compare_tables("rowCounts", &manifest, &restored, false);
         assert!(!rows.passed);
         let m = rows.message.unwrap();
         assert!(
@@ -223,13 +160,19 @@ mod tests {
             "{m}"
         );
         assert!(!m.contains("public.b"), "row counts of b agree: {m}");
-        let sums = compare_tables("checksums", &manifest, &restored, true);
+        let sums =
+            crate::controllers::restore::compare_tables("checksums", &manifest, &restored, true);
         assert!(
             sums.message
                 .unwrap()
                 .contains("public.b: backup checksum y, restored Y")
         );
-        let same = compare_tables("rowCounts", &manifest[..2], &restored[..2], false);
+        let same = crate::controllers::restore::compare_tables(
+            "rowCounts",
+            &manifest[..2],
+            &restored[..2],
+            false,
+        );
         assert!(same.passed);
     }
 

@@ -413,6 +413,64 @@ pub async fn apply_seed(
     Ok(true)
 }
 
+/// The backup id recorded on the database by [`mark_restored`], if it was restored.
+pub async fn restored_from(
+    admin: &mut PgConnection,
+    target: &Target,
+) -> Result<Option<String>, PgError> {
+    match database_ownership(admin, &target.database, &target.role, &target.uid).await? {
+        Ownership::Ours { comment } => Ok(comment
+            .as_deref()
+            .and_then(|c| c.split(' ').find_map(|p| p.strip_prefix("restored=")))
+            .map(str::to_string)),
+        _ => Ok(None),
+    }
+}
+
+/// Records on the database that the backup `id` was restored into it and checked (after that, the
+/// environment never restores again).
+pub async fn mark_restored(
+    admin: &mut PgConnection,
+    target: &Target,
+    id: &str,
+) -> Result<(), PgError> {
+    exec(
+        admin,
+        "recording the restore on the database",
+        format!(
+            "comment on database {} is {}",
+            sql::ident(&target.database),
+            sql::literal(&format!("{} restored={id}", sql::marker(&target.uid)))
+        ),
+    )
+    .await
+}
+
+/// Drops the environment's database (if ours) and creates it empty again: a restore that did not
+/// finish and check starts over on a clean database, never on top of part of a dump.
+pub async fn recreate_database(
+    admin: &mut PgConnection,
+    admin_creds: &ServerCredentials,
+    target: &Target,
+) -> Result<(), PgError> {
+    if let Ownership::Ours { .. } =
+        database_ownership(admin, &target.database, &target.role, &target.uid).await?
+    {
+        exec(
+            admin,
+            "dropping the database to restore into it afresh",
+            format!(
+                "drop database if exists {} with (force)",
+                sql::ident(&target.database)
+            ),
+        )
+        .await?;
+    }
+    ensure_database(admin, admin_creds, target)
+        .await
+        .map(|_| ())
+}
+
 /// Drops the database (ending its sessions) and the role, each only if it carries our marker. Safe to
 /// call when nothing was ever created. Returns what was dropped, for the event.
 pub async fn drop_owned(admin: &mut PgConnection, target: &Target) -> Result<Vec<String>, PgError> {
