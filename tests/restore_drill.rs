@@ -371,7 +371,7 @@ async fn a_new_environment_is_created_from_a_backup_and_checked() {
     .fetch_all(&mut app)
     .await
     .unwrap();
-    assert_eq!(owners, [db.clone()], "the role is named like its database");
+    assert_eq!(owners, std::slice::from_ref(&db), "the role is named like its database");
     let n: i64 = sqlx::query_scalar("select count(*) from customers")
         .fetch_one(&mut app)
         .await
