@@ -371,7 +371,11 @@ async fn a_new_environment_is_created_from_a_backup_and_checked() {
     .fetch_all(&mut app)
     .await
     .unwrap();
-    assert_eq!(owners, std::slice::from_ref(&db), "the role is named like its database");
+    assert_eq!(
+        owners,
+        std::slice::from_ref(&db),
+        "the role is named like its database"
+    );
     let n: i64 = sqlx::query_scalar("select count(*) from customers")
         .fetch_one(&mut app)
         .await
@@ -379,5 +383,79 @@ async fn a_new_environment_is_created_from_a_backup_and_checked() {
     assert_eq!(n, 3000);
     assert!(d.b.fx.events().await.contains("Restored"));
     d.b.fx.delete_env("shop-recovered").await;
+    d.b.finish().await;
+}
+
+/// The shell block after `marker` in docs/recovery.md.
+fn doc_block(marker: &str) -> String {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/recovery.md")).unwrap();
+    let after = doc
+        .split(marker)
+        .nth(1)
+        .expect("the marker in docs/recovery.md");
+    let start = after.find("```sh\n").expect("a sh block after the marker") + "```sh\n".len();
+    let end = after[start..].find("```").unwrap();
+    // The block is indented under a list item.
+    after[start..start + end]
+        .lines()
+        .map(|l| l.strip_prefix("   ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn a_lost_table_is_copied_back() {
+    let Some((d, id)) = Drills::new("lost-table").await else {
+        return;
+    };
+    let manifest = d.b.manifest("nightly", &id).await;
+    let target_url = d.b.fx.uri("shop").await;
+    let mut app = <sqlx::PgConnection as sqlx::Connection>::connect(&target_url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("drop table billing.invoices")
+        .execute(&mut app)
+        .await
+        .unwrap();
+
+    d.b.fx
+        .apply_env(
+            "shop-restored",
+            json!({"tier": "staging", "deletionPolicy": "Delete",
+                   "server": {"adminSecretRef": {"name": "pg-admin"}},
+                   "restore": {"backupScheduleRef": {"name": "nightly"}, "backupId": id}}),
+        )
+        .await;
+    d.b.fx.ready("shop-restored").await;
+    let out = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(doc_block("<!-- recovery-lost-table -->"))
+        .env("RESTORED_URL", d.b.fx.uri("shop-restored").await)
+        .env("TARGET_URL", &target_url)
+        .env("TABLE", "billing.invoices")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the recovery steps failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = d.b.fx.database("shop").await;
+    let now = support::backups::table_stats(&d.b.fx.platform.pg, &db).await;
+    let backup = support::backups::manifest_stats(&manifest);
+    assert_eq!(
+        now["billing.invoices"], backup["billing.invoices"],
+        "rows and checksum as in the backup"
+    );
+    let owner: String =
+        sqlx::query_scalar("select tableowner::text from pg_tables where schemaname = 'billing'")
+            .fetch_one(&mut app)
+            .await
+            .unwrap();
+    assert_eq!(owner, db, "owned by the environment's role again");
+    d.b.fx.delete_env("shop-restored").await;
     d.b.finish().await;
 }
