@@ -3,6 +3,17 @@
 # integration and chart checks against it. Leaves the platform running; `e2e/platform.sh down` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tools the suite calls that a fresh Debian machine may lack: Lua 5.1 for the Argo CD health-check
+# tests (Argo CD runs Lua 5.1) and PyYAML for their runner; curl and zstd, which the restore-by-hand
+# runbook in docs/backups.md uses (a test runs it as written).
+need=()
+for tool in lua5.1 zstd curl; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if ((${#need[@]})); then
+  echo "installing ${need[*]} (apt-get)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml 2>/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml >/dev/null
 e2e/platform.sh up
 eval "$(e2e/platform.sh env)"
 

@@ -56,6 +56,13 @@ pub async fn pick(
             )
         })?;
     let manifest = Manifest::parse(&bytes).map_err(|e| format!("backup {id}: {e}"))?;
+    if manifest.id != id {
+        return Err(format!(
+            "the manifest in folder {id} of {} describes backup {}; it was moved or copied by hand, so it is not trusted",
+            store.url(),
+            manifest.id
+        ));
+    }
     Ok((manifest, newest_at))
 }
 

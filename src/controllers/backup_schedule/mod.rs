@@ -47,6 +47,8 @@ pub const CONDITION_RECOVERABLE: &str = "Recoverable";
 pub const DEFAULT_RECOVERABLE_WITHIN: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A schedule is looked at again at least this often (its next slot, a clock that moved).
 const RECHECK: Duration = Duration::from_secs(300);
+/// While a backup task runs, its schedule is looked at again this often (an in-memory check).
+const TASK_CHECK: Duration = Duration::from_secs(5);
 /// A due backup whose environment is not Ready yet is looked at again this often.
 const ENVIRONMENT_WAIT: Duration = Duration::from_secs(10);
 
@@ -102,8 +104,9 @@ async fn reconcile(cached: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Act
     instrumented(CONTROLLER, cached.clone(), ctx.clone(), async move {
         let uid = cached.uid().unwrap_or_default();
         if ctx.backups.tasks.is_running(&uid) {
-            // The task writes the status when it ends, which wakes this reconcile.
-            return Ok(Action::requeue(RECHECK));
+            // The task writes the status when it ends, but a reconcile woken by that write can still
+            // see the task finishing (retention runs after it): look again soon, not at RECHECK.
+            return Ok(Action::requeue(TASK_CHECK));
         }
         // Read fresh, not from the cache: the status decides whether a Running backup was interrupted.
         let api: Api<BackupSchedule> =
@@ -114,6 +117,7 @@ async fn reconcile(cached: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Act
             ctx.metrics.backup_last_success.remove(&labels);
             ctx.metrics.backup_interval.remove(&labels);
             ctx.metrics.backup_failing.remove(&labels);
+            ctx.metrics.backup_recoverable.remove(&labels);
             return Ok(Action::await_change());
         };
         match resolve(&schedule, &ctx).await {

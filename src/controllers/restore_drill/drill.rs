@@ -52,7 +52,8 @@ pub async fn run(job: &Job) -> DrillRun {
         Err(Failed(why)) => return finish(run, why),
     };
     run.backup_id = manifest.id.clone();
-    run.rpo_seconds = Some((started - manifest.finished_at).num_seconds().max(0));
+    // The data is as of the snapshot, taken when the backup started: that is the point returned to.
+    run.rpo_seconds = Some((started - manifest.started_at).num_seconds().max(0));
     let target = scratch_target(&job.drill_uid);
     let password = crate::engines::postgres::sql::random_password();
     let clock = Instant::now();

@@ -45,6 +45,8 @@ pub const CONTROLLER: &str = "restoredrill";
 pub const FINALIZER: &str = "lifeboat.dev/drill-cleanup";
 /// A waiting drill is looked at again at least this often.
 const RECHECK: Duration = Duration::from_secs(300);
+/// While a drill task runs, the drill is looked at again this often (an in-memory check).
+const TASK_CHECK: Duration = Duration::from_secs(5);
 /// Status writes at the end of a drill are tried this many times.
 const WRITE_ATTEMPTS: u32 = 6;
 
@@ -160,7 +162,9 @@ async fn admin_credentials(
 async fn apply(cached: Arc<RestoreDrill>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let uid = cached.uid().unwrap_or_default();
     if ctx.drills.tasks.is_running(&uid) {
-        return Ok(Action::requeue(RECHECK));
+        // The task records the result itself; a reconcile woken by that write may still see it
+        // finishing, so look again soon.
+        return Ok(Action::requeue(TASK_CHECK));
     }
     let api: Api<RestoreDrill> =
         Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
@@ -182,14 +186,22 @@ async fn apply(cached: Arc<RestoreDrill>, ctx: &Arc<Context>) -> Result<Action, 
         .unwrap_or_else(Utc::now);
     let now = Utc::now();
     let current = drill.status.clone().unwrap_or_default();
-    let step = plan::decide(
-        &drill.spec,
-        &current,
-        resolved.schedule.as_ref(),
-        drill.metadata.generation,
-        created,
-        now,
-    );
+    // Status says a drill runs, but no task does here: the operator stopped during it. It runs again
+    // now (its first step drops what the interrupted run left), whatever the schedule says.
+    let interrupted = conditions::find(&current.conditions, conditions::RECONCILING)
+        .is_some_and(|c| c.status == "True" && c.reason == "DrillRunning");
+    let step = if interrupted {
+        Step::Run { slot: None }
+    } else {
+        plan::decide(
+            &drill.spec,
+            &current,
+            resolved.schedule.as_ref(),
+            drill.metadata.generation,
+            created,
+            now,
+        )
+    };
     let next = resolved
         .schedule
         .as_ref()
@@ -258,7 +270,8 @@ async fn record(
     run: DrillRun,
 ) -> Result<(), Error> {
     let passed = run.result == DrillResult::Passed;
-    if !run.backup_id.is_empty() {
+    // Only beside a backup that exists (its manifest was read: the RPO is measured from it).
+    if run.rpo_seconds.is_some() {
         let object = if passed {
             DRILL_OBJECT.to_string()
         } else {
@@ -323,10 +336,6 @@ async fn record(
                 };
                 ctx.publish(&drill, type_, reason, note).await;
                 if let Some((ok, message)) = &met {
-                    ctx.metrics
-                        .drill_objectives_met
-                        .get_or_create(&labels(&drill))
-                        .set(i64::from(*ok));
                     if !ok {
                         ctx.publish(&drill, EventType::Warning, "ObjectivesMissed", message)
                             .await;
@@ -363,11 +372,26 @@ async fn write(
         .as_ref()
         .and_then(|r| plan::objectives(r, drill.spec.objectives.as_ref()));
     let generation = drill.metadata.generation;
+    next.objectives_met = objectives.as_ref().map(|o| o.0);
+    match &objectives {
+        Some((met, _)) => {
+            ctx.metrics
+                .drill_objectives_met
+                .get_or_create(&labels(drill))
+                .set(i64::from(*met));
+        }
+        None => {
+            ctx.metrics.drill_objectives_met.remove(&labels(drill));
+        }
+    }
     status::write_checked(ctx, drill, &verdict, move |s| {
         *s = RestoreDrillStatus {
             conditions: std::mem::take(&mut s.conditions),
             ..next
         };
+        if objectives.is_none() {
+            s.conditions.retain(|c| c.type_ != CONDITION_OBJECTIVES_MET);
+        }
         if let Some((met, message)) = objectives {
             conditions::set_condition(
                 &mut s.conditions,
