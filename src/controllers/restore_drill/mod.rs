@@ -335,11 +335,9 @@ async fn record(
                     )
                 };
                 ctx.publish(&drill, type_, reason, note).await;
-                if let Some((ok, message)) = &met {
-                    if !ok {
-                        ctx.publish(&drill, EventType::Warning, "ObjectivesMissed", message)
-                            .await;
-                    }
+                if let Some((false, message)) = &met {
+                    ctx.publish(&drill, EventType::Warning, "ObjectivesMissed", message)
+                        .await;
                 }
                 return Ok(());
             }
