@@ -216,6 +216,7 @@ async fn a_failing_query_and_a_missed_objective_are_named_and_the_kept_database_
     let mut m: Value = serde_json::from_slice(&manifest).unwrap();
     let old = "20261101T030000Z";
     m["id"] = json!(old);
+    m["startedAt"] = json!("2026-11-01T03:00:00Z");
     m["finishedAt"] = json!("2026-11-01T03:00:09Z");
     d.put(old, "dump", d.object(&id, "dump").await.unwrap().to_vec())
         .await;
