@@ -460,3 +460,75 @@ async fn a_lost_table_is_copied_back() {
     d.b.fx.delete_env("shop-restored").await;
     d.b.finish().await;
 }
+
+#[tokio::test]
+async fn deleting_the_namespace_drops_a_kept_scratch_database() {
+    let Some((mut d, _)) = Drills::new("drill-ns").await else {
+        return;
+    };
+    // The drill's own admin Secret (the environment holds `pg-admin` for itself).
+    support::create_admin_secret(
+        &d.b.fx.client,
+        &d.b.fx.ns.name,
+        "drill-admin",
+        &d.b.fx.platform.pg,
+        json!({}),
+    )
+    .await;
+    d.apply(
+        "kept",
+        json!({"keepOnFailure": true,
+               "target": {"server": {"adminSecretRef": {"name": "drill-admin"}}},
+               "checks": {"queries": [{"name": "wrong", "sql": "select 1", "expected": "2"}]}}),
+    )
+    .await;
+    let (drill, run) = d.finished("kept").await;
+    assert!(run.kept_database.is_some() && d.scratch_exists(&drill).await);
+    // The namespace goes, with the admin Secret in it, while no operator runs: Kubernetes deletes the
+    // Secret before any cleanup could read it, unless the drill holds it.
+    d.b.fx.op.take().unwrap().stop().await.unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(d.b.fx.client.clone());
+    namespaces
+        .delete(&d.b.fx.ns.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(d.b.fx.client.clone(), &d.b.fx.ns.name);
+    let held = support::eventually(
+        "the namespace controller to reach the Secret",
+        BACKUP_WAIT,
+        || async {
+            match secrets.get_opt("drill-admin").await.unwrap() {
+                None => Some(false),
+                Some(s) if s.metadata.deletion_timestamp.is_some() => Some(true),
+                Some(_) => None,
+            }
+        },
+    )
+    .await;
+    assert!(
+        held,
+        "the admin Secret is kept (Terminating) while the drill needs it"
+    );
+    // An operator comes back (its Lease elsewhere: nothing can be created in a Terminating namespace).
+    let mut settings = support::settings(&d.b.fx.ns.name, "op-back");
+    settings.lease.namespace = "default".into();
+    settings.lease.name = format!("lifeboat-{}", d.b.fx.ns.name);
+    d.b.fx.op = Some(support::start_operator(&d.b.fx.client, settings));
+    support::eventually(
+        "the scratch database to be dropped",
+        BACKUP_WAIT,
+        || async { (!d.scratch_exists(&drill).await).then_some(()) },
+    )
+    .await;
+    support::eventually("the Secret to be released", BACKUP_WAIT, || async {
+        secrets
+            .get_opt("pg-admin")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    d.b.finish().await;
+}

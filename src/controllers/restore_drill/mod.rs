@@ -225,6 +225,9 @@ async fn apply(cached: Arc<RestoreDrill>, ctx: &Arc<Context>) -> Result<Action, 
                 s.next_schedule_time = next.map(clock::to_time);
             })
             .await?;
+            // The admin Secret stays readable until the scratch database is dropped, also when the
+            // namespace is deleted around the drill.
+            hold_admin_secret(ctx, &drill, true).await?;
             let (task_ctx, job) = (ctx.clone(), resolved.job);
             let (ns, name) = (drill.namespace().unwrap_or_default(), drill.name_any());
             ctx.drills.tasks.spawn(&uid, move |_| async move {
@@ -270,6 +273,13 @@ async fn record(
     run: DrillRun,
 ) -> Result<(), Error> {
     let passed = run.result == DrillResult::Passed;
+    if run.kept_database.is_none()
+        && let Some(drill) = Api::<RestoreDrill>::namespaced(ctx.client.clone(), ns)
+            .get_opt(name)
+            .await?
+    {
+        hold_admin_secret(ctx, &drill, false).await?;
+    }
     // Only beside a backup that exists (its manifest was read: the RPO is measured from it).
     if run.rpo_seconds.is_some() {
         let object = if passed {
@@ -423,6 +433,7 @@ async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Erro
             let dropped = restore::drop_scratch(&admin, &restore::scratch_target(&uid))
                 .await
                 .map_err(super::error::pg)?;
+            hold_admin_secret(ctx, &drill, false).await?;
             if !dropped.is_empty() {
                 ctx.publish(
                     drill.as_ref(),
@@ -434,6 +445,7 @@ async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Erro
             }
         }
         Err(e) => {
+            hold_admin_secret(ctx, &drill, false).await?;
             ctx.publish(
                 drill.as_ref(),
                 EventType::Warning,
@@ -450,5 +462,26 @@ fn labels(drill: &RestoreDrill) -> crate::telemetry::ScheduleLabels {
     crate::telemetry::ScheduleLabels {
         namespace: drill.namespace().unwrap_or_default(),
         name: drill.name_any(),
+    }
+}
+
+/// Holds (`hold`) or releases the drill's own finalizer on its target's admin Secret
+/// (`lifeboat.dev/drill-<hash of the drill's UID>`): one per drill, so drills sharing a Secret never
+/// release each other's hold.
+async fn hold_admin_secret(ctx: &Context, drill: &RestoreDrill, hold: bool) -> Result<(), Error> {
+    let Some(server) = &drill.spec.target.server else {
+        return Ok(());
+    };
+    let ns = drill.namespace().unwrap_or_default();
+    let uid = drill.uid().unwrap_or_default();
+    let finalizer = format!(
+        "lifeboat.dev/drill-{}",
+        &crate::engines::postgres::sql::sha256_hex(uid.as_bytes())[..16]
+    );
+    let name = &server.admin_secret_ref.name;
+    if hold {
+        references::hold_secret(ctx, &ns, name, &finalizer).await
+    } else {
+        references::release_secret(ctx, &ns, name, &finalizer).await
     }
 }
