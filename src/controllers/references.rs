@@ -297,6 +297,80 @@ pub fn label_selector_string(
     parts.join(",")
 }
 
+/// Adds `finalizer` to a Secret (unless it is being deleted, or already held): the Secret then stays
+/// readable until [`release_secret`], e.g. while a namespace is deleted around an object whose cleanup
+/// needs it. The patch is conditional on the Secret's resourceVersion.
+pub async fn hold_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    finalizer: &str,
+) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let held = secret
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == finalizer);
+    if held || secret.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let mut finalizers = secret.metadata.finalizers.clone().unwrap_or_default();
+    finalizers.push(finalizer.to_string());
+    patch_finalizers(&api, &secret, finalizers).await
+}
+
+/// Removes `finalizer` from a Secret, if present.
+pub async fn release_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    finalizer: &str,
+) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let finalizers: Vec<String> = secret
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect();
+    if finalizers.len() == secret.metadata.finalizers.as_ref().map_or(0, Vec::len) {
+        return Ok(());
+    }
+    patch_finalizers(&api, &secret, finalizers).await
+}
+
+async fn patch_finalizers(
+    api: &Api<Secret>,
+    secret: &Secret,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    use kube::{
+        ResourceExt,
+        api::{Patch, PatchParams},
+    };
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": secret.resource_version(),
+    }});
+    api.patch(
+        &secret.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -372,78 +446,4 @@ mod tests {
             vec!["password", "port"]
         );
     }
-}
-
-/// Adds `finalizer` to a Secret (unless it is being deleted, or already held): the Secret then stays
-/// readable until [`release_secret`], e.g. while a namespace is deleted around an object whose cleanup
-/// needs it. The patch is conditional on the Secret's resourceVersion.
-pub async fn hold_secret(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    finalizer: &str,
-) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(secret) = api.get_opt(name).await? else {
-        return Ok(());
-    };
-    let held = secret
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == finalizer);
-    if held || secret.metadata.deletion_timestamp.is_some() {
-        return Ok(());
-    }
-    let mut finalizers = secret.metadata.finalizers.clone().unwrap_or_default();
-    finalizers.push(finalizer.to_string());
-    patch_finalizers(&api, &secret, finalizers).await
-}
-
-/// Removes `finalizer` from a Secret, if present.
-pub async fn release_secret(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    finalizer: &str,
-) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(secret) = api.get_opt(name).await? else {
-        return Ok(());
-    };
-    let finalizers: Vec<String> = secret
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .filter(|f| *f != finalizer)
-        .cloned()
-        .collect();
-    if finalizers.len() == secret.metadata.finalizers.as_ref().map_or(0, Vec::len) {
-        return Ok(());
-    }
-    patch_finalizers(&api, &secret, finalizers).await
-}
-
-async fn patch_finalizers(
-    api: &Api<Secret>,
-    secret: &Secret,
-    finalizers: Vec<String>,
-) -> Result<(), Error> {
-    use kube::{
-        ResourceExt,
-        api::{Patch, PatchParams},
-    };
-    let patch = serde_json::json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": secret.resource_version(),
-    }});
-    api.patch(
-        &secret.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
 }
