@@ -397,24 +397,25 @@ async fn retention_expires_old_backups_but_keeps_the_drilled_one() {
     )
     .await;
     let record = b.finished("nightly", BackupPhase::Succeeded).await;
-    let left = support::eventually("retention to run", BACKUP_WAIT, || async {
-        let objects = b.objects("nightly").await;
-        (!objects.iter().any(|o| o.contains(&days[0]))).then_some(objects)
-    })
+    // Retention deletes one backup after another once the new one is recorded: wait for the end state.
+    let want: std::collections::BTreeSet<String> =
+        [record.id.clone(), days[9].clone(), drilled.clone()]
+            .into_iter()
+            .collect();
+    let folders = |objects: Vec<String>| -> std::collections::BTreeSet<String> {
+        objects
+            .iter()
+            .filter_map(|o| o.strip_prefix(&format!("{prefix}/")))
+            .filter_map(|o| o.split('/').next())
+            .map(str::to_string)
+            .collect()
+    };
+    support::eventually(
+        "retention to keep the new backup, the newest before it (keepLast 2) and the drilled one",
+        BACKUP_WAIT,
+        || async { (folders(b.objects("nightly").await) == want).then_some(()) },
+    )
     .await;
-    let ids: std::collections::BTreeSet<_> = left
-        .iter()
-        .filter_map(|o| o.strip_prefix(&format!("{prefix}/")))
-        .filter_map(|o| o.split('/').next())
-        .map(str::to_string)
-        .collect();
-    let want: std::collections::BTreeSet<_> = [record.id.clone(), days[9].clone(), drilled.clone()]
-        .into_iter()
-        .collect();
-    assert_eq!(
-        ids, want,
-        "keepLast 2 (the new one and the newest before it) and the drilled one"
-    );
     b.finish().await;
 }
 

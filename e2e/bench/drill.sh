@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Benchmark (prints figures; not a test): a RestoreDrill of a backup of a pgbench database (default
+# scale 70, about 1 GB) by the release `lifeboat` binary, against the raw path a person would take in
+# the same run: download the dump (curl --aws-sigv4), decompress it, `pg_restore -j2` into a new
+# database, and the same per-table count queries. Reports both times and their ratio (target: the
+# drill at most 1.15x the raw path). Lifeboat restores with one pg_restore job, streaming (no spool
+# file), so the raw path's -j2 is its advantage. Usage: e2e/bench/drill.sh [scale]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+SCALE="${1:-70}"
+if [[ -z "${LIFEBOAT_PG_HOST:-}" ]]; then
+  eval "$("$ROOT/e2e/platform.sh" env)"
+fi
+: "${LIFEBOAT_PG_HOST:?start the platform: e2e/platform.sh up}"
+command -v zstd >/dev/null || { echo "zstd is needed (apt-get install zstd)" >&2; exit 1; }
+command -v pgbench >/dev/null || PGBENCH_DIR=$(dirname "$(command -v pg_dump)")
+
+echo "building lifeboat (release)" >&2
+(cd "$ROOT" && cargo build -q --release --locked --bin lifeboat)
+LIFEBOAT="$ROOT/target/release/lifeboat"
+
+NS="bench-drill-$$"
+WORK="$(mktemp -d)"
+OP_PID=""
+cleanup() {
+  [[ -n $OP_PID ]] && kill "$OP_PID" 2>/dev/null || true
+  kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+kubectl apply -f "$ROOT/crds/" >/dev/null
+kubectl create namespace "$NS" >/dev/null
+kubectl -n "$NS" create secret generic pg-admin --from-literal=host="$LIFEBOAT_PG_HOST" \
+  --from-literal=port="$LIFEBOAT_PG_PORT" --from-literal=username="$LIFEBOAT_PG_USER" \
+  --from-literal=password="$LIFEBOAT_PG_PASSWORD" >/dev/null
+kubectl -n "$NS" create secret generic s3 --from-literal=accessKeyId="$LIFEBOAT_S3_ACCESS_KEY" \
+  --from-literal=secretAccessKey="$LIFEBOAT_S3_SECRET_KEY" >/dev/null
+
+"$LIFEBOAT" run --watch-namespace "$NS" --operator-namespace "$NS" --lease-namespace "$NS" \
+  --metrics-addr 127.0.0.1:0 --identity bench --log-level info --log-format json >"$WORK/operator.log" 2>&1 &
+OP_PID=$!
+
+kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: lifeboat.dev/v1alpha1
+kind: DatabaseEnvironment
+metadata: {name: big}
+spec:
+  tier: staging
+  deletionPolicy: Delete
+  server: {adminSecretRef: {name: pg-admin}}
+EOF
+kubectl -n "$NS" wait --for=condition=Ready databaseenvironment/big --timeout=120s >/dev/null
+secret() { kubectl -n "$NS" get secret big-connection -o "jsonpath={.data.$1}" | base64 -d; }
+export PGHOST=$(secret host) PGPORT=$(secret port) PGUSER=$(secret username) PGPASSWORD=$(secret password)
+export PGDATABASE=$(secret database) PGSSLMODE=disable
+echo "pgbench -i -s $SCALE into $PGDATABASE (once per run; takes a while)" >&2
+"${PGBENCH_DIR:+$PGBENCH_DIR/}pgbench" -i -q -s "$SCALE" >/dev/null 2>&1
+DB_BYTES=$(psql -X -Atc "select pg_database_size(current_database())")
+RUNS=${LIFEBOAT_BENCH_RUNS:-3}
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "taking the backup" >&2
+kubectl -n "$NS" apply -f - >/dev/null <<YAML
+apiVersion: lifeboat.dev/v1alpha1
+kind: BackupSchedule
+metadata: {name: nightly}
+spec:
+  environmentRef: {name: big}
+  schedule: "0 0 1 1 *"
+  tableChecks: rowCounts
+  trigger: go
+  destination:
+    s3: {bucket: $LIFEBOAT_S3_BUCKET, endpoint: "$LIFEBOAT_S3_ENDPOINT", region: $LIFEBOAT_S3_REGION,
+         forcePathStyle: true, credentialsSecretRef: {name: s3}}
+YAML
+deadline=$((SECONDS + 600))
+until [[ $(kubectl -n "$NS" get backupschedule nightly -o 'jsonpath={.status.recentBackups[0].phase}' 2>/dev/null) =~ ^(Succeeded|Failed)$ ]]; do
+  ((SECONDS < deadline)) || { echo "no backup within 600 s" >&2; exit 1; }
+  sleep 0.5
+done
+ID=$(kubectl -n "$NS" get backupschedule nightly -o 'jsonpath={.status.lastSuccessfulBackup.id}')
+[[ -n $ID ]] || { echo "the backup failed" >&2; exit 1; }
+PREFIX="$NS/nightly"
+
+ADMIN=(-h "$LIFEBOAT_PG_HOST" -p "$LIFEBOAT_PG_PORT" -U "$LIFEBOAT_PG_USER")
+as_admin() { PGPASSWORD=$LIFEBOAT_PG_PASSWORD PGSSLMODE=disable "$@"; }
+raw_once() {
+  local db="raw_drill_$$" t0 t1
+  as_admin psql -X -q "${ADMIN[@]}" -d postgres -c "drop database if exists $db" -c "create database $db"
+  t0=$(now)
+  curl -fsS -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' --aws-sigv4 "aws:amz:${LIFEBOAT_S3_REGION}:s3" \
+    --user "${LIFEBOAT_S3_ACCESS_KEY}:${LIFEBOAT_S3_SECRET_KEY}" -o "$WORK/dump" \
+    "${LIFEBOAT_S3_ENDPOINT}/${LIFEBOAT_S3_BUCKET}/${PREFIX}/${ID}/dump"
+  zstd -d -q -f -o "$WORK/archive.dump" "$WORK/dump"
+  as_admin pg_restore -j2 --no-owner --no-privileges --exit-on-error "${ADMIN[@]}" -d "$db" "$WORK/archive.dump"
+  for t in $(as_admin psql -X -At "${ADMIN[@]}" -d "$db" -c "select quote_ident(schemaname)||'.'||quote_ident(tablename) from pg_tables where schemaname not in ('pg_catalog','information_schema')"); do
+    as_admin psql -X -At "${ADMIN[@]}" -d "$db" -c "select count(*) from $t" >/dev/null
+  done
+  t1=$(now)
+  as_admin psql -X -q "${ADMIN[@]}" -d postgres -c "drop database $db"
+  rm -f "$WORK/dump" "$WORK/archive.dump"
+  echo "$t1 - $t0" | bc -l
+}
+drill_once() { # n -> seconds from apply to a result in status
+  kubectl -n "$NS" apply -f - >/dev/null <<YAML
+apiVersion: lifeboat.dev/v1alpha1
+kind: RestoreDrill
+metadata: {name: drill-$1}
+spec:
+  backupScheduleRef: {name: nightly}
+  target: {server: {adminSecretRef: {name: pg-admin}}}
+  checks: {rowCounts: true}
+YAML
+  local t0 t1; t0=$(now)
+  until [[ $(kubectl -n "$NS" get restoredrill "drill-$1" -o 'jsonpath={.status.lastRun.result}' 2>/dev/null) =~ ^(Passed|Failed)$ ]]; do
+    sleep 0.2
+  done
+  t1=$(now)
+  [[ $(kubectl -n "$NS" get restoredrill "drill-$1" -o 'jsonpath={.status.lastRun.result}') == Passed ]] ||
+    { kubectl -n "$NS" get restoredrill "drill-$1" -o yaml >&2; exit 1; }
+  echo "$t1 - $t0" | bc -l
+}
+echo "raw: curl + zstd -d + pg_restore -j2 + counts ($RUNS runs)" >&2
+RAW_S=$(for _ in $(seq "$RUNS"); do raw_once; done | median)
+echo "lifeboat: RestoreDrill, rowCounts ($RUNS runs)" >&2
+DRILL_S=$(for i in $(seq "$RUNS"); do drill_once "$i"; done | median)
+RTO=$(kubectl -n "$NS" get restoredrill "drill-$RUNS" -o 'jsonpath={.status.lastRun.rtoSeconds} s (restore {.status.lastRun.restoreSeconds} s, verify {.status.lastRun.verifySeconds} s)')
+
+printf '\npgbench scale %s: database %s MiB on PostgreSQL %s; backup %s; median of %s runs each\n' "$SCALE" \
+  "$(echo "scale=1; $DB_BYTES / 1048576" | bc -l)" "$(psql -X -Atc 'show server_version')" "$ID" "$RUNS"
+printf '%-58s %9.2f\n' "raw: download + zstd -d + pg_restore -j2 + counts" "$RAW_S"
+printf '%-58s %9.2f\n' "lifeboat: RestoreDrill, apply -> Passed in status" "$DRILL_S"
+printf 'the last drill measured RTO %s\n' "$RTO"
+printf 'ratio drill/raw: %.2f (target <= 1.15)\n' "$(echo "$DRILL_S / $RAW_S" | bc -l)"
