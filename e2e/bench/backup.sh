@@ -3,7 +3,8 @@
 # 70, about 1 GB) by the release `lifeboat` binary, against the raw path `pg_dump -Fc -Z0 | zstd > file`
 # on the same database, same server, same run. Reports throughput (database bytes per second) of each,
 # their ratio, the time `verify` adds, and the operator's peak RSS growth during the backup (VmHWM after
-# minus VmRSS before). Usage: e2e/bench/backup.sh [scale]
+# minus VmRSS before). Usage: e2e/bench/backup.sh [scale]; LIFEBOAT_BENCH_RUNS (3) and
+# LIFEBOAT_BENCH_COMPRESSION (zstd) change the runs per path and the schedule's compression.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -82,6 +83,7 @@ spec:
   environmentRef: {name: big}
   schedule: "0 0 1 1 *"
   verify: $verify
+  compression: ${LIFEBOAT_BENCH_COMPRESSION:-zstd}
   tableChecks: rowCounts
   trigger: "$trigger"
   destination:
