@@ -24,6 +24,8 @@ NS="bench-backup-$$"
 WORK="$(mktemp -d)"
 OP_PID=""
 cleanup() {
+  # The operator drops the database (deletionPolicy Delete) before it stops, then the namespace goes.
+  kubectl -n "$NS" delete restoredrills,databaseenvironments --all --wait=true --timeout=180s >/dev/null 2>&1 || true
   [[ -n $OP_PID ]] && kill "$OP_PID" 2>/dev/null || true
   kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
   rm -rf "$WORK"
