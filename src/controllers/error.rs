@@ -105,6 +105,20 @@ impl Error {
     }
 }
 
+/// The error of a reconcile run through `kube::runtime::finalizer`: the apply's or cleanup's own error,
+/// or the failed finalizer patch.
+pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
+    use kube::runtime::finalizer::Error as F;
+    match e {
+        F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+        F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::InvalidSpec {
+            reason: "FinalizerError",
+            message: other.to_string(),
+        },
+    }
+}
+
 /// Converts a PostgreSQL failure into a controller error: transient ones are retried with backoff,
 /// the rest need a person (and are retried with backoff too, since the fix may be outside Kubernetes).
 pub fn pg(e: PgError) -> Error {

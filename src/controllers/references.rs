@@ -131,25 +131,7 @@ pub async fn connection_credentials(
         required.push(secret_ref.database_key());
     }
     let secret = secret_with_keys(ctx, namespace, &secret_ref.name, field, &required).await?;
-    let get = |key: &str| -> Option<String> {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| {
-                String::from_utf8_lossy(&v.0)
-                    .trim_end_matches('\n')
-                    .to_string()
-            })
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .cloned()
-            })
-            .filter(|v| !v.is_empty())
-    };
+    let get = |key: &str| secret_value(&secret, key);
     let port = match get(secret_ref.port_key()) {
         None => crate::engines::postgres::instance::PORT,
         Some(p) => p.trim().parse().map_err(|_| Error::NeedsAttention {

@@ -4,9 +4,7 @@
 //! the way, and compare the restored tables with the manifest.
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 use crate::{
     api::restore_drill::CheckResult,
@@ -76,7 +74,7 @@ pub async fn restore_into(
     database: &str,
 ) -> Result<(), String> {
     let path = store.path(&manifest.id, DUMP_OBJECT);
-    let mut stream = store
+    let stream = store
         .stream(&path)
         .await
         .map_err(|e| format!("fetching the dump: {e}"))?;
@@ -91,34 +89,23 @@ pub async fn restore_into(
         return Err("pg_restore was started without pipes".into());
     };
     let stderr = tokio::spawn(stderr_tail(stderr));
-    let mut sink: Box<dyn AsyncWrite + Unpin + Send> = match manifest.dump.compression.as_str() {
+    let sink: Box<dyn AsyncWrite + Unpin + Send> = match manifest.dump.compression.as_str() {
         "zstd" => Box::new(async_compression::tokio::write::ZstdDecoder::new(stdin)),
         "gzip" => Box::new(async_compression::tokio::write::GzipDecoder::new(stdin)),
         _ => Box::new(stdin),
     };
-    let (mut hash, mut size, mut piped) = (Sha256::new(), 0u64, Ok(()));
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("reading the dump: {e}"))?;
-        hash.update(&chunk);
-        size += chunk.len() as u64;
-        if piped.is_ok() {
-            piped = sink.write_all(&chunk).await;
-        }
-    }
-    if piped.is_ok() {
-        piped = sink.shutdown().await;
-    }
-    drop(sink);
+    let (read, piped) = storage::copy_hashed(stream, sink)
+        .await
+        .map_err(|e| format!("reading the dump: {e}"))?;
     let status = child
         .wait()
         .await
         .map_err(|e| format!("waiting for pg_restore: {e}"))?;
     let stderr = stderr.await.unwrap_or_default();
-    let sha256 = storage::hex(&hash.finalize());
-    if size != manifest.dump.size_bytes || sha256 != manifest.dump.sha256 {
+    if read.size != manifest.dump.size_bytes || read.sha256 != manifest.dump.sha256 {
         return Err(format!(
-            "the stored dump of backup {} does not match its manifest: {size} bytes with SHA-256 {sha256}, the manifest says {} bytes with SHA-256 {}",
-            manifest.id, manifest.dump.size_bytes, manifest.dump.sha256
+            "the stored dump of backup {} does not match its manifest: {} bytes with SHA-256 {}, the manifest says {} bytes with SHA-256 {}",
+            manifest.id, read.size, read.sha256, manifest.dump.size_bytes, manifest.dump.sha256
         ));
     }
     if !status.success() || piped.is_err() {

@@ -329,6 +329,33 @@ impl BackupStore {
     }
 }
 
+/// Writes every chunk of `stream` into `sink` (then shuts it down) while hashing and counting the chunks.
+/// Reading goes on to the end even when the sink fails (a child that exited early), so the SHA-256 and
+/// size always describe the whole object; the sink's error is returned beside them.
+pub async fn copy_hashed(
+    mut stream: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    mut sink: impl tokio::io::AsyncWrite + Unpin,
+) -> Result<(Stored, std::io::Result<()>), std::io::Error> {
+    use tokio::io::AsyncWriteExt;
+    let (mut hash, mut size, mut piped) = (Sha256::new(), 0u64, Ok(()));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        hash.update(&chunk);
+        size += chunk.len() as u64;
+        if piped.is_ok() {
+            piped = sink.write_all(&chunk).await;
+        }
+    }
+    if piped.is_ok() {
+        piped = sink.shutdown().await;
+    }
+    let stored = Stored {
+        size,
+        sha256: hex(&hash.finalize()),
+    };
+    Ok((stored, piped))
+}
+
 /// Lowercase hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

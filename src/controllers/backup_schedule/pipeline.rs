@@ -16,8 +16,6 @@ use std::{
 
 use async_compression::tokio::write;
 use chrono::Utc;
-use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::io::InspectReader;
 
@@ -282,7 +280,7 @@ async fn compress(
 /// must read every entry of the (decompressed) archive.
 async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
     let path = job.store.path(&job.id, DUMP_OBJECT);
-    let mut stream = job
+    let stream = job
         .store
         .stream(&path)
         .await
@@ -295,37 +293,27 @@ async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
         return Err(fail("VerifyFailed", "pg_restore was started without pipes"));
     };
     let stderr = tokio::spawn(crate::engines::postgres::dump::stderr_tail(stderr));
-    let mut sink: Box<dyn AsyncWrite + Unpin + Send> = match job.compression {
+    let sink: Box<dyn AsyncWrite + Unpin + Send> = match job.compression {
         Compression::Zstd => Box::new(write::ZstdDecoder::new(stdin)),
         Compression::Gzip => Box::new(write::GzipDecoder::new(stdin)),
         Compression::None => Box::new(stdin),
     };
-    let (mut hash, mut size, mut piped) = (Sha256::new(), 0u64, Ok(()));
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| fail("VerifyFailed", format!("reading the dump back: {e}")))?;
-        hash.update(&chunk);
-        size += chunk.len() as u64;
-        if piped.is_ok() {
-            piped = sink.write_all(&chunk).await;
-        }
-    }
-    if piped.is_ok() {
-        piped = sink.shutdown().await;
-    }
-    drop(sink);
+    let (read, piped) = storage::copy_hashed(stream, sink)
+        .await
+        .map_err(|e| fail("VerifyFailed", format!("reading the dump back: {e}")))?;
     let status = child
         .wait()
         .await
         .map_err(|e| fail("VerifyFailed", format!("waiting for pg_restore: {e}")))?;
     let stderr = stderr.await.unwrap_or_default();
-    let sha256 = storage::hex(&hash.finalize());
-    if size != stored.size || sha256 != stored.sha256 {
+    if read != *stored {
         return Err(fail(
             "VerifyFailed",
             format!(
-                "the dump read back from {} is {size} bytes with SHA-256 {sha256}, but {} bytes with SHA-256 {} were written",
+                "the dump read back from {} is {} bytes with SHA-256 {}, but {} bytes with SHA-256 {} were written",
                 job.store.url(),
+                read.size,
+                read.sha256,
                 stored.size,
                 stored.sha256
             ),

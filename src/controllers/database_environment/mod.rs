@@ -19,7 +19,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::DeleteParams,
     runtime::{
         Controller,
         controller::Action,
@@ -107,16 +107,7 @@ async fn reconcile(env: Arc<DatabaseEnvironment>, ctx: Arc<Context>) -> Result<A
             }
         })
         .await
-        .map_err(|e| match e {
-            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
-                Error::Kube(e)
-            }
-            other => Error::InvalidSpec {
-                reason: "FinalizerError",
-                message: other.to_string(),
-            },
-        })
+        .map_err(super::error::from_finalizer)
     })
     .await
 }
@@ -392,38 +383,7 @@ async fn server_access(
 pub const IN_USE_FINALIZER: &str = "lifeboat.dev/in-use";
 
 async fn hold_admin_secret(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(secret) = api.get_opt(name).await? else {
-        return Ok(());
-    };
-    if secret.finalizers().iter().any(|f| f == IN_USE_FINALIZER)
-        || secret.metadata.deletion_timestamp.is_some()
-    {
-        return Ok(());
-    }
-    let mut finalizers = secret.finalizers().to_vec();
-    finalizers.push(IN_USE_FINALIZER.to_string());
-    set_finalizers(&api, &secret, finalizers).await
-}
-
-/// Replaces a Secret's finalizers. The resourceVersion makes the merge patch conditional: a concurrent
-/// change fails it (and the reconcile is retried).
-async fn set_finalizers(
-    api: &Api<Secret>,
-    secret: &Secret,
-    finalizers: Vec<String>,
-) -> Result<(), Error> {
-    let patch = serde_json::json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": secret.resource_version(),
-    }});
-    api.patch(
-        &secret.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
+    references::hold_secret(ctx, namespace, name, IN_USE_FINALIZER).await
 }
 
 /// Environments whose cleanup finished in this process, so they no longer need their admin Secret even
@@ -464,18 +424,5 @@ async fn release_admin_secret(
     if others > 0 {
         return Ok(());
     }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(secret) = api.get_opt(&secret_ref.name).await? else {
-        return Ok(());
-    };
-    if !secret.finalizers().iter().any(|f| f == IN_USE_FINALIZER) {
-        return Ok(());
-    }
-    let finalizers = secret
-        .finalizers()
-        .iter()
-        .filter(|f| *f != IN_USE_FINALIZER)
-        .cloned()
-        .collect();
-    set_finalizers(&api, &secret, finalizers).await
+    references::release_secret(ctx, &namespace, &secret_ref.name, IN_USE_FINALIZER).await
 }

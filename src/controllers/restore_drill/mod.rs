@@ -86,16 +86,7 @@ async fn reconcile(drill: Arc<RestoreDrill>, ctx: Arc<Context>) -> Result<Action
             }
         })
         .await
-        .map_err(|e| match e {
-            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
-                Error::Kube(e)
-            }
-            other => Error::InvalidSpec {
-                reason: "FinalizerError",
-                message: other.to_string(),
-            },
-        })
+        .map_err(super::error::from_finalizer)
     })
     .await
 }
