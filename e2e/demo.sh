@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lifeboat's main job, end to end on this machine: the test platform (Kubernetes API server, controller
-# manager, PostgreSQL, S3), the CRDs, the operator running with the Helm chart's RBAC, and the examples
-# reaching Ready. Stop everything with: e2e/platform.sh down
+# manager, PostgreSQL, S3), the CRDs, the operator running with the Helm chart's RBAC, the examples
+# reaching Ready, and a verified backup of the dev database in S3. Stop everything with: e2e/platform.sh down
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -66,7 +66,33 @@ unset PGPASSWORD
 say "apply the examples"
 kubectl -n "$ns" apply -f examples/seed-configmap.yaml -f examples/dev-environment.yaml -f examples/ci-pr-environment.yaml
 kubectl -n "$ns" wait --for=condition=Ready databaseenvironment --all --timeout=120s
+
+say "back up the dev database to the platform's S3 server (streamed, checksummed, read back)"
+kubectl -n "$ns" create secret generic shop-backup-s3 --from-literal=accessKeyId="$LIFEBOAT_S3_ACCESS_KEY" \
+  --from-literal=secretAccessKey="$LIFEBOAT_S3_SECRET_KEY" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+trigger="demo-$(date +%s)"
+kubectl -n "$ns" apply -f - <<YAML
+apiVersion: lifeboat.dev/v1alpha1
+kind: BackupSchedule
+metadata: {name: shop-dev-nightly}
+spec:
+  environmentRef: {name: shop-dev}
+  schedule: "0 3 * * *"
+  timeZone: Europe/Berlin
+  trigger: "$trigger"
+  retention: {keepLast: 7, daily: 14}
+  destination:
+    s3:
+      bucket: $LIFEBOAT_S3_BUCKET
+      endpoint: "$LIFEBOAT_S3_ENDPOINT"
+      region: $LIFEBOAT_S3_REGION
+      forcePathStyle: true
+      credentialsSecretRef: {name: shop-backup-s3}
+YAML
+kubectl -n "$ns" wait --for=jsonpath='{.status.lastHandledTrigger}'="$trigger" backupschedule/shop-dev-nightly --timeout=60s >/dev/null
+kubectl -n "$ns" wait --for=jsonpath='{.status.recentBackups[0].phase}'=Succeeded backupschedule/shop-dev-nightly --timeout=120s
 kubectl -n "$ns" get lifeboat
 echo
 echo "Connect to the PR database:  kubectl -n $ns get secret shop-pr-42-connection -o jsonpath='{.data.uri}' | base64 -d"
+echo "The backup and its manifest: kubectl -n $ns get backupschedule shop-dev-nightly -o yaml   (docs/backups.md)"
 echo "Stop everything:             e2e/platform.sh down"
