@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Instant};
 
 use chrono::Utc;
-use kube::{Api, ResourceExt, runtime::events::EventType};
+use kube::{Api, ResourceExt};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
@@ -142,8 +142,7 @@ fn finished_record(job: &pipeline::Job, outcome: &Outcome) -> BackupRecord {
     record
 }
 
-/// Writes the finished record on the schedule as it is now (re-read on conflict) and publishes the
-/// event. Keeps the started time of the `Running` record.
+/// Writes the finished record on the schedule as it is now (re-read on conflict). Keeps the started time of the `Running` record.
 async fn record_result(
     ctx: &Context,
     ns: &str,
@@ -166,31 +165,9 @@ async fn record_result(
             record.started_at = Some(started);
         }
         match super::write(ctx, &schedule, |s| plan::record(s, record.clone())).await {
-            Ok(()) => {
-                let (type_, reason, note) = match record.phase {
-                    BackupPhase::Succeeded => (
-                        EventType::Normal,
-                        "BackupSucceeded",
-                        format!(
-                            "Backup {} stored ({} bytes, SHA-256 {}).",
-                            record.id,
-                            record.size_bytes.unwrap_or_default(),
-                            record.sha256.as_deref().unwrap_or_default()
-                        ),
-                    ),
-                    _ => (
-                        EventType::Warning,
-                        "BackupFailed",
-                        format!(
-                            "Backup {} failed: {}",
-                            record.id,
-                            record.message.as_deref().unwrap_or_default()
-                        ),
-                    ),
-                };
-                ctx.publish(&schedule, type_, reason, note).await;
-                return Ok(());
-            }
+            // The event is the status's: every backup moves Ready from BackupRunning to
+            // BackupSucceeded or BackupFailed, and status::write publishes that transition once.
+            Ok(()) => return Ok(()),
             Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 && attempt < WRITE_ATTEMPTS => {
                 attempt += 1;
             }

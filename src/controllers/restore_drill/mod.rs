@@ -316,26 +316,8 @@ async fn record(
         .await
         {
             Ok(()) => {
-                let (type_, note) = if passed {
-                    (
-                        EventType::Normal,
-                        format!(
-                            "Backup {} restored and checked; RTO {} s, RPO {} s.",
-                            run.backup_id,
-                            run.rto_seconds.unwrap_or_default(),
-                            run.rpo_seconds.unwrap_or_default()
-                        ),
-                    )
-                } else {
-                    (
-                        EventType::Warning,
-                        format!(
-                            "The drill failed: {}",
-                            run.message.as_deref().unwrap_or_default()
-                        ),
-                    )
-                };
-                ctx.publish(&drill, type_, reason, note).await;
+                // The run's own event is the status transition (DrillRunning to DrillPassed or
+                // DrillFailed, published once by status::write); a missed objective gets its own.
                 if let Some((false, message)) = &met {
                     ctx.publish(&drill, EventType::Warning, "ObjectivesMissed", message)
                         .await;

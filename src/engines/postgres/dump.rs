@@ -193,7 +193,7 @@ impl DumpTools {
         private_dir: &Path,
     ) -> std::io::Result<Child> {
         let mut cmd = clean_command(&self.pg_dump());
-        connection_env(&mut cmd, creds, database, private_dir)?;
+        connection_env(&mut cmd, creds, database, private_dir, "lifeboat-backup")?;
         cmd.args(["--format=custom", "--no-password", "--snapshot", snapshot]);
         if !compress {
             cmd.arg("--compress=0");
@@ -259,6 +259,7 @@ pub fn connection_env(
     creds: &ServerCredentials,
     database: &str,
     private_dir: &Path,
+    application_name: &str,
 ) -> std::io::Result<()> {
     let passfile = private_dir.join("pgpass");
     write_private(
@@ -279,7 +280,7 @@ pub fn connection_env(
         .env("PGDATABASE", database)
         .env("PGPASSFILE", &passfile)
         .env("PGSSLMODE", &creds.sslmode)
-        .env("PGAPPNAME", "lifeboat-backup")
+        .env("PGAPPNAME", application_name)
         .env("PGCONNECT_TIMEOUT", "10");
     if let Some(ca) = &creds.ca_pem {
         let ca_file = private_dir.join("ca.crt");
@@ -329,7 +330,14 @@ mod tests {
             ca_pem: Some(b"PEM".to_vec()),
         };
         let mut cmd = Command::new("pg_dump");
-        connection_env(&mut cmd, &creds, "x host=elsewhere", dir.path()).unwrap();
+        connection_env(
+            &mut cmd,
+            &creds,
+            "x host=elsewhere",
+            dir.path(),
+            "lifeboat-backup",
+        )
+        .unwrap();
         let std = cmd.as_std();
         assert!(std.get_args().next().is_none());
         let envs: Vec<_> = std

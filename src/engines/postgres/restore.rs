@@ -92,7 +92,7 @@ impl DumpTools {
         private_dir: &Path,
     ) -> std::io::Result<Child> {
         let mut cmd = clean_command(&self.pg_restore());
-        connection_env(&mut cmd, creds, database, private_dir)?;
+        connection_env(&mut cmd, creds, database, private_dir, "lifeboat-restore")?;
         cmd.args([
             "--no-owner",
             "--no-privileges",
