@@ -583,3 +583,34 @@ async fn the_runbook_restores_by_hand() {
         .unwrap();
     b.finish().await;
 }
+
+#[tokio::test]
+async fn two_schedules_of_one_environment_never_back_up_at_once() {
+    let Some(b) = Backups::new("bk-two").await else {
+        return;
+    };
+    b.environment("shop", json!({})).await;
+    // Both are triggered at once; the database's backup lock makes one wait for the other.
+    b.schedule("first", "shop", json!({"trigger": "t"})).await;
+    b.schedule("second", "shop", json!({"trigger": "t"})).await;
+    let one = b.finished("first", BackupPhase::Succeeded).await;
+    let two = b.finished("second", BackupPhase::Succeeded).await;
+    let (m1, m2) = (
+        b.manifest("first", &one.id).await,
+        b.manifest("second", &two.id).await,
+    );
+    let (earlier, later) = if m1.started_at <= m2.started_at {
+        (&m1, &m2)
+    } else {
+        (&m2, &m1)
+    };
+    assert!(
+        earlier.finished_at <= later.started_at,
+        "one backup's snapshot to manifest ({} .. {}) overlaps the other's ({} .. {})",
+        earlier.started_at,
+        earlier.finished_at,
+        later.started_at,
+        later.finished_at
+    );
+    b.finish().await;
+}

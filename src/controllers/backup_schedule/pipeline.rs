@@ -80,13 +80,14 @@ pub async fn take(job: &Job) -> Result<Manifest, Failure> {
 }
 
 async fn run(job: &Job) -> Result<Manifest, Failure> {
-    let started_at = Utc::now();
     let (tool_version, tool_major) = job
         .tools
         .dump_version()
         .await
         .map_err(|e| fail("DumpToolMissing", e))?;
     let mut snapshot = lock_and_snapshot(job).await?;
+    // The backup's data is as of this moment (the snapshot), not of when it waited for the lock.
+    let started_at = Utc::now();
     if tool_major < snapshot.server_major {
         return Err(fail(
             "DumpToolTooOld",
