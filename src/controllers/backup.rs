@@ -7,8 +7,7 @@ use futures::future::BoxFuture;
 use crate::api::{DatabaseEnvironment, MigrationRun};
 
 /// Takes a backup of an environment's database before a migration. The BackupSchedule controller
-/// provides the real one (`backup_schedule::taker`); [`BackupsNotAvailable`] refuses, for operators
-/// built without backups.
+/// provides the real one (`backup_schedule::taker`).
 pub trait BackupTaker: Send + Sync {
     /// Whether a backup can be taken for `env`; `Err` says why not, as a clause ("backups are …").
     fn available<'a>(&'a self, env: &'a DatabaseEnvironment) -> BoxFuture<'a, Result<(), String>>;
@@ -18,23 +17,4 @@ pub trait BackupTaker: Send + Sync {
         env: &'a DatabaseEnvironment,
         run: &'a MigrationRun,
     ) -> BoxFuture<'a, Result<String, String>>;
-}
-
-/// Refuses every backup (a MigrationRun controller run on its own, without BackupSchedule).
-pub struct BackupsNotAvailable;
-
-const NO_BACKUPS: &str =
-    "backups are not available yet (this build of Lifeboat cannot take BackupSchedule backups)";
-
-impl BackupTaker for BackupsNotAvailable {
-    fn available<'a>(&'a self, _: &'a DatabaseEnvironment) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async { Err(NO_BACKUPS.to_string()) })
-    }
-    fn take<'a>(
-        &'a self,
-        _: &'a DatabaseEnvironment,
-        _: &'a MigrationRun,
-    ) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async { Err(NO_BACKUPS.to_string()) })
-    }
 }

@@ -38,7 +38,7 @@ use crate::{
     migrations,
 };
 
-pub use super::backup::{BackupTaker, BackupsNotAvailable};
+pub use super::backup::BackupTaker;
 
 pub const CONTROLLER: &str = "migrationrun";
 

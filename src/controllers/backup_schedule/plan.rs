@@ -40,7 +40,8 @@ pub enum Step {
     Wait { next: Option<DateTime<Utc>> },
 }
 
-/// Decides the next step. `running_here`: a backup task of this schedule runs in this process.
+/// Decides the next step; called only when no backup task of this schedule runs in this process (a
+/// `Running` record then means the backup was interrupted).
 pub fn decide(
     spec: &BackupScheduleSpec,
     status: &BackupScheduleStatus,

@@ -185,7 +185,6 @@ async fn apply(cached: Arc<RestoreDrill>, ctx: &Arc<Context>) -> Result<Action, 
         Step::Run { slot: None }
     } else {
         plan::decide(
-            &drill.spec,
             &current,
             resolved.schedule.as_ref(),
             drill.metadata.generation,

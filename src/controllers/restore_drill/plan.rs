@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     api::{
-        RestoreDrillSpec, RestoreDrillStatus,
+        RestoreDrillStatus,
         restore_drill::{DrillResult, DrillRun, MAX_DRILL_HISTORY, Objectives},
     },
     controllers::{clock::to_chrono, conditions::Verdict, schedule::Schedule},
@@ -25,7 +25,6 @@ pub enum Step {
 
 /// A one-shot drill runs once per generation; a scheduled one at its newest due slot.
 pub fn decide(
-    spec: &RestoreDrillSpec,
     status: &RestoreDrillStatus,
     schedule: Option<&Schedule>,
     generation: Option<i64>,
@@ -43,7 +42,6 @@ pub fn decide(
             Step::Run { slot: None }
         };
     };
-    let _ = spec;
     let last = status.last_schedule_time.as_ref().map(to_chrono);
     match slots::decide(&schedule.cron, schedule.time_zone, last, created, now, None) {
         slots::Due::Run { slot } | slots::Due::Missed { slot, .. } => {
@@ -205,14 +203,10 @@ mod tests {
 
     #[test]
     fn one_shot_drills_run_once_per_generation() {
-        let spec: RestoreDrillSpec = serde_yaml::from_str(
-            "backupScheduleRef: {name: s}\ntarget: {server: {adminSecretRef: {name: a}}}",
-        )
-        .unwrap();
         let now = Utc::now();
         let mut status = RestoreDrillStatus::default();
         assert_eq!(
-            decide(&spec, &status, None, Some(1), now, now),
+            decide(&status, None, Some(1), now, now),
             Step::Run { slot: None }
         );
         record(
@@ -224,11 +218,11 @@ mod tests {
             None,
         );
         assert_eq!(
-            decide(&spec, &status, None, Some(1), now, now),
+            decide(&status, None, Some(1), now, now),
             Step::Wait { next: None }
         );
         assert_eq!(
-            decide(&spec, &status, None, Some(2), now, now),
+            decide(&status, None, Some(2), now, now),
             Step::Run { slot: None }
         );
         for _ in 0..15 {
