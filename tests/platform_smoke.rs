@@ -20,7 +20,7 @@ use kube::{
     },
     runtime::wait::{await_condition, conditions},
 };
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, path::Path};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, path::Path};
 use sqlx::{Connection, PgConnection};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -276,16 +276,7 @@ async fn postgres_15_round_trip_and_dump() {
 async fn s3_put_get_list_delete() {
     let platform = require_platform!();
     let s3 = &platform.s3;
-    let store = AmazonS3Builder::new()
-        .with_endpoint(&s3.endpoint)
-        .with_allow_http(true)
-        .with_bucket_name(&s3.bucket)
-        .with_region(&s3.region)
-        .with_access_key_id(&s3.access_key)
-        .with_secret_access_key(&s3.secret_key)
-        .with_virtual_hosted_style_request(false)
-        .build()
-        .unwrap();
+    let store = s3.store(&s3.secret_key);
     let prefix = Path::from(format!("smoke-{}", support::random_suffix()));
     let key = prefix.clone().join("object.bin");
     let body: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
@@ -304,15 +295,7 @@ async fn s3_put_get_list_delete() {
     assert!(listed.is_empty());
 
     // Wrong credentials are refused: the server really authenticates.
-    let wrong = AmazonS3Builder::new()
-        .with_endpoint(&s3.endpoint)
-        .with_allow_http(true)
-        .with_bucket_name(&s3.bucket)
-        .with_region(&s3.region)
-        .with_access_key_id(&s3.access_key)
-        .with_secret_access_key("wrong-secret")
-        .build()
-        .unwrap();
+    let wrong = s3.store("wrong-secret");
     assert!(
         wrong
             .put(&key, PutPayload::from_static(b"x"))

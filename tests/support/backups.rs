@@ -17,7 +17,7 @@ use lifeboat::{
     domain::manifest::Manifest,
     engines::postgres::dump::{STABLE_TEXT_SETTINGS, table_stat},
 };
-use object_store::{ObjectStore, ObjectStoreExt, aws::AmazonS3Builder, path::Path};
+use object_store::{ObjectStore, ObjectStoreExt, path::Path};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -51,16 +51,7 @@ impl Backups {
         let platform = super::platform()?;
         let fx = Fixture::new(platform, prefix).await;
         let s3 = &fx.platform.s3;
-        let bucket = AmazonS3Builder::new()
-            .with_endpoint(&s3.endpoint)
-            .with_allow_http(true)
-            .with_bucket_name(&s3.bucket)
-            .with_region(&s3.region)
-            .with_access_key_id(&s3.access_key)
-            .with_secret_access_key(&s3.secret_key)
-            .with_virtual_hosted_style_request(false)
-            .build()
-            .unwrap();
+        let bucket = s3.store(&s3.secret_key);
         let secret = |name: &str, secret_key: &str| -> Secret {
             serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {
                 "accessKeyId": s3.access_key, "secretAccessKey": secret_key}}))

@@ -48,6 +48,22 @@ pub struct S3 {
     pub region: String,
 }
 
+impl S3 {
+    /// A client of the platform's bucket signing with `secret_key` (the real one: `self.secret_key`).
+    pub fn store(&self, secret_key: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(&self.bucket)
+            .with_region(&self.region)
+            .with_access_key_id(&self.access_key)
+            .with_secret_access_key(secret_key)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .expect("an S3 client for the platform")
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Platform {
     pub pg: Postgres,
