@@ -14,7 +14,7 @@ use kube::{
 };
 use lifeboat::api::{
     DatabaseEnvironment, MigrationRun,
-    migration_run::{MigrationPhase, MigrationRunStatus},
+    migration_run::{LintSeverity, MigrationPhase, MigrationRunStatus},
 };
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
@@ -143,7 +143,7 @@ impl Fixture {
     }
 
     async fn tables(&self) -> Vec<String> {
-        sqlx::query_scalar("select tablename::text from pg_tables where schemaname = 'public' and tablename <> 'lifeboat_schema_migrations' order by 1")
+        sqlx::query_scalar("select tablename::text from pg_tables where schemaname = 'public' and tablename not in ('lifeboat_schema_migrations', 'lifeboat_schema_reverts') order by 1")
             .fetch_all(&mut self.db().await)
             .await
             .unwrap()
@@ -435,6 +435,120 @@ async fn lint_enforce_refuses_before_touching_the_database_and_warn_records() {
             .any(|f| f.rule == "require-concurrent-index-creation")
     );
     assert_eq!(versions(&s.applied), vec![1, 2]);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn style_findings_never_stop_a_run_and_rules_are_set_per_run() {
+    let Some(fx) = Fixture::new("mrun-lintrules").await else {
+        return;
+    };
+    // A real history's style: int ids, timestamp without time zone, varchar. Only warnings.
+    fx.config_map(
+        "m",
+        &[
+            ("1_users.up.sql", "create table users (id serial primary key, created timestamp, name varchar(40));"),
+            ("1_users.down.sql", "drop table users;"),
+            ("2_orders.up.sql", "create table orders (id int primary key, user_id int);"),
+            ("2_orders.down.sql", "drop table orders;"),
+        ],
+    )
+    .await;
+    fx.start("styled", "m", json!({})).await;
+    let (_, s) = fx.finished("styled").await;
+    assert_eq!(s.phase, Some(MigrationPhase::Succeeded), "{s:#?}");
+    assert!(!s.lint_findings.is_empty(), "style findings are recorded");
+    assert!(s.lint_findings.iter().all(|f| f.severity == LintSeverity::Warning), "{s:#?}");
+    let count = |rule: &str| s.lint_counts.iter().find(|c| c.rule == rule).map(|c| c.count);
+    assert!(count("prefer-bigint-over-int").is_some_and(|n| n >= 2), "{:#?}", s.lint_counts);
+
+    // A safety rule demoted for one run, an opt-in rule promoted, and a squawk-ignore comment.
+    fx.config_map(
+        "m2",
+        &[
+            ("3_idx.up.sql", "create index orders_user on orders (user_id);"),
+            ("3_idx.down.sql", "-- squawk-ignore ban-drop-index\ndrop index orders_user;"),
+        ],
+    )
+    .await;
+    fx.start("strict", "m2", json!({"lintRules": {"error": ["ban-drop-index"]}})).await;
+    let (_, s) = fx.finished("strict").await;
+    assert_eq!(stalled_reason(&s), "LintFailed", "{s:#?}");
+    let errors: Vec<_> = s.lint_findings.iter().filter(|f| f.severity == LintSeverity::Error).collect();
+    assert_eq!(errors.len(), 1, "{s:#?}");
+    assert_eq!(errors[0].rule, "require-concurrent-index-creation");
+    fx.start(
+        "demoted",
+        "m2",
+        json!({"lintRules": {"warn": ["require-concurrent-index-creation"], "error": ["ban-drop-index"]}}),
+    )
+    .await;
+    let (_, s) = fx.finished("demoted").await;
+    assert_eq!(s.phase, Some(MigrationPhase::Succeeded), "{s:#?}");
+    fx.start("down", "m2", json!({"direction": "down", "lintRules": {"error": ["ban-drop-index"]}})).await;
+    let (_, s) = fx.finished("down").await;
+    assert_eq!(s.phase, Some(MigrationPhase::Succeeded), "the ignore comment excuses the drop: {s:#?}");
+
+    // The API server refuses a rule it does not know, and one named twice.
+    let bad = support::apply_json(&fx.client, &fx.ns.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "MigrationRun", "metadata": {"name": "typo"},
+        "spec": {"environmentRef": {"name": "db"}, "source": {"configMapNames": ["m"]},
+                 "lintRules": {"warn": ["prefer-bigints"]}}
+    }))
+    .await
+    .unwrap_err();
+    assert!(bad.to_string().contains("prefer-bigints"), "{bad}");
+    let twice = support::apply_json(&fx.client, &fx.ns.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "MigrationRun", "metadata": {"name": "twice"},
+        "spec": {"environmentRef": {"name": "db"}, "source": {"configMapNames": ["m"]},
+                 "lintRules": {"warn": ["ban-drop-column"], "exclude": ["ban-drop-column"]}}
+    }))
+    .await
+    .unwrap_err();
+    assert!(twice.to_string().contains("only one of exclude, warn and error"), "{twice}");
+    fx.cleanup().await;
+}
+
+/// 10,000 migrations in one run end Succeeded with a status far below etcd's request limit; the
+/// ledger holds every one.
+#[tokio::test]
+async fn ten_thousand_migrations_end_succeeded_with_a_bounded_status() {
+    const N: usize = 10_000;
+    let Some(fx) = Fixture::new("mrun-10k").await else {
+        return;
+    };
+    // Two ConfigMaps of 5,000 files each (one ConfigMap holds at most 1 MiB).
+    let files: Vec<(String, String)> = (1..=N)
+        .map(|i| {
+            (
+                format!("{i:05}_step_{i}.up.sql"),
+                format!("create table t{i} (id bigint primary key);"),
+            )
+        })
+        .collect();
+    for (part, chunk) in files.chunks(N / 2).enumerate() {
+        let refs: Vec<(&str, &str)> = chunk.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        fx.config_map(&format!("big-{part}"), &refs).await;
+    }
+    fx.start("big", "", json!({"onFailure": "halt"})).await;
+    let run = support::wait_for(&fx.runs, "big", "finished", Duration::from_secs(600), |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(MigrationPhase::is_finished)
+    })
+    .await;
+    let s = run.status.clone().unwrap();
+    assert_eq!(s.phase, Some(MigrationPhase::Succeeded), "{:?}", s.conditions);
+    assert_eq!(s.applied_count, Some(N as i64));
+    assert_eq!(s.applied.len(), 20, "the first 10 and the last 10");
+    assert_eq!((s.applied[0].version, s.applied[19].version), (1, N as i64));
+    assert_eq!(s.to_version, Some(N as i64));
+    let bytes = serde_json::to_vec(&s).unwrap().len();
+    assert!(bytes < 64 * 1024, "status is {bytes} bytes");
+    let message = &s.conditions.iter().find(|c| c.type_ == "Ready").unwrap().message;
+    assert!(message.len() < 1024, "{message}");
+    assert_eq!(fx.ledger().await.len(), N, "the ledger is the full record");
     fx.cleanup().await;
 }
 

@@ -55,7 +55,7 @@ impl Db {
     }
 
     async fn tables(&self) -> Vec<String> {
-        sqlx::query_scalar("select tablename::text from pg_tables where schemaname = 'public' and tablename <> 'lifeboat_schema_migrations' order by 1")
+        sqlx::query_scalar("select tablename::text from pg_tables where schemaname = 'public' and tablename not in ('lifeboat_schema_migrations', 'lifeboat_schema_reverts') order by 1")
             .fetch_all(&mut self.conn().await)
             .await
             .unwrap()
@@ -115,6 +115,7 @@ fn options(uid: &str) -> RunOptions {
         target_version: None,
         on_failure: OnFailure::Rollback,
         lint: LintMode::Off,
+        lint_rules: Default::default(),
         lock_timeout: Duration::from_secs(5),
         statement_timeout: None,
     }
@@ -173,6 +174,7 @@ async fn failing_migration_rolls_back_this_runs_work_and_releases_the_lock() {
     assert_eq!(
         out.state
             .applied
+            .listed()
             .iter()
             .map(|r| r.version)
             .collect::<Vec<_>>(),
@@ -181,6 +183,7 @@ async fn failing_migration_rolls_back_this_runs_work_and_releases_the_lock() {
     assert_eq!(
         out.state
             .rolled_back
+            .listed()
             .iter()
             .map(|r| r.version)
             .collect::<Vec<_>>(),
@@ -414,6 +417,7 @@ async fn down_to_target_and_missing_down_scripts() {
     assert_eq!(
         out.state
             .applied
+            .listed()
             .iter()
             .map(|r| r.version)
             .collect::<Vec<_>>(),
@@ -579,6 +583,7 @@ async fn interrupted_run_releases_the_lock_and_resumes_from_the_ledger() {
     assert_eq!(
         out.state
             .applied
+            .listed()
             .iter()
             .map(|r| r.version)
             .collect::<Vec<_>>(),

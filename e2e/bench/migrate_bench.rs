@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         target_version: None,
         on_failure: OnFailure::Halt,
         lint,
+        lint_rules: Default::default(),
         lock_timeout: Duration::from_secs(30),
         statement_timeout: None,
     };

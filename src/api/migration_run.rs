@@ -105,6 +105,14 @@ pub struct MigrationRunSpec {
     #[serde(default)]
     pub lint: LintMode,
 
+    /// Changes to the lint rule set for this run, by squawk rule name (e.g.
+    /// `prefer-robust-stmts`). By default rules about locks and data safety are errors (they fail a
+    /// run under `enforce`) and style rules (`prefer-bigint-over-int`, `prefer-text-field`,
+    /// `prefer-timestamp-tz`, `prefer-identity`, …) are warnings. A single statement can also be
+    /// excused with squawk's `-- squawk-ignore <rule>` comment above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lint_rules: Option<LintRules>,
+
     /// What to do when a migration fails: `rollback` undoes what this run applied, in reverse;
     /// `halt` stops where it failed and leaves the applied migrations in place. Default `rollback`.
     #[serde(default)]
@@ -131,6 +139,115 @@ pub struct MigrationRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// Rule names squawk knows (`migrations::lint::rule_names`; a test keeps the two lists equal).
+pub const LINT_RULE_NAMES: &[&str] = &[
+    "adding-field-with-default",
+    "adding-foreign-key-constraint",
+    "adding-not-nullable-field",
+    "adding-required-field",
+    "adding-serial-primary-key-field",
+    "ban-add-column",
+    "ban-add-composite-attribute",
+    "ban-add-enum-value",
+    "ban-alter-database-options",
+    "ban-alter-domain-with-add-constraint",
+    "ban-alter-extension",
+    "ban-alter-function-options",
+    "ban-alter-generated-expression",
+    "ban-alter-identity",
+    "ban-alter-policy-condition",
+    "ban-alter-policy-roles",
+    "ban-alter-role-options",
+    "ban-alter-row-level-security",
+    "ban-alter-sequence-values",
+    "ban-alter-system-options",
+    "ban-alter-view-options",
+    "ban-char-field",
+    "ban-concurrent-index-creation-in-transaction",
+    "ban-create-domain-with-constraint",
+    "ban-create-policy",
+    "ban-detach-inheritance",
+    "ban-disable-trigger",
+    "ban-drop-column",
+    "ban-drop-constraint",
+    "ban-drop-database",
+    "ban-drop-default",
+    "ban-drop-domain",
+    "ban-drop-extension",
+    "ban-drop-function",
+    "ban-drop-generated-expression",
+    "ban-drop-index",
+    "ban-drop-not-null",
+    "ban-drop-policy",
+    "ban-drop-schema",
+    "ban-drop-sequence",
+    "ban-drop-table",
+    "ban-drop-trigger",
+    "ban-drop-type",
+    "ban-drop-view",
+    "ban-duplicate-column-assignments",
+    "ban-new-write-restriction",
+    "ban-replace-view-function",
+    "ban-replica-identity",
+    "ban-revoke",
+    "ban-set-default",
+    "ban-set-schema",
+    "ban-truncate-cascade",
+    "ban-uncommitted-transaction",
+    "changing-column-type",
+    "constraint-missing-not-valid",
+    "disallowed-unique-constraint",
+    "identifier-too-long",
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-identity",
+    "prefer-repack",
+    "prefer-robust-stmts",
+    "prefer-text-field",
+    "prefer-timestamp-tz",
+    "renaming-column",
+    "renaming-object",
+    "renaming-table",
+    "require-concurrent-index-creation",
+    "require-concurrent-index-deletion",
+    "require-concurrent-partition-detach",
+    "require-concurrent-reindex",
+    "require-enum-value-ordering",
+    "require-lock-timeout",
+    "require-statement-timeout",
+    "require-table-schema",
+    "transaction-nesting",
+];
+
+/// Per-run changes to the lint rule set. A rule may be named in only one of the three lists.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.exclude.all(r, !(r in self.warn) && !(r in self.error)) && self.warn.all(r, !(r in self.error))").message("lintRules: a rule may be named in only one of exclude, warn and error"))]
+pub struct LintRules {
+    /// Rules not checked at all.
+    #[serde(default)]
+    #[schemars(schema_with = "lint_rule_list")]
+    pub exclude: Vec<String>,
+    /// Rules whose findings are warnings: recorded, never failing the run. Naming one of squawk's
+    /// opt-in rules here turns it on.
+    #[serde(default)]
+    #[schemars(schema_with = "lint_rule_list")]
+    pub warn: Vec<String>,
+    /// Rules whose findings are errors: they fail the run under `lint: enforce`. Naming one of
+    /// squawk's opt-in rules (e.g. `ban-drop-index`) here turns it on.
+    #[serde(default)]
+    #[schemars(schema_with = "lint_rule_list")]
+    pub error: Vec<String>,
+}
+
+fn lint_rule_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": LINT_RULE_NAMES.len(),
+        "items": {"type": "string", "enum": LINT_RULE_NAMES},
+    })
 }
 
 fn default_lock_timeout() -> Duration {
@@ -216,15 +333,29 @@ pub struct MigrationRunStatus {
     /// Newest applied version when the run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_version: Option<i64>,
-    /// Migrations this run applied (for `down`: reverted), in order.
+    /// Migrations this run applied (for `down`: reverted), in order: all of them up to 20, else the
+    /// first 10 and the last 10 (`appliedCount` says how many in all; the ledger table
+    /// `lifeboat_schema_migrations` is the full record).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub applied: Vec<MigrationRecord>,
-    /// Migrations undone by the rollback after a failure, in the order they were undone.
+    /// How many migrations this run applied (for `down`: reverted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_count: Option<i64>,
+    /// Migrations undone by the rollback after a failure, in the order they were undone; like
+    /// `applied`, at most the first 10 and the last 10.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub rolled_back: Vec<MigrationRecord>,
-    /// Lint findings, at most 50.
+    /// How many migrations the rollback undid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_count: Option<i64>,
+    /// Lint findings, at most 50, errors first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lint_findings: Vec<LintFinding>,
+    /// How many findings each rule had (all of them, listed or not), errors first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lint_counts: Vec<LintCount>,
     /// What failed, when the run failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<MigrationFailure>,
@@ -267,6 +398,31 @@ pub struct LintFinding {
     pub rule: String,
     /// What is wrong and how to fix it.
     pub message: String,
+    /// `Error` (a rule about locks or data safety: fails the run under `enforce`) or `Warning`.
+    #[serde(default)]
+    pub severity: LintSeverity,
+}
+
+/// Whether a finding fails a run under `lint: enforce`: `Error` or `Warning`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum LintSeverity {
+    // Fails the run under `lint: enforce`.
+    #[default]
+    Error,
+    // Recorded; never fails the run.
+    Warning,
+}
+
+/// How many findings one lint rule had.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LintCount {
+    /// The rule.
+    pub rule: String,
+    /// `Error` or `Warning`.
+    pub severity: LintSeverity,
+    /// Findings of this rule in the run's migrations.
+    pub count: i64,
 }
 
 /// Where and why a migration failed.

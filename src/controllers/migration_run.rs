@@ -248,8 +248,14 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
         options: options(run),
         prior: migrations::Prior {
             from_version: status.from_version,
-            applied: convert::all(status.applied),
-            rolled_back: convert::all(status.rolled_back),
+            applied: migrations::Records::from_parts(
+                convert::all(status.applied),
+                usize::try_from(status.applied_count.unwrap_or_default()).unwrap_or_default(),
+            ),
+            rolled_back: migrations::Records::from_parts(
+                convert::all(status.rolled_back),
+                usize::try_from(status.rolled_back_count.unwrap_or_default()).unwrap_or_default(),
+            ),
             failure: status.failure.map(Into::into),
             backup_id: status.backup_id,
         },
@@ -265,6 +271,7 @@ fn options(run: &MigrationRun) -> migrations::RunOptions {
         target_version: run.spec.target_version,
         on_failure: run.spec.on_failure.into(),
         lint: run.spec.lint.into(),
+        lint_rules: run.spec.lint_rules.clone().map(Into::into).unwrap_or_default(),
         lock_timeout: run.spec.lock_timeout.into(),
         statement_timeout: run.spec.statement_timeout.map(Into::into),
     }
@@ -305,9 +312,14 @@ async fn expire(run: &MigrationRun, ctx: &Context) -> Result<Action, Error> {
 pub fn apply_state(s: &mut MigrationRunStatus, state: &migrations::RunState) {
     s.from_version = state.from_version.or(s.from_version);
     s.to_version = state.to_version.or(s.to_version);
-    s.applied = convert::all(state.applied.clone());
-    s.rolled_back = convert::all(state.rolled_back.clone());
+    s.applied = convert::all(state.applied.listed());
+    s.applied_count = i64::try_from(state.applied.len()).ok();
+    s.rolled_back = convert::all(state.rolled_back.listed());
+    s.rolled_back_count = (!state.rolled_back.is_empty())
+        .then(|| i64::try_from(state.rolled_back.len()).ok())
+        .flatten();
     s.lint_findings = convert::all(state.lint_findings.clone());
+    s.lint_counts = convert::all(state.lint_counts.clone());
     s.failure = state.failure.clone().map(Into::into);
     s.backup_id = state.backup_id.clone().or(s.backup_id.take());
 }

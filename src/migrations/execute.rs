@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use futures::TryStreamExt as _;
+use sqlx::{AssertSqlSafe, PgConnection};
 
 use super::model::{MigrationFailure, MigrationRecord};
 use super::{
@@ -74,11 +75,14 @@ fn int(n: usize) -> Option<i32> {
 }
 
 /// Turns a sqlx error from running `stmt` (index `index`, 0-based) of `script` into a failure.
+/// `prefix_chars`: characters sent before the script in the same message (the server counts error
+/// positions from the start of the message); 0 when the statement was sent alone.
 fn failure_of(
     e: sqlx::Error,
     step: &Step<'_>,
     script: &Script,
     stmt: Option<(usize, &Statement)>,
+    prefix_chars: usize,
 ) -> (bool, MigrationFailure) {
     let mut f = MigrationFailure {
         version: Some(step.migration.version),
@@ -101,12 +105,23 @@ fn failure_of(
             _ => None,
         });
     if let Some(n) = position {
-        f.position = int(n);
-        let (base, text) = stmt.map_or((0, script.sql.as_str()), |(_, s)| {
-            (s.start, s.text.as_str())
-        });
-        let byte = base + statements::byte_of_char_position(text, n);
-        f.line = int(script.line_offset + statements::line_of(&script.sql, byte));
+        if prefix_chars == 0 {
+            // The statement (or the script) was sent alone: the position counts within it.
+            f.position = int(n);
+            let (base, text) = stmt.map_or((0, script.sql.as_str()), |(_, s)| {
+                (s.start, s.text.as_str())
+            });
+            let byte = base + statements::byte_of_char_position(text, n);
+            f.line = int(script.line_offset + statements::line_of(&script.sql, byte));
+        } else if let Some(in_script) = n.checked_sub(prefix_chars).filter(|c| *c > 0) {
+            // Sent in a batch: the position counts from the batch's start.
+            let byte = statements::byte_of_char_position(&script.sql, in_script);
+            if byte < script.sql.len() {
+                f.line = int(script.line_offset + statements::line_of(&script.sql, byte));
+                let before = stmt.map_or(0, |(_, s)| script.sql[..s.start].chars().count());
+                f.position = int(in_script.saturating_sub(before));
+            }
+        }
     }
     (false, f)
 }
@@ -158,25 +173,27 @@ async fn begin_step<'a>(
             },
         });
     };
-    exec(conn, CLEAN_SESSION).await.map_err(|e| StepFailure {
+    // One round trip: the clean-up and the session's name.
+    let clean = format!(
+        "{CLEAN_SESSION}; {}",
+        crate::migrations::lock::identify_sql(label)
+    );
+    exec(conn, &clean).await.map_err(|e| StepFailure {
         kind: FailureKind::ConnectionLost,
-        failure: failure_of(e, step, script, None).1,
+        failure: failure_of(e, step, script, None, 0).1,
     })?;
-    if let Err(e) = crate::migrations::lock::identify(conn, label).await {
-        return Err(StepFailure {
-            kind: FailureKind::ConnectionLost,
-            failure: MigrationFailure {
-                version: Some(step.migration.version),
-                file: Some(script.file.clone()),
-                error: e.to_string(),
-                ..Default::default()
-            },
-        });
-    }
     Ok(script)
 }
 
+/// Statements sent before a transactional script in its batch: `begin` and the two timeouts.
+const PREFIX_STATEMENTS: usize = 3;
+
 /// Runs one step and records it in the ledger; returns the record for status.
+///
+/// A transactional step is one round trip: `begin`, the timeouts, the script, the ledger change and
+/// `commit` go to the server as one batch, which stops at the first error (the transaction is then
+/// rolled back). The statement that failed is the one after the last that completed, so a failure
+/// still names its statement and line. Cost per migration stays constant however long the history.
 pub async fn run_step(
     conn: &mut PgConnection,
     step: &Step<'_>,
@@ -212,54 +229,52 @@ pub async fn run_step(
         )
         .await;
     }
-    let lost = |e: sqlx::Error| StepFailure {
-        kind: FailureKind::ConnectionLost,
-        failure: failure_of(e, step, script, None).1,
-    };
-    let mut tx = conn.begin().await.map_err(lost)?;
-    exec(&mut tx, &timeouts.settings("local"))
-        .await
-        .map_err(lost)?;
     // A script the parser cannot split runs whole (failures then name a line, not a statement).
-    let pieces: Vec<(Option<usize>, Statement)> = match split {
-        Ok(stmts) => stmts
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| (Some(i), s))
-            .collect(),
-        Err(_) => vec![(
-            None,
-            Statement {
-                text: script.sql.clone(),
-                start: 0,
-            },
-        )],
+    let statements = split.ok();
+    let prefix = format!("begin; {};\n", timeouts.settings("local"));
+    let ledger = match step.action {
+        Action::Apply => ledger::insert_sql(&row(step, run_uid, 0, true)),
+        Action::Revert => ledger::revert_sql(&row(step, run_uid, 0, true)),
     };
-    for (index, stmt) in &pieces {
-        if let Err(e) = exec(&mut tx, &stmt.text).await {
-            let (broken, failure) = failure_of(e, step, script, index.map(|i| (i, stmt)));
-            // Roll back before anything else uses the connection (a failed transaction accepts
-            // nothing but ROLLBACK).
-            let rolled_back = tx.rollback().await.is_ok();
-            let kind = if broken || !rolled_back {
-                FailureKind::ConnectionLost
-            } else {
-                FailureKind::Clean
-            };
-            return Err(StepFailure { kind, failure });
+    // The script's last line may be a comment or lack its semicolon: end it on a line of its own.
+    let batch = format!("{prefix}{}\n;\n{ledger}; commit", script.sql);
+    let mut completed = 0usize;
+    let result = {
+        let mut results = sqlx::raw_sql(AssertSqlSafe(batch)).execute_many(&mut *conn);
+        loop {
+            match results.try_next().await {
+                Ok(Some(_)) => completed += 1,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
         }
-    }
-    let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    let recorded = match step.action {
-        Action::Apply => ledger::insert(&mut tx, &row(step, run_uid, ms, true)).await,
-        Action::Revert => ledger::remove(&mut tx, step.migration.version).await,
     };
-    if let Err(e) = recorded {
-        let _ = tx.rollback().await;
-        return Err(ledger_failure(step, script, e));
+    let Err(e) = result else {
+        let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        return Ok(record(step, ms));
+    };
+    let script_statements = statements.as_ref().map(Vec::len);
+    let failed_at = completed.checked_sub(PREFIX_STATEMENTS);
+    let stmt = match (&statements, failed_at) {
+        (Some(stmts), Some(i)) => stmts.get(i).map(|s| (i, s)),
+        _ => None,
+    };
+    let in_ledger = matches!((script_statements, failed_at), (Some(n), Some(i)) if i >= n);
+    let (broken, mut failure) = failure_of(e, step, script, stmt, prefix.chars().count());
+    // A failed transaction accepts nothing but ROLLBACK; if that fails too, the connection is unusable.
+    let rolled_back = exec(conn, "rollback").await.is_ok();
+    if in_ledger && !broken {
+        failure.error = format!(
+            "recording it in the ledger (or committing) failed: {}",
+            failure.error
+        );
     }
-    tx.commit().await.map_err(lost)?;
-    Ok(record(step, ms))
+    let kind = if broken || !rolled_back {
+        FailureKind::ConnectionLost
+    } else {
+        FailureKind::Clean
+    };
+    Err(StepFailure { kind, failure })
 }
 
 fn row(step: &Step<'_>, run_uid: &str, ms: i64, complete: bool) -> Row {
@@ -294,7 +309,7 @@ async fn run_outside_transaction(
     let v = step.migration.version;
     let lost = |e: sqlx::Error| StepFailure {
         kind: FailureKind::ConnectionLost,
-        failure: failure_of(e, step, script, None).1,
+        failure: failure_of(e, step, script, None, 0).1,
     };
     exec(conn, &timeouts.settings("session"))
         .await
@@ -307,7 +322,7 @@ async fn run_outside_transaction(
     marked.map_err(|e| ledger_failure(step, script, e))?;
     for (i, stmt) in statements.iter().enumerate() {
         if let Err(e) = exec(conn, &stmt.text).await {
-            let (broken, failure) = failure_of(e, step, script, Some((i, stmt)));
+            let (broken, failure) = failure_of(e, step, script, Some((i, stmt)), 0);
             if broken {
                 return Err(StepFailure {
                     kind: FailureKind::ConnectionLost,
@@ -337,7 +352,7 @@ async fn run_outside_transaction(
     let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let done = match step.action {
         Action::Apply => ledger::set_complete(conn, v, true, ms).await,
-        Action::Revert => ledger::remove(conn, v).await,
+        Action::Revert => ledger::revert(conn, &row(step, run_uid, ms, true)).await,
     };
     done.map_err(|e| ledger_failure(step, script, e))?;
     exec(conn, "reset lock_timeout; reset statement_timeout")

@@ -4,6 +4,10 @@
 //! no-transaction migration's row is written `complete = false` before it starts and completed after:
 //! a row left incomplete means the migration may be partly applied, and every later run refuses to
 //! start until a person has looked (reason `PartiallyApplied`).
+//!
+//! Beside it, `lifeboat_schema_reverts` records every revert (by a `down` run or a rollback), written in
+//! the revert's own transaction: a `down` run resumed after a restart knows exactly what it reverted
+//! from the database, not from a status list (which is bounded).
 
 use sqlx::{AssertSqlSafe, PgConnection, Row as _};
 
@@ -23,6 +27,20 @@ pub const CREATE: &str = "create table if not exists public.lifeboat_schema_migr
     run_uid text not null,
     complete boolean not null default true
 )";
+
+/// The revert log, in schema `public` like the ledger.
+pub const REVERTS_TABLE: &str = "public.lifeboat_schema_reverts";
+
+/// Creates the revert log when missing (with the lock held, like [`CREATE`]).
+pub const CREATE_REVERTS: &str = "create table if not exists public.lifeboat_schema_reverts (
+    id bigint generated always as identity primary key,
+    version bigint not null,
+    name text not null,
+    checksum text not null,
+    reverted_at timestamptz not null default pg_catalog.now(),
+    run_uid text not null
+);
+create index if not exists lifeboat_schema_reverts_run_uid on public.lifeboat_schema_reverts (run_uid)";
 
 /// One ledger row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,11 +71,77 @@ pub async fn exists(conn: &mut PgConnection) -> Result<bool, PgError> {
 }
 
 pub async fn ensure(conn: &mut PgConnection) -> Result<(), PgError> {
-    sqlx::raw_sql(AssertSqlSafe(CREATE))
+    sqlx::raw_sql(AssertSqlSafe(format!("{CREATE};\n{CREATE_REVERTS}")))
         .execute(&mut *conn)
         .await
         .map(|_| ())
-        .map_err(err("creating the ledger table lifeboat_schema_migrations"))
+        .map_err(err(
+            "creating the ledger tables lifeboat_schema_migrations and lifeboat_schema_reverts",
+        ))
+}
+
+/// Migrations `run_uid` reverted, in the order it reverted them (each version once, at its last revert).
+pub async fn reverted_by(conn: &mut PgConnection, run_uid: &str) -> Result<Vec<Row>, PgError> {
+    let exists: bool = sqlx::query("select pg_catalog.to_regclass($1) is not null")
+        .bind(REVERTS_TABLE)
+        .fetch_one(&mut *conn)
+        .await
+        .map(|r| r.get::<bool, _>(0))
+        .map_err(err("looking for the table lifeboat_schema_reverts"))?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "select version, name, checksum from public.lifeboat_schema_reverts r where run_uid = $1
+           and id = (select max(id) from public.lifeboat_schema_reverts s where s.run_uid = r.run_uid and s.version = r.version)
+         order by id",
+    )
+    .bind(run_uid)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(err("reading the table lifeboat_schema_reverts"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Row {
+            version: r.get(0),
+            name: r.get(1),
+            checksum: r.get(2),
+            execution_ms: 0,
+            run_uid: run_uid.to_string(),
+            complete: true,
+        })
+        .collect())
+}
+
+/// SQL that records an applied migration, for a batch sent with the migration itself. Values are
+/// written as escape-string literals, which read the same whatever `standard_conforming_strings` the
+/// migration set. `execution_ms` counts from the receipt of the batch.
+pub fn insert_sql(row: &Row) -> String {
+    format!(
+        "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ({}, {}, {}, (pg_catalog.extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000)::bigint, {}, {})",
+        row.version,
+        e_literal(&row.name),
+        e_literal(&row.checksum),
+        e_literal(&row.run_uid),
+        row.complete
+    )
+}
+
+/// SQL that removes a reverted migration's row and logs the revert, for a batch.
+pub fn revert_sql(row: &Row) -> String {
+    format!(
+        "delete from public.lifeboat_schema_migrations where version = {v}; insert into public.lifeboat_schema_reverts (version, name, checksum, run_uid) values ({v}, {}, {}, {})",
+        e_literal(&row.name),
+        e_literal(&row.checksum),
+        e_literal(&row.run_uid),
+        v = row.version,
+    )
+}
+
+/// An escape-string literal: `E'it\'s'`. Backslashes and quotes are escaped, so the value reads the
+/// same with `standard_conforming_strings` on or off.
+fn e_literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Every row, by version; empty when the table does not exist yet.
@@ -121,7 +205,17 @@ pub async fn set_complete(
     .map_err(err("updating lifeboat_schema_migrations"))
 }
 
-/// Removes a reverted migration's row (inside the down script's transaction).
+/// Removes a reverted migration's row and logs the revert (a no-transaction revert; both in one
+/// implicit transaction).
+pub async fn revert(conn: &mut PgConnection, row: &Row) -> Result<(), PgError> {
+    sqlx::raw_sql(AssertSqlSafe(revert_sql(row)))
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(err("removing the migration from public.lifeboat_schema_migrations"))
+}
+
+/// Removes a row that was only marked (a no-transaction migration that failed on its first statement).
 pub async fn remove(conn: &mut PgConnection, version: i64) -> Result<(), PgError> {
     sqlx::query("delete from public.lifeboat_schema_migrations where version = $1")
         .bind(version)
@@ -131,4 +225,23 @@ pub async fn remove(conn: &mut PgConnection, version: i64) -> Result<(), PgError
         .map_err(err(
             "removing the migration from public.lifeboat_schema_migrations",
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_literals_hold_quotes_and_backslashes() {
+        assert_eq!(e_literal(r"a'b\c"), r"E'a\'b\\c'");
+        let sql = insert_sql(&Row {
+            version: 7,
+            name: "x'); drop table t; --".into(),
+            checksum: "ab".into(),
+            execution_ms: 0,
+            run_uid: "u".into(),
+            complete: true,
+        });
+        assert!(sql.contains(r"E'x\'); drop table t; --'"), "{sql}");
+    }
 }

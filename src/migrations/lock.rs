@@ -44,22 +44,22 @@ pub struct MigrationLock {
 }
 
 /// Sets session settings every Lifeboat migration connection carries: a name naming the run, and the
-/// client check (ignored on servers older than 14, which lack it).
+/// client check (skipped on servers older than 14, which lack it).
 pub async fn identify(conn: &mut PgConnection, label: &str) -> Result<(), PgError> {
+    sqlx::raw_sql(AssertSqlSafe(identify_sql(label)))
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| PgError::from_sqlx("setting application_name", e))
+}
+
+/// The statements of [`identify`], to send in a batch with others.
+pub fn identify_sql(label: &str) -> String {
     let name = format!("{APPLICATION_PREFIX}{label}");
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "set application_name = {}",
+    format!(
+        "set application_name = {}; select pg_catalog.set_config(name, '{CLIENT_CHECK_INTERVAL}', false) from pg_catalog.pg_settings where name = 'client_connection_check_interval'",
         sql::literal(&name)
-    )))
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| PgError::from_sqlx("setting application_name", e))?;
-    let _ = sqlx::raw_sql(AssertSqlSafe(format!(
-        "set client_connection_check_interval = '{CLIENT_CHECK_INTERVAL}'"
-    )))
-    .execute(&mut *conn)
-    .await;
-    Ok(())
+    )
 }
 
 /// Takes the lock on a new connection, waiting at most `timeout`. `label` (e.g. `namespace/name` of the

@@ -13,8 +13,8 @@ pub mod source;
 pub mod statements;
 
 pub use model::{
-    Direction, LintFinding, LintMode, MAX_LINT_FINDINGS, MigrationFailure, MigrationPhase,
-    MigrationRecord, OnFailure,
+    Direction, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS, MigrationFailure,
+    MigrationPhase, MigrationRecord, OnFailure, Records, Severity,
 };
 pub use runner::{
     BackupFailure, Hooks, Interrupted, NoHooks, Outcome, Prior, RunOptions, RunState, run,

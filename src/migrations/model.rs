@@ -49,7 +49,7 @@ pub enum MigrationPhase {
 }
 
 /// One migration applied or undone.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MigrationRecord {
     pub version: i64,
     /// The file name without version and suffix.
@@ -69,6 +69,36 @@ pub struct LintFinding {
     pub rule: String,
     /// What is wrong and how to fix it.
     pub message: String,
+    pub severity: Severity,
+}
+
+/// Whether a finding fails a run with `lint: enforce`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// A rule about locks or data safety: fails the run under `enforce`.
+    #[default]
+    Error,
+    /// A style rule: recorded, never fails the run.
+    Warning,
+}
+
+/// Per-run changes to the rule set: rule names as squawk spells them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LintRules {
+    /// Rules not checked at all.
+    pub exclude: Vec<String>,
+    /// Rules whose findings are warnings (also turns on an opt-in rule).
+    pub warn: Vec<String>,
+    /// Rules whose findings are errors (also turns on an opt-in rule).
+    pub error: Vec<String>,
+}
+
+/// How many findings one rule had.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LintCount {
+    pub rule: String,
+    pub severity: Severity,
+    pub count: usize,
 }
 
 /// Where and why a migration failed.
@@ -90,3 +120,126 @@ pub struct MigrationFailure {
 
 /// Most lint findings a run keeps (the rest are counted in its message).
 pub const MAX_LINT_FINDINGS: usize = 50;
+
+/// Records kept at each end of a [`Records`] list.
+pub const RECORDS_KEPT: usize = 10;
+
+/// A run's list of migrations applied (or undone), kept bounded: the first and the last
+/// [`RECORDS_KEPT`], and how many in all. A run of 10,000 migrations reports 20 records and a count;
+/// the ledger table is the full record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Records {
+    head: Vec<MigrationRecord>,
+    tail: std::collections::VecDeque<MigrationRecord>,
+    count: usize,
+}
+
+impl Records {
+    /// A list known only as its kept records and its count (as status keeps it).
+    pub fn from_parts(listed: Vec<MigrationRecord>, count: usize) -> Self {
+        let mut r = Self::default();
+        let listed_len = listed.len();
+        for record in listed {
+            r.push(record);
+        }
+        r.count = count.max(listed_len);
+        r
+    }
+
+    pub fn push(&mut self, record: MigrationRecord) {
+        self.count += 1;
+        if self.head.len() < RECORDS_KEPT {
+            self.head.push(record);
+            return;
+        }
+        self.tail.push_back(record);
+        if self.tail.len() > RECORDS_KEPT {
+            self.tail.pop_front();
+        }
+    }
+
+    /// How many records in all (kept or not).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The kept records, in order: the first ones, then the last ones.
+    pub fn listed(&self) -> Vec<MigrationRecord> {
+        self.head.iter().chain(self.tail.iter()).cloned().collect()
+    }
+
+    /// For messages: `1_a, 2_b, 3_c, … 94 more …, 98_x, 99_y, 100_z`, or `none`.
+    pub fn names(&self) -> String {
+        const SHOWN: usize = 3;
+        let name = |r: &MigrationRecord| format!("{}_{}", r.version, r.name);
+        let listed = self.listed();
+        if listed.is_empty() {
+            return "none".into();
+        }
+        if self.count <= 2 * SHOWN {
+            return listed.iter().map(name).collect::<Vec<_>>().join(", ");
+        }
+        let first: Vec<String> = listed.iter().take(SHOWN).map(name).collect();
+        let last: Vec<String> = listed[listed.len() - SHOWN..].iter().map(name).collect();
+        format!(
+            "{}, … {} more …, {}",
+            first.join(", "),
+            self.count - 2 * SHOWN,
+            last.join(", ")
+        )
+    }
+}
+
+impl FromIterator<MigrationRecord> for Records {
+    fn from_iter<I: IntoIterator<Item = MigrationRecord>>(iter: I) -> Self {
+        let mut r = Self::default();
+        for record in iter {
+            r.push(record);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(v: i64) -> MigrationRecord {
+        MigrationRecord {
+            version: v,
+            name: format!("m{v}"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn records_keep_both_ends_and_count_all() {
+        let r: Records = (1..=10_000).map(rec).collect();
+        assert_eq!(r.len(), 10_000);
+        let listed = r.listed();
+        assert_eq!(listed.len(), 2 * RECORDS_KEPT);
+        assert_eq!(listed[0].version, 1);
+        assert_eq!(listed[RECORDS_KEPT - 1].version, 10);
+        assert_eq!(listed[RECORDS_KEPT].version, 9_991);
+        assert_eq!(listed.last().unwrap().version, 10_000);
+        assert_eq!(
+            r.names(),
+            "1_m1, 2_m2, 3_m3, … 9994 more …, 9998_m9998, 9999_m9999, 10000_m10000"
+        );
+        let again = Records::from_parts(listed, r.len());
+        assert_eq!(again, r, "what status keeps rebuilds the same list");
+    }
+
+    #[test]
+    fn short_lists_are_whole() {
+        let r: Records = (1..=4).map(rec).collect();
+        assert_eq!(r.listed().len(), 4);
+        assert_eq!(r.names(), "1_m1, 2_m2, 3_m3, 4_m4");
+        assert_eq!(Records::default().names(), "none");
+        assert_eq!(Records::from_parts(r.listed(), 0).len(), 4);
+    }
+}

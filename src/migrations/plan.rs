@@ -221,9 +221,10 @@ fn up_steps<'a>(
         return Err(PlanError::UnknownTarget { version: t });
     }
     let newest = ledger.iter().map(|r| r.version).max();
+    let applied: std::collections::HashSet<i64> = ledger.iter().map(|r| r.version).collect();
     let pending: Vec<&Migration> = migrations
         .iter()
-        .filter(|m| !ledger.iter().any(|r| r.version == m.version))
+        .filter(|m| !applied.contains(&m.version))
         .filter(|m| target_version.is_none_or(|t| m.version <= t))
         .collect();
     if let (Some(first), Some(newest)) = (pending.first(), newest)

@@ -7,8 +7,8 @@ use std::{collections::BTreeSet, time::Duration};
 use sqlx::{Connection, PgConnection};
 
 use super::model::{
-    Direction, LintFinding, LintMode, MAX_LINT_FINDINGS, MigrationFailure, MigrationPhase,
-    MigrationRecord, OnFailure,
+    Direction, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS, MigrationFailure,
+    MigrationPhase, MigrationRecord, OnFailure, Records, Severity,
 };
 use super::{
     execute::{self, FailureKind, StepFailure, Timeouts},
@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub target_version: Option<i64>,
     pub on_failure: OnFailure,
     pub lint: LintMode,
+    /// Rules excluded, demoted or promoted for this run.
+    pub lint_rules: LintRules,
     /// Longest wait for the migration lock, and for a table lock within a script.
     pub lock_timeout: Duration,
     pub statement_timeout: Option<Duration>,
@@ -43,8 +45,9 @@ pub struct RunOptions {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Prior {
     pub from_version: Option<i64>,
-    pub applied: Vec<MigrationRecord>,
-    pub rolled_back: Vec<MigrationRecord>,
+    /// As status keeps them (bounded); what was applied or reverted is read from the database.
+    pub applied: Records,
+    pub rolled_back: Records,
     /// Set once a migration failed: the attempt was rolling back (or halting) when it stopped.
     pub failure: Option<MigrationFailure>,
     pub backup_id: Option<String>,
@@ -55,11 +58,15 @@ pub struct Prior {
 pub struct RunState {
     pub from_version: Option<i64>,
     pub to_version: Option<i64>,
-    pub applied: Vec<MigrationRecord>,
-    pub rolled_back: Vec<MigrationRecord>,
+    /// Migrations this run applied (for `down`: reverted), bounded.
+    pub applied: Records,
+    /// Migrations the rollback undid, bounded.
+    pub rolled_back: Records,
     /// At most [`MAX_LINT_FINDINGS`].
     pub lint_findings: Vec<LintFinding>,
     pub lint_total: usize,
+    /// Findings per rule, errors first.
+    pub lint_counts: Vec<LintCount>,
     pub failure: Option<MigrationFailure>,
     pub backup_id: Option<String>,
     /// What the run is doing now, in one sentence.
@@ -188,16 +195,6 @@ struct Run<'a> {
     ledger_read: bool,
 }
 
-fn names(records: &[MigrationRecord]) -> String {
-    if records.is_empty() {
-        return "none".into();
-    }
-    records
-        .iter()
-        .map(|r| format!("{}_{}", r.version, r.name))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 impl<'a> Run<'a> {
     /// The run stops (no rollback: another run may hold the lock now) and says what it applied.
@@ -206,7 +203,7 @@ impl<'a> Run<'a> {
             "The migration lock's connection was lost before {}_{}; stopped so that no other run works on the database at the same time. Applied by this run: {}. {}. Start a new run.",
             next.migration.version,
             next.migration.name,
-            names(&self.state.applied),
+            self.state.applied.names(),
             self.schema_at()
         );
         self.end(MigrationPhase::Failed, "LockLost", message)
@@ -270,7 +267,7 @@ impl<'a> Run<'a> {
         };
         self.state.from_version = plan.from_version;
         if self.opts.direction == Direction::Up {
-            self.state.applied = plan.applied_before.clone();
+            self.state.applied = plan.applied_before.iter().cloned().collect();
         }
         if let Some(refused) = self.lint(&plan) {
             return Ok(refused);
@@ -296,7 +293,10 @@ impl<'a> Run<'a> {
         // What this run did before (resumed), then what it does now: the list a rollback undoes.
         let mut done: Vec<Step<'a>> = match self.opts.direction {
             Direction::Up => self.steps_for(&plan.applied_before, Action::Apply),
-            Direction::Down => self.steps_for(&prior.applied, Action::Revert),
+            Direction::Down => match self.still_reverted(conn).await {
+                Ok(reverted) => self.steps_for(&reverted, Action::Revert),
+                Err(e) => return Ok(self.pg_failed(e)),
+            },
         };
         let total = plan.steps.len();
         for (i, step) in plan.steps.iter().enumerate() {
@@ -319,11 +319,8 @@ impl<'a> Run<'a> {
                     self.state.applied.push(record);
                     done.push(*step);
                     self.state.activity = format!("{verb} migrations: {} of {total} done.", i + 1);
-                    let durable = step.action == Action::Revert;
-                    let reported = hooks.report(&self.state, durable).await;
-                    if durable {
-                        reported.map_err(Interrupted)?;
-                    }
+                    // Not durable: the ledger and the revert log say what is done.
+                    let _ = hooks.report(&self.state, false).await;
                 }
                 Err(failure) => return Ok(self.failed(conn, failure, done, hooks).await),
             }
@@ -331,28 +328,50 @@ impl<'a> Run<'a> {
         Ok(self.succeeded())
     }
 
-    /// Lints the scripts the plan runs; with `enforce`, findings end the run before any change.
+    /// Lints the scripts the plan runs; with `enforce`, error findings end the run before any change
+    /// (warnings never do).
     fn lint(&mut self, plan: &plan::Plan<'_>) -> Option<Outcome> {
         if self.opts.lint == LintMode::Off {
             return None;
         }
-        let findings = lint::lint(plan.steps.iter().filter_map(Step::script));
+        let policy = match lint::Policy::new(&self.opts.lint_rules) {
+            Ok(p) => p,
+            Err(e) => {
+                let message = format!("Nothing was changed: {e}.");
+                return Some(self.end(MigrationPhase::Failed, "InvalidLintRules", message));
+            }
+        };
+        let mut findings = lint::lint(plan.steps.iter().filter_map(Step::script), &policy);
+        self.state.lint_counts = lint::counts(&findings);
         self.state.lint_total = findings.len();
-        self.state.lint_findings = findings.into_iter().take(MAX_LINT_FINDINGS).collect();
-        if self.opts.lint != LintMode::Enforce || self.state.lint_total == 0 {
-            return None;
-        }
-        let mut files: Vec<&str> = self
-            .state
-            .lint_findings
+        // Errors first (a stable sort keeps file order within each severity).
+        findings.sort_by_key(|f| f.severity);
+        let errors = findings
             .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count();
+        let mut files: Vec<&str> = findings
+            .iter()
+            .take_while(|f| f.severity == Severity::Error)
             .map(|f| f.file.as_str())
             .collect();
         files.dedup();
+        let listed = files.len().min(5);
+        let more = files.len() - listed;
+        let files = files[..listed].join(", ")
+            + &(if more > 0 { format!(" and {more} more file(s)") } else { String::new() });
+        self.state.lint_findings = findings.into_iter().take(MAX_LINT_FINDINGS).collect();
+        if self.opts.lint != LintMode::Enforce || errors == 0 {
+            return None;
+        }
+        let warnings = self.state.lint_total - errors;
+        let warned = if warnings > 0 {
+            format!(" and {warnings} warning(s), which do not stop a run,")
+        } else {
+            String::new()
+        };
         let message = format!(
-            "Lint found {} problem(s) in {} (see status.lintFindings); nothing was changed. Fix them, or set lint: warn to accept them.",
-            self.state.lint_total,
-            files.join(", ")
+            "Lint found {errors} error(s) in {files}{warned} (see status.lintFindings and status.lintCounts); nothing was changed. Fix them, or accept one with a `-- squawk-ignore <rule>` comment on its statement, a rule with lintRules.warn, or all with lint: warn."
         );
         Some(self.end(MigrationPhase::Failed, "LintFailed", message))
     }
@@ -368,7 +387,7 @@ impl<'a> Run<'a> {
             format!(
                 "{did} {} migration(s): {}; {}.",
                 self.state.applied.len(),
-                names(&self.state.applied),
+                self.state.applied.names(),
                 self.schema_at()
             )
         };
@@ -390,11 +409,25 @@ impl<'a> Run<'a> {
     }
 
     fn steps_for(&self, records: &[MigrationRecord], action: Action) -> Vec<Step<'a>> {
+        let by_version: std::collections::HashMap<i64, &'a Migration> =
+            self.migrations.iter().map(|m| (m.version, m)).collect();
         records
             .iter()
-            .filter_map(|r| self.migrations.iter().find(|m| m.version == r.version))
+            .filter_map(|r| by_version.get(&r.version).copied())
             .map(|migration| Step { migration, action })
             .collect()
+    }
+
+    /// What this (`down`) run reverted and is still reverted, in the order it reverted them, from the
+    /// revert log.
+    async fn still_reverted(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<MigrationRecord>, PgError> {
+        let rows = ledger::reverted_by(conn, &self.opts.run_uid).await?;
+        Ok(plan::records(
+            rows.iter().filter(|r| !self.versions.contains(&r.version)),
+        ))
     }
 
     fn refuse(&mut self, e: &PlanError) -> Outcome {
@@ -417,7 +450,7 @@ impl<'a> Run<'a> {
             FailureKind::Partial => {
                 let message = format!(
                     "{what}. It runs outside a transaction, so the statements before it are committed: the migration is partly applied. Complete or undo it by hand, then `update lifeboat_schema_migrations set complete = true where version = {version}` (completed) or `delete from lifeboat_schema_migrations where version = {version}` (undone), and start a new run. Applied by this run: {}.",
-                    names(&self.state.applied)
+                    self.state.applied.names()
                 );
                 self.end(MigrationPhase::Failed, "PartiallyApplied", message)
             }
@@ -435,7 +468,7 @@ impl<'a> Run<'a> {
             FailureKind::Clean if self.opts.on_failure == OnFailure::Halt => {
                 let message = format!(
                     "{what}; halted (onFailure: halt). Applied by this run and still applied: {}; {}.",
-                    names(&self.state.applied),
+                    self.state.applied.names(),
                     self.schema_at()
                 );
                 self.end(MigrationPhase::Failed, reason, message)
@@ -452,10 +485,12 @@ impl<'a> Run<'a> {
 
     fn applied_per_ledger(&mut self, rows: &[Row]) -> String {
         self.versions = rows.iter().map(|r| r.version).collect();
-        let mine = plan::records(rows.iter().filter(|r| r.run_uid == self.opts.run_uid));
+        let mine: Records = plan::records(rows.iter().filter(|r| r.run_uid == self.opts.run_uid))
+            .into_iter()
+            .collect();
         format!(
             "applied by this run per the ledger: {}; {}",
-            names(&mine),
+            mine.names(),
             self.schema_at()
         )
     }
@@ -487,15 +522,19 @@ impl<'a> Run<'a> {
                 }
                 Err(e) => {
                     let still = &done[..done.len() - undone];
-                    let still: Vec<String> = still
+                    let still: Records = still
                         .iter()
-                        .map(|s| format!("{}_{}", s.migration.version, s.migration.name))
+                        .map(|s| MigrationRecord {
+                            version: s.migration.version,
+                            name: s.migration.name.clone(),
+                            ..Default::default()
+                        })
                         .collect();
                     let message = format!(
                         "{what}. Rolling back then failed: {}. Undone: {}; still changed by this run: {}; {}.",
                         execute::describe(&e.failure),
-                        names(&self.state.rolled_back),
-                        still.join(", "),
+                        self.state.rolled_back.names(),
+                        still.names(),
                         self.schema_at()
                     );
                     return self.end(MigrationPhase::Failed, "RollbackFailed", message);
@@ -504,7 +543,7 @@ impl<'a> Run<'a> {
         }
         let message = format!(
             "{what}; rolled back {} (onFailure: rollback); {}.",
-            names(&self.state.rolled_back),
+            self.state.rolled_back.names(),
             self.schema_at()
         );
         self.end(MigrationPhase::RolledBack, reason, message)
@@ -533,15 +572,10 @@ impl<'a> Run<'a> {
                     plan::records(ledger.iter().filter(|r| r.run_uid == self.opts.run_uid));
                 self.steps_for(&mine, Action::Apply)
             }
-            Direction::Down => {
-                let reverted: Vec<MigrationRecord> = prior
-                    .applied
-                    .iter()
-                    .filter(|r| !self.versions.contains(&r.version))
-                    .cloned()
-                    .collect();
-                self.steps_for(&reverted, Action::Revert)
-            }
+            Direction::Down => match self.still_reverted(conn).await {
+                Ok(reverted) => self.steps_for(&reverted, Action::Revert),
+                Err(e) => return self.pg_failed(e),
+            },
         };
         self.rollback(conn, done, &what, reason, &mut NoHooks).await
     }

@@ -402,6 +402,7 @@ async fn migrate(
         target_version: None,
         on_failure: OnFailure::Rollback,
         lint: LintMode::Warn,
+        lint_rules: Default::default(),
         lock_timeout: MIGRATION_LOCK_TIMEOUT,
         statement_timeout: None,
     };

@@ -61,6 +61,36 @@ impl From<run::LintFinding> for api::LintFinding {
             line: f.line,
             rule: f.rule,
             message: f.message,
+            severity: f.severity.into(),
+        }
+    }
+}
+
+impl From<run::Severity> for api::LintSeverity {
+    fn from(s: run::Severity) -> Self {
+        match s {
+            run::Severity::Error => Self::Error,
+            run::Severity::Warning => Self::Warning,
+        }
+    }
+}
+
+impl From<run::LintCount> for api::LintCount {
+    fn from(c: run::LintCount) -> Self {
+        Self {
+            rule: c.rule,
+            severity: c.severity.into(),
+            count: i64::try_from(c.count).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+impl From<api::LintRules> for run::LintRules {
+    fn from(r: api::LintRules) -> Self {
+        Self {
+            exclude: r.exclude,
+            warn: r.warn,
+            error: r.error,
         }
     }
 }
@@ -116,6 +146,12 @@ mod tests {
     #[test]
     fn the_runner_keeps_as_many_findings_as_the_status_documents() {
         assert_eq!(run::MAX_LINT_FINDINGS, api::MAX_LINT_FINDINGS);
+    }
+
+    #[test]
+    fn the_api_lists_every_rule_squawk_knows() {
+        let api: Vec<String> = api::LINT_RULE_NAMES.iter().map(ToString::to_string).collect();
+        assert_eq!(api, crate::migrations::lint::rule_names());
     }
 
     #[test]
