@@ -118,7 +118,7 @@ pub async fn reverted_by(conn: &mut PgConnection, run_uid: &str) -> Result<Vec<R
 /// migration set. `execution_ms` counts from the receipt of the batch.
 pub fn insert_sql(row: &Row) -> String {
     format!(
-        "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ({}, {}, {}, (pg_catalog.extract(epoch from pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000)::bigint, {}, {})",
+        "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ({}, {}, {}, (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000)::bigint, {}, {})",
         row.version,
         e_literal(&row.name),
         e_literal(&row.checksum),
