@@ -467,7 +467,7 @@ async fn style_findings_never_stop_a_run_and_rules_are_set_per_run() {
         "m2",
         &[
             ("3_idx.up.sql", "create index orders_user on orders (user_id);"),
-            ("3_idx.down.sql", "-- squawk-ignore ban-drop-index\ndrop index orders_user;"),
+            ("3_idx.down.sql", "-- squawk-ignore ban-drop-index, require-concurrent-index-deletion\ndrop index orders_user;"),
         ],
     )
     .await;
