@@ -83,8 +83,9 @@ pub struct MigrationRunSpec {
     pub environment_ref: LocalObjectReference,
 
     /// Where the migration files come from. File names are `<version>_<name>.up.sql` /
-    /// `<version>_<name>.down.sql` (sqlx, golang-migrate) or `<version>_<name>.sql` with dbmate's
-    /// `-- migrate:up` / `-- migrate:down` sections. A `-- lifeboat:no-transaction` line runs a
+    /// `<version>_<name>.down.sql` (sqlx, golang-migrate, diesel; version 0 included),
+    /// `<version>_<name>.sql` with dbmate's `-- migrate:up` / `-- migrate:down` sections, or
+    /// Flyway's `V<version>__<name>.sql` with an optional `U<version>__<name>.sql` undo. A `-- lifeboat:no-transaction` line runs a
     /// file outside a transaction (e.g. for `CREATE INDEX CONCURRENTLY`).
     pub source: ConfigMapSource,
 

@@ -255,17 +255,17 @@ fn down_steps<'a>(
 ) -> Result<Vec<Step<'a>>, PlanError> {
     let mut applied: Vec<&Row> = ledger.iter().collect();
     applied.sort_by_key(|r| std::cmp::Reverse(r.version));
-    let target = target_version.unwrap_or_else(|| {
+    // `None`: nothing older stays (the newest migration is also the oldest, e.g. version 0).
+    let target = target_version.or_else(|| {
         let newest = started_from.or(applied.first().map(|r| r.version));
         applied
             .iter()
             .map(|r| r.version)
             .find(|v| newest.is_some_and(|n| *v < n))
-            .unwrap_or(0)
     });
     applied
         .into_iter()
-        .filter(|r| r.version > target)
+        .filter(|r| target.is_none_or(|t| r.version > t))
         .map(|row| {
             let migration = by_version.get(&row.version).ok_or(PlanError::MissingFile {
                 version: row.version,

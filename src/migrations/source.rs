@@ -3,7 +3,12 @@
 //! Formats read:
 //! - `<version>_<name>.up.sql` with an optional `<version>_<name>.down.sql` (sqlx, golang-migrate);
 //! - `<version>_<name>.sql` with dbmate's `-- migrate:up` / `-- migrate:down` sections;
-//! - `<version>_<name>.sql` without sections: an up script with no down script (sqlx's simple style).
+//! - `<version>_<name>.sql` without sections: an up script with no down script (sqlx's simple style);
+//! - Flyway's `V<version>__<name>.sql` with an optional `U<version>__<name>.sql` undo (paired by version;
+//!   whole-number versions only, a dotted one is refused with a message saying so).
+//!
+//! Versions are digits, 0 included (diesel's `00000000000000_diesel_initial_setup`). A name that
+//! follows none of these gets a message saying what exactly is wrong with it.
 //!
 //! A line `-- lifeboat:no-transaction` runs a script outside a transaction (dbmate's
 //! `-- migrate:up transaction:false` means the same). In a dbmate file the marker applies to the section
@@ -72,10 +77,8 @@ pub struct Migration {
 /// A problem with the source files; each names the file(s) concerned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
-    #[error(
-        "{file}: the name is not <version>_<name>.up.sql, <version>_<name>.down.sql or <version>_<name>.sql (version: digits, at least 1)"
-    )]
-    UnparseableName { file: String },
+    #[error("{file}: {why}")]
+    UnparseableName { file: String, why: String },
     #[error("{file}: the content is not UTF-8 text")]
     NotUtf8 { file: String },
     #[error("{file} appears in ConfigMaps {first} and {second}; a file may appear in only one")]
@@ -114,21 +117,101 @@ enum Kind {
     Single,
 }
 
-/// Splits a file name into version, name and kind; `None` when it follows no known pattern.
-fn parse_name(file: &str) -> Option<(i64, &str, Kind)> {
-    let (stem, kind) = if let Some(s) = file.strip_suffix(".up.sql") {
+/// What a file name says: version, name, kind, and whether it is Flyway's `V…__`/`U…__` form (whose up
+/// and undo files pair by version alone; their descriptions may differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Name<'a> {
+    version: i64,
+    name: &'a str,
+    kind: Kind,
+    flyway: bool,
+}
+
+const EXPECTED_NAMES: &str = "<version>_<name>.up.sql, <version>_<name>.down.sql, <version>_<name>.sql, V<version>__<name>.sql or U<version>__<name>.sql";
+
+/// Splits a file name into version, name and kind; the error says exactly what is wrong with it.
+fn parse_name(file: &str) -> Result<Name<'_>, String> {
+    let Some(base) = file.strip_suffix(".sql") else {
+        return Err(format!("the name does not end in .sql ({EXPECTED_NAMES})"));
+    };
+    if let Some(flyway) = flyway_name(base) {
+        return flyway;
+    }
+    let (stem, kind) = if let Some(s) = base.strip_suffix(".up") {
         (s, Kind::Up)
-    } else if let Some(s) = file.strip_suffix(".down.sql") {
+    } else if let Some(s) = base.strip_suffix(".down") {
         (s, Kind::Down)
     } else {
-        (file.strip_suffix(".sql")?, Kind::Single)
+        (base, Kind::Single)
     };
-    let (version, name) = stem.split_once('_')?;
-    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) || name.is_empty() {
+    let Some((version, name)) = stem.split_once('_') else {
+        return Err(format!(
+            "no `_` between a version and a name (expected {EXPECTED_NAMES})"
+        ));
+    };
+    let version = parse_version(version, "_")?;
+    if name.is_empty() {
+        return Err("nothing follows the version's `_`: the migration needs a name".into());
+    }
+    Ok(Name {
+        version,
+        name,
+        kind,
+        flyway: false,
+    })
+}
+
+/// Flyway's `V<version>__<description>` (versioned) and `U<version>__<description>` (undo);
+/// `None` when the name is not in Flyway's form at all.
+fn flyway_name(base: &str) -> Option<Result<Name<'_>, String>> {
+    let kind = match base.as_bytes().first()? {
+        b'V' => Kind::Up,
+        b'U' => Kind::Down,
+        b'R' if base.starts_with("R__") => {
+            return Some(Err(
+                "Flyway repeatable migrations (R__) are not supported: give it a version (V<version>__<name>.sql)"
+                    .into(),
+            ));
+        }
+        _ => return None,
+    };
+    let (version, name) = base[1..].split_once("__")?;
+    if version.is_empty() || !version.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
         return None;
     }
-    let version: i64 = version.parse().ok().filter(|v| *v > 0)?;
-    Some((version, name, kind))
+    Some((|| {
+        if version.contains(['.', '_']) {
+            return Err(format!(
+                "dotted Flyway version {version:?}: only whole-number versions are read (V<digits>__<name>.sql)"
+            ));
+        }
+        let version = parse_version(version, "__")?;
+        if name.is_empty() {
+            return Err("nothing follows the version's `__`: the migration needs a name".into());
+        }
+        Ok(Name {
+            version,
+            name,
+            kind,
+            flyway: true,
+        })
+    })())
+}
+
+fn parse_version(version: &str, separator: &str) -> Result<i64, String> {
+    if version.is_empty() {
+        return Err(format!(
+            "the name starts with `{separator}`: a version (digits) must come first"
+        ));
+    }
+    if let Some(bad) = version.chars().find(|c| !c.is_ascii_digit()) {
+        return Err(format!(
+            "the version {version:?} holds {bad:?}; a version is digits only, before the first `{separator}`"
+        ));
+    }
+    version
+        .parse()
+        .map_err(|_| format!("the version {version} is larger than {}", i64::MAX))
 }
 
 fn has_marker(sql: &str) -> bool {
@@ -209,8 +292,8 @@ fn line_start(text: &str, index: usize) -> usize {
 pub fn parse(files: &[RawFile]) -> Result<Vec<Migration>, SourceErrors> {
     let mut errors = Vec::new();
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
-    // version → (up parts, down parts): (file, name, script)
-    type Part = (String, String, Script);
+    // version → (up parts, down parts): (file, name, script, Flyway form)
+    type Part = (String, String, Script, bool);
     let mut ups: BTreeMap<i64, Vec<(Part, Option<Script>)>> = BTreeMap::new();
     let mut downs: BTreeMap<i64, Vec<Part>> = BTreeMap::new();
     for f in files.iter().filter(|f| f.name.ends_with(".sql")) {
@@ -222,11 +305,20 @@ pub fn parse(files: &[RawFile]) -> Result<Vec<Migration>, SourceErrors> {
             });
             continue;
         }
-        let Some((version, name, kind)) = parse_name(&f.name) else {
-            errors.push(SourceError::UnparseableName {
-                file: f.name.clone(),
-            });
-            continue;
+        let Name {
+            version,
+            name,
+            kind,
+            flyway,
+        } = match parse_name(&f.name) {
+            Ok(n) => n,
+            Err(why) => {
+                errors.push(SourceError::UnparseableName {
+                    file: f.name.clone(),
+                    why,
+                });
+                continue;
+            }
         };
         let Ok(text) = std::str::from_utf8(&f.content) else {
             errors.push(SourceError::NotUtf8 {
@@ -240,8 +332,12 @@ pub fn parse(files: &[RawFile]) -> Result<Vec<Migration>, SourceErrors> {
             no_transaction: has_marker(sql),
             line_offset: 0,
         };
-        let part = |script| (f.name.clone(), name.to_string(), script);
+        let part = |script| (f.name.clone(), name.to_string(), script, flyway);
         match kind {
+            Kind::Up if flyway => ups
+                .entry(version)
+                .or_default()
+                .push((part(plain(text)), None)),
             Kind::Up => ups
                 .entry(version)
                 .or_default()
@@ -266,9 +362,12 @@ pub fn parse(files: &[RawFile]) -> Result<Vec<Migration>, SourceErrors> {
             errors.push(SourceError::DuplicateVersion { version, files });
             continue;
         }
-        let ((up_file, name, up), dbmate_down) = candidates.remove(0);
-        if let Some((down_file, down_name, _)) = down_parts.first()
-            && (*down_name != name || dbmate_down.is_some())
+        let ((up_file, name, up, up_flyway), dbmate_down) = candidates.remove(0);
+        // Flyway pairs an undo with its migration by version; the other tools by version and name.
+        if let Some((down_file, down_name, _, down_flyway)) = down_parts.first()
+            && ((*down_name != name && !(up_flyway && *down_flyway))
+                || up_flyway != *down_flyway
+                || dbmate_down.is_some())
         {
             errors.push(SourceError::DuplicateVersion {
                 version,
@@ -286,11 +385,13 @@ pub fn parse(files: &[RawFile]) -> Result<Vec<Migration>, SourceErrors> {
         });
     }
     for (version, parts) in downs {
-        for (file, name, _) in parts {
-            errors.push(SourceError::DownWithoutUp {
-                file,
-                expected: format!("{version}_{name}.up.sql"),
-            });
+        for (file, name, _, flyway) in parts {
+            let expected = if flyway {
+                format!("V{version}__<name>.sql")
+            } else {
+                format!("{version}_{name}.up.sql")
+            };
+            errors.push(SourceError::DownWithoutUp { file, expected });
         }
     }
     if migrations.is_empty() && errors.is_empty() {
@@ -313,28 +414,61 @@ mod tests {
         RawFile::new("cm", name, content)
     }
 
+    fn name(file: &str) -> Option<(i64, &str, Kind)> {
+        parse_name(file).ok().map(|n| (n.version, n.name, n.kind))
+    }
+
     #[test]
     fn names() {
         assert_eq!(
-            parse_name("0001_create_users.up.sql"),
+            name("0001_create_users.up.sql"),
             Some((1, "create_users", Kind::Up))
         );
         assert_eq!(
-            parse_name("20250101120000_a_b.down.sql"),
+            name("20250101120000_a_b.down.sql"),
             Some((20_250_101_120_000, "a_b", Kind::Down))
         );
-        assert_eq!(parse_name("3_x.sql"), Some((3, "x", Kind::Single)));
-        for bad in [
-            "create.up.sql",
-            "1.up.sql",
-            "_x.sql",
-            "0_zero.sql",
-            "v1_x.sql",
-            "1_.up.sql",
-            "99999999999999999999_big.sql",
+        assert_eq!(name("3_x.sql"), Some((3, "x", Kind::Single)));
+        assert_eq!(
+            name("00000000000000_diesel_initial_setup.up.sql"),
+            Some((0, "diesel_initial_setup", Kind::Up)),
+            "version 0 is diesel's convention"
+        );
+        assert_eq!(name("V2__add_users.sql"), Some((2, "add_users", Kind::Up)));
+        assert_eq!(name("U2__drop_users.sql"), Some((2, "drop_users", Kind::Down)));
+        assert_eq!(name("Vacation_x.sql"), None);
+        for (bad, why) in [
+            ("create.up.sql", "no `_` between a version and a name"),
+            ("1.up.sql", "no `_` between a version and a name"),
+            ("_x.sql", "the name starts with `_`: a version (digits) must come first"),
+            ("v1_x.sql", "the version \"v1\" holds 'v'; a version is digits only"),
+            ("1_.up.sql", "nothing follows the version's `_`"),
+            ("99999999999999999999_big.sql", "is larger than 9223372036854775807"),
+            ("V1.2.3__x.sql", "dotted Flyway version \"1.2.3\""),
+            ("V1__.sql", "nothing follows the version's `__`"),
+            ("R__views.sql", "Flyway repeatable migrations (R__) are not supported"),
         ] {
-            assert_eq!(parse_name(bad), None, "{bad}");
+            let err = parse_name(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn flyway_pairs_by_version() {
+        let m = parse(&[
+            f("V1__create_users.sql", "create table users ();"),
+            f("U1__undo_users.sql", "drop table users;"),
+            f("V10__ten.sql", "select 10;"),
+            f("V2__two.sql", "select 2;"),
+        ])
+        .unwrap();
+        assert_eq!(m.iter().map(|m| m.version).collect::<Vec<_>>(), vec![1, 2, 10]);
+        assert_eq!(m[0].down.as_ref().unwrap().file, "U1__undo_users.sql");
+        let err = parse(&[f("U3__x.sql", "select 1;")]).unwrap_err();
+        assert!(
+            err.to_string().contains("U3__x.sql: a down script without its up script V3__<name>.sql"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -414,7 +548,7 @@ mod tests {
         for needle in [
             "version 1 is used by more than one migration: 1_a.up.sql, 1_b.up.sql",
             "2_c.down.sql: a down script without its up script 2_c.up.sql",
-            "create_users.sql: the name is not",
+            "create_users.sql: the version \"create\" holds 'c'; a version is digits only",
             "3_d.sql: `-- migrate:down` comes before `-- migrate:up`",
             "4_e.up.sql: the content is not UTF-8",
             "1_a.up.sql appears in ConfigMaps cm and other",
