@@ -644,8 +644,25 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
         .await
         .unwrap();
 
-    // A broken migration: rolled back, reported, the schema stays at version 2.
-    f.config_map("broken", json!({"3_bad.up.sql": "alter table customers add column email text; alter table nowhere add column x int;", "3_bad.down.sql": "alter table customers drop column email;"})).await;
+    // A new file lands in the ConfigMap alone (no spec change): the ConfigMap is watched, so it is
+    // applied within seconds, long before the next health period would have looked.
+    let added = std::time::Instant::now();
+    f.config_map("schema", json!({
+            "1_customers.up.sql": "create table customers (id bigint primary key, name text);",
+            "1_customers.down.sql": "drop table customers;",
+            "2_orders.up.sql": "create table orders (id bigint primary key, customer_id bigint references customers);",
+            "2_orders.down.sql": "drop table orders;",
+            "3_notes.up.sql": "create table notes (id bigint primary key, body text);",
+            "3_notes.down.sql": "drop table notes;"
+        })).await;
+    support::wait_for(&f.envs, "app", "schema version 3", Duration::from_secs(15), |e| {
+        e.status.as_ref().and_then(|s| s.schema_version) == Some(3)
+    })
+    .await;
+    println!("a new file in the ConfigMap was applied in {:?}", added.elapsed());
+
+    // A broken migration: rolled back, reported, the schema stays at version 3.
+    f.config_map("broken", json!({"4_bad.up.sql": "alter table customers add column email text; alter table nowhere add column x int;", "4_bad.down.sql": "alter table customers drop column email;"})).await;
     f.apply_env(
         "app",
         json!({
@@ -658,7 +675,7 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
     let env = f.condition("app", "Stalled", "MigrationFailed").await;
     let (_, _, msg) = support::condition(env.status.as_ref(), "Stalled").unwrap();
     assert!(
-        msg.contains("3_bad.up.sql") && msg.contains("nowhere"),
+        msg.contains("4_bad.up.sql") && msg.contains("nowhere"),
         "{msg}"
     );
     let email: i64 = sqlx::query_scalar("select count(*) from information_schema.columns where table_name = 'customers' and column_name = 'email'")
@@ -666,7 +683,7 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
         .await
         .unwrap();
     assert_eq!(email, 0, "the failed migration left nothing behind");
-    // Only what the failed attempt applied is rolled back: migrations 1 and 2 (applied by an earlier
+    // Only what the failed attempt applied is rolled back: migrations 1 to 3 (applied by earlier
     // attempt) and the rows written since are all still there.
     let rows: (i64, i64) =
         sqlx::query_as("select (select count(*) from customers), (select count(*) from orders)")
@@ -680,7 +697,8 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
     .fetch_all(&mut conn)
     .await
     .unwrap();
-    assert_eq!(ledger, vec![1, 2]);
+    assert_eq!(ledger, vec![1, 2, 3]);
+
     conn.close().await.unwrap();
     f.delete_env("app").await;
     f.finish().await;

@@ -70,7 +70,20 @@ pub async fn run_controller(
         .watches(
             ctx.watched_api::<DatabaseEnvironment>(),
             watcher_config(),
-            super::referencing(store, |r: &MigrationRun| &r.spec.environment_ref.name),
+            super::referencing(store.clone(), |r: &MigrationRun| &r.spec.environment_ref.name),
+        )
+        // A run not yet started (e.g. waiting for its source to appear) looks again when it does.
+        .watches(
+            ctx.watched_api::<k8s_openapi::api::core::v1::ConfigMap>(),
+            watcher_config(),
+            super::sourcing(store, |r: &MigrationRun| {
+                let started = r
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(|p| p != MigrationPhase::Pending);
+                (!started).then_some(&r.spec.source)
+            }),
         )
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(

@@ -312,3 +312,28 @@ where
             .collect()
     }
 }
+
+/// A `Controller::watches` mapper for ConfigMaps: a changed migration source wakes the objects of kind
+/// `K` in its namespace whose source (`source`: `None` when the object does not care now) includes it,
+/// so new migration files apply within seconds, not at the next health period.
+pub fn sourcing<K>(
+    store: kube::runtime::reflector::Store<K>,
+    source: fn(&K) -> Option<&crate::api::ConfigMapSource>,
+) -> impl Fn(k8s_openapi::api::core::v1::ConfigMap) -> Vec<kube::runtime::reflector::ObjectRef<K>>
++ Send
++ Sync
++ 'static
+where
+    K: Resource<DynamicType = ()> + ResourceExt + Clone + Send + Sync + 'static,
+{
+    move |cm| {
+        let ns = cm.namespace();
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace() == ns)
+            .filter(|o| source(o).is_some_and(|s| references::source_includes(s, &cm)))
+            .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
+            .collect()
+    }
+}

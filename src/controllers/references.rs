@@ -257,6 +257,21 @@ pub async fn resolve_sources(
     Ok(maps)
 }
 
+/// Whether ConfigMap `cm` belongs to `source` (named in it, or matched by its selector); `false` for a
+/// selector that cannot be read (the resolve reports that one).
+pub fn source_includes(source: &ConfigMapSource, cm: &ConfigMap) -> bool {
+    use kube::core::{Selector, SelectorExt as _};
+    let name = cm.metadata.name.as_deref().unwrap_or_default();
+    if source.config_map_names.iter().any(|n| n == name) {
+        return true;
+    }
+    let Some(selector) = &source.config_map_selector else {
+        return false;
+    };
+    Selector::try_from(selector.clone())
+        .is_ok_and(|s| s.matches(cm.metadata.labels.as_ref().unwrap_or(&Default::default())))
+}
+
 /// A label selector in the query-string syntax of the API (`a=b,c in (d,e),!f`).
 pub fn label_selector_string(
     selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,

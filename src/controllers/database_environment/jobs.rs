@@ -35,6 +35,9 @@ pub struct Entry {
     failures: u32,
     /// Consecutive failed health checks of a Ready environment.
     health_failures: u32,
+    /// Changes seen to the environment's migration ConfigMaps (a job that started before the last one
+    /// is not current when it ends).
+    source_changes: u64,
 }
 
 /// What a reconcile should do about an environment's job.
@@ -74,13 +77,29 @@ impl Jobs {
             .unwrap_or(Next::Start)
     }
 
+    /// A ConfigMap behind the environment's `spec.migrations` changed: the last result is no longer
+    /// current, so the next reconcile starts a job (or the running one is followed by another).
+    pub fn sources_changed(&self, uid: &str) {
+        self.tasks.with(uid, |entry| {
+            entry.source_changes += 1;
+            entry.last = None;
+        });
+    }
+
     pub fn spawn(&self, ctx: Arc<Context>, env: Arc<DatabaseEnvironment>) {
         let uid = env.uid().unwrap_or_default();
         self.tasks.spawn(&uid, move |state| async move {
             let generation = env.metadata.generation;
-            let (health_failures, failures) = state.with(|e| (e.health_failures, e.failures));
+            let (health_failures, failures, changes) =
+                state.with(|e| (e.health_failures, e.failures, e.source_changes));
             let report = execute(&ctx, &env, health_failures).await;
             state.with(|entry| {
+                if entry.source_changes != changes {
+                    // The sources changed while this job ran: it may have read the old files.
+                    entry.health_failures = report.health_failures;
+                    entry.last = None;
+                    return;
+                }
                 let wait = if report.ok {
                     entry.failures = 0;
                     report.period

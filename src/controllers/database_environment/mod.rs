@@ -69,7 +69,9 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
     let envs = ctx.watched_api::<DatabaseEnvironment>();
     // Only what Lifeboat made is watched (by label), not every Secret or Pod of the cluster.
     let managed = watcher_config().labels("app.kubernetes.io/managed-by=lifeboat");
-    let stream = Controller::new(envs, watcher_config())
+    let controller = Controller::new(envs, watcher_config());
+    let store = controller.store();
+    let stream = controller
         .owns(ctx.watched_api::<Secret>(), managed.clone())
         .owns(ctx.watched_api::<StatefulSet>(), managed.clone())
         .watches(
@@ -79,6 +81,26 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
                 // An instance's pod becoming Ready moves its environment on.
                 let env = pod.labels().get(ENVIRONMENT_LABEL)?.clone();
                 Some(ObjectRef::<DatabaseEnvironment>::new(&env).within(&pod.namespace()?))
+            },
+        )
+        // New files in a `spec.migrations` ConfigMap apply within seconds, not at the next health period.
+        .watches(
+            ctx.watched_api::<k8s_openapi::api::core::v1::ConfigMap>(),
+            watcher_config(),
+            {
+                let (ctx, store) = (ctx.clone(), store.clone());
+                let changed = super::sourcing(store.clone(), |e: &DatabaseEnvironment| {
+                    e.spec.migrations.as_ref()
+                });
+                move |cm| {
+                    let refs = changed(cm);
+                    for r in &refs {
+                        if let Some(uid) = store.get(r).and_then(|e| e.uid()) {
+                            ctx.environment_jobs.sources_changed(&uid);
+                        }
+                    }
+                    refs
+                }
             },
         )
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
