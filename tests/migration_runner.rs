@@ -116,6 +116,8 @@ fn options(uid: &str) -> RunOptions {
         on_failure: OnFailure::Rollback,
         lint: LintMode::Off,
         lint_rules: Default::default(),
+        adopt: Default::default(),
+        baseline_version: None,
         lock_timeout: Duration::from_secs(5),
         statement_timeout: None,
     }
@@ -166,6 +168,11 @@ async fn failing_migration_rolls_back_this_runs_work_and_releases_the_lock() {
     assert_eq!(f.file.as_deref(), Some("3_broken.up.sql"));
     assert_eq!(f.statement, Some(2), "the insert is the second statement");
     assert_eq!(f.line, Some(4), "missing_table is on line 4");
+    assert_eq!(
+        f.position,
+        Some(35),
+        "the server's position, counted within the failing statement"
+    );
     assert_eq!(f.sql_state.as_deref(), Some("42P01"));
     assert!(
         f.position.is_some() && f.error.contains("missing_table"),

@@ -64,6 +64,8 @@ async fn main() -> anyhow::Result<()> {
         on_failure: OnFailure::Halt,
         lint,
         lint_rules: Default::default(),
+        adopt: Default::default(),
+        baseline_version: None,
         lock_timeout: Duration::from_secs(30),
         statement_timeout: None,
     };

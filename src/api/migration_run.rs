@@ -114,6 +114,22 @@ pub struct MigrationRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lint_rules: Option<LintRules>,
 
+    /// On a database Lifeboat has not migrated before (no `lifeboat_schema_migrations` table), whose
+    /// ledger says what is applied already: `auto` (default) imports the one other tool's ledger found
+    /// in schema `public` — sqlx `_sqlx_migrations`, golang-migrate or dbmate `schema_migrations`,
+    /// diesel `__diesel_schema_migrations`, Flyway `flyway_schema_history` — so the history is not run
+    /// again; `none` never imports; a tool's name imports that tool's (which must exist). A failed
+    /// migration recorded there stops the run with that tool's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt_from: Option<AdoptFrom>,
+
+    /// For a database built by hand: when Lifeboat's ledger is empty and no other tool's ledger is
+    /// imported, the source's migrations up to and including this version are recorded as applied
+    /// without running them; later ones are applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub baseline_version: Option<i64>,
+
     /// What to do when a migration fails: `rollback` undoes what this run applied, in reverse;
     /// `halt` stops where it failed and leaves the applied migrations in place. Default `rollback`.
     #[serde(default)]
@@ -221,6 +237,27 @@ pub const LINT_RULE_NAMES: &[&str] = &[
     "require-table-schema",
     "transaction-nesting",
 ];
+
+/// Whose ledger a run imports on a database Lifeboat has not migrated before.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdoptFrom {
+    // The one other tool's ledger found, if any.
+    #[default]
+    Auto,
+    // Never import.
+    None,
+    // sqlx's `_sqlx_migrations`.
+    Sqlx,
+    // golang-migrate's `schema_migrations` (version, dirty).
+    GolangMigrate,
+    // dbmate's `schema_migrations` (version).
+    Dbmate,
+    // diesel's `__diesel_schema_migrations`.
+    Diesel,
+    // Flyway's `flyway_schema_history`.
+    Flyway,
+}
 
 /// Per-run changes to the lint rule set. A rule may be named in only one of the three lists.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
@@ -357,6 +394,9 @@ pub struct MigrationRunStatus {
     /// How many findings each rule had (all of them, listed or not), errors first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lint_counts: Vec<LintCount>,
+    /// What this run recorded as applied without running it: another tool's ledger, or the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportedLedger>,
     /// What failed, when the run failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<MigrationFailure>,
@@ -412,6 +452,22 @@ pub enum LintSeverity {
     Error,
     // Recorded; never fails the run.
     Warning,
+}
+
+/// Migrations a run recorded as applied from another tool's ledger (or a baseline).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportedLedger {
+    /// `sqlx`, `golang-migrate`, `dbmate`, `diesel`, `Flyway`, or `baseline`.
+    pub from: String,
+    /// The table read (unset for a baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// How many migrations were recorded.
+    pub count: i64,
+    /// The newest of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_version: Option<i64>,
 }
 
 /// How many findings one lint rule had.

@@ -285,6 +285,8 @@ fn options(run: &MigrationRun) -> migrations::RunOptions {
         on_failure: run.spec.on_failure.into(),
         lint: run.spec.lint.into(),
         lint_rules: run.spec.lint_rules.clone().map(Into::into).unwrap_or_default(),
+        adopt: run.spec.adopt_from.unwrap_or_default().into(),
+        baseline_version: run.spec.baseline_version,
         lock_timeout: run.spec.lock_timeout.into(),
         statement_timeout: run.spec.statement_timeout.map(Into::into),
     }
@@ -333,6 +335,7 @@ pub fn apply_state(s: &mut MigrationRunStatus, state: &migrations::RunState) {
         .flatten();
     s.lint_findings = convert::all(state.lint_findings.clone());
     s.lint_counts = convert::all(state.lint_counts.clone());
+    s.imported = state.imported.clone().map(Into::into).or(s.imported.take());
     s.failure = state.failure.clone().map(Into::into);
     s.backup_id = state.backup_id.clone().or(s.backup_id.take());
 }

@@ -186,6 +186,24 @@ pub async fn insert(conn: &mut PgConnection, row: &Row) -> Result<(), PgError> {
     .map_err(err("recording the migration in lifeboat_schema_migrations"))
 }
 
+/// Records many rows in one statement (an imported ledger, a baseline).
+pub async fn insert_all(conn: &mut PgConnection, rows: &[Row]) -> Result<(), PgError> {
+    let col = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
+    sqlx::query(
+        "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete)
+         select v, n, c, e, u, true from pg_catalog.unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[]) as t(v, n, c, e, u)",
+    )
+    .bind(rows.iter().map(|r| r.version).collect::<Vec<i64>>())
+    .bind(col(|r| r.name.clone()))
+    .bind(col(|r| r.checksum.clone()))
+    .bind(rows.iter().map(|r| r.execution_ms).collect::<Vec<i64>>())
+    .bind(col(|r| r.run_uid.clone()))
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
+    .map_err(err("recording the imported migrations in lifeboat_schema_migrations"))
+}
+
 /// Marks a row complete (or not), with its execution time.
 pub async fn set_complete(
     conn: &mut PgConnection,

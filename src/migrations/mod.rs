@@ -2,6 +2,7 @@
 //! files from ConfigMaps ([`source`]), squawk lint ([`lint`]), the ledger table ([`ledger`]), the
 //! advisory lock ([`lock`]), what to do ([`plan`], pure) and doing it ([`runner`], [`execute`]).
 
+pub mod adopt;
 pub mod execute;
 pub mod ledger;
 pub mod lint;

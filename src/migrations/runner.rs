@@ -11,6 +11,7 @@ use super::model::{
     MigrationPhase, MigrationRecord, OnFailure, Records, Severity,
 };
 use super::{
+    adopt,
     execute::{self, FailureKind, StepFailure, Timeouts},
     ledger::{self, Row},
     lint,
@@ -36,6 +37,11 @@ pub struct RunOptions {
     pub lint: LintMode,
     /// Rules excluded, demoted or promoted for this run.
     pub lint_rules: LintRules,
+    /// Whose ledger to import on a database Lifeboat has not migrated before.
+    pub adopt: adopt::AdoptFrom,
+    /// On such a database without another tool's ledger: the source's migrations up to this version
+    /// are recorded as applied without running them.
+    pub baseline_version: Option<i64>,
     /// Longest wait for the migration lock, and for a table lock within a script.
     pub lock_timeout: Duration,
     pub statement_timeout: Option<Duration>,
@@ -67,6 +73,8 @@ pub struct RunState {
     pub lint_total: usize,
     /// Findings per rule, errors first.
     pub lint_counts: Vec<LintCount>,
+    /// What was imported from another tool's ledger (or a baseline), when this run did.
+    pub imported: Option<adopt::Imported>,
     pub failure: Option<MigrationFailure>,
     pub backup_id: Option<String>,
     /// What the run is doing now, in one sentence.
@@ -245,10 +253,44 @@ impl<'a> Run<'a> {
         prior: Prior,
         hooks: &mut H,
     ) -> Result<Outcome, Interrupted> {
-        let ledger = match ledger::read(conn).await {
+        let mut ledger = match ledger::read(conn).await {
             Ok(rows) => rows,
             Err(e) => return Ok(self.pg_failed(e)),
         };
+        // A database Lifeboat has not migrated: another tool's ledger (or a baseline) says what is
+        // applied already. Planned with those rows; recorded before the first change.
+        // Automatic import only where Lifeboat never was (no ledger table: an emptied ledger is one a
+        // run reverted, and must not be refilled from the old tool's table); asked for, on any empty one.
+        let mut import = None;
+        let asked = matches!(self.opts.adopt, adopt::AdoptFrom::Tool(_))
+            || self.opts.baseline_version.is_some();
+        let fresh = ledger.is_empty()
+            && (asked
+                || match ledger::exists(conn).await {
+                    Ok(exists) => !exists,
+                    Err(e) => return Ok(self.pg_failed(e)),
+                });
+        if fresh {
+            match adopt::prepare(
+                conn,
+                self.migrations,
+                self.opts.adopt,
+                self.opts.baseline_version,
+            )
+            .await
+            {
+                Ok(None) => {}
+                Ok(Some((imported, rows))) => {
+                    self.state.imported = Some(imported);
+                    ledger = rows.clone();
+                    import = Some(rows);
+                }
+                Err(e) => {
+                    let message = format!("Nothing was changed: {e}.");
+                    return Ok(self.end(MigrationPhase::Failed, e.reason(), message));
+                }
+            }
+        }
         self.versions = ledger.iter().map(|r| r.version).collect();
         self.ledger_read = true;
         if prior.failure.is_some() {
@@ -285,8 +327,13 @@ impl<'a> Run<'a> {
         };
         self.state.activity = format!("{verb} {} migration(s).", plan.steps.len());
         hooks.report(&self.state, true).await.map_err(Interrupted)?;
-        if !plan.steps.is_empty()
+        if (!plan.steps.is_empty() || import.is_some())
             && let Err(e) = ledger::ensure(conn).await
+        {
+            return Ok(self.pg_failed(e));
+        }
+        if let Some(rows) = import
+            && let Err(e) = ledger::insert_all(conn, &rows).await
         {
             return Ok(self.pg_failed(e));
         }
@@ -381,11 +428,17 @@ impl<'a> Run<'a> {
             Direction::Up => ("Applied", "Nothing to apply"),
             Direction::Down => ("Reverted", "Nothing to revert"),
         };
+        let imported = self
+            .state
+            .imported
+            .as_ref()
+            .map(|i| format!("{}. ", i.describe()))
+            .unwrap_or_default();
         let message = if self.state.applied.is_empty() {
-            format!("{none}; {}.", self.schema_at())
+            format!("{imported}{none}; {}.", self.schema_at())
         } else {
             format!(
-                "{did} {} migration(s): {}; {}.",
+                "{imported}{did} {} migration(s): {}; {}.",
                 self.state.applied.len(),
                 self.state.applied.names(),
                 self.schema_at()

@@ -403,6 +403,8 @@ async fn migrate(
         on_failure: OnFailure::Rollback,
         lint: LintMode::Warn,
         lint_rules: Default::default(),
+        adopt: Default::default(),
+        baseline_version: None,
         lock_timeout: MIGRATION_LOCK_TIMEOUT,
         statement_timeout: None,
     };

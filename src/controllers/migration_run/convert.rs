@@ -85,6 +85,32 @@ impl From<run::LintCount> for api::LintCount {
     }
 }
 
+impl From<api::AdoptFrom> for run::adopt::AdoptFrom {
+    fn from(a: api::AdoptFrom) -> Self {
+        use run::adopt::Tool;
+        match a {
+            api::AdoptFrom::Auto => Self::Auto,
+            api::AdoptFrom::None => Self::None,
+            api::AdoptFrom::Sqlx => Self::Tool(Tool::Sqlx),
+            api::AdoptFrom::GolangMigrate => Self::Tool(Tool::GolangMigrate),
+            api::AdoptFrom::Dbmate => Self::Tool(Tool::Dbmate),
+            api::AdoptFrom::Diesel => Self::Tool(Tool::Diesel),
+            api::AdoptFrom::Flyway => Self::Tool(Tool::Flyway),
+        }
+    }
+}
+
+impl From<run::adopt::Imported> for api::ImportedLedger {
+    fn from(i: run::adopt::Imported) -> Self {
+        Self {
+            from: i.tool.map_or("baseline", |t| t.name()).to_string(),
+            table: i.tool.map(|t| t.table().to_string()),
+            count: i64::try_from(i.count).unwrap_or(i64::MAX),
+            newest_version: i.newest,
+        }
+    }
+}
+
 impl From<api::LintRules> for run::LintRules {
     fn from(r: api::LintRules) -> Self {
         Self {
