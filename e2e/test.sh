@@ -29,6 +29,10 @@ e2e/chart-check.sh
 step "Argo CD health check (Lua)"
 deploy/argocd/test.sh
 
+step "migration tools for the adoption tests (sqlx-cli, golang-migrate, dbmate, diesel_cli, Flyway; cached)"
+# Installed before the tests, one at a time: tests/adoption.rs runs the real tools.
+bash -c 'set -euo pipefail; source e2e/lib/migration-tools.sh; tool_all' >/dev/null
+
 step "cargo test (unit + integration against the platform)"
 # Benches (harness = false) are not run here: they print figures and live in e2e/bench.
 cargo test --locked --lib --bins --tests -- --test-threads 4

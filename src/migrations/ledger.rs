@@ -191,7 +191,7 @@ pub async fn insert_all(conn: &mut PgConnection, rows: &[Row]) -> Result<(), PgE
     let col = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
     sqlx::query(
         "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete)
-         select v, n, c, e, u, true from pg_catalog.unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[]) as t(v, n, c, e, u)",
+         select v, n, c, e, u, true from rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::bigint[]), pg_catalog.unnest($5::text[])) as t(v, n, c, e, u)",
     )
     .bind(rows.iter().map(|r| r.version).collect::<Vec<i64>>())
     .bind(col(|r| r.name.clone()))
