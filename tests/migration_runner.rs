@@ -638,3 +638,75 @@ async fn a_lost_lock_stops_the_run_before_the_next_migration() {
     assert_eq!(versions, vec![1, 2]);
     db.drop().await;
 }
+
+/// A real project's history: atuin-server-postgres 18.20.1 (MIT; its 20 sqlx migrations from
+/// 2021–2026, copied verbatim from the crate published on crates.io into tests/fixtures/). It applies
+/// under the default lint (style findings are warnings; anything that still stops a run is a lock or
+/// data-safety rule, reported by count), then again as a no-op.
+#[tokio::test]
+async fn a_real_projects_history_applies_and_lint_fails_only_on_safety_rules() {
+    let platform = require_platform!();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/atuin-server-postgres-18.20.1");
+    let mut raw: Vec<RawFile> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            RawFile::new(
+                "atuin",
+                e.file_name().to_str().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    raw.sort_by(|a, b| a.name.cmp(&b.name));
+    let m = migrations::source::parse(&raw).unwrap();
+    assert_eq!(m.len(), 20);
+    let db = Db::new(&platform).await;
+    let mut opts = options("real");
+    opts.lint = LintMode::Enforce;
+    opts.on_failure = OnFailure::Halt;
+    let out = run(&db, &m, &opts).await;
+    let counts: Vec<(String, migrations::Severity, usize)> = out
+        .state
+        .lint_counts
+        .iter()
+        .map(|c| (c.rule.clone(), c.severity, c.count))
+        .collect();
+    println!("{:?} {}: {counts:?}", out.phase, out.message);
+    let errors: Vec<&(String, migrations::Severity, usize)> = counts
+        .iter()
+        .filter(|c| c.1 == migrations::Severity::Error)
+        .collect();
+    let warnings: usize = counts
+        .iter()
+        .filter(|c| c.1 == migrations::Severity::Warning)
+        .map(|c| c.2)
+        .sum();
+    assert!(warnings > 0, "the style of six years is recorded: {counts:?}");
+    for (rule, _, _) in &errors {
+        assert!(
+            !lifeboat::migrations::lint::STYLE_RULES
+                .iter()
+                .any(|r| r.to_string() == *rule),
+            "{rule} is a style rule but counted as an error"
+        );
+    }
+    if errors.is_empty() {
+        assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
+    } else {
+        assert_eq!((out.phase, out.reason), (MigrationPhase::Failed, "LintFailed"));
+        assert!(db.ledger().await.is_empty(), "nothing applied");
+        // Accepting the safety findings for a fresh database (lint: warn) applies all 20 exactly.
+        opts.lint = LintMode::Warn;
+        let out = run(&db, &m, &opts).await;
+        assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
+    }
+    assert_eq!(db.ledger().await.len(), 20);
+    let again = run(&db, &m, &options("real-again")).await;
+    assert_eq!(
+        (again.phase, again.state.applied.len()),
+        (MigrationPhase::Succeeded, 0),
+        "{again:#?}"
+    );
+    db.drop().await;
+}

@@ -29,9 +29,19 @@ pub const SYNTAX_ERROR_RULE: &str = "syntax-error";
 /// Rules left out of squawk's defaults, and why: Lifeboat sets both timeouts around every script.
 pub const EXCLUDED_RULES: &[Rule] = &[Rule::RequireLockTimeout, Rule::RequireStatementTimeout];
 
-/// Rules about style, portability or client compatibility rather than locks or data: their findings
-/// are warnings unless a run promotes them.
+/// Rules about style, portability or compatibility with the running application's old version, rather
+/// than locks or data: their findings are warnings unless a run promotes them. (Dropping what holds
+/// data — a table, a column, a schema, a sequence — stays an error.)
 pub const STYLE_RULES: &[Rule] = &[
+    Rule::BanDropDefault,
+    Rule::BanDropView,
+    Rule::BanDropFunction,
+    Rule::BanDropType,
+    Rule::BanDropDomain,
+    Rule::BanDropConstraint,
+    Rule::BanDropGeneratedExpression,
+    Rule::BanSetSchema,
+    Rule::BanAlterIdentity,
     Rule::PreferBigintOverInt,
     Rule::PreferBigintOverSmallint,
     Rule::PreferIdentity,
