@@ -154,44 +154,33 @@ fn ledger_failure(
     }
 }
 
-/// The step's script, on a session made clean for it: nothing a previous migration set (role,
+/// The statements that make a session clean for a step: nothing a previous migration set (role,
 /// search_path, timeouts, temporary tables, advisory locks of its own) carries over, and the session is
 /// named again (application_name, client check).
-async fn begin_step<'a>(
-    conn: &mut PgConnection,
-    step: &Step<'a>,
-    label: &str,
-) -> Result<&'a Script, StepFailure> {
-    let Some(script) = step.script() else {
-        // A revert without a down script is refused when the plan is made; never panic on it here.
-        return Err(StepFailure {
-            kind: FailureKind::Clean,
-            failure: MigrationFailure {
-                version: Some(step.migration.version),
-                error: "no script for this step (a revert needs a down migration)".into(),
-                ..Default::default()
-            },
-        });
-    };
-    // One round trip: the clean-up and the session's name.
-    let clean = format!(
+fn clean_sql(label: &str) -> String {
+    format!(
         "{CLEAN_SESSION}; {}",
         crate::migrations::lock::identify_sql(label)
-    );
-    exec(conn, &clean).await.map_err(|e| StepFailure {
-        kind: FailureKind::ConnectionLost,
-        failure: failure_of(e, step, script, None, 0).1,
-    })?;
-    Ok(script)
+    )
 }
 
-/// Statements sent before a transactional script in its batch: `begin` and the two timeouts.
-const PREFIX_STATEMENTS: usize = 3;
+/// The step's script; `None` only for a revert without a down script (refused when the plan is made;
+/// never panic on it here).
+fn script_of<'a>(step: &Step<'a>) -> Result<&'a Script, StepFailure> {
+    step.script().ok_or_else(|| StepFailure {
+        kind: FailureKind::Clean,
+        failure: MigrationFailure {
+            version: Some(step.migration.version),
+            error: "no script for this step (a revert needs a down migration)".into(),
+            ..Default::default()
+        },
+    })
+}
 
 /// Runs one step and records it in the ledger; returns the record for status.
 ///
-/// A transactional step is one round trip: `begin`, the timeouts, the script, the ledger change and
-/// `commit` go to the server as one batch, which stops at the first error (the transaction is then
+/// A transactional step is one round trip: the session's clean-up, `begin`, the timeouts, the script,
+/// the ledger change and `commit` go to the server as one batch, which stops at the first error (the transaction is then
 /// rolled back). The statement that failed is the one after the last that completed, so a failure
 /// still names its statement and line. Cost per migration stays constant however long the history.
 pub async fn run_step(
@@ -201,10 +190,14 @@ pub async fn run_step(
     label: &str,
     timeouts: Timeouts,
 ) -> Result<MigrationRecord, StepFailure> {
-    let script = begin_step(conn, step, label).await?;
+    let script = script_of(step)?;
     let started = Instant::now();
     let split = statements::split(&script.sql);
     if script.no_transaction {
+        exec(conn, &clean_sql(label)).await.map_err(|e| StepFailure {
+            kind: FailureKind::ConnectionLost,
+            failure: failure_of(e, step, script, None, 0).1,
+        })?;
         let statements = split.map_err(|e| StepFailure {
             kind: FailureKind::Clean,
             failure: MigrationFailure {
@@ -231,7 +224,14 @@ pub async fn run_step(
     }
     // A script the parser cannot split runs whole (failures then name a line, not a statement).
     let statements = split.ok();
-    let prefix = format!("begin; {};\n", timeouts.settings("local"));
+    // The clean-up goes in the same message: statements before `begin` join its transaction, so a
+    // failed step leaves the session as it was, and the next step cleans it again.
+    let prefix = format!(
+        "{}; begin; {};\n",
+        clean_sql(label),
+        timeouts.settings("local")
+    );
+    let prefix_statements = statements::split(&prefix).map_or(0, |s| s.len());
     let ledger = match step.action {
         Action::Apply => ledger::insert_sql(&row(step, run_uid, 0, true)),
         Action::Revert => ledger::revert_sql(&row(step, run_uid, 0, true)),
@@ -254,7 +254,7 @@ pub async fn run_step(
         return Ok(record(step, ms));
     };
     let script_statements = statements.as_ref().map(Vec::len);
-    let failed_at = completed.checked_sub(PREFIX_STATEMENTS);
+    let failed_at = completed.checked_sub(prefix_statements);
     let stmt = match (&statements, failed_at) {
         (Some(stmts), Some(i)) => stmts.get(i).map(|s| (i, s)),
         _ => None,
@@ -269,7 +269,8 @@ pub async fn run_step(
             failure.error
         );
     }
-    let kind = if broken || !rolled_back {
+    // A failure in Lifeboat's own statements before the script is the session's, not the migration's.
+    let kind = if broken || !rolled_back || failed_at.is_none() {
         FailureKind::ConnectionLost
     } else {
         FailureKind::Clean

@@ -57,7 +57,7 @@ pub async fn identify(conn: &mut PgConnection, label: &str) -> Result<(), PgErro
 pub fn identify_sql(label: &str) -> String {
     let name = format!("{APPLICATION_PREFIX}{label}");
     format!(
-        "set application_name = {}; select pg_catalog.set_config(name, '{CLIENT_CHECK_INTERVAL}', false) from pg_catalog.pg_settings where name = 'client_connection_check_interval'",
+        "set application_name = {}; select pg_catalog.set_config('client_connection_check_interval', '{CLIENT_CHECK_INTERVAL}', false) where pg_catalog.current_setting('client_connection_check_interval', true) is not null",
         sql::literal(&name)
     )
 }
@@ -122,17 +122,20 @@ async fn holder(conn: &mut PgConnection) -> Option<String> {
 
 impl MigrationLock {
     /// Whether this session still holds the lock (its connection answers and the server lists the lock).
+    /// One simple query with the key inlined (no parse and bind round of the extended protocol): it
+    /// runs before every migration.
     pub async fn held(&mut self) -> bool {
-        sqlx::query_scalar::<_, bool>(
+        let sql = format!(
             "select exists (select 1 from pg_catalog.pg_locks l
                where l.locktype = 'advisory' and l.granted and l.pid = pg_catalog.pg_backend_pid()
-                 and l.classid::bigint = $1 and l.objid::bigint = $2 and l.objsubid = 1)",
-        )
-        .bind(LOCK_KEY >> 32)
-        .bind(LOCK_KEY & 0xffff_ffff)
-        .fetch_one(&mut self.conn)
-        .await
-        .unwrap_or(false)
+                 and l.classid::bigint = {} and l.objid::bigint = {} and l.objsubid = 1)",
+            LOCK_KEY >> 32,
+            LOCK_KEY & 0xffff_ffff
+        );
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .fetch_one(&mut self.conn)
+            .await
+            .is_ok_and(|r| r.get::<bool, _>(0))
     }
 
     /// Unlocks and closes the connection. Never fails: if the unlock cannot be sent, closing the
