@@ -192,8 +192,8 @@ pub async fn run_step(
 ) -> Result<MigrationRecord, StepFailure> {
     let script = script_of(step)?;
     let started = Instant::now();
-    let split = statements::split(&script.sql);
     if script.no_transaction {
+        let split = statements::split(&script.sql);
         exec(conn, &clean_sql(label)).await.map_err(|e| StepFailure {
             kind: FailureKind::ConnectionLost,
             failure: failure_of(e, step, script, None, 0).1,
@@ -222,8 +222,6 @@ pub async fn run_step(
         )
         .await;
     }
-    // A script the parser cannot split runs whole (failures then name a line, not a statement).
-    let statements = split.ok();
     // The clean-up goes in the same message: statements before `begin` join its transaction, so a
     // failed step leaves the session as it was, and the next step cleans it again.
     let prefix = format!(
@@ -231,7 +229,6 @@ pub async fn run_step(
         clean_sql(label),
         timeouts.settings("local")
     );
-    let prefix_statements = statements::split(&prefix).map_or(0, |s| s.len());
     let ledger = match step.action {
         Action::Apply => ledger::insert_sql(&row(step, run_uid, 0, true)),
         Action::Revert => ledger::revert_sql(&row(step, run_uid, 0, true)),
@@ -253,6 +250,11 @@ pub async fn run_step(
         let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         return Ok(record(step, ms));
     };
+    // Only now is the script split (with squawk's parser; a success never pays for it): the failing
+    // statement is the one after the last that completed. A script the parser cannot split ran whole,
+    // and its failure names a line, not a statement.
+    let prefix_statements = statements::split(&prefix).map_or(0, |s| s.len());
+    let statements = statements::split(&script.sql).ok();
     let script_statements = statements.as_ref().map(Vec::len);
     let failed_at = completed.checked_sub(prefix_statements);
     let stmt = match (&statements, failed_at) {
