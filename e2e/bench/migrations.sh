@@ -4,7 +4,8 @@
 # `psql -1 -f` of the concatenated SQL, each on a fresh database on the platform's PostgreSQL 18, every
 # size in the same invocation. Ratios are against sqlx-cli; the last table compares Lifeboat's time per
 # migration across sizes (linear cost: the ratio stays near 1).
-# Usage: e2e/bench/migrations.sh [count...]   (default: 500 10000)
+# Usage: e2e/bench/migrations.sh [count...]   (default: 500 10000); LIFEBOAT_BENCH_RUNS (default 3)
+# runs of each, the median reported.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -43,18 +44,20 @@ drop_db() { "${PSQL[@]}" -d postgres -c "drop database if exists $1 with (force)
 now() { date +%s.%N; }
 tables() { "${PSQL[@]}" -d "$1" -Atc "select count(*) from pg_tables where tablename like 'bench_t%'"; }
 
-declare -A SECONDS_TAKEN
-run_case() { # label db command...
+RUNS="${LIFEBOAT_BENCH_RUNS:-3}"
+declare -A SECONDS_TAKEN TIMES
+run_case() { # label db command...  (one timed run; appended to TIMES[label])
   local label=$1 db=$2; shift 2
   fresh_db "$db"
   local start end
   start=$(now)
   "$@" >"$WORK/$label.log" 2>&1 || { cat "$WORK/$label.log" >&2; echo "$label failed" >&2; exit 1; }
   end=$(now)
-  SECONDS_TAKEN[$label]=$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')
+  TIMES[$label]+="$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }') "
   echo "$label: $(tables "$db") tables" >&2
   drop_db "$db"
 }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 URL_BASE="postgres://$LIFEBOAT_PG_USER@$LIFEBOAT_PG_HOST:$LIFEBOAT_PG_PORT"
 declare -A PER_MIGRATION
@@ -73,18 +76,25 @@ for COUNT in "${COUNTS[@]}"; do
   done
   cat "$MIGRATIONS"/*.sql > "$WORK/all-$COUNT.sql"
 
-  run_case sqlx-cli "bench_sqlx_$SUFFIX" \
-    env DATABASE_URL="$URL_BASE/bench_sqlx_$SUFFIX?sslmode=disable" "$SQLX" migrate run --source "$MIGRATIONS"
-  run_case lifeboat "bench_lifeboat_$SUFFIX" \
-    "$BENCH_BIN" --dir "$MIGRATIONS" --database "bench_lifeboat_$SUFFIX" --lint off
-  run_case lifeboat-lint-warn "bench_lifeboat_lint_$SUFFIX" \
-    "$BENCH_BIN" --dir "$MIGRATIONS" --database "bench_lifeboat_lint_$SUFFIX" --lint warn
-  run_case "psql-1-f" "bench_psql_$SUFFIX" \
-    "${PSQL[@]}" -1 -d "bench_psql_$SUFFIX" -f "$WORK/all-$COUNT.sql"
+  TIMES=()
+  # The tools take turns in each round, so a slow spell of the server touches them all alike.
+  for ((run = 1; run <= RUNS; run++)); do
+    run_case sqlx-cli "bench_sqlx_$SUFFIX" \
+      env DATABASE_URL="$URL_BASE/bench_sqlx_$SUFFIX?sslmode=disable" "$SQLX" migrate run --source "$MIGRATIONS"
+    run_case lifeboat "bench_lifeboat_$SUFFIX" \
+      "$BENCH_BIN" --dir "$MIGRATIONS" --database "bench_lifeboat_$SUFFIX" --lint off
+    run_case lifeboat-lint-warn "bench_lifeboat_lint_$SUFFIX" \
+      "$BENCH_BIN" --dir "$MIGRATIONS" --database "bench_lifeboat_lint_$SUFFIX" --lint warn
+    run_case "psql-1-f" "bench_psql_$SUFFIX" \
+      "${PSQL[@]}" -1 -d "bench_psql_$SUFFIX" -f "$WORK/all-$COUNT.sql"
+  done
+  for label in "${!TIMES[@]}"; do
+    SECONDS_TAKEN[$label]=$(echo "${TIMES[$label]}" | median)
+  done
 
   base=${SECONDS_TAKEN[sqlx-cli]}
-  printf '\n%d migrations, PostgreSQL %s, fresh database each (wall time of the whole process)\n' \
-    "$COUNT" "$("${PSQL[@]}" -d postgres -Atc 'show server_version')"
+  printf '\n%d migrations, PostgreSQL %s, fresh database each (wall time of the whole process, median of %d)\n' \
+    "$COUNT" "$("${PSQL[@]}" -d postgres -Atc 'show server_version')" "$RUNS"
   printf '%-22s %10s %14s\n' tool seconds "vs sqlx-cli"
   for label in sqlx-cli lifeboat lifeboat-lint-warn psql-1-f; do
     s=${SECONDS_TAKEN[$label]}
