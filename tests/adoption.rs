@@ -25,7 +25,10 @@ use sqlx::{Connection, PgConnection, Row};
 fn tool(function: &str) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/lib/migration-tools.sh");
     let out = Command::new("bash")
-        .args(["-c", &format!("set -euo pipefail; source {script}; {function}")])
+        .args([
+            "-c",
+            &format!("set -euo pipefail; source {script}; {function}"),
+        ])
         .output()
         .expect("bash");
     assert!(
@@ -80,7 +83,9 @@ impl Db {
     }
 
     async fn query_i64(&self, sql: &str) -> i64 {
-        let mut c = PgConnection::connect(&self.pg.url(&self.name)).await.unwrap();
+        let mut c = PgConnection::connect(&self.pg.url(&self.name))
+            .await
+            .unwrap();
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
             .fetch_one(&mut c)
             .await
@@ -89,7 +94,9 @@ impl Db {
 
     /// (version, run_uid) of Lifeboat's ledger.
     async fn ledger(&self) -> Vec<(i64, String)> {
-        let mut c = PgConnection::connect(&self.pg.url(&self.name)).await.unwrap();
+        let mut c = PgConnection::connect(&self.pg.url(&self.name))
+            .await
+            .unwrap();
         sqlx::query("select version, run_uid from lifeboat_schema_migrations order by version")
             .fetch_all(&mut c)
             .await
@@ -100,7 +107,9 @@ impl Db {
     }
 
     async fn drop(self) {
-        let mut admin = PgConnection::connect(&self.pg.url("postgres")).await.unwrap();
+        let mut admin = PgConnection::connect(&self.pg.url("postgres"))
+            .await
+            .unwrap();
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "drop database if exists {} with (force)",
             self.name
@@ -117,9 +126,7 @@ fn run_tool(program: &str, args: &[&str], cwd: Option<&Path>, ok: bool) -> Strin
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("{program}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -196,7 +203,12 @@ fn history(a: i64, b: i64, c: i64) -> Vec<(String, &'static str)> {
 async fn assert_adopted(db: &Db, tool: Tool, files: &[(String, &str)], imported: &[i64], c: i64) {
     let files: Vec<(&str, &str)> = files.iter().map(|(n, s)| (n.as_str(), *s)).collect();
     let out = lifeboat(db, &files, AdoptFrom::Auto).await;
-    assert_eq!(out.phase, MigrationPhase::Succeeded, "{}: {out:#?}", tool.name());
+    assert_eq!(
+        out.phase,
+        MigrationPhase::Succeeded,
+        "{}: {out:#?}",
+        tool.name()
+    );
     let got = out.state.imported.clone().expect("imported");
     assert_eq!(
         (got.tool, got.count),
@@ -204,12 +216,22 @@ async fn assert_adopted(db: &Db, tool: Tool, files: &[(String, &str)], imported:
         "{out:#?}"
     );
     assert_eq!(
-        out.state.applied.listed().iter().map(|r| r.version).collect::<Vec<_>>(),
+        out.state
+            .applied
+            .listed()
+            .iter()
+            .map(|r| r.version)
+            .collect::<Vec<_>>(),
         vec![c],
         "only the new migration runs"
     );
     assert!(
-        out.message.starts_with(&format!("Recorded {} migration(s) as applied from {}'s {}", imported.len(), tool.name(), tool.table())),
+        out.message.starts_with(&format!(
+            "Recorded {} migration(s) as applied from {}'s {}",
+            imported.len(),
+            tool.name(),
+            tool.table()
+        )),
         "{}",
         out.message
     );
@@ -246,19 +268,52 @@ async fn sqlx_cli_history_is_imported_and_a_failed_row_stops_the_run() {
         ],
     );
     let source = dir.path().to_str().unwrap();
-    run_tool(&sqlx, &["migrate", "run", "--source", source, "--database-url", &db.url()], None, true);
+    run_tool(
+        &sqlx,
+        &[
+            "migrate",
+            "run",
+            "--source",
+            source,
+            "--database-url",
+            &db.url(),
+        ],
+        None,
+        true,
+    );
     assert_adopted(&db, Tool::Sqlx, &history(1, 2, 3), &[1, 2], 3).await;
     db.drop().await;
 
     // A file changed after sqlx applied it: its SHA-384 no longer matches.
     let db = Db::new(&platform, "sqlx_drift").await;
-    run_tool(&sqlx, &["migrate", "run", "--source", source, "--database-url", &db.url()], None, true);
+    run_tool(
+        &sqlx,
+        &[
+            "migrate",
+            "run",
+            "--source",
+            source,
+            "--database-url",
+            &db.url(),
+        ],
+        None,
+        true,
+    );
     let mut changed = history(1, 2, 3);
     changed[2].1 = "create table orders (id bigint primary key);";
     let files: Vec<(&str, &str)> = changed.iter().map(|(n, s)| (n.as_str(), *s)).collect();
     let out = lifeboat(&db, &files, AdoptFrom::Auto).await;
-    assert_eq!((out.phase, out.reason), (MigrationPhase::Failed, "ChecksumMismatch"), "{out:#?}");
-    assert!(out.message.contains("2_orders.up.sql is not the script sqlx applied as version 2"), "{}", out.message);
+    assert_eq!(
+        (out.phase, out.reason),
+        (MigrationPhase::Failed, "ChecksumMismatch"),
+        "{out:#?}"
+    );
+    assert!(
+        out.message
+            .contains("2_orders.up.sql is not the script sqlx applied as version 2"),
+        "{}",
+        out.message
+    );
     db.drop().await;
 }
 
@@ -278,19 +333,56 @@ async fn golang_migrate_history_is_imported_and_dirty_stops_the_run() {
     );
     let path = dir.path().to_str().unwrap();
     let db = Db::new(&platform, "gomigrate").await;
-    run_tool(&migrate, &["-path", path, "-database", &db.url(), "up"], None, true);
+    run_tool(
+        &migrate,
+        &["-path", path, "-database", &db.url(), "up"],
+        None,
+        true,
+    );
     assert_adopted(&db, Tool::GolangMigrate, &history(1, 2, 3), &[1, 2], 3).await;
     db.drop().await;
 
     // A failed migration leaves golang-migrate's ledger dirty.
-    write(dir.path(), &[("3_broken.up.sql", BROKEN), ("3_broken.down.sql", "drop table if exists broken;")]);
+    write(
+        dir.path(),
+        &[
+            ("3_broken.up.sql", BROKEN),
+            ("3_broken.down.sql", "drop table if exists broken;"),
+        ],
+    );
     let db = Db::new(&platform, "gomigrate_dirty").await;
-    run_tool(&migrate, &["-path", path, "-database", &db.url(), "up"], None, false);
-    let out = lifeboat(&db, &[("1_customers.up.sql", A), ("2_orders.up.sql", B), ("3_broken.up.sql", BROKEN)], AdoptFrom::Auto).await;
-    assert_eq!((out.phase, out.reason), (MigrationPhase::Failed, "ForeignMigrationFailed"), "{out:#?}");
-    assert!(out.message.contains("\"Dirty database version 3. Fix and force version.\""), "{}", out.message);
+    run_tool(
+        &migrate,
+        &["-path", path, "-database", &db.url(), "up"],
+        None,
+        false,
+    );
+    let out = lifeboat(
+        &db,
+        &[
+            ("1_customers.up.sql", A),
+            ("2_orders.up.sql", B),
+            ("3_broken.up.sql", BROKEN),
+        ],
+        AdoptFrom::Auto,
+    )
+    .await;
     assert_eq!(
-        db.query_i64("select count(*) from pg_tables where tablename = 'lifeboat_schema_migrations'").await,
+        (out.phase, out.reason),
+        (MigrationPhase::Failed, "ForeignMigrationFailed"),
+        "{out:#?}"
+    );
+    assert!(
+        out.message
+            .contains("\"Dirty database version 3. Fix and force version.\""),
+        "{}",
+        out.message
+    );
+    assert_eq!(
+        db.query_i64(
+            "select count(*) from pg_tables where tablename = 'lifeboat_schema_migrations'"
+        )
+        .await,
         0,
         "nothing was changed"
     );
@@ -306,13 +398,23 @@ async fn dbmate_history_is_imported() {
     let b = format!("-- migrate:up\n{B}\n-- migrate:down\n{B_DOWN}\n");
     write(
         dir.path(),
-        &[("20240101000000_customers.sql", &a), ("20240102000000_orders.sql", &b)],
+        &[
+            ("20240101000000_customers.sql", &a),
+            ("20240102000000_orders.sql", &b),
+        ],
     );
     let db = Db::new(&platform, "dbmate").await;
     let migrations_dir = dir.path().to_str().unwrap();
     run_tool(
         &dbmate,
-        &["--url", &db.url(), "--migrations-dir", migrations_dir, "--no-dump-schema", "up"],
+        &[
+            "--url",
+            &db.url(),
+            "--migrations-dir",
+            migrations_dir,
+            "--no-dump-schema",
+            "up",
+        ],
         None,
         true,
     );
@@ -350,16 +452,38 @@ async fn diesel_history_with_version_zero_is_imported() {
     );
     let db = Db::new(&platform, "diesel").await;
     // `diesel setup` writes and runs 00000000000000_diesel_initial_setup (version 0), then the rest.
-    run_tool(&diesel, &["setup", "--database-url", &db.url()], Some(dir.path()), true);
-    run_tool(&diesel, &["migration", "run", "--database-url", &db.url()], Some(dir.path()), true);
-    let setup = dir.path().join("migrations/00000000000000_diesel_initial_setup");
+    run_tool(
+        &diesel,
+        &["setup", "--database-url", &db.url()],
+        Some(dir.path()),
+        true,
+    );
+    run_tool(
+        &diesel,
+        &["migration", "run", "--database-url", &db.url()],
+        Some(dir.path()),
+        true,
+    );
+    let setup = dir
+        .path()
+        .join("migrations/00000000000000_diesel_initial_setup");
     let setup_up = std::fs::read_to_string(setup.join("up.sql")).unwrap();
     let setup_down = std::fs::read_to_string(setup.join("down.sql")).unwrap();
     let mut files = vec![
-        ("00000000000000_diesel_initial_setup.up.sql".to_string(), setup_up.as_str()),
-        ("00000000000000_diesel_initial_setup.down.sql".to_string(), setup_down.as_str()),
+        (
+            "00000000000000_diesel_initial_setup.up.sql".to_string(),
+            setup_up.as_str(),
+        ),
+        (
+            "00000000000000_diesel_initial_setup.down.sql".to_string(),
+            setup_down.as_str(),
+        ),
     ];
-    files.extend(history(20_240_101_000_000, 20_240_102_000_000, 20_240_103_000_000));
+    files.extend(history(
+        20_240_101_000_000,
+        20_240_102_000_000,
+        20_240_103_000_000,
+    ));
     assert_adopted(
         &db,
         Tool::Diesel,
@@ -376,7 +500,10 @@ async fn flyway_history_is_imported() {
     let platform = require_platform!();
     let flyway = tool("tool_flyway");
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), &[("V1__customers.sql", A), ("V2__orders.sql", B)]);
+    write(
+        dir.path(),
+        &[("V1__customers.sql", A), ("V2__orders.sql", B)],
+    );
     let db = Db::new(&platform, "flyway").await;
     // The wrapper of e2e/lib/migration-tools.sh: `flyway <jdbc-url> <user> <password> <dir> migrate`.
     run_tool(
@@ -411,38 +538,88 @@ async fn two_ledgers_are_ambiguous_and_a_baseline_needs_none() {
     let sqlx = tool("tool_sqlx");
     let migrate = tool("tool_golang_migrate");
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), &[("1_customers.up.sql", A), ("1_customers.down.sql", A_DOWN)]);
+    write(
+        dir.path(),
+        &[("1_customers.up.sql", A), ("1_customers.down.sql", A_DOWN)],
+    );
     let path = dir.path().to_str().unwrap();
     let db = Db::new(&platform, "two").await;
-    run_tool(&sqlx, &["migrate", "run", "--source", path, "--database-url", &db.url()], None, true);
+    run_tool(
+        &sqlx,
+        &[
+            "migrate",
+            "run",
+            "--source",
+            path,
+            "--database-url",
+            &db.url(),
+        ],
+        None,
+        true,
+    );
     // golang-migrate on the same files: its table beside sqlx's (the table customers exists: use a
     // second schema-neutral migration for it).
     let dir2 = tempfile::tempdir().unwrap();
-    write(dir2.path(), &[("1_noop.up.sql", "select 1;"), ("1_noop.down.sql", "select 1;")]);
-    run_tool(&migrate, &["-path", dir2.path().to_str().unwrap(), "-database", &db.url(), "up"], None, true);
+    write(
+        dir2.path(),
+        &[
+            ("1_noop.up.sql", "select 1;"),
+            ("1_noop.down.sql", "select 1;"),
+        ],
+    );
+    run_tool(
+        &migrate,
+        &[
+            "-path",
+            dir2.path().to_str().unwrap(),
+            "-database",
+            &db.url(),
+            "up",
+        ],
+        None,
+        true,
+    );
     let files = [("1_customers.up.sql", A), ("2_orders.up.sql", B)];
     let out = lifeboat(&db, &files, AdoptFrom::Auto).await;
-    assert_eq!((out.phase, out.reason), (MigrationPhase::Failed, "AmbiguousLedger"), "{out:#?}");
+    assert_eq!(
+        (out.phase, out.reason),
+        (MigrationPhase::Failed, "AmbiguousLedger"),
+        "{out:#?}"
+    );
     assert!(
-        out.message.contains("sqlx (_sqlx_migrations) and golang-migrate (schema_migrations)"),
+        out.message
+            .contains("sqlx (_sqlx_migrations) and golang-migrate (schema_migrations)"),
         "{}",
         out.message
     );
     let out = lifeboat(&db, &files, AdoptFrom::Tool(Tool::Sqlx)).await;
     assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
-    assert_eq!(db.ledger().await.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        db.ledger().await.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     db.drop().await;
 
     let db = Db::new(&platform, "baseline").await;
     let mut c = PgConnection::connect(&db.pg.url(&db.name)).await.unwrap();
     sqlx::raw_sql(A).execute(&mut c).await.unwrap();
-    let raw: Vec<RawFile> = files.iter().map(|(n, s)| RawFile::new("cm", n, *s)).collect();
+    let raw: Vec<RawFile> = files
+        .iter()
+        .map(|(n, s)| RawFile::new("cm", n, *s))
+        .collect();
     let parsed = migrations::source::parse(&raw).unwrap();
     let mut opts = options(AdoptFrom::Auto);
     opts.baseline_version = Some(1);
-    let out = migrations::run(&db.creds(), &db.name, &parsed, &opts, Prior::default(), &mut NoHooks)
-        .await
-        .unwrap();
+    let out = migrations::run(
+        &db.creds(),
+        &db.name,
+        &parsed,
+        &opts,
+        Prior::default(),
+        &mut NoHooks,
+    )
+    .await
+    .unwrap();
     assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
     assert_eq!(
         db.ledger().await,

@@ -78,7 +78,10 @@ fn enums_of_printed(json: &[u8], out: &mut Vec<(String, Value)>) -> usize {
         None => vec![printed],
     };
     for item in &items {
-        let name = item["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = item["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         for version in item["spec"]["versions"].as_array().into_iter().flatten() {
             enums(&version["schema"]["openAPIV3Schema"], &name, out);
         }
@@ -119,7 +122,11 @@ async fn kustomize_and_the_charts_crds_keep_enum_values_strings() {
         let mut found = Vec::new();
         let objects = enums_of_printed(&out.stdout, &mut found);
         assert_eq!(objects, lifeboat::api::crds().len(), "{args:?}: every CRD");
-        assert!(found.len() > 10, "{args:?}: only {} enum values", found.len());
+        assert!(
+            found.len() > 10,
+            "{args:?}: only {} enum values",
+            found.len()
+        );
         for (path, value) in found {
             // null: an optional enum field (nullable), as schemars writes it.
             assert!(

@@ -655,11 +655,18 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
             "3_notes.up.sql": "create table notes (id bigint primary key, body text);",
             "3_notes.down.sql": "drop table notes;"
         })).await;
-    support::wait_for(&f.envs, "app", "schema version 3", Duration::from_secs(15), |e| {
-        e.status.as_ref().and_then(|s| s.schema_version) == Some(3)
-    })
+    support::wait_for(
+        &f.envs,
+        "app",
+        "schema version 3",
+        Duration::from_secs(15),
+        |e| e.status.as_ref().and_then(|s| s.schema_version) == Some(3),
+    )
     .await;
-    println!("a new file in the ConfigMap was applied in {:?}", added.elapsed());
+    println!(
+        "a new file in the ConfigMap was applied in {:?}",
+        added.elapsed()
+    );
 
     // A broken migration: rolled back, reported, the schema stays at version 3.
     f.config_map("broken", json!({"4_bad.up.sql": "alter table customers add column email text; alter table nowhere add column x int;", "4_bad.down.sql": "alter table customers drop column email;"})).await;

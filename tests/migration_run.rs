@@ -447,9 +447,15 @@ async fn style_findings_never_stop_a_run_and_rules_are_set_per_run() {
     fx.config_map(
         "m",
         &[
-            ("1_users.up.sql", "create table users (id serial primary key, created timestamp, name varchar(40));"),
+            (
+                "1_users.up.sql",
+                "create table users (id serial primary key, created timestamp, name varchar(40));",
+            ),
             ("1_users.down.sql", "drop table users;"),
-            ("2_orders.up.sql", "create table orders (id int primary key, user_id int);"),
+            (
+                "2_orders.up.sql",
+                "create table orders (id int primary key, user_id int);",
+            ),
             ("2_orders.down.sql", "drop table orders;"),
         ],
     )
@@ -458,9 +464,23 @@ async fn style_findings_never_stop_a_run_and_rules_are_set_per_run() {
     let (_, s) = fx.finished("styled").await;
     assert_eq!(s.phase, Some(MigrationPhase::Succeeded), "{s:#?}");
     assert!(!s.lint_findings.is_empty(), "style findings are recorded");
-    assert!(s.lint_findings.iter().all(|f| f.severity == LintSeverity::Warning), "{s:#?}");
-    let count = |rule: &str| s.lint_counts.iter().find(|c| c.rule == rule).map(|c| c.count);
-    assert!(count("prefer-bigint-over-int").is_some_and(|n| n >= 2), "{:#?}", s.lint_counts);
+    assert!(
+        s.lint_findings
+            .iter()
+            .all(|f| f.severity == LintSeverity::Warning),
+        "{s:#?}"
+    );
+    let count = |rule: &str| {
+        s.lint_counts
+            .iter()
+            .find(|c| c.rule == rule)
+            .map(|c| c.count)
+    };
+    assert!(
+        count("prefer-bigint-over-int").is_some_and(|n| n >= 2),
+        "{:#?}",
+        s.lint_counts
+    );
 
     // A safety rule demoted for one run, an opt-in rule promoted, and a squawk-ignore comment.
     fx.config_map(
@@ -471,10 +491,19 @@ async fn style_findings_never_stop_a_run_and_rules_are_set_per_run() {
         ],
     )
     .await;
-    fx.start("strict", "m2", json!({"lintRules": {"error": ["ban-drop-index"]}})).await;
+    fx.start(
+        "strict",
+        "m2",
+        json!({"lintRules": {"error": ["ban-drop-index"]}}),
+    )
+    .await;
     let (_, s) = fx.finished("strict").await;
     assert_eq!(stalled_reason(&s), "LintFailed", "{s:#?}");
-    let errors: Vec<_> = s.lint_findings.iter().filter(|f| f.severity == LintSeverity::Error).collect();
+    let errors: Vec<_> = s
+        .lint_findings
+        .iter()
+        .filter(|f| f.severity == LintSeverity::Error)
+        .collect();
     assert_eq!(errors.len(), 1, "{s:#?}");
     assert_eq!(errors[0].rule, "require-concurrent-index-creation");
     fx.start(
@@ -485,9 +514,18 @@ async fn style_findings_never_stop_a_run_and_rules_are_set_per_run() {
     .await;
     let (_, s) = fx.finished("demoted").await;
     assert_eq!(s.phase, Some(MigrationPhase::Succeeded), "{s:#?}");
-    fx.start("down", "m2", json!({"direction": "down", "lintRules": {"error": ["ban-drop-index"]}})).await;
+    fx.start(
+        "down",
+        "m2",
+        json!({"direction": "down", "lintRules": {"error": ["ban-drop-index"]}}),
+    )
+    .await;
     let (_, s) = fx.finished("down").await;
-    assert_eq!(s.phase, Some(MigrationPhase::Succeeded), "the ignore comment excuses the drop: {s:#?}");
+    assert_eq!(
+        s.phase,
+        Some(MigrationPhase::Succeeded),
+        "the ignore comment excuses the drop: {s:#?}"
+    );
 
     // The API server refuses a rule it does not know, and one named twice.
     let bad = support::apply_json(&fx.client, &fx.ns.name, json!({
@@ -505,7 +543,12 @@ async fn style_findings_never_stop_a_run_and_rules_are_set_per_run() {
     }))
     .await
     .unwrap_err();
-    assert!(twice.to_string().contains("only one of exclude, warn and error"), "{twice}");
+    assert!(
+        twice
+            .to_string()
+            .contains("only one of exclude, warn and error"),
+        "{twice}"
+    );
     fx.cleanup().await;
 }
 
@@ -527,7 +570,10 @@ async fn ten_thousand_migrations_end_succeeded_with_a_bounded_status() {
         })
         .collect();
     for (part, chunk) in files.chunks(N / 2).enumerate() {
-        let refs: Vec<(&str, &str)> = chunk.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let refs: Vec<(&str, &str)> = chunk
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         fx.config_map(&format!("big-{part}"), &refs).await;
     }
     fx.start("big", "", json!({"onFailure": "halt"})).await;
@@ -539,14 +585,24 @@ async fn ten_thousand_migrations_end_succeeded_with_a_bounded_status() {
     })
     .await;
     let s = run.status.clone().unwrap();
-    assert_eq!(s.phase, Some(MigrationPhase::Succeeded), "{:?}", s.conditions);
+    assert_eq!(
+        s.phase,
+        Some(MigrationPhase::Succeeded),
+        "{:?}",
+        s.conditions
+    );
     assert_eq!(s.applied_count, Some(N as i64));
     assert_eq!(s.applied.len(), 20, "the first 10 and the last 10");
     assert_eq!((s.applied[0].version, s.applied[19].version), (1, N as i64));
     assert_eq!(s.to_version, Some(N as i64));
     let bytes = serde_json::to_vec(&s).unwrap().len();
     assert!(bytes < 64 * 1024, "status is {bytes} bytes");
-    let message = &s.conditions.iter().find(|c| c.type_ == "Ready").unwrap().message;
+    let message = &s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
     assert!(message.len() < 1024, "{message}");
     assert_eq!(fx.ledger().await.len(), N, "the ledger is the full record");
     fx.cleanup().await;

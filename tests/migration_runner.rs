@@ -646,7 +646,10 @@ async fn a_lost_lock_stops_the_run_before_the_next_migration() {
 #[tokio::test]
 async fn a_real_projects_history_applies_and_lint_fails_only_on_safety_rules() {
     let platform = require_platform!();
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/atuin-server-postgres-18.20.1");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/atuin-server-postgres-18.20.1"
+    );
     let mut raw: Vec<RawFile> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| {
@@ -682,7 +685,10 @@ async fn a_real_projects_history_applies_and_lint_fails_only_on_safety_rules() {
         .filter(|c| c.1 == migrations::Severity::Warning)
         .map(|c| c.2)
         .sum();
-    assert!(warnings > 0, "the style of six years is recorded: {counts:?}");
+    assert!(
+        warnings > 0,
+        "the style of six years is recorded: {counts:?}"
+    );
     for (rule, _, _) in &errors {
         assert!(
             !lifeboat::migrations::lint::STYLE_RULES
@@ -694,7 +700,10 @@ async fn a_real_projects_history_applies_and_lint_fails_only_on_safety_rules() {
     if errors.is_empty() {
         assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
     } else {
-        assert_eq!((out.phase, out.reason), (MigrationPhase::Failed, "LintFailed"));
+        assert_eq!(
+            (out.phase, out.reason),
+            (MigrationPhase::Failed, "LintFailed")
+        );
         assert!(db.ledger().await.is_empty(), "nothing applied");
         // Accepting the safety findings for a fresh database (lint: warn) applies all 20 exactly.
         opts.lint = LintMode::Warn;

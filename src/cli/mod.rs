@@ -1,5 +1,7 @@
-//! The command line: `lifeboat run` (the operator) and `lifeboat crds` (its CRDs), with room for more
-//! subcommands (`ci`). `main.rs` only parses and dispatches.
+//! The command line: `lifeboat run` (the operator), `lifeboat crds` (its CRDs) and `lifeboat ci` (a
+//! migrated database for a pipeline, [`ci`]). `main.rs` only parses and dispatches.
+
+pub mod ci;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -29,6 +31,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator (all five controllers, behind a leader-election Lease).
     Run(RunArgs),
+    /// A migrated database for a CI pipeline: `up`, `down`, `wait`.
+    Ci {
+        #[command(subcommand)]
+        command: ci::CiCommand,
+    },
     /// Print every CRD as YAML, or write one file per kind into a directory.
     Crds {
         /// Write `<kind>.yaml` files here instead of printing to stdout.
@@ -98,6 +105,7 @@ impl Cli {
                 kustomization,
             } => crds(output_dir, kustomization),
             Command::Run(args) => run(args).await,
+            Command::Ci { command } => ci::execute(command).await,
         }
     }
 }

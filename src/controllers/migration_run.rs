@@ -70,7 +70,9 @@ pub async fn run_controller(
         .watches(
             ctx.watched_api::<DatabaseEnvironment>(),
             watcher_config(),
-            super::referencing(store.clone(), |r: &MigrationRun| &r.spec.environment_ref.name),
+            super::referencing(store.clone(), |r: &MigrationRun| {
+                &r.spec.environment_ref.name
+            }),
         )
         // A run not yet started (e.g. waiting for its source to appear) looks again when it does.
         .watches(
@@ -284,7 +286,12 @@ fn options(run: &MigrationRun) -> migrations::RunOptions {
         target_version: run.spec.target_version,
         on_failure: run.spec.on_failure.into(),
         lint: run.spec.lint.into(),
-        lint_rules: run.spec.lint_rules.clone().map(Into::into).unwrap_or_default(),
+        lint_rules: run
+            .spec
+            .lint_rules
+            .clone()
+            .map(Into::into)
+            .unwrap_or_default(),
         adopt: run.spec.adopt_from.unwrap_or_default().into(),
         baseline_version: run.spec.baseline_version,
         lock_timeout: run.spec.lock_timeout.into(),

@@ -278,9 +278,9 @@ pub async fn read(conn: &mut PgConnection, tool: Tool) -> Result<Applied, AdoptE
                 "select version::text from public.__diesel_schema_migrations order by 1"
             };
             let rows = sqlx::query(sql)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(pg(context))?;
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(pg(context))?;
             for r in rows {
                 let value: String = r.get(0);
                 versions.insert(whole(tool, &value)?, Entry::default());
@@ -466,7 +466,10 @@ mod tests {
             &source(),
         )
         .unwrap();
-        assert_eq!(rows.iter().map(|r| r.version).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            rows.iter().map(|r| r.version).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(rows[0].run_uid, "imported:golang-migrate");
         assert_eq!(rows[0].checksum, source()[0].checksum);
     }
@@ -497,7 +500,8 @@ mod tests {
         listed.get_mut(&1).unwrap().sha384 = Some(vec![0; 48]);
         let err = rows(Some(Tool::Sqlx), &Applied::Versions(listed), &m).unwrap_err();
         assert!(
-            err.to_string().contains("1_a.up.sql is not the script sqlx applied as version 1"),
+            err.to_string()
+                .contains("1_a.up.sql is not the script sqlx applied as version 1"),
             "{err}"
         );
     }
@@ -514,7 +518,11 @@ mod tests {
         let e = AdoptError::Ambiguous {
             found: vec![Tool::Sqlx, Tool::Flyway],
         };
-        assert!(e.to_string().contains("sqlx (_sqlx_migrations) and Flyway (flyway_schema_history)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("sqlx (_sqlx_migrations) and Flyway (flyway_schema_history)"),
+            "{e}"
+        );
         assert!(matches!(
             whole(Tool::Flyway, "1.2"),
             Err(AdoptError::BadVersion { .. })

@@ -194,10 +194,12 @@ pub async fn run_step(
     let started = Instant::now();
     if script.no_transaction {
         let split = statements::split(&script.sql);
-        exec(conn, &clean_sql(label)).await.map_err(|e| StepFailure {
-            kind: FailureKind::ConnectionLost,
-            failure: failure_of(e, step, script, None, 0).1,
-        })?;
+        exec(conn, &clean_sql(label))
+            .await
+            .map_err(|e| StepFailure {
+                kind: FailureKind::ConnectionLost,
+                failure: failure_of(e, step, script, None, 0).1,
+            })?;
         let statements = split.map_err(|e| StepFailure {
             kind: FailureKind::Clean,
             failure: MigrationFailure {

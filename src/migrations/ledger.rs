@@ -230,7 +230,9 @@ pub async fn revert(conn: &mut PgConnection, row: &Row) -> Result<(), PgError> {
         .execute(&mut *conn)
         .await
         .map(|_| ())
-        .map_err(err("removing the migration from public.lifeboat_schema_migrations"))
+        .map_err(err(
+            "removing the migration from public.lifeboat_schema_migrations",
+        ))
 }
 
 /// Removes a row that was only marked (a no-transaction migration that failed on its first statement).

@@ -129,7 +129,10 @@ impl Policy {
     }
 
     fn severity(&self, rule: &str) -> Severity {
-        self.severities.get(rule).copied().unwrap_or(Severity::Error)
+        self.severities
+            .get(rule)
+            .copied()
+            .unwrap_or(Severity::Error)
     }
 }
 
@@ -171,7 +174,10 @@ pub fn lint_script(script: &Script, policy: &Policy) -> Vec<LintFinding> {
 }
 
 /// Lints every script, in order.
-pub fn lint<'a>(scripts: impl IntoIterator<Item = &'a Script>, policy: &Policy) -> Vec<LintFinding> {
+pub fn lint<'a>(
+    scripts: impl IntoIterator<Item = &'a Script>,
+    policy: &Policy,
+) -> Vec<LintFinding> {
     scripts
         .into_iter()
         .flat_map(|s| lint_script(s, policy))
@@ -282,9 +288,17 @@ mod tests {
             0,
         ));
         let severity = |rule: &str| f.iter().find(|f| f.rule == rule).map(|f| f.severity);
-        assert_eq!(severity("prefer-bigint-over-int"), Some(Severity::Warning), "{f:#?}");
+        assert_eq!(
+            severity("prefer-bigint-over-int"),
+            Some(Severity::Warning),
+            "{f:#?}"
+        );
         assert_eq!(severity("prefer-timestamp-tz"), Some(Severity::Warning));
-        assert_eq!(severity("adding-required-field").or(severity("adding-not-nullable-field")), Some(Severity::Error), "{f:#?}");
+        assert_eq!(
+            severity("adding-required-field").or(severity("adding-not-nullable-field")),
+            Some(Severity::Error),
+            "{f:#?}"
+        );
         let c = counts(&f);
         assert_eq!(c[0].severity, Severity::Error, "errors come first: {c:#?}");
         assert_eq!(c.iter().map(|c| c.count).sum::<usize>(), f.len());
@@ -301,8 +315,15 @@ mod tests {
         let f = lint_script(&script(sql, false, 0), &Policy::new(&rules).unwrap());
         let severity = |rule: &str| f.iter().find(|f| f.rule == rule).map(|f| f.severity);
         assert_eq!(severity("prefer-bigint-over-int"), None, "{f:#?}");
-        assert_eq!(severity("require-concurrent-index-creation"), Some(Severity::Warning));
-        assert_eq!(severity("ban-drop-index"), Some(Severity::Error), "an opt-in rule named in error runs: {f:#?}");
+        assert_eq!(
+            severity("require-concurrent-index-creation"),
+            Some(Severity::Warning)
+        );
+        assert_eq!(
+            severity("ban-drop-index"),
+            Some(Severity::Error),
+            "an opt-in rule named in error runs: {f:#?}"
+        );
         let err = Policy::new(&LintRules {
             warn: vec!["prefer-bigints".into()],
             ..Default::default()
@@ -315,7 +336,10 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        assert!(twice.contains("ban-drop-column is named more than once"), "{twice}");
+        assert!(
+            twice.contains("ban-drop-column is named more than once"),
+            "{twice}"
+        );
     }
 
     #[test]
@@ -331,7 +355,10 @@ mod tests {
     fn rule_names_are_squawks() {
         let names = rule_names();
         assert!(names.contains(&"require-concurrent-index-creation".to_string()));
-        assert!(!names.contains(&"require-timeout-settings".to_string()), "aliases are left out");
+        assert!(
+            !names.contains(&"require-timeout-settings".to_string()),
+            "aliases are left out"
+        );
         for n in &names {
             assert!(Rule::try_from(n.as_str()).is_ok(), "{n}");
         }

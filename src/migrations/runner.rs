@@ -203,7 +203,6 @@ struct Run<'a> {
     ledger_read: bool,
 }
 
-
 impl<'a> Run<'a> {
     /// The run stops (no rollback: another run may hold the lock now) and says what it applied.
     fn lock_lost(&mut self, next: &Step<'_>) -> Outcome {
@@ -406,7 +405,11 @@ impl<'a> Run<'a> {
         let listed = files.len().min(5);
         let more = files.len() - listed;
         let files = files[..listed].join(", ")
-            + &(if more > 0 { format!(" and {more} more file(s)") } else { String::new() });
+            + &(if more > 0 {
+                format!(" and {more} more file(s)")
+            } else {
+                String::new()
+            });
         self.state.lint_findings = findings.into_iter().take(MAX_LINT_FINDINGS).collect();
         if self.opts.lint != LintMode::Enforce || errors == 0 {
             return None;

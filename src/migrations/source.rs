@@ -435,18 +435,33 @@ mod tests {
             "version 0 is diesel's convention"
         );
         assert_eq!(name("V2__add_users.sql"), Some((2, "add_users", Kind::Up)));
-        assert_eq!(name("U2__drop_users.sql"), Some((2, "drop_users", Kind::Down)));
+        assert_eq!(
+            name("U2__drop_users.sql"),
+            Some((2, "drop_users", Kind::Down))
+        );
         assert_eq!(name("Vacation_x.sql"), None);
         for (bad, why) in [
             ("create.up.sql", "no `_` between a version and a name"),
             ("1.up.sql", "no `_` between a version and a name"),
-            ("_x.sql", "the name starts with `_`: a version (digits) must come first"),
-            ("v1_x.sql", "the version \"v1\" holds 'v'; a version is digits only"),
+            (
+                "_x.sql",
+                "the name starts with `_`: a version (digits) must come first",
+            ),
+            (
+                "v1_x.sql",
+                "the version \"v1\" holds 'v'; a version is digits only",
+            ),
             ("1_.up.sql", "nothing follows the version's `_`"),
-            ("99999999999999999999_big.sql", "is larger than 9223372036854775807"),
+            (
+                "99999999999999999999_big.sql",
+                "is larger than 9223372036854775807",
+            ),
             ("V1.2.3__x.sql", "dotted Flyway version \"1.2.3\""),
             ("V1__.sql", "nothing follows the version's `__`"),
-            ("R__views.sql", "Flyway repeatable migrations (R__) are not supported"),
+            (
+                "R__views.sql",
+                "Flyway repeatable migrations (R__) are not supported",
+            ),
         ] {
             let err = parse_name(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
@@ -462,11 +477,15 @@ mod tests {
             f("V2__two.sql", "select 2;"),
         ])
         .unwrap();
-        assert_eq!(m.iter().map(|m| m.version).collect::<Vec<_>>(), vec![1, 2, 10]);
+        assert_eq!(
+            m.iter().map(|m| m.version).collect::<Vec<_>>(),
+            vec![1, 2, 10]
+        );
         assert_eq!(m[0].down.as_ref().unwrap().file, "U1__undo_users.sql");
         let err = parse(&[f("U3__x.sql", "select 1;")]).unwrap_err();
         assert!(
-            err.to_string().contains("U3__x.sql: a down script without its up script V3__<name>.sql"),
+            err.to_string()
+                .contains("U3__x.sql: a down script without its up script V3__<name>.sql"),
             "{err}"
         );
     }

@@ -176,7 +176,10 @@ mod tests {
 
     #[test]
     fn the_api_lists_every_rule_squawk_knows() {
-        let api: Vec<String> = api::LINT_RULE_NAMES.iter().map(ToString::to_string).collect();
+        let api: Vec<String> = api::LINT_RULE_NAMES
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(api, crate::migrations::lint::rule_names());
     }
 

@@ -185,9 +185,21 @@ fn down_needs_the_files() {
 #[test]
 fn version_zero_applies_first_and_reverts_as_the_only_migration() {
     let m = parse(&[
-        RawFile::new("cm", "00000000000000_diesel_initial_setup.up.sql", "select 0;"),
-        RawFile::new("cm", "00000000000000_diesel_initial_setup.down.sql", "select 0;"),
-        RawFile::new("cm", "20200101000000_users.up.sql", "create table users ();"),
+        RawFile::new(
+            "cm",
+            "00000000000000_diesel_initial_setup.up.sql",
+            "select 0;",
+        ),
+        RawFile::new(
+            "cm",
+            "00000000000000_diesel_initial_setup.down.sql",
+            "select 0;",
+        ),
+        RawFile::new(
+            "cm",
+            "20200101000000_users.up.sql",
+            "create table users ();",
+        ),
         RawFile::new("cm", "20200101000000_users.down.sql", "drop table users;"),
     ])
     .unwrap();
@@ -200,8 +212,26 @@ fn version_zero_applies_first_and_reverts_as_the_only_migration() {
     let down = plan(&m, &both, req(Direction::Down, None, OnFailure::Rollback)).unwrap();
     assert_eq!(versions(&down), vec![(20_200_101_000_000, Action::Revert)]);
     let only_zero = vec![row(&m[0], "old")];
-    let down = plan(&m, &only_zero, req(Direction::Down, None, OnFailure::Rollback)).unwrap();
-    assert_eq!(versions(&down), vec![(0, Action::Revert)], "the newest is version 0 itself");
-    let to_zero = plan(&m, &both, req(Direction::Down, Some(0), OnFailure::Rollback)).unwrap();
-    assert_eq!(versions(&to_zero), vec![(20_200_101_000_000, Action::Revert)], "version 0 stays");
+    let down = plan(
+        &m,
+        &only_zero,
+        req(Direction::Down, None, OnFailure::Rollback),
+    )
+    .unwrap();
+    assert_eq!(
+        versions(&down),
+        vec![(0, Action::Revert)],
+        "the newest is version 0 itself"
+    );
+    let to_zero = plan(
+        &m,
+        &both,
+        req(Direction::Down, Some(0), OnFailure::Rollback),
+    )
+    .unwrap();
+    assert_eq!(
+        versions(&to_zero),
+        vec![(20_200_101_000_000, Action::Revert)],
+        "version 0 stays"
+    );
 }

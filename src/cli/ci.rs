@@ -1,0 +1,666 @@
+//! `lifeboat ci`: a migrated database for a pull request in one command. `up` turns a migrations folder
+//! into ConfigMaps (split under the 1 MiB limit), applies a `ci` DatabaseEnvironment and starts a
+//! MigrationRun; with `--wait` it follows both and prints the connection (`env`, `dotenv` or `json`), or
+//! the failing file and line with a non-zero exit. `down` deletes what `up` made; `wait` waits for any
+//! environment or run the way a pipeline needs: exit 0 when Ready/Succeeded, at once non-zero when
+//! Stalled/Failed/RolledBack.
+//!
+//! Progress goes to stderr, one line per change (readable in a CI log and on a terminal); only the
+//! connection goes to stdout. Installed as `kubectl-lifeboat`, the binary is also `kubectl lifeboat ci …`.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use crate::{
+    api::{
+        DatabaseEnvironment, MigrationRun,
+        migration_run::{MigrationPhase, MigrationRunStatus},
+    },
+    migrations::{self, RawFile},
+};
+
+/// Label on everything `lifeboat ci up` makes, valued with the environment's name.
+pub const CI_LABEL: &str = "lifeboat.dev/ci";
+/// Label telling the parts apart (`migrations`, `seed`).
+pub const PART_LABEL: &str = "lifeboat.dev/ci-part";
+/// Most bytes of files in one ConfigMap (the API server stores at most 1 MiB per object).
+pub const CONFIG_MAP_BUDGET: usize = 900 * 1024;
+const FIELD_MANAGER: &str = "lifeboat-ci";
+
+#[derive(clap::Subcommand)]
+pub enum CiCommand {
+    /// Create or update a `ci` environment and migrate it; with --wait, print its connection.
+    Up(UpArgs),
+    /// Delete what `up` made: the environment (and so its database and role), its runs, its ConfigMaps.
+    Down(DownArgs),
+    /// Wait for `databaseenvironment/NAME` (Ready) or `migrationrun/NAME` (Succeeded); exit 1 at once
+    /// when it is Stalled, Failed or RolledBack, 2 at the timeout.
+    Wait(WaitArgs),
+}
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Name of the environment (e.g. `pr-123`); its Secret is `<name>-connection`.
+    #[arg(long)]
+    pub name: String,
+    /// Folder of migration files: any layout MigrationRun reads (sqlx, golang-migrate, dbmate, Flyway
+    /// names) and diesel's folders (`<version>_<name>/up.sql`, `down.sql`).
+    #[arg(long)]
+    pub migrations: Option<PathBuf>,
+    /// SQL file run once after the database is created.
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
+    /// The DatabaseServer to provision on.
+    #[arg(long, conflicts_with = "admin_secret")]
+    pub server: Option<String>,
+    /// Instead of --server: a Secret in the namespace with an admin connection to the server.
+    #[arg(long)]
+    pub admin_secret: Option<String>,
+    /// Database to clone (a template the server allows).
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Delete the environment this long after creation (e.g. `6h`).
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Namespace (default: the kubeconfig's).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Wait for the database and its migrations, then print the connection.
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest wait (e.g. `5m`).
+    #[arg(long, default_value = "5m")]
+    pub timeout: String,
+    /// How the connection is printed.
+    #[arg(long, value_enum, default_value = "env")]
+    pub output: Output,
+}
+
+#[derive(clap::Args)]
+pub struct DownArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct WaitArgs {
+    /// `databaseenvironment/NAME` (or `dbenv/`, `de/`) or `migrationrun/NAME` (or `mrun/`, `mr/`).
+    pub target: String,
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    #[arg(long, default_value = "5m")]
+    pub timeout: String,
+}
+
+/// How `up --wait` prints the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// `export DATABASE_URL=…` and libpq's `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`,
+    /// for `eval "$(lifeboat ci up …)"`.
+    Env,
+    /// `KEY='value'` lines for a `.env` file.
+    Dotenv,
+    /// One JSON object.
+    Json,
+}
+
+/// How a wait ended badly; the exit code says which.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    TimedOut(String),
+}
+
+impl WaitError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WaitError::Failed(_) => 1,
+            WaitError::TimedOut(_) => 2,
+        }
+    }
+}
+
+pub async fn execute(command: CiCommand) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to the cluster (kubeconfig or in-cluster config)")?;
+    match command {
+        CiCommand::Up(args) => up(client, args).await,
+        CiCommand::Down(args) => down(client, args).await,
+        CiCommand::Wait(args) => wait_target(client, args).await,
+    }
+}
+
+fn namespace(client: &Client, namespace: Option<String>) -> String {
+    namespace.unwrap_or_else(|| client.default_namespace().to_string())
+}
+
+fn timeout(text: &str) -> anyhow::Result<Duration> {
+    let d: kube::core::Duration = text
+        .parse()
+        .with_context(|| format!("--timeout {text:?} is not a duration like 90s or 5m"))?;
+    Ok(d.into())
+}
+
+/// The files of a migrations folder as ConfigMap keys (pure but for reading): flat `.sql` files as
+/// they are, diesel's `<version>_<name>/up.sql` and `down.sql` as `<version>_<name>.up.sql` and
+/// `.down.sql` (diesel's dashes in the version dropped, as diesel records it). Other files are skipped.
+pub fn read_migrations(dir: &Path) -> anyhow::Result<Vec<RawFile>> {
+    let mut files = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading the folder {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if path.is_dir() {
+            let Some((version, rest)) = name.split_once('_') else {
+                continue;
+            };
+            let version: String = version.chars().filter(|c| *c != '-').collect();
+            for (file, kind) in [("up.sql", "up"), ("down.sql", "down")] {
+                let p = path.join(file);
+                if p.is_file() {
+                    let key = format!("{version}_{rest}.{kind}.sql");
+                    files.push(RawFile::new("", &key, std::fs::read(&p)?));
+                }
+            }
+        } else if name.ends_with(".sql") {
+            files.push(RawFile::new("", &name, std::fs::read(&path)?));
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// Packs files into ConfigMap-sized parts, in name order (pure).
+pub fn split(files: &[RawFile], budget: usize) -> Vec<Vec<&RawFile>> {
+    let mut parts: Vec<Vec<&RawFile>> = Vec::new();
+    let mut size = 0;
+    for f in files {
+        let bytes = f.name.len() + f.content.len();
+        if parts.is_empty() || (size + bytes > budget && !parts.last().unwrap().is_empty()) {
+            parts.push(Vec::new());
+            size = 0;
+        }
+        parts.last_mut().unwrap().push(f);
+        size += bytes;
+    }
+    parts
+}
+
+fn labels(name: &str, part: &str) -> serde_json::Value {
+    json!({ CI_LABEL: name, PART_LABEL: part, "app.kubernetes.io/managed-by": "lifeboat-ci" })
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, object: serde_json::Value) -> anyhow::Result<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .with_context(|| format!("applying {name}"))
+}
+
+async fn up(client: Client, args: UpArgs) -> anyhow::Result<()> {
+    let ns = namespace(&client, args.namespace.clone());
+    let limit = timeout(&args.timeout)?;
+    if args.server.is_none() && args.admin_secret.is_none() {
+        bail!("say where the database lives: --server <DatabaseServer> or --admin-secret <Secret>");
+    }
+    let files = match &args.migrations {
+        Some(dir) => {
+            let files = read_migrations(dir)?;
+            // The same check the operator makes, before anything is sent.
+            migrations::source::parse(&files).map_err(|e| {
+                anyhow::anyhow!(
+                    "the migration files in {} are not usable: {e}",
+                    dir.display()
+                )
+            })?;
+            files
+        }
+        None => Vec::new(),
+    };
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let parts = split(&files, CONFIG_MAP_BUDGET);
+    let mut kept = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let cm_name = format!("{}-migrations-{i}", args.name);
+        let data: BTreeMap<&str, String> = part
+            .iter()
+            .map(|f| {
+                (
+                    f.name.as_str(),
+                    String::from_utf8_lossy(&f.content).to_string(),
+                )
+            })
+            .collect();
+        apply(
+            &maps,
+            &cm_name,
+            json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": cm_name, "labels": labels(&args.name, "migrations")},
+                "data": data,
+            }),
+        )
+        .await?;
+        kept.push(cm_name);
+    }
+    // Parts left from an earlier, longer history go.
+    let selector = format!("{CI_LABEL}={},{PART_LABEL}=migrations", args.name);
+    for old in maps.list(&ListParams::default().labels(&selector)).await? {
+        if !kept.contains(&old.name_any()) {
+            maps.delete(&old.name_any(), &DeleteParams::default())
+                .await?;
+        }
+    }
+    let mut spec = json!({"tier": "ci", "server": {}});
+    if let Some(server) = &args.server {
+        spec["server"]["serverRef"] = json!({"name": server});
+    }
+    if let Some(secret) = &args.admin_secret {
+        spec["server"]["adminSecretRef"] = json!({"name": secret});
+    }
+    if let Some(template) = &args.template {
+        spec["server"]["template"] = json!(template);
+    }
+    if let Some(ttl) = &args.ttl {
+        spec["ttl"] = json!(ttl);
+    }
+    if let Some(seed) = &args.seed {
+        let sql = std::fs::read_to_string(seed)
+            .with_context(|| format!("reading the seed {}", seed.display()))?;
+        let seed_name = format!("{}-seed", args.name);
+        apply(
+            &maps,
+            &seed_name,
+            json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": seed_name, "labels": labels(&args.name, "seed")},
+                "data": {"seed.sql": sql},
+            }),
+        )
+        .await?;
+        spec["seed"] = json!({"configMapRef": {"name": seed_name}, "key": "seed.sql"});
+    }
+    let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &ns);
+    apply(
+        &envs,
+        &args.name,
+        json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment",
+            "metadata": {"name": args.name, "labels": labels(&args.name, "environment")},
+            "spec": spec,
+        }),
+    )
+    .await?;
+    eprintln!("databaseenvironment/{} applied in {ns}", args.name);
+    let run = if files.is_empty() {
+        None
+    } else {
+        let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &ns);
+        let run: MigrationRun = serde_json::from_value(json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "MigrationRun",
+            "metadata": {"generateName": format!("{}-", args.name), "labels": labels(&args.name, "migration")},
+            "spec": {
+                "environmentRef": {"name": args.name},
+                "source": {"configMapSelector": {"matchLabels": {CI_LABEL: args.name, PART_LABEL: "migrations"}}},
+                "ttlSecondsAfterFinished": 86400,
+            },
+        }))?;
+        let created = runs.create(&PostParams::default(), &run).await?;
+        eprintln!(
+            "migrationrun/{} created: {} file(s) in {} ConfigMap(s)",
+            created.name_any(),
+            files.len(),
+            parts.len()
+        );
+        Some(created.name_any())
+    };
+    if !args.wait {
+        return Ok(());
+    }
+    let deadline = Instant::now() + limit;
+    let mut progress = Progress::default();
+    wait_environment(&envs, &args.name, deadline, &mut progress).await?;
+    if let Some(run) = run {
+        let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &ns);
+        wait_run(&runs, &run, deadline, &mut progress).await?;
+    }
+    let secrets: Api<Secret> = Api::namespaced(client, &ns);
+    let secret = secrets
+        .get(&format!("{}-connection", args.name))
+        .await
+        .context("reading the connection Secret")?;
+    print!("{}", render(&secret_data(&secret), args.output));
+    Ok(())
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).to_string()))
+        .collect()
+}
+
+/// The connection as `DATABASE_URL` and libpq's variables, in `output`'s syntax (pure).
+pub fn render(data: &BTreeMap<String, String>, output: Output) -> String {
+    let get = |k: &str| data.get(k).cloned().unwrap_or_default();
+    let vars = [
+        ("DATABASE_URL", get("uri")),
+        ("PGHOST", get("host")),
+        ("PGPORT", get("port")),
+        ("PGDATABASE", get("database")),
+        ("PGUSER", get("username")),
+        ("PGPASSWORD", get("password")),
+        ("PGSSLMODE", get("sslmode")),
+    ];
+    // Single quotes keep every character but the quote itself, which is closed, escaped and reopened.
+    let quote = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
+    match output {
+        Output::Env => vars
+            .iter()
+            .map(|(k, v)| format!("export {k}={}\n", quote(v)))
+            .collect(),
+        Output::Dotenv => vars
+            .iter()
+            .map(|(k, v)| format!("{k}={}\n", quote(v)))
+            .collect(),
+        Output::Json => {
+            let map: BTreeMap<&str, &String> = vars.iter().map(|(k, v)| (*k, v)).collect();
+            format!(
+                "{}\n",
+                serde_json::to_string_pretty(&map).unwrap_or_default()
+            )
+        }
+    }
+}
+
+/// Prints a line when what it shows changes.
+#[derive(Default)]
+struct Progress {
+    last: String,
+}
+
+impl Progress {
+    fn show(&mut self, line: String) {
+        if line != self.last {
+            eprintln!("{line}");
+            self.last = line;
+        }
+    }
+}
+
+const POLL: Duration = Duration::from_millis(500);
+
+/// `reason: message`, without the reason twice when the message starts with it.
+fn describe(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> String {
+    if c.message.starts_with(c.reason.as_str()) {
+        c.message.clone()
+    } else {
+        format!("{}: {}", c.reason, c.message)
+    }
+}
+
+fn condition<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+}
+
+async fn wait_environment(
+    api: &Api<DatabaseEnvironment>,
+    name: &str,
+    deadline: Instant,
+    progress: &mut Progress,
+) -> Result<(), WaitError> {
+    loop {
+        let env = api.get_opt(name).await.ok().flatten();
+        let status = env
+            .as_ref()
+            .and_then(|e| e.status.clone())
+            .unwrap_or_default();
+        let current = env
+            .as_ref()
+            .is_some_and(|e| status.observed_generation == e.metadata.generation);
+        if current && let Some(c) = condition(&status.conditions, "Ready") {
+            progress.show(format!("databaseenvironment/{name}: Ready ({})", c.message));
+            return Ok(());
+        }
+        if current && let Some(c) = condition(&status.conditions, "Stalled") {
+            return Err(WaitError::Failed(format!(
+                "databaseenvironment/{name} is Stalled: {}: {}",
+                c.reason, c.message
+            )));
+        }
+        let doing = condition(&status.conditions, "Reconciling")
+            .map(describe)
+            .unwrap_or_else(|| "waiting for the operator".into());
+        progress.show(format!("databaseenvironment/{name}: {doing}"));
+        if Instant::now() >= deadline {
+            return Err(WaitError::TimedOut(format!(
+                "timed out waiting for databaseenvironment/{name} to be Ready; last: {doing}"
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What a failed run says, for a person reading a CI log (pure).
+pub fn run_failure(name: &str, s: &MigrationRunStatus) -> String {
+    let phase = s.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+    let stalled = condition(&s.conditions, "Stalled");
+    let (reason, message) = stalled.map_or(("", ""), |c| (c.reason.as_str(), c.message.as_str()));
+    let mut text = format!("migrationrun/{name} {phase}: {reason}: {message}");
+    if let Some(f) = &s.failure {
+        let mut at = f.file.clone().unwrap_or_default();
+        if let Some(line) = f.line {
+            at.push_str(&format!(":{line}"));
+        }
+        if !at.is_empty() {
+            text.push_str(&format!("\n  at {at}"));
+            if let Some(n) = f.statement {
+                text.push_str(&format!(" (statement {n})"));
+            }
+            if let Some(code) = &f.sql_state {
+                text.push_str(&format!(" SQLSTATE {code}"));
+            }
+            text.push_str(&format!(": {}", f.error));
+        }
+    }
+    for finding in s
+        .lint_findings
+        .iter()
+        .filter(|f| f.severity == crate::api::migration_run::LintSeverity::Error)
+    {
+        text.push_str(&format!(
+            "\n  lint {}:{} {}: {}",
+            finding.file,
+            finding.line.unwrap_or_default(),
+            finding.rule,
+            finding.message
+        ));
+    }
+    text
+}
+
+async fn wait_run(
+    api: &Api<MigrationRun>,
+    name: &str,
+    deadline: Instant,
+    progress: &mut Progress,
+) -> Result<(), WaitError> {
+    loop {
+        let run = api.get_opt(name).await.ok().flatten();
+        let status = run
+            .as_ref()
+            .and_then(|r| r.status.clone())
+            .unwrap_or_default();
+        match status.phase {
+            Some(MigrationPhase::Succeeded) => {
+                let message = condition(&status.conditions, "Ready")
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
+                progress.show(format!("migrationrun/{name}: Succeeded ({message})"));
+                return Ok(());
+            }
+            Some(p) if p.is_finished() => {
+                return Err(WaitError::Failed(run_failure(name, &status)));
+            }
+            _ => {}
+        }
+        let doing = condition(&status.conditions, "Reconciling")
+            .map(describe)
+            .unwrap_or_else(|| "waiting for the operator".into());
+        progress.show(format!("migrationrun/{name}: {doing}"));
+        if Instant::now() >= deadline {
+            return Err(WaitError::TimedOut(format!(
+                "timed out waiting for migrationrun/{name} to finish; last: {doing}"
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn wait_target(client: Client, args: WaitArgs) -> anyhow::Result<()> {
+    let ns = namespace(&client, args.namespace);
+    let deadline = Instant::now() + timeout(&args.timeout)?;
+    let Some((kind, name)) = args.target.split_once('/') else {
+        bail!("wait for kind/name, e.g. migrationrun/pr-123-x7k2q or databaseenvironment/pr-123");
+    };
+    let mut progress = Progress::default();
+    match kind.to_ascii_lowercase().as_str() {
+        "databaseenvironment" | "databaseenvironments" | "dbenv" | "de" => {
+            let api: Api<DatabaseEnvironment> = Api::namespaced(client, &ns);
+            wait_environment(&api, name, deadline, &mut progress).await?;
+        }
+        "migrationrun" | "migrationruns" | "mrun" | "mr" => {
+            let api: Api<MigrationRun> = Api::namespaced(client, &ns);
+            wait_run(&api, name, deadline, &mut progress).await?;
+        }
+        other => {
+            bail!("cannot wait for {other:?}: use databaseenvironment/NAME or migrationrun/NAME")
+        }
+    }
+    Ok(())
+}
+
+async fn down(client: Client, args: DownArgs) -> anyhow::Result<()> {
+    let ns = namespace(&client, args.namespace);
+    let selector = format!("{CI_LABEL}={}", args.name);
+    let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &ns);
+    let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &ns);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    for run in runs.list(&ListParams::default().labels(&selector)).await? {
+        let _ = runs.delete(&run.name_any(), &DeleteParams::default()).await;
+    }
+    match envs.delete(&args.name, &DeleteParams::background()).await {
+        Ok(_) => eprintln!(
+            "databaseenvironment/{} deleted (its database and role are dropped)",
+            args.name
+        ),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            eprintln!("databaseenvironment/{} does not exist", args.name)
+        }
+        Err(e) => return Err(e.into()),
+    }
+    for cm in maps.list(&ListParams::default().labels(&selector)).await? {
+        maps.delete(&cm.name_any(), &DeleteParams::default())
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diesel_folders_become_up_and_down_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("2024-01-02-000000_orders");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("up.sql"), "create table orders ();").unwrap();
+        std::fs::write(m.join("down.sql"), "drop table orders;").unwrap();
+        std::fs::write(dir.path().join(".keep"), "").unwrap();
+        std::fs::write(dir.path().join("1_a.up.sql"), "select 1;").unwrap();
+        let files = read_migrations(dir.path()).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "1_a.up.sql",
+                "20240102000000_orders.down.sql",
+                "20240102000000_orders.up.sql"
+            ]
+        );
+        assert_eq!(migrations::source::parse(&files).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn files_are_split_under_the_budget_in_order() {
+        let files: Vec<RawFile> = (0..10)
+            .map(|i| RawFile::new("", &format!("{i}_m.sql"), vec![b'x'; 100]))
+            .collect();
+        let parts = split(&files, 250);
+        assert_eq!(
+            parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 2, 2, 2]
+        );
+        let big = [RawFile::new("", "1_big.sql", vec![b'x'; 1000])];
+        assert_eq!(
+            split(&big, 250).len(),
+            1,
+            "a file larger than the budget gets a part alone"
+        );
+        assert!(split(&[], 250).is_empty());
+    }
+
+    #[test]
+    fn connections_render_for_shells_dotenv_and_json() {
+        let data: BTreeMap<String, String> = [
+            ("uri", "postgresql://u:p@h:5432/d?sslmode=disable"),
+            ("host", "h"),
+            ("port", "5432"),
+            ("database", "d"),
+            ("username", "u"),
+            ("password", "it's"),
+            ("sslmode", "disable"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let env = render(&data, Output::Env);
+        assert!(env.contains("export DATABASE_URL='postgresql://u:p@h:5432/d?sslmode=disable'\n"));
+        assert!(env.contains("export PGPASSWORD='it'\\''s'\n"), "{env}");
+        assert!(render(&data, Output::Dotenv).contains("PGHOST='h'\n"));
+        let json: serde_json::Value = serde_json::from_str(&render(&data, Output::Json)).unwrap();
+        assert_eq!(json["PGDATABASE"], "d");
+    }
+}
