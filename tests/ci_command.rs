@@ -303,3 +303,44 @@ async fn ci_up_wait_prints_a_working_connection_failures_name_the_file_and_down_
     op.stop().await.unwrap();
     ns.cleanup().await;
 }
+
+/// Installed as `kubectl-lifeboat` on PATH, the binary is a kubectl plugin: `kubectl lifeboat …`.
+#[tokio::test]
+async fn the_binary_is_a_kubectl_plugin() {
+    let _platform = require_platform!();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(BIN, dir.path().join("kubectl-lifeboat")).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let out = tokio::process::Command::new("kubectl")
+        .args([
+            "lifeboat",
+            "ci",
+            "wait",
+            "dbenv/nobody-here",
+            "-n",
+            "default",
+            "--timeout",
+            "1s",
+        ])
+        .env("PATH", &path)
+        .output()
+        .await
+        .expect("kubectl on PATH");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("timed out waiting for databaseenvironment/nobody-here"),
+        "{stderr}"
+    );
+    let plugins = tokio::process::Command::new("kubectl")
+        .args(["plugin", "list"])
+        .env("PATH", &path)
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&plugins.stdout).contains("kubectl-lifeboat"));
+}
