@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 COUNTS=("$@")
 [[ $# -eq 0 ]] && COUNTS=(500 10000)
 SQLX_CLI_VERSION="0.9.0"
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/lifeboat"
+CACHE="${LIFEBOAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lifeboat}"
 SQLX_ROOT="$CACHE/sqlx-cli-$SQLX_CLI_VERSION"
 SQLX="$SQLX_ROOT/bin/sqlx"
 

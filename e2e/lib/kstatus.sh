@@ -6,7 +6,7 @@ tool_kstatus() {
   local src here hash final stage
   here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../kstatus" && pwd)"
   hash=$(cat "$here/go.mod" "$here/go.sum" "$here/main.go" | sha256sum | cut -c1-12)
-  final="${XDG_CACHE_HOME:-$HOME/.cache}/lifeboat/kstatus-$hash"
+  final="${LIFEBOAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lifeboat}/kstatus-$hash"
   if [[ -x "$final/kstatus" ]]; then
     printf '%s\n' "$final/kstatus"
     return 0

@@ -22,7 +22,7 @@
 # LIFEBOAT_DIESEL_CLI_VERSION, LIFEBOAT_FLYWAY_VERSION, LIFEBOAT_PGJDBC_VERSION).
 
 _mt_cache_root() {
-  printf '%s\n' "${XDG_CACHE_HOME:-$HOME/.cache}/lifeboat"
+  printf '%s\n' "${LIFEBOAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lifeboat}"
 }
 
 _mt_log() {
