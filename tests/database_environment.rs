@@ -857,3 +857,123 @@ async fn health_failures_count_up_to_the_threshold() {
     f.delete_env("app").await;
     f.finish().await;
 }
+
+/// A template kept migrated (issue 13): `main` follows its ConfigMaps; a pull request's environment
+/// clones it with `templateFrom` and applies only its own migration. A clone asked for while the
+/// template is migrating waits (`TemplateMigrating`) and gets the finished schema, never a half-migrated one.
+#[tokio::test]
+async fn clones_of_a_template_environment_apply_only_their_own_migrations() {
+    let platform = require_platform!();
+    let f = Fixture::new(platform, "env-tmpl").await;
+    let base = json!({
+        "1_customers.up.sql": "create table customers (id bigint primary key, name text);",
+        "1_customers.down.sql": "drop table customers;",
+        "2_orders.up.sql": "create table orders (id bigint primary key, customer_id bigint);",
+        "2_orders.down.sql": "drop table orders;"
+    });
+    f.config_map("main-schema", base.clone()).await;
+    let server = json!({"adminSecretRef": {"name": "pg-admin"}});
+    f.apply_env("main", json!({"tier": "staging", "server": server, "migrations": {"configMapNames": ["main-schema"]}})).await;
+    let main = f.ready("main").await;
+    let main_uid = main.metadata.uid.clone().unwrap();
+    assert_eq!(main.status.unwrap().schema_version, Some(2));
+
+    f.config_map("pr-1-schema", json!({"3_notes.up.sql": "create table notes (id bigint primary key);", "3_notes.down.sql": "drop table notes;"})).await;
+    f.apply_env(
+        "pr-1",
+        json!({
+            "tier": "ci",
+            "server": {"adminSecretRef": {"name": "pg-admin"}, "templateFrom": {"name": "main"}},
+            "migrations": {"configMapNames": ["main-schema", "pr-1-schema"]}
+        }),
+    )
+    .await;
+    let pr = f.ready("pr-1").await;
+    assert_eq!(pr.status.unwrap().schema_version, Some(3));
+    let c = f.connection("pr-1").await;
+    let mut conn = PgConnection::connect(&c["uri"]).await.unwrap();
+    let ledger: Vec<(i64, String)> =
+        sqlx::query_as("select version, run_uid from lifeboat_schema_migrations order by version")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(ledger.len(), 3, "{ledger:?}");
+    assert!(
+        ledger[..2]
+            .iter()
+            .all(|(_, uid)| uid.starts_with(&main_uid)),
+        "1 and 2 came with the clone (applied by main's runs), not run again: {ledger:?}"
+    );
+    assert!(
+        !ledger[2].1.starts_with(&main_uid),
+        "3 was applied by the clone"
+    );
+    conn.close().await.unwrap();
+
+    // The template starts a slow migration; a clone asked for meanwhile waits for it.
+    let mut slow = base.clone();
+    slow["4_slow.up.sql"] = json!("create table slow (id bigint); select pg_sleep(4);");
+    slow["4_slow.down.sql"] = json!("drop table slow;");
+    f.config_map("main-schema", slow).await;
+    support::wait_for(&f.envs, "main", "migrating", Duration::from_secs(20), |e| {
+        support::condition(e.status.as_ref(), "Reconciling").is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    f.apply_env(
+        "pr-2",
+        json!({
+            "tier": "ci",
+            "server": {"adminSecretRef": {"name": "pg-admin"}, "templateFrom": {"name": "main"}},
+            "migrations": {"configMapNames": ["main-schema"]}
+        }),
+    )
+    .await;
+    let waited = support::wait_for(
+        &f.envs,
+        "pr-2",
+        "TemplateMigrating",
+        Duration::from_secs(20),
+        |e| {
+            support::condition(e.status.as_ref(), "Reconciling")
+                .is_some_and(|(s, reason, _)| s == "True" && reason == "TemplateMigrating")
+                || support::is_ready(e.status.as_ref())
+        },
+    )
+    .await;
+    let (status, reason, message) = support::condition(waited.status.as_ref(), "Reconciling")
+        .expect("pr-2 waited for the template instead of cloning it mid-migration");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "TemplateMigrating"),
+        "pr-2 was Ready without waiting: {message}"
+    );
+    assert!(message.contains("main"), "{message}");
+    let pr2 = f.ready("pr-2").await;
+    assert_eq!(pr2.status.unwrap().schema_version, Some(4));
+    let c = f.connection("pr-2").await;
+    let mut conn = PgConnection::connect(&c["uri"]).await.unwrap();
+    let from_main: i64 =
+        sqlx::query_scalar("select count(*) from lifeboat_schema_migrations where run_uid like $1")
+            .bind(format!("{main_uid}%"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(from_main, 3, "1, 2 and the slow 4 all came with the clone");
+    conn.close().await.unwrap();
+
+    // Refused at the API server: both a template database and a template environment.
+    let both = support::apply_json(&f.client, &f.ns.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment", "metadata": {"name": "both"},
+        "spec": {"tier": "ci", "server": {"adminSecretRef": {"name": "pg-admin"}, "template": "x", "templateFrom": {"name": "main"}}}
+    }))
+    .await
+    .unwrap_err();
+    assert!(
+        both.to_string().contains("at most one of server.template"),
+        "{both}"
+    );
+    for name in ["pr-1", "pr-2", "main"] {
+        f.delete_env(name).await;
+    }
+    f.finish().await;
+}

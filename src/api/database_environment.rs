@@ -106,7 +106,7 @@ use super::common::{
     validation = Rule::new("self.tier != 'production' || !has(self.ttl)")
         .message("a production environment cannot expire; remove spec.ttl")
         .field_path(".ttl"),
-    validation = Rule::new("!has(self.restore) || (has(self.server) && !has(self.server.template) && !has(self.seed))")
+    validation = Rule::new("!has(self.restore) || (has(self.server) && !has(self.server.template) && !has(self.server.templateFrom) && !has(self.seed))")
         .message("spec.restore fills a new database on a shared server from a backup: it needs spec.server, and neither spec.server.template nor spec.seed (the backup is the content)")
         .field_path(".restore"),
     validation = Rule::new("has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)")
@@ -250,6 +250,8 @@ pub enum DeletionPolicy {
 #[x_kube(
     validation = Rule::new("has(self.serverRef) != has(self.adminSecretRef)")
         .message("set exactly one of server.serverRef (a DatabaseServer) or server.adminSecretRef (an admin Secret in this namespace)"),
+    validation = Rule::new("!(has(self.template) && has(self.templateFrom))")
+        .message("set at most one of server.template (a template database) or server.templateFrom (a template environment)"),
     validation = Rule::new(
         "has(self.serverRef) == has(oldSelf.serverRef) && (!has(self.serverRef) || self.serverRef == oldSelf.serverRef) \
          && has(self.adminSecretRef) == has(oldSelf.adminSecretRef) \
@@ -280,6 +282,14 @@ pub struct ServerSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub template: Option<String>,
+    /// Clone the database of this DatabaseEnvironment (same namespace, same server) instead: a
+    /// template kept at the newest schema by its own `spec.migrations` (say, the main branch's), so a
+    /// pull request's database only applies the pull request's migrations. The clone waits
+    /// (`Reconciling`, reason `TemplateMigrating`) until the template environment is Ready with its
+    /// current spec and no migration running or due, so it never copies a template mid-migration.
+    /// Used when the database is created; later changes of the template do not reach the clone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_from: Option<LocalObjectReference>,
     /// Name of the database (and of its role) to create. Unset: derived from the namespace and
     /// the object name, with a hash of both so that no two environments share one. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -79,6 +79,8 @@ pub struct RunState {
     pub backup_id: Option<String>,
     /// What the run is doing now, in one sentence.
     pub activity: String,
+    /// Steps the plan holds (0 until planned, and when nothing is pending).
+    pub pending: usize,
 }
 
 /// How the run ended.
@@ -325,6 +327,7 @@ impl<'a> Run<'a> {
             Direction::Down => "Reverting",
         };
         self.state.activity = format!("{verb} {} migration(s).", plan.steps.len());
+        self.state.pending = plan.steps.len();
         hooks.report(&self.state, true).await.map_err(Interrupted)?;
         if (!plan.steps.is_empty() || import.is_some())
             && let Err(e) = ledger::ensure(conn).await

@@ -83,6 +83,18 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
                 Some(ObjectRef::<DatabaseEnvironment>::new(&env).within(&pod.namespace()?))
             },
         )
+        // A clone waiting for its template environment looks again as soon as the template changes.
+        .watches(
+            ctx.watched_api::<DatabaseEnvironment>(),
+            watcher_config(),
+            super::referencing(store.clone(), |e: &DatabaseEnvironment| {
+                e.spec
+                    .server
+                    .as_ref()
+                    .and_then(|s| s.template_from.as_ref())
+                    .map_or("", |t| t.name.as_str())
+            }),
+        )
         // New files in a `spec.migrations` ConfigMap apply within seconds, not at the next health period.
         .watches(
             ctx.watched_api::<k8s_openapi::api::core::v1::ConfigMap>(),
@@ -258,20 +270,101 @@ async fn provision(env: &DatabaseEnvironment, ctx: &Context) -> Result<Outcome, 
         });
     }
     if let Some(server) = &env.spec.server {
-        let access = server_access(env, ctx, server, true).await?;
-        provision_on(
-            env,
-            ctx,
-            access,
-            server.template.clone(),
-            server.database_name.clone(),
-        )
-        .await
+        let mut access = server_access(env, ctx, server, true).await?;
+        let template = match &server.template_from {
+            Some(from) => {
+                let database = template_environment(env, ctx, server, &from.name).await?;
+                // An environment of this namespace on this server: a template by its owner's choice.
+                access.templates.push(database.clone());
+                Some(database)
+            }
+            None => server.template.clone(),
+        };
+        provision_on(env, ctx, access, template, server.database_name.clone()).await
     } else if let Some(external) = &env.spec.external {
         adopt_external(env, ctx, &external.connection_secret_ref).await
     } else {
         instance::provision_instance(env, ctx).await
     }
+}
+
+/// The database of `spec.server.templateFrom`'s environment, once it may be cloned: the environment
+/// exists in this namespace on the same server, is Ready for its current spec, and has no migration
+/// running or due in this operator. Checked only while the clone's database does not exist yet.
+async fn template_environment(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    server: &crate::api::database_environment::ServerSource,
+    name: &str,
+) -> Result<String, Error> {
+    let namespace = env.namespace().unwrap_or_default();
+    let api: Api<DatabaseEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let waiting = |reason: &'static str, message: String| Error::Transient {
+        reason,
+        message,
+        source: None,
+    };
+    let Some(template) = api.get_opt(name).await? else {
+        return Err(waiting(
+            "TemplateNotFound",
+            format!(
+                "spec.server.templateFrom names DatabaseEnvironment {namespace}/{name}, which does not exist; waiting for it"
+            ),
+        ));
+    };
+    let same_server = template.spec.server.as_ref().is_some_and(|t| {
+        t.server_ref == server.server_ref
+            && t.admin_secret_ref.as_ref().map(|s| &s.name)
+                == server.admin_secret_ref.as_ref().map(|s| &s.name)
+    });
+    if !same_server {
+        return Err(Error::InvalidSpec {
+            reason: "TemplateOnAnotherServer",
+            message: format!(
+                "spec.server.templateFrom: DatabaseEnvironment {name} is not on this environment's server (its serverRef or adminSecretRef differs); a database can only be cloned on its own server"
+            ),
+        });
+    }
+    let status = template.status.clone().unwrap_or_default();
+    let Some(database) = status.database.clone() else {
+        return Err(waiting(
+            "TemplateNotReady",
+            format!("waiting for template environment {name} to create its database"),
+        ));
+    };
+    // Once this environment's database exists, the template is not used again.
+    if env
+        .status
+        .as_ref()
+        .and_then(|s| s.database.as_ref())
+        .is_some()
+    {
+        return Ok(database);
+    }
+    let current = status.observed_generation == template.metadata.generation
+        && super::conditions::find(&status.conditions, super::conditions::READY)
+            .is_some_and(|c| c.status == "True");
+    let settled = matches!(
+        ctx.environment_jobs.next(
+            &template.uid().unwrap_or_default(),
+            template.metadata.generation
+        ),
+        jobs::Next::Wait(_)
+    );
+    if !current || !settled {
+        return Err(waiting(
+            "TemplateMigrating",
+            format!(
+                "waiting for template environment {name} to be Ready with its newest migrations before cloning it (it is {})",
+                if current {
+                    "checking or migrating"
+                } else {
+                    "not Ready yet"
+                }
+            ),
+        ));
+    }
+    Ok(database)
 }
 
 async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action, Error> {

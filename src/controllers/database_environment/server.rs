@@ -367,9 +367,7 @@ async fn migrate(
 ) -> Result<Option<i64>, Error> {
     use crate::{
         controllers::references::{raw_files, resolve_sources},
-        migrations::{
-            self, Direction, LintMode, MigrationPhase, NoHooks, OnFailure, Prior, RunOptions,
-        },
+        migrations::{self, Direction, LintMode, MigrationPhase, OnFailure, Prior, RunOptions},
     };
     let namespace = env.namespace().unwrap_or_default();
     if env.spec.tier == crate::api::database_environment::Tier::Production {
@@ -408,20 +406,18 @@ async fn migrate(
         lock_timeout: MIGRATION_LOCK_TIMEOUT,
         statement_timeout: None,
     };
-    let outcome = migrations::run(
-        app,
-        database,
-        &parsed,
-        &opts,
-        Prior::default(),
-        &mut NoHooks,
-    )
-    .await
-    .map_err(|e| Error::Transient {
-        reason: "MigrationInterrupted",
-        message: e.to_string(),
-        source: Some(Box::new(e)),
-    })?;
+    let mut hooks = EnvironmentHooks {
+        ctx,
+        env,
+        reported: false,
+    };
+    let outcome = migrations::run(app, database, &parsed, &opts, Prior::default(), &mut hooks)
+        .await
+        .map_err(|e| Error::Transient {
+            reason: "MigrationInterrupted",
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        })?;
     match outcome.phase {
         MigrationPhase::Succeeded => {
             if !outcome.state.applied.is_empty() {
@@ -477,5 +473,47 @@ async fn health_check(
             "the health query did not answer within {}s (healthCheck.timeoutSeconds)",
             limit.as_secs()
         ))),
+    }
+}
+
+/// The environment's side of a `spec.migrations` run: when there is something to apply, the
+/// environment says so (`Reconciling`, reason `Migrating`) until the job's result replaces it, so
+/// GitOps tools and clones (`templateFrom`) see a schema on the move. No backup: production
+/// environments do not take `spec.migrations`.
+struct EnvironmentHooks<'a> {
+    ctx: &'a Context,
+    env: &'a DatabaseEnvironment,
+    reported: bool,
+}
+
+impl crate::migrations::Hooks for EnvironmentHooks<'_> {
+    async fn report(
+        &mut self,
+        state: &crate::migrations::RunState,
+        durable: bool,
+    ) -> Result<(), String> {
+        if !durable || self.reported || state.pending == 0 {
+            return Ok(());
+        }
+        self.reported = true;
+        let at = state
+            .from_version
+            .map_or("no migration applied".to_string(), |v| {
+                format!("version {v}")
+            });
+        let verdict = crate::controllers::conditions::Verdict::Reconciling {
+            reason: "Migrating",
+            message: format!(
+                "Applying {} migration(s) from spec.migrations (the schema is at {at}).",
+                state.pending
+            ),
+        };
+        // Best effort: the migrations go on if this status cannot be written.
+        let _ = crate::controllers::status::write(self.ctx, self.env, &verdict, |_| {}).await;
+        Ok(())
+    }
+
+    async fn backup(&mut self) -> Result<Option<String>, crate::migrations::BackupFailure> {
+        Ok(None)
     }
 }
