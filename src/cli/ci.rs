@@ -67,9 +67,13 @@ pub struct UpArgs {
     /// Instead of --server: a Secret in the namespace with an admin connection to the server.
     #[arg(long)]
     pub admin_secret: Option<String>,
-    /// Database to clone (a template the server allows).
-    #[arg(long)]
+    /// DatabaseEnvironment to clone (`spec.server.templateFrom`): a template kept at the newest
+    /// schema, e.g. the main branch's; the pull request's run then applies only its new migrations.
+    #[arg(long, conflicts_with = "template_database")]
     pub template: Option<String>,
+    /// Instead of --template: a template database on the server to clone (`spec.server.template`).
+    #[arg(long)]
+    pub template_database: Option<String>,
     /// Delete the environment this long after creation (e.g. `6h`).
     #[arg(long)]
     pub ttl: Option<String>,
@@ -283,7 +287,10 @@ async fn up(client: Client, args: UpArgs) -> anyhow::Result<()> {
         spec["server"]["adminSecretRef"] = json!({"name": secret});
     }
     if let Some(template) = &args.template {
-        spec["server"]["template"] = json!(template);
+        spec["server"]["templateFrom"] = json!({"name": template});
+    }
+    if let Some(database) = &args.template_database {
+        spec["server"]["template"] = json!(database);
     }
     if let Some(ttl) = &args.ttl {
         spec["ttl"] = json!(ttl);
