@@ -197,11 +197,23 @@ async fn every_state_lifeboat_writes_means_the_same_to_kstatus() {
         r.status.is_some()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Collect until the watch has delivered that last state too (with a deadline, not a sleep).
+    let mut states = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("the watch delivers the waiting run's status")
+            .expect("the watches run");
+        let last = v["metadata"]["name"] == "waits" && !v["status"].is_null();
+        states.push(v);
+        if last {
+            break;
+        }
+    }
     for w in watchers {
         w.abort();
     }
-    let mut states = Vec::new();
     while let Ok(v) = rx.try_recv() {
         states.push(v);
     }

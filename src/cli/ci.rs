@@ -195,15 +195,19 @@ pub fn read_migrations(dir: &Path) -> anyhow::Result<Vec<RawFile>> {
 /// Packs files into ConfigMap-sized parts, in name order (pure).
 pub fn split(files: &[RawFile], budget: usize) -> Vec<Vec<&RawFile>> {
     let mut parts: Vec<Vec<&RawFile>> = Vec::new();
+    let mut part: Vec<&RawFile> = Vec::new();
     let mut size = 0;
     for f in files {
         let bytes = f.name.len() + f.content.len();
-        if parts.is_empty() || (size + bytes > budget && !parts.last().unwrap().is_empty()) {
-            parts.push(Vec::new());
+        if !part.is_empty() && size + bytes > budget {
+            parts.push(std::mem::take(&mut part));
             size = 0;
         }
-        parts.last_mut().unwrap().push(f);
+        part.push(f);
         size += bytes;
+    }
+    if !part.is_empty() {
+        parts.push(part);
     }
     parts
 }

@@ -60,14 +60,18 @@ fn err(context: &str) -> impl FnOnce(sqlx::Error) -> PgError + '_ {
     move |e| PgError::from_sqlx(context, e)
 }
 
-/// Whether the ledger table exists (visible through the search path).
+/// Whether the ledger table exists.
 pub async fn exists(conn: &mut PgConnection) -> Result<bool, PgError> {
+    table_exists(conn, TABLE).await
+}
+
+async fn table_exists(conn: &mut PgConnection, table: &str) -> Result<bool, PgError> {
     sqlx::query("select pg_catalog.to_regclass($1) is not null")
-        .bind(TABLE)
+        .bind(table)
         .fetch_one(&mut *conn)
         .await
         .map(|r| r.get::<bool, _>(0))
-        .map_err(err("looking for the ledger table"))
+        .map_err(err("looking for the ledger tables"))
 }
 
 pub async fn ensure(conn: &mut PgConnection) -> Result<(), PgError> {
@@ -82,13 +86,7 @@ pub async fn ensure(conn: &mut PgConnection) -> Result<(), PgError> {
 
 /// Migrations `run_uid` reverted, in the order it reverted them (each version once, at its last revert).
 pub async fn reverted_by(conn: &mut PgConnection, run_uid: &str) -> Result<Vec<Row>, PgError> {
-    let exists: bool = sqlx::query("select pg_catalog.to_regclass($1) is not null")
-        .bind(REVERTS_TABLE)
-        .fetch_one(&mut *conn)
-        .await
-        .map(|r| r.get::<bool, _>(0))
-        .map_err(err("looking for the table lifeboat_schema_reverts"))?;
-    if !exists {
+    if !table_exists(conn, REVERTS_TABLE).await? {
         return Ok(Vec::new());
     }
     let rows = sqlx::query(

@@ -80,8 +80,16 @@ pub struct Policy {
 }
 
 impl Default for Policy {
+    /// Squawk's defaults with Lifeboat's severities (no rule named, so nothing to refuse).
     fn default() -> Self {
-        Self::new(&LintRules::default()).expect("the default rules are known")
+        Self {
+            include: Vec::new(),
+            exclude: EXCLUDED_RULES.to_vec(),
+            severities: STYLE_RULES
+                .iter()
+                .map(|r| (r.to_string(), Severity::Warning))
+                .collect(),
+        }
     }
 }
 
