@@ -220,7 +220,7 @@ async fn assert_adopted(db: &Db, tool: Tool, files: &[(String, &str)], imported:
             .applied
             .listed()
             .iter()
-            .map(|r| r.version)
+            .map(|r| r.version.as_whole().unwrap())
             .collect::<Vec<_>>(),
         vec![c],
         "only the new migration runs"
@@ -609,7 +609,7 @@ async fn two_ledgers_are_ambiguous_and_a_baseline_needs_none() {
         .collect();
     let parsed = migrations::source::parse(&raw).unwrap();
     let mut opts = options(AdoptFrom::Auto);
-    opts.baseline_version = Some(1);
+    opts.baseline_version = Some(support::v(1));
     let out = migrations::run(
         &db.creds(),
         &db.name,

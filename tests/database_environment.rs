@@ -626,7 +626,7 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
     )
     .await;
     let env = f.ready("app").await;
-    assert_eq!(env.status.unwrap().schema_version, Some(2));
+    assert_eq!(env.status.unwrap().schema_version, Some(support::v(2)));
     let c = f.connection("app").await;
     let mut conn = PgConnection::connect(&c["uri"]).await.unwrap();
     let ledger: Vec<(i64, String)> =
@@ -660,7 +660,7 @@ async fn environment_is_kept_migrated_with_the_shared_runner() {
         "app",
         "schema version 3",
         Duration::from_secs(15),
-        |e| e.status.as_ref().and_then(|s| s.schema_version) == Some(3),
+        |e| e.status.as_ref().and_then(|s| s.schema_version.clone()) == Some(support::v(3)),
     )
     .await;
     println!(
@@ -876,7 +876,7 @@ async fn clones_of_a_template_environment_apply_only_their_own_migrations() {
     f.apply_env("main", json!({"tier": "staging", "server": server, "migrations": {"configMapNames": ["main-schema"]}})).await;
     let main = f.ready("main").await;
     let main_uid = main.metadata.uid.clone().unwrap();
-    assert_eq!(main.status.unwrap().schema_version, Some(2));
+    assert_eq!(main.status.unwrap().schema_version, Some(support::v(2)));
 
     f.config_map("pr-1-schema", json!({"3_notes.up.sql": "create table notes (id bigint primary key);", "3_notes.down.sql": "drop table notes;"})).await;
     f.apply_env(
@@ -889,7 +889,7 @@ async fn clones_of_a_template_environment_apply_only_their_own_migrations() {
     )
     .await;
     let pr = f.ready("pr-1").await;
-    assert_eq!(pr.status.unwrap().schema_version, Some(3));
+    assert_eq!(pr.status.unwrap().schema_version, Some(support::v(3)));
     let c = f.connection("pr-1").await;
     let mut conn = PgConnection::connect(&c["uri"]).await.unwrap();
     let ledger: Vec<(i64, String)> =
@@ -949,7 +949,7 @@ async fn clones_of_a_template_environment_apply_only_their_own_migrations() {
     );
     assert!(message.contains("main"), "{message}");
     let pr2 = f.ready("pr-2").await;
-    assert_eq!(pr2.status.unwrap().schema_version, Some(4));
+    assert_eq!(pr2.status.unwrap().schema_version, Some(support::v(4)));
     let c = f.connection("pr-2").await;
     let mut conn = PgConnection::connect(&c["uri"]).await.unwrap();
     let from_main: i64 =

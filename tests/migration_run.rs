@@ -211,7 +211,10 @@ fn stalled_reason(s: &MigrationRunStatus) -> String {
 }
 
 fn versions(records: &[lifeboat::api::migration_run::MigrationRecord]) -> Vec<i64> {
-    records.iter().map(|r| r.version).collect()
+    records
+        .iter()
+        .map(|r| r.version.as_whole().unwrap())
+        .collect()
 }
 
 const BASE: &[(&str, &str)] = &[
@@ -278,7 +281,10 @@ async fn third_of_five_fails_and_the_schema_is_exactly_as_before() {
             && message.contains("rolled back 3_email, 2_orders"),
         "{message}"
     );
-    assert_eq!((s.from_version, s.to_version), (Some(1), Some(1)));
+    assert_eq!(
+        (s.from_version, s.to_version),
+        (Some(support::v(1)), Some(support::v(1)))
+    );
     assert!(s.started_at.is_some() && s.finished_at.is_some());
     assert_eq!(s.observed_generation, run.metadata.generation);
 
@@ -593,8 +599,14 @@ async fn ten_thousand_migrations_end_succeeded_with_a_bounded_status() {
     );
     assert_eq!(s.applied_count, Some(N as i64));
     assert_eq!(s.applied.len(), 20, "the first 10 and the last 10");
-    assert_eq!((s.applied[0].version, s.applied[19].version), (1, N as i64));
-    assert_eq!(s.to_version, Some(N as i64));
+    assert_eq!(
+        (
+            s.applied[0].version.as_whole(),
+            s.applied[19].version.as_whole()
+        ),
+        (Some(1), Some(N as i64))
+    );
+    assert_eq!(s.to_version, Some(support::v(N as i64)));
     let bytes = serde_json::to_vec(&s).unwrap().len();
     assert!(bytes < 64 * 1024, "status is {bytes} bytes");
     let message = &s
@@ -673,7 +685,10 @@ async fn down_to_target_and_ttl_after_finished() {
         s.lint_findings
     );
     assert_eq!(versions(&s.applied), vec![2], "reverted");
-    assert_eq!((s.from_version, s.to_version), (Some(2), Some(1)));
+    assert_eq!(
+        (s.from_version, s.to_version),
+        (Some(support::v(2)), Some(support::v(1)))
+    );
     assert_eq!(fx.tables().await, vec!["users"]);
     fx.cleanup().await;
 }

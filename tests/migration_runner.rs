@@ -183,7 +183,7 @@ async fn failing_migration_rolls_back_this_runs_work_and_releases_the_lock() {
             .applied
             .listed()
             .iter()
-            .map(|r| r.version)
+            .map(|r| r.version.as_whole().unwrap())
             .collect::<Vec<_>>(),
         vec![1, 2]
     );
@@ -192,7 +192,7 @@ async fn failing_migration_rolls_back_this_runs_work_and_releases_the_lock() {
             .rolled_back
             .listed()
             .iter()
-            .map(|r| r.version)
+            .map(|r| r.version.as_whole().unwrap())
             .collect::<Vec<_>>(),
         vec![2, 1],
         "undone newest first"
@@ -224,7 +224,7 @@ async fn failing_migration_rolls_back_this_runs_work_and_releases_the_lock() {
         "{}",
         out.message
     );
-    assert_eq!(out.state.to_version, Some(2));
+    assert_eq!(out.state.to_version, Some(support::v(2)));
     assert_eq!(db.tables().await, vec!["orders", "users"]);
     assert_eq!(db.advisory_locks().await, 0);
     db.drop().await;
@@ -239,7 +239,7 @@ async fn ledger_checksums_and_drift() {
     assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
     assert_eq!(
         (out.state.from_version, out.state.to_version),
-        (None, Some(2))
+        (None, Some(support::v(2)))
     );
     let ledger = db.ledger().await;
     assert_eq!(
@@ -416,7 +416,7 @@ async fn down_to_target_and_missing_down_scripts() {
     );
     let down = RunOptions {
         direction: Direction::Down,
-        target_version: Some(1),
+        target_version: Some(support::v(1)),
         ..options("down")
     };
     let out = run(&db, &m, &down).await;
@@ -426,13 +426,13 @@ async fn down_to_target_and_missing_down_scripts() {
             .applied
             .listed()
             .iter()
-            .map(|r| r.version)
+            .map(|r| r.version.as_whole().unwrap())
             .collect::<Vec<_>>(),
         vec![2]
     );
     assert_eq!(
         (out.state.from_version, out.state.to_version),
-        (Some(2), Some(1))
+        (Some(support::v(2)), Some(support::v(1)))
     );
     assert_eq!(db.tables().await, vec!["users"]);
 
@@ -592,7 +592,7 @@ async fn interrupted_run_releases_the_lock_and_resumes_from_the_ledger() {
             .applied
             .listed()
             .iter()
-            .map(|r| r.version)
+            .map(|r| r.version.as_whole().unwrap())
             .collect::<Vec<_>>(),
         vec![1, 2, 3]
     );

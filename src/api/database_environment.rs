@@ -11,6 +11,8 @@ use kube::{CustomResource, KubeSchema, ResourceExt, core::Duration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::version::Version;
+
 use super::common::{
     ConfigMapSource, ConnectionSecretRef, DURATION_PATTERN, LocalObjectReference,
     MAX_DURATION_LENGTH, duration_rule, impl_conditioned_status,
@@ -469,9 +471,9 @@ pub struct DatabaseEnvironmentStatus {
     /// When the seed SQL was applied; a seed is applied only once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seeded_at: Option<Time>,
-    /// Newest migration version applied from `spec.migrations`.
+    /// Newest migration version applied from `spec.migrations` (a string: `"20250101120000"`, `"1.2.3"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema_version: Option<i64>,
+    pub schema_version: Option<Version>,
     /// The backup the database was created from (`spec.restore`), once restored and checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<String>,

@@ -5,6 +5,8 @@ use kube::{CustomResource, KubeSchema, core::Duration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::domain::version::Version;
+
 use super::common::{
     ConfigMapSource, LocalObjectReference, MAX_DURATION_LENGTH, duration_rule,
     impl_conditioned_status,
@@ -48,13 +50,13 @@ pub const MAX_LINT_FINDINGS: usize = 50;
     ),
     printcolumn(
         name = "From",
-        type_ = "integer",
+        type_ = "string",
         json_path = ".status.fromVersion",
         description = "Version before"
     ),
     printcolumn(
         name = "To",
-        type_ = "integer",
+        type_ = "string",
         json_path = ".status.toVersion",
         description = "Version after"
     ),
@@ -91,10 +93,11 @@ pub struct MigrationRunSpec {
 
     /// Version to end at. Unset: `up` applies every pending migration, `down` reverts only the
     /// newest applied one. With `down`, migrations newer than this version are reverted and this
-    /// version stays applied.
+    /// version stays applied. A whole number (`20250101120000`) or a Flyway dotted version as a
+    /// string (`"1.2.3"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub target_version: Option<i64>,
+    #[schemars(schema_with = "crate::domain::version::spec_schema")]
+    pub target_version: Option<Version>,
 
     /// `up` applies pending migrations; `down` reverts applied ones with their down scripts.
     /// Default `up`.
@@ -125,10 +128,10 @@ pub struct MigrationRunSpec {
 
     /// For a database built by hand: when Lifeboat's ledger is empty and no other tool's ledger is
     /// imported, the source's migrations up to and including this version are recorded as applied
-    /// without running them; later ones are applied.
+    /// without running them; later ones are applied. A whole number or a dotted version as a string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub baseline_version: Option<i64>,
+    #[schemars(schema_with = "crate::domain::version::spec_schema")]
+    pub baseline_version: Option<Version>,
 
     /// What to do when a migration fails: `rollback` undoes what this run applied, in reverse;
     /// `halt` stops where it failed and leaves the applied migrations in place. Default `rollback`.
@@ -365,12 +368,13 @@ pub struct MigrationRunStatus {
     /// Where the run is: `Pending`, `Running`, `Succeeded`, `Failed` or `RolledBack`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<MigrationPhase>,
-    /// Newest applied version when the run started (unset: no migration had been applied).
+    /// Newest applied version when the run started (unset: no migration had been applied). Versions
+    /// in status are strings (`"20250101120000"`, `"1.2.3"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_version: Option<i64>,
+    pub from_version: Option<Version>,
     /// Newest applied version when the run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to_version: Option<i64>,
+    pub to_version: Option<Version>,
     /// Migrations this run applied (for `down`: reverted), in order: all of them up to 20, else the
     /// first 10 and the last 10 (`appliedCount` says how many in all; the ledger table
     /// `lifeboat_schema_migrations` is the full record).
@@ -417,7 +421,7 @@ impl_conditioned_status!(MigrationRunStatus);
 #[serde(rename_all = "camelCase")]
 pub struct MigrationRecord {
     /// Migration version.
-    pub version: i64,
+    pub version: Version,
     /// Migration name (the file name without version and suffix).
     pub name: String,
     /// SHA-256 (hex) of the up script, as recorded in the ledger.
@@ -467,7 +471,7 @@ pub struct ImportedLedger {
     pub count: i64,
     /// The newest of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub newest_version: Option<i64>,
+    pub newest_version: Option<Version>,
 }
 
 /// How many findings one lint rule had.
@@ -488,7 +492,7 @@ pub struct LintCount {
 pub struct MigrationFailure {
     /// Version of the failing migration, if the failure was in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<i64>,
+    pub version: Option<Version>,
     /// File of the failing migration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
@@ -537,7 +541,10 @@ spec:
         assert!(
             spec.source.config_map_names.is_empty() && spec.source.config_map_selector.is_some()
         );
-        assert_eq!(spec.target_version, Some(20_250_101_120_000));
+        assert_eq!(
+            spec.target_version.as_ref().and_then(Version::as_whole),
+            Some(20_250_101_120_000)
+        );
         assert_eq!(
             (spec.direction, spec.lint, spec.on_failure),
             (Direction::Up, LintMode::Warn, OnFailure::Rollback)
@@ -555,7 +562,7 @@ spec:
         let status = MigrationRunStatus {
             phase: Some(MigrationPhase::RolledBack),
             applied: vec![MigrationRecord {
-                version: 2,
+                version: Version::whole(2).unwrap(),
                 name: "add_orders".into(),
                 ..Default::default()
             }],

@@ -262,7 +262,7 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
         migrations,
         options: options(run),
         prior: migrations::Prior {
-            from_version: status.from_version,
+            from_version: status.from_version.clone(),
             applied: migrations::Records::from_parts(
                 convert::all(status.applied),
                 usize::try_from(status.applied_count.unwrap_or_default()).unwrap_or_default(),
@@ -283,7 +283,7 @@ fn options(run: &MigrationRun) -> migrations::RunOptions {
         run_uid: run.uid().unwrap_or_default(),
         label: format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any()),
         direction: run.spec.direction.into(),
-        target_version: run.spec.target_version,
+        target_version: run.spec.target_version.clone(),
         on_failure: run.spec.on_failure.into(),
         lint: run.spec.lint.into(),
         lint_rules: run
@@ -293,7 +293,7 @@ fn options(run: &MigrationRun) -> migrations::RunOptions {
             .map(Into::into)
             .unwrap_or_default(),
         adopt: run.spec.adopt_from.unwrap_or_default().into(),
-        baseline_version: run.spec.baseline_version,
+        baseline_version: run.spec.baseline_version.clone(),
         lock_timeout: run.spec.lock_timeout.into(),
         statement_timeout: run.spec.statement_timeout.map(Into::into),
     }
@@ -332,8 +332,8 @@ async fn expire(run: &MigrationRun, ctx: &Context) -> Result<Action, Error> {
 
 /// Copies the runner's state into status fields.
 pub fn apply_state(s: &mut MigrationRunStatus, state: &migrations::RunState) {
-    s.from_version = state.from_version.or(s.from_version);
-    s.to_version = state.to_version.or(s.to_version);
+    s.from_version = state.from_version.clone().or(s.from_version.take());
+    s.to_version = state.to_version.clone().or(s.to_version.take());
     s.applied = convert::all(state.applied.listed());
     s.applied_count = i64::try_from(state.applied.len()).ok();
     s.rolled_back = convert::all(state.rolled_back.listed());

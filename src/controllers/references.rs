@@ -419,8 +419,11 @@ mod tests {
         assert_eq!(files.len(), 2);
         let parsed = migrations::source::parse(&files).unwrap();
         assert_eq!(
-            parsed.iter().map(|m| m.version).collect::<Vec<_>>(),
-            vec![1, 2]
+            parsed
+                .iter()
+                .map(|m| m.version.to_string())
+                .collect::<Vec<_>>(),
+            ["1", "2"]
         );
         assert_eq!(parsed[1].up.sql, "select 2;");
     }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha384};
 use sqlx::{PgConnection, Row as _};
 
-use super::{ledger, source::Migration};
+use super::{ledger, model::Version, source::Migration};
 use crate::engines::postgres::PgError;
 
 /// A tool whose ledger Lifeboat reads.
@@ -84,7 +84,7 @@ pub struct Imported {
     pub tool: Option<Tool>,
     /// Migrations recorded as applied.
     pub count: usize,
-    pub newest: Option<i64>,
+    pub newest: Option<Version>,
 }
 
 impl Imported {
@@ -96,6 +96,7 @@ impl Imported {
         };
         let newest = self
             .newest
+            .as_ref()
             .map(|v| format!(", newest {v}"))
             .unwrap_or_default();
         format!(
@@ -121,14 +122,18 @@ pub enum AdoptError {
     #[error("adoptFrom: {} names table public.{}, which does not exist", .tool.name(), .tool.table())]
     NotFound { tool: Tool },
     #[error(
-        "{table} records version {value:?}, which is not a whole number; Lifeboat reads whole-number versions only",
+        "{table} records version {value:?}, which Lifeboat cannot read: {why}",
         table = .tool.table()
     )]
-    BadVersion { tool: Tool, value: String },
+    BadVersion {
+        tool: Tool,
+        value: String,
+        why: String,
+    },
     #[error(
         "{file} is not the script sqlx applied as version {version} (its SHA-384 differs from _sqlx_migrations.checksum); restore the file as applied"
     )]
-    ChecksumMismatch { file: String, version: i64 },
+    ChecksumMismatch { file: String, version: Version },
     #[error(
         "baselineVersion is set, but the database holds {}'s ledger ({}); drop baselineVersion to import it, or set adoptFrom: none",
         .tool.name(), .tool.table()
@@ -157,9 +162,9 @@ impl AdoptError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
     /// These versions, with the execution time the tool recorded (ms) and sqlx's checksum.
-    Versions(BTreeMap<i64, Entry>),
+    Versions(BTreeMap<Version, Entry>),
     /// Every version up to and including this one (golang-migrate, a Flyway baseline), plus these.
-    UpTo(i64, BTreeMap<i64, Entry>),
+    UpTo(Version, BTreeMap<Version, Entry>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -204,17 +209,27 @@ pub async fn detect(conn: &mut PgConnection) -> Result<Vec<Tool>, AdoptError> {
     Ok(found.into_iter().collect())
 }
 
-fn whole(tool: Tool, value: &str) -> Result<i64, AdoptError> {
+/// A version as `tool` records it: a whole number, or for Flyway perhaps a dotted one (`1.2.3`).
+fn version(tool: Tool, value: &str) -> Result<Version, AdoptError> {
     let v = value.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AdoptError::BadVersion {
-            tool,
-            value: value.to_string(),
-        });
-    }
-    v.parse().map_err(|_| AdoptError::BadVersion {
+    let parsed = if tool == Tool::Flyway {
+        Version::parse_dotted(v)
+    } else {
+        Version::parse_whole(v)
+    };
+    parsed.map_err(|e| AdoptError::BadVersion {
         tool,
         value: value.to_string(),
+        why: e.to_string(),
+    })
+}
+
+/// A version `tool` records as an integer.
+fn integer(tool: Tool, value: i64) -> Result<Version, AdoptError> {
+    Version::whole(value).map_err(|e| AdoptError::BadVersion {
+        tool,
+        value: value.to_string(),
+        why: e.to_string(),
     })
 }
 
@@ -242,7 +257,7 @@ pub async fn read(conn: &mut PgConnection, tool: Tool) -> Result<Applied, AdoptE
                     });
                 }
                 versions.insert(
-                    version,
+                    integer(tool, version)?,
                     Entry {
                         name: r.get(1),
                         execution_ms: r.get::<i64, _>(4) / 1_000_000,
@@ -268,7 +283,7 @@ pub async fn read(conn: &mut PgConnection, tool: Tool) -> Result<Applied, AdoptE
                     words: format!("Dirty database version {version}. Fix and force version."),
                 });
             }
-            Ok(Applied::UpTo(version, versions))
+            Ok(Applied::UpTo(integer(tool, version)?, versions))
         }
         Tool::Dbmate | Tool::Diesel => {
             // The table name is one of two constants, never input.
@@ -283,7 +298,7 @@ pub async fn read(conn: &mut PgConnection, tool: Tool) -> Result<Applied, AdoptE
                 .map_err(pg(context))?;
             for r in rows {
                 let value: String = r.get(0);
-                versions.insert(whole(tool, &value)?, Entry::default());
+                versions.insert(version(tool, &value)?, Entry::default());
             }
             Ok(Applied::Versions(versions))
         }
@@ -313,7 +328,7 @@ pub async fn read(conn: &mut PgConnection, tool: Tool) -> Result<Applied, AdoptE
                         ),
                     });
                 }
-                let v = whole(tool, &version)?;
+                let v = self::version(tool, &version)?;
                 match kind.as_str() {
                     "BASELINE" => baseline = Some(v),
                     "UNDO_SQL" | "UNDO_JDBC" | "UNDO_SCRIPT" | "DELETE" => {
@@ -353,13 +368,14 @@ pub fn rows(
     };
     let (up_to, listed) = match applied {
         Applied::Versions(v) => (None, v),
-        Applied::UpTo(n, v) => (Some(*n), v),
+        Applied::UpTo(n, v) => (Some(n), v),
     };
-    let by_version: BTreeMap<i64, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
-    let mut out: BTreeMap<i64, ledger::Row> = BTreeMap::new();
+    let by_version: BTreeMap<&Version, &Migration> =
+        migrations.iter().map(|m| (&m.version, m)).collect();
+    let mut out: BTreeMap<Version, ledger::Row> = BTreeMap::new();
     if let Some(n) = up_to {
-        for m in migrations.iter().filter(|m| m.version <= n) {
-            out.insert(m.version, row(m.version, m, &Entry::default(), &run_uid));
+        for m in migrations.iter().filter(|m| m.version <= *n) {
+            out.insert(m.version.clone(), row(m, &Entry::default(), &run_uid));
         }
     }
     for (version, entry) in listed {
@@ -370,13 +386,13 @@ pub fn rows(
                 {
                     return Err(AdoptError::ChecksumMismatch {
                         file: m.up.file.clone(),
-                        version: *version,
+                        version: version.clone(),
                     });
                 }
-                row(*version, m, entry, &run_uid)
+                row(m, entry, &run_uid)
             }
             None => ledger::Row {
-                version: *version,
+                version: version.clone(),
                 name: entry.name.clone(),
                 checksum: String::new(),
                 execution_ms: entry.execution_ms,
@@ -384,14 +400,14 @@ pub fn rows(
                 complete: true,
             },
         };
-        out.insert(*version, new);
+        out.insert(version.clone(), new);
     }
     Ok(out.into_values().collect())
 }
 
-fn row(version: i64, m: &Migration, entry: &Entry, run_uid: &str) -> ledger::Row {
+fn row(m: &Migration, entry: &Entry, run_uid: &str) -> ledger::Row {
     ledger::Row {
-        version,
+        version: m.version.clone(),
         name: m.name.clone(),
         checksum: m.checksum.clone(),
         execution_ms: entry.execution_ms,
@@ -407,7 +423,7 @@ pub async fn prepare(
     conn: &mut PgConnection,
     migrations: &[Migration],
     from: AdoptFrom,
-    baseline: Option<i64>,
+    baseline: Option<&Version>,
 ) -> Result<Option<(Imported, Vec<ledger::Row>)>, AdoptError> {
     let tool = match from {
         AdoptFrom::None => None,
@@ -429,7 +445,7 @@ pub async fn prepare(
     let applied = match (tool, baseline) {
         (Some(t), Some(_)) => return Err(AdoptError::BaselineAndLedger { tool: t }),
         (Some(t), None) => read(conn, t).await?,
-        (None, Some(b)) => Applied::UpTo(b, BTreeMap::new()),
+        (None, Some(b)) => Applied::UpTo(b.clone(), BTreeMap::new()),
         (None, None) => return Ok(None),
     };
     let rows = rows(tool, &applied, migrations)?;
@@ -439,7 +455,7 @@ pub async fn prepare(
     let imported = Imported {
         tool,
         count: rows.len(),
-        newest: rows.last().map(|r| r.version),
+        newest: rows.last().map(|r| r.version.clone()),
     };
     Ok(Some((imported, rows)))
 }
@@ -448,6 +464,10 @@ pub async fn prepare(
 mod tests {
     use super::*;
     use crate::migrations::source::{RawFile, parse};
+
+    fn v(n: i64) -> Version {
+        Version::whole(n).unwrap()
+    }
 
     fn source() -> Vec<Migration> {
         parse(&[
@@ -462,13 +482,13 @@ mod tests {
     fn up_to_marks_every_source_version_at_or_below() {
         let rows = rows(
             Some(Tool::GolangMigrate),
-            &Applied::UpTo(2, BTreeMap::new()),
+            &Applied::UpTo(v(2), BTreeMap::new()),
             &source(),
         )
         .unwrap();
         assert_eq!(
-            rows.iter().map(|r| r.version).collect::<Vec<_>>(),
-            vec![1, 2]
+            rows.iter().map(|r| r.version.clone()).collect::<Vec<_>>(),
+            vec![v(1), v(2)]
         );
         assert_eq!(rows[0].run_uid, "imported:golang-migrate");
         assert_eq!(rows[0].checksum, source()[0].checksum);
@@ -479,14 +499,14 @@ mod tests {
         let m = source();
         let mut listed = BTreeMap::new();
         listed.insert(
-            0,
+            v(0),
             Entry {
                 name: "pruned".into(),
                 ..Default::default()
             },
         );
         listed.insert(
-            1,
+            v(1),
             Entry {
                 name: "a".into(),
                 execution_ms: 7,
@@ -494,10 +514,13 @@ mod tests {
             },
         );
         let r = rows(Some(Tool::Sqlx), &Applied::Versions(listed.clone()), &m).unwrap();
-        assert_eq!(r.iter().map(|r| r.version).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            r.iter().map(|r| r.version.clone()).collect::<Vec<_>>(),
+            vec![v(0), v(1)]
+        );
         assert_eq!((r[0].name.as_str(), r[0].checksum.as_str()), ("pruned", ""));
         assert_eq!(r[1].execution_ms, 7);
-        listed.get_mut(&1).unwrap().sha384 = Some(vec![0; 48]);
+        listed.get_mut(&v(1)).unwrap().sha384 = Some(vec![0; 48]);
         let err = rows(Some(Tool::Sqlx), &Applied::Versions(listed), &m).unwrap_err();
         assert!(
             err.to_string()
@@ -523,10 +546,15 @@ mod tests {
                 .contains("sqlx (_sqlx_migrations) and Flyway (flyway_schema_history)"),
             "{e}"
         );
+        assert_eq!(version(Tool::Flyway, "1.2").unwrap().to_string(), "1.2");
+        assert_eq!(
+            version(Tool::Dbmate, "1.2").unwrap_err().to_string(),
+            "schema_migrations records version \"1.2\", which Lifeboat cannot read: the version \"1.2\" holds '.'; a version is digits only"
+        );
+        assert_eq!(version(Tool::Diesel, "00000000000000").unwrap(), v(0));
         assert!(matches!(
-            whole(Tool::Flyway, "1.2"),
+            integer(Tool::Sqlx, -1),
             Err(AdoptError::BadVersion { .. })
         ));
-        assert_eq!(whole(Tool::Diesel, "00000000000000").unwrap(), 0);
     }
 }

@@ -85,7 +85,7 @@ fn failure_of(
     prefix_chars: usize,
 ) -> (bool, MigrationFailure) {
     let mut f = MigrationFailure {
-        version: Some(step.migration.version),
+        version: Some(step.migration.version.clone()),
         file: Some(script.file.clone()),
         statement: stmt.and_then(|(i, _)| int(i + 1)),
         line: stmt
@@ -145,7 +145,7 @@ fn ledger_failure(
     StepFailure {
         kind: FailureKind::ConnectionLost,
         failure: MigrationFailure {
-            version: Some(step.migration.version),
+            version: Some(step.migration.version.clone()),
             file: Some(script.file.clone()),
             sql_state: e.code().map(str::to_string),
             error: e.to_string(),
@@ -170,7 +170,7 @@ fn script_of<'a>(step: &Step<'a>) -> Result<&'a Script, StepFailure> {
     step.script().ok_or_else(|| StepFailure {
         kind: FailureKind::Clean,
         failure: MigrationFailure {
-            version: Some(step.migration.version),
+            version: Some(step.migration.version.clone()),
             error: "no script for this step (a revert needs a down migration)".into(),
             ..Default::default()
         },
@@ -203,7 +203,7 @@ pub async fn run_step(
         let statements = split.map_err(|e| StepFailure {
             kind: FailureKind::Clean,
             failure: MigrationFailure {
-                version: Some(step.migration.version),
+                version: Some(step.migration.version.clone()),
                 file: Some(script.file.clone()),
                 line: int(script.line_offset + e.line),
                 error: format!(
@@ -284,7 +284,7 @@ pub async fn run_step(
 
 fn row(step: &Step<'_>, run_uid: &str, ms: i64, complete: bool) -> Row {
     Row {
-        version: step.migration.version,
+        version: step.migration.version.clone(),
         name: step.migration.name.clone(),
         checksum: step.migration.checksum.clone(),
         execution_ms: ms,
@@ -295,7 +295,7 @@ fn row(step: &Step<'_>, run_uid: &str, ms: i64, complete: bool) -> Row {
 
 fn record(step: &Step<'_>, ms: i64) -> MigrationRecord {
     MigrationRecord {
-        version: step.migration.version,
+        version: step.migration.version.clone(),
         name: step.migration.name.clone(),
         checksum: step.migration.checksum.clone(),
         duration_ms: ms,
@@ -311,7 +311,7 @@ async fn run_outside_transaction(
     timeouts: Timeouts,
     started: Instant,
 ) -> Result<MigrationRecord, StepFailure> {
-    let v = step.migration.version;
+    let v = &step.migration.version;
     let lost = |e: sqlx::Error| StepFailure {
         kind: FailureKind::ConnectionLost,
         failure: failure_of(e, step, script, None, 0).1,

@@ -8,9 +8,15 @@
 //! Beside it, `lifeboat_schema_reverts` records every revert (by a `down` run or a rollback), written in
 //! the revert's own transaction: a `down` run resumed after a restart knows exactly what it reverted
 //! from the database, not from a status list (which is bounded).
+//!
+//! Versions are `bigint` in both tables, as they always were; a history with a dotted Flyway version
+//! (`1.2.3`) turns the column into `text` the first time it is migrated ([`ensure`] with `dotted`).
+//! SQL here reads `version::text` and writes versions as untyped literals, so it works with either
+//! column type; ordering is done in Rust, as Flyway orders versions ([`Version`]).
 
 use sqlx::{AssertSqlSafe, PgConnection, Row as _};
 
+use super::model::Version;
 use crate::engines::postgres::PgError;
 
 /// The ledger table, always in schema `public`: where it lives never depends on the session's
@@ -45,7 +51,7 @@ create index if not exists lifeboat_schema_reverts_run_uid on public.lifeboat_sc
 /// One ledger row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
-    pub version: i64,
+    pub version: Version,
     pub name: String,
     /// SHA-256 (hex) of the up script when it was applied.
     pub checksum: String,
@@ -74,14 +80,49 @@ async fn table_exists(conn: &mut PgConnection, table: &str) -> Result<bool, PgEr
         .map_err(err("looking for the ledger tables"))
 }
 
-pub async fn ensure(conn: &mut PgConnection) -> Result<(), PgError> {
+/// Creates the ledger tables when missing; with `dotted` (the source has a dotted version), makes
+/// their `version` columns `text` where they are still `bigint`.
+pub async fn ensure(conn: &mut PgConnection, dotted: bool) -> Result<(), PgError> {
     sqlx::raw_sql(AssertSqlSafe(format!("{CREATE};\n{CREATE_REVERTS}")))
         .execute(&mut *conn)
         .await
         .map(|_| ())
         .map_err(err(
             "creating the ledger tables lifeboat_schema_migrations and lifeboat_schema_reverts",
-        ))
+        ))?;
+    if !dotted {
+        return Ok(());
+    }
+    for table in [TABLE, REVERTS_TABLE] {
+        let bigint: bool = sqlx::query(
+            "select a.atttypid = 'pg_catalog.int8'::pg_catalog.regtype from pg_catalog.pg_attribute a
+              where a.attrelid = pg_catalog.to_regclass($1) and a.attname = 'version'",
+        )
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await
+        .map(|r| r.get(0))
+        .map_err(err("reading the ledger's version column type"))?;
+        if bigint {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "alter table {table} alter column version type text using version::text"
+            )))
+            .execute(&mut *conn)
+            .await
+            .map_err(err(
+                "changing the ledger's version column to text for dotted versions",
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// A version read from a ledger table (`version::text`).
+fn read_version(text: &str) -> Result<Version, PgError> {
+    text.parse().map_err(|e| PgError::Other {
+        context: "reading the ledger table lifeboat_schema_migrations".into(),
+        detail: format!("it holds version {text:?}, which is not a version: {e}"),
+    })
 }
 
 /// Migrations `run_uid` reverted, in the order it reverted them (each version once, at its last revert).
@@ -90,7 +131,7 @@ pub async fn reverted_by(conn: &mut PgConnection, run_uid: &str) -> Result<Vec<R
         return Ok(Vec::new());
     }
     let rows = sqlx::query(
-        "select version, name, checksum from public.lifeboat_schema_reverts r where run_uid = $1
+        "select version::text, name, checksum from public.lifeboat_schema_reverts r where run_uid = $1
            and id = (select max(id) from public.lifeboat_schema_reverts s where s.run_uid = r.run_uid and s.version = r.version)
          order by id",
     )
@@ -98,17 +139,18 @@ pub async fn reverted_by(conn: &mut PgConnection, run_uid: &str) -> Result<Vec<R
     .fetch_all(&mut *conn)
     .await
     .map_err(err("reading the table lifeboat_schema_reverts"))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Row {
-            version: r.get(0),
-            name: r.get(1),
-            checksum: r.get(2),
-            execution_ms: 0,
-            run_uid: run_uid.to_string(),
-            complete: true,
+    rows.into_iter()
+        .map(|r| {
+            Ok(Row {
+                version: read_version(r.get(0))?,
+                name: r.get(1),
+                checksum: r.get(2),
+                execution_ms: 0,
+                run_uid: run_uid.to_string(),
+                complete: true,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// SQL that records an applied migration, for a batch sent with the migration itself. Values are
@@ -116,7 +158,7 @@ pub async fn reverted_by(conn: &mut PgConnection, run_uid: &str) -> Result<Vec<R
 /// migration set. `execution_ms` counts from the receipt of the batch.
 pub fn insert_sql(row: &Row) -> String {
     format!(
-        "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ({}, {}, {}, (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000)::bigint, {}, {})",
+        "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ('{}', {}, {}, (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000)::bigint, {}, {})",
         row.version,
         e_literal(&row.name),
         e_literal(&row.checksum),
@@ -128,7 +170,7 @@ pub fn insert_sql(row: &Row) -> String {
 /// SQL that removes a reverted migration's row and logs the revert, for a batch.
 pub fn revert_sql(row: &Row) -> String {
     format!(
-        "delete from public.lifeboat_schema_migrations where version = {v}; insert into public.lifeboat_schema_reverts (version, name, checksum, run_uid) values ({v}, {}, {}, {})",
+        "delete from public.lifeboat_schema_migrations where version = '{v}'; insert into public.lifeboat_schema_reverts (version, name, checksum, run_uid) values ('{v}', {}, {}, {})",
         e_literal(&row.name),
         e_literal(&row.checksum),
         e_literal(&row.run_uid),
@@ -148,31 +190,35 @@ pub async fn read(conn: &mut PgConnection) -> Result<Vec<Row>, PgError> {
         return Ok(Vec::new());
     }
     let rows = sqlx::query(
-        "select version, name, checksum, execution_ms, run_uid, complete from public.lifeboat_schema_migrations order by version",
+        "select version::text, name, checksum, execution_ms, run_uid, complete from public.lifeboat_schema_migrations",
     )
     .fetch_all(&mut *conn)
     .await
     .map_err(err("reading the ledger table lifeboat_schema_migrations"))?;
-    Ok(rows
+    let mut rows = rows
         .into_iter()
-        .map(|r| Row {
-            version: r.get(0),
-            name: r.get(1),
-            checksum: r.get(2),
-            execution_ms: r.get(3),
-            run_uid: r.get(4),
-            complete: r.get(5),
+        .map(|r| {
+            Ok(Row {
+                version: read_version(r.get(0))?,
+                name: r.get(1),
+                checksum: r.get(2),
+                execution_ms: r.get(3),
+                run_uid: r.get(4),
+                complete: r.get(5),
+            })
         })
-        .collect())
+        .collect::<Result<Vec<_>, PgError>>()?;
+    rows.sort_by(|a, b| a.version.cmp(&b.version));
+    Ok(rows)
 }
 
 /// Records an applied migration (inside the migration's transaction, or `complete = false` before a
 /// no-transaction migration starts).
 pub async fn insert(conn: &mut PgConnection, row: &Row) -> Result<(), PgError> {
-    sqlx::query(
-        "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(row.version)
+    sqlx::query(AssertSqlSafe(format!(
+        "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ('{}', $1, $2, $3, $4, $5)",
+        row.version
+    )))
     .bind(&row.name)
     .bind(&row.checksum)
     .bind(row.execution_ms)
@@ -189,9 +235,10 @@ pub async fn insert_all(conn: &mut PgConnection, rows: &[Row]) -> Result<(), PgE
     let col = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
     sqlx::query(
         "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete)
-         select v, n, c, e, u, true from rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::bigint[]), pg_catalog.unnest($5::text[])) as t(v, n, c, e, u)",
+         select (pg_catalog.json_populate_record(null::public.lifeboat_schema_migrations, pg_catalog.json_build_object('version', v))).version, n, c, e, u, true
+           from rows from (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::bigint[]), pg_catalog.unnest($5::text[])) as t(v, n, c, e, u)",
     )
-    .bind(rows.iter().map(|r| r.version).collect::<Vec<i64>>())
+    .bind(col(|r| r.version.to_string()))
     .bind(col(|r| r.name.clone()))
     .bind(col(|r| r.checksum.clone()))
     .bind(rows.iter().map(|r| r.execution_ms).collect::<Vec<i64>>())
@@ -205,14 +252,14 @@ pub async fn insert_all(conn: &mut PgConnection, rows: &[Row]) -> Result<(), PgE
 /// Marks a row complete (or not), with its execution time.
 pub async fn set_complete(
     conn: &mut PgConnection,
-    version: i64,
+    version: &Version,
     complete: bool,
     execution_ms: i64,
 ) -> Result<(), PgError> {
     sqlx::query(
-        "update public.lifeboat_schema_migrations set complete = $2, execution_ms = $3 where version = $1",
+        "update public.lifeboat_schema_migrations set complete = $2, execution_ms = $3 where version::text = $1",
     )
-    .bind(version)
+    .bind(version.to_string())
     .bind(complete)
     .bind(execution_ms)
     .execute(&mut *conn)
@@ -234,9 +281,9 @@ pub async fn revert(conn: &mut PgConnection, row: &Row) -> Result<(), PgError> {
 }
 
 /// Removes a row that was only marked (a no-transaction migration that failed on its first statement).
-pub async fn remove(conn: &mut PgConnection, version: i64) -> Result<(), PgError> {
-    sqlx::query("delete from public.lifeboat_schema_migrations where version = $1")
-        .bind(version)
+pub async fn remove(conn: &mut PgConnection, version: &Version) -> Result<(), PgError> {
+    sqlx::query("delete from public.lifeboat_schema_migrations where version::text = $1")
+        .bind(version.to_string())
         .execute(&mut *conn)
         .await
         .map(|_| ())
@@ -253,7 +300,7 @@ mod tests {
     fn escape_literals_hold_quotes_and_backslashes() {
         assert_eq!(e_literal(r"a'b\c"), r"E'a\'b\\c'");
         let sql = insert_sql(&Row {
-            version: 7,
+            version: Version::whole(7).unwrap(),
             name: "x'); drop table t; --".into(),
             checksum: "ab".into(),
             execution_ms: 0,

@@ -15,7 +15,7 @@ pub mod statements;
 
 pub use model::{
     Direction, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS, MigrationFailure,
-    MigrationPhase, MigrationRecord, OnFailure, Records, Severity,
+    MigrationPhase, MigrationRecord, OnFailure, Records, Severity, Version,
 };
 pub use runner::{
     BackupFailure, Hooks, Interrupted, NoHooks, Outcome, Prior, RunOptions, RunState, run,

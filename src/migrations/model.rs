@@ -2,6 +2,8 @@
 //! and DatabaseEnvironment controllers translate their specs into these and these into their status
 //! (`controllers/migration_run/convert.rs`).
 
+pub use crate::domain::version::Version;
+
 /// Which way the schema moves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -51,7 +53,7 @@ pub enum MigrationPhase {
 /// One migration applied or undone.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MigrationRecord {
-    pub version: i64,
+    pub version: Version,
     /// The file name without version and suffix.
     pub name: String,
     /// SHA-256 (hex) of the up script, as recorded in the ledger.
@@ -104,7 +106,7 @@ pub struct LintCount {
 /// Where and why a migration failed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MigrationFailure {
-    pub version: Option<i64>,
+    pub version: Option<Version>,
     pub file: Option<String>,
     /// 1-based index of the failing statement within the file.
     pub statement: Option<i32>,
@@ -210,7 +212,7 @@ mod tests {
 
     fn rec(v: i64) -> MigrationRecord {
         MigrationRecord {
-            version: v,
+            version: Version::whole(v).unwrap(),
             name: format!("m{v}"),
             ..Default::default()
         }
@@ -222,10 +224,10 @@ mod tests {
         assert_eq!(r.len(), 10_000);
         let listed = r.listed();
         assert_eq!(listed.len(), 2 * RECORDS_KEPT);
-        assert_eq!(listed[0].version, 1);
-        assert_eq!(listed[RECORDS_KEPT - 1].version, 10);
-        assert_eq!(listed[RECORDS_KEPT].version, 9_991);
-        assert_eq!(listed.last().unwrap().version, 10_000);
+        assert_eq!(listed[0].version.as_whole(), Some(1));
+        assert_eq!(listed[RECORDS_KEPT - 1].version.as_whole(), Some(10));
+        assert_eq!(listed[RECORDS_KEPT].version.as_whole(), Some(9_991));
+        assert_eq!(listed.last().unwrap().version.as_whole(), Some(10_000));
         assert_eq!(
             r.names(),
             "1_m1, 2_m2, 3_m3, … 9994 more …, 9998_m9998, 9999_m9999, 10000_m10000"

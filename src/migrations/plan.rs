@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{Direction, MigrationRecord, OnFailure};
+use super::model::{Direction, MigrationRecord, OnFailure, Version};
 use super::{ledger::Row, source::Migration};
 
 /// Apply a migration's up script, or revert it with its down script.
@@ -48,21 +48,21 @@ impl<'a> Step<'a> {
 }
 
 /// What a run asks for.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Request<'a> {
     pub direction: Direction,
-    pub target_version: Option<i64>,
+    pub target_version: Option<Version>,
     pub on_failure: OnFailure,
     pub run_uid: &'a str,
     /// Newest applied version when this run first started (an earlier attempt recorded it), so a
     /// resumed `down` without `targetVersion` still reverts only the migration that was newest then.
-    pub started_from: Option<i64>,
+    pub started_from: Option<Version>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan<'a> {
     /// Newest version applied before this run (not counting what an earlier attempt of it applied).
-    pub from_version: Option<i64>,
+    pub from_version: Option<Version>,
     pub steps: Vec<Step<'a>>,
     /// Migrations an earlier attempt of this run applied (direction `up`), from the ledger.
     pub applied_before: Vec<MigrationRecord>,
@@ -80,16 +80,16 @@ pub enum PlanError {
         current: String,
     },
     #[error(
-        "migration {version} ({name}) ran outside a transaction and did not finish, so it may be partly applied; check the database, complete or undo it by hand, then run `update lifeboat_schema_migrations set complete = true where version = {version}` (completed) or `delete from lifeboat_schema_migrations where version = {version}` (undone)"
+        "migration {version} ({name}) ran outside a transaction and did not finish, so it may be partly applied; check the database, complete or undo it by hand, then run `update lifeboat_schema_migrations set complete = true where version = '{version}'` (completed) or `delete from lifeboat_schema_migrations where version = '{version}'` (undone)"
     )]
-    PartiallyApplied { version: i64, name: String },
+    PartiallyApplied { version: Version, name: String },
     #[error(
         "{file} (version {version}) is pending but newer version {newest} is already applied; give it a version above {newest}"
     )]
     OutOfOrder {
         file: String,
-        version: i64,
-        newest: i64,
+        version: Version,
+        newest: Version,
     },
     #[error("no down script for {}, which a {why} needs; add the .down.sql files (or a -- migrate:down section){}", files.join(", "), if *on_rollback { ", or set onFailure: halt" } else { "" })]
     MissingDown {
@@ -98,11 +98,11 @@ pub enum PlanError {
         on_rollback: bool,
     },
     #[error("targetVersion {version} is not a migration in the source")]
-    UnknownTarget { version: i64 },
+    UnknownTarget { version: Version },
     #[error(
         "applied migration {version} ({name}) has no file in the source, so it cannot be reverted"
     )]
-    MissingFile { version: i64, name: String },
+    MissingFile { version: Version, name: String },
 }
 
 impl PlanError {
@@ -122,7 +122,7 @@ impl PlanError {
 pub fn records<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<MigrationRecord> {
     rows.into_iter()
         .map(|r| MigrationRecord {
-            version: r.version,
+            version: r.version.clone(),
             name: r.name.clone(),
             checksum: r.checksum.clone(),
             duration_ms: r.execution_ms,
@@ -132,10 +132,11 @@ pub fn records<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<MigrationReco
 
 /// Checks the ledger against the files (incomplete rows, checksum drift). Shared by plans and recovery.
 pub fn check_ledger(migrations: &[Migration], ledger: &[Row]) -> Result<(), PlanError> {
-    let by_version: BTreeMap<i64, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
+    let by_version: BTreeMap<&Version, &Migration> =
+        migrations.iter().map(|m| (&m.version, m)).collect();
     if let Some(row) = ledger.iter().find(|r| !r.complete) {
         return Err(PlanError::PartiallyApplied {
-            version: row.version,
+            version: row.version.clone(),
             name: row.name.clone(),
         });
     }
@@ -159,19 +160,28 @@ pub fn plan<'a>(
     req: Request<'_>,
 ) -> Result<Plan<'a>, PlanError> {
     check_ledger(migrations, ledger)?;
-    let by_version: BTreeMap<i64, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
+    let by_version: BTreeMap<&Version, &Migration> =
+        migrations.iter().map(|m| (&m.version, m)).collect();
     let from_version = match req.direction {
         Direction::Up => ledger
             .iter()
             .filter(|r| r.run_uid != req.run_uid)
-            .map(|r| r.version)
+            .map(|r| r.version.clone())
             .max(),
-        Direction::Down => req.started_from.or(ledger.iter().map(|r| r.version).max()),
+        Direction::Down => req
+            .started_from
+            .clone()
+            .or_else(|| ledger.iter().map(|r| r.version.clone()).max()),
     };
     let applied_before = records(ledger.iter().filter(|r| r.run_uid == req.run_uid));
     let steps = match req.direction {
-        Direction::Up => up_steps(migrations, &by_version, ledger, req.target_version)?,
-        Direction::Down => down_steps(&by_version, ledger, req.target_version, req.started_from)?,
+        Direction::Up => up_steps(migrations, &by_version, ledger, req.target_version.as_ref())?,
+        Direction::Down => down_steps(
+            &by_version,
+            ledger,
+            req.target_version.as_ref(),
+            req.started_from.as_ref(),
+        )?,
     };
     // Every revert needs a down script; with onFailure rollback, every applied step but the last may
     // have to be undone (the last one's own transaction undoes it), so it needs its opposite script.
@@ -211,29 +221,29 @@ pub fn plan<'a>(
 /// Up: every migration not in the ledger (up to the target), refusing one older than the newest applied.
 fn up_steps<'a>(
     migrations: &'a [Migration],
-    by_version: &BTreeMap<i64, &'a Migration>,
+    by_version: &BTreeMap<&Version, &'a Migration>,
     ledger: &[Row],
-    target_version: Option<i64>,
+    target_version: Option<&Version>,
 ) -> Result<Vec<Step<'a>>, PlanError> {
     if let Some(t) = target_version
-        && !by_version.contains_key(&t)
+        && !by_version.contains_key(t)
     {
-        return Err(PlanError::UnknownTarget { version: t });
+        return Err(PlanError::UnknownTarget { version: t.clone() });
     }
-    let newest = ledger.iter().map(|r| r.version).max();
-    let applied: std::collections::HashSet<i64> = ledger.iter().map(|r| r.version).collect();
+    let newest = ledger.iter().map(|r| &r.version).max();
+    let applied: std::collections::HashSet<&Version> = ledger.iter().map(|r| &r.version).collect();
     let pending: Vec<&Migration> = migrations
         .iter()
         .filter(|m| !applied.contains(&m.version))
-        .filter(|m| target_version.is_none_or(|t| m.version <= t))
+        .filter(|m| target_version.is_none_or(|t| m.version <= *t))
         .collect();
     if let (Some(first), Some(newest)) = (pending.first(), newest)
-        && first.version < newest
+        && first.version < *newest
     {
         return Err(PlanError::OutOfOrder {
             file: first.up.file.clone(),
-            version: first.version,
-            newest,
+            version: first.version.clone(),
+            newest: newest.clone(),
         });
     }
     Ok(pending
@@ -248,29 +258,31 @@ fn up_steps<'a>(
 /// Down: the applied migrations newer than the target, newest first. Without a target, the one that
 /// was newest when the run started.
 fn down_steps<'a>(
-    by_version: &BTreeMap<i64, &'a Migration>,
+    by_version: &BTreeMap<&Version, &'a Migration>,
     ledger: &[Row],
-    target_version: Option<i64>,
-    started_from: Option<i64>,
+    target_version: Option<&Version>,
+    started_from: Option<&Version>,
 ) -> Result<Vec<Step<'a>>, PlanError> {
     let mut applied: Vec<&Row> = ledger.iter().collect();
-    applied.sort_by_key(|r| std::cmp::Reverse(r.version));
+    applied.sort_by(|a, b| b.version.cmp(&a.version));
     // `None`: nothing older stays (the newest migration is also the oldest, e.g. version 0).
     let target = target_version.or_else(|| {
-        let newest = started_from.or(applied.first().map(|r| r.version));
+        let newest = started_from.or(applied.first().map(|r| &r.version));
         applied
             .iter()
-            .map(|r| r.version)
+            .map(|r| &r.version)
             .find(|v| newest.is_some_and(|n| *v < n))
     });
     applied
         .into_iter()
-        .filter(|r| target.is_none_or(|t| r.version > t))
+        .filter(|r| target.is_none_or(|t| r.version > *t))
         .map(|row| {
-            let migration = by_version.get(&row.version).ok_or(PlanError::MissingFile {
-                version: row.version,
-                name: row.name.clone(),
-            })?;
+            let migration = by_version
+                .get(&row.version)
+                .ok_or_else(|| PlanError::MissingFile {
+                    version: row.version.clone(),
+                    name: row.name.clone(),
+                })?;
             Ok(Step {
                 migration,
                 action: Action::Revert,

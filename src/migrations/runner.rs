@@ -8,7 +8,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::model::{
     Direction, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS, MigrationFailure,
-    MigrationPhase, MigrationRecord, OnFailure, Records, Severity,
+    MigrationPhase, MigrationRecord, OnFailure, Records, Severity, Version,
 };
 use super::{
     adopt,
@@ -32,7 +32,7 @@ pub struct RunOptions {
     /// `namespace/name` of the run, shown to runs waiting for the lock.
     pub label: String,
     pub direction: Direction,
-    pub target_version: Option<i64>,
+    pub target_version: Option<Version>,
     pub on_failure: OnFailure,
     pub lint: LintMode,
     /// Rules excluded, demoted or promoted for this run.
@@ -41,7 +41,7 @@ pub struct RunOptions {
     pub adopt: adopt::AdoptFrom,
     /// On such a database without another tool's ledger: the source's migrations up to this version
     /// are recorded as applied without running them.
-    pub baseline_version: Option<i64>,
+    pub baseline_version: Option<Version>,
     /// Longest wait for the migration lock, and for a table lock within a script.
     pub lock_timeout: Duration,
     pub statement_timeout: Option<Duration>,
@@ -50,7 +50,7 @@ pub struct RunOptions {
 /// What an earlier attempt of this run recorded in status (after an operator restart).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Prior {
-    pub from_version: Option<i64>,
+    pub from_version: Option<Version>,
     /// As status keeps them (bounded); what was applied or reverted is read from the database.
     pub applied: Records,
     pub rolled_back: Records,
@@ -62,8 +62,8 @@ pub struct Prior {
 /// The run's state as status shows it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunState {
-    pub from_version: Option<i64>,
-    pub to_version: Option<i64>,
+    pub from_version: Option<Version>,
+    pub to_version: Option<Version>,
     /// Migrations this run applied (for `down`: reverted), bounded.
     pub applied: Records,
     /// Migrations the rollback undid, bounded.
@@ -155,7 +155,7 @@ pub async fn run<H: Hooks>(
         opts,
         migrations,
         state: RunState {
-            from_version: prior.from_version,
+            from_version: prior.from_version.clone(),
             applied: prior.applied.clone(),
             rolled_back: prior.rolled_back.clone(),
             failure: prior.failure.clone(),
@@ -200,7 +200,7 @@ struct Run<'a> {
     migrations: &'a [Migration],
     state: RunState,
     /// Versions in the ledger now.
-    versions: BTreeSet<i64>,
+    versions: BTreeSet<Version>,
     /// Whether `versions` is known (the ledger was read).
     ledger_read: bool,
 }
@@ -220,7 +220,7 @@ impl<'a> Run<'a> {
 
     fn end(&mut self, phase: MigrationPhase, reason: &'static str, message: String) -> Outcome {
         self.state.to_version = if self.ledger_read {
-            self.versions.last().copied()
+            self.versions.last().cloned()
         } else {
             None
         };
@@ -276,7 +276,7 @@ impl<'a> Run<'a> {
                 conn,
                 self.migrations,
                 self.opts.adopt,
-                self.opts.baseline_version,
+                self.opts.baseline_version.as_ref(),
             )
             .await
             {
@@ -292,23 +292,23 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        self.versions = ledger.iter().map(|r| r.version).collect();
+        self.versions = ledger.iter().map(|r| r.version.clone()).collect();
         self.ledger_read = true;
         if prior.failure.is_some() {
             return Ok(self.recover(conn, &ledger, &prior).await);
         }
         let request = plan::Request {
             direction: self.opts.direction,
-            target_version: self.opts.target_version,
+            target_version: self.opts.target_version.clone(),
             on_failure: self.opts.on_failure,
             run_uid: &self.opts.run_uid,
-            started_from: prior.from_version,
+            started_from: prior.from_version.clone(),
         };
         let plan = match plan::plan(self.migrations, &ledger, request) {
             Ok(p) => p,
             Err(e) => return Ok(self.refuse(&e)),
         };
-        self.state.from_version = plan.from_version;
+        self.state.from_version = plan.from_version.clone();
         if self.opts.direction == Direction::Up {
             self.state.applied = plan.applied_before.iter().cloned().collect();
         }
@@ -330,7 +330,8 @@ impl<'a> Run<'a> {
         self.state.pending = plan.steps.len();
         hooks.report(&self.state, true).await.map_err(Interrupted)?;
         if (!plan.steps.is_empty() || import.is_some())
-            && let Err(e) = ledger::ensure(conn).await
+            && let Err(e) =
+                ledger::ensure(conn, self.migrations.iter().any(|m| m.version.is_dotted())).await
         {
             return Ok(self.pg_failed(e));
         }
@@ -462,14 +463,14 @@ impl<'a> Run<'a> {
 
     fn track(&mut self, step: &Step<'_>) {
         match step.action {
-            Action::Apply => self.versions.insert(step.migration.version),
+            Action::Apply => self.versions.insert(step.migration.version.clone()),
             Action::Revert => self.versions.remove(&step.migration.version),
         };
     }
 
     fn steps_for(&self, records: &[MigrationRecord], action: Action) -> Vec<Step<'a>> {
-        let by_version: std::collections::HashMap<i64, &'a Migration> =
-            self.migrations.iter().map(|m| (m.version, m)).collect();
+        let by_version: std::collections::HashMap<&Version, &'a Migration> =
+            self.migrations.iter().map(|m| (&m.version, m)).collect();
         records
             .iter()
             .filter_map(|r| by_version.get(&r.version).copied())
@@ -503,12 +504,12 @@ impl<'a> Run<'a> {
     ) -> Outcome {
         let what = execute::describe(&failure);
         let reason = failure_reason(&failure);
-        let version = failure.version.unwrap_or_default();
+        let version = failure.version.clone().unwrap_or_default();
         self.state.failure = Some(failure);
         match kind {
             FailureKind::Partial => {
                 let message = format!(
-                    "{what}. It runs outside a transaction, so the statements before it are committed: the migration is partly applied. Complete or undo it by hand, then `update lifeboat_schema_migrations set complete = true where version = {version}` (completed) or `delete from lifeboat_schema_migrations where version = {version}` (undone), and start a new run. Applied by this run: {}.",
+                    "{what}. It runs outside a transaction, so the statements before it are committed: the migration is partly applied. Complete or undo it by hand, then `update lifeboat_schema_migrations set complete = true where version = '{version}'` (completed) or `delete from lifeboat_schema_migrations where version = '{version}'` (undone), and start a new run. Applied by this run: {}.",
                     self.state.applied.names()
                 );
                 self.end(MigrationPhase::Failed, "PartiallyApplied", message)
@@ -543,7 +544,7 @@ impl<'a> Run<'a> {
     }
 
     fn applied_per_ledger(&mut self, rows: &[Row]) -> String {
-        self.versions = rows.iter().map(|r| r.version).collect();
+        self.versions = rows.iter().map(|r| r.version.clone()).collect();
         let mine: Records = plan::records(rows.iter().filter(|r| r.run_uid == self.opts.run_uid))
             .into_iter()
             .collect();
@@ -584,7 +585,7 @@ impl<'a> Run<'a> {
                     let still: Records = still
                         .iter()
                         .map(|s| MigrationRecord {
-                            version: s.migration.version,
+                            version: s.migration.version.clone(),
                             name: s.migration.name.clone(),
                             ..Default::default()
                         })

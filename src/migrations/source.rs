@@ -4,10 +4,11 @@
 //! - `<version>_<name>.up.sql` with an optional `<version>_<name>.down.sql` (sqlx, golang-migrate);
 //! - `<version>_<name>.sql` with dbmate's `-- migrate:up` / `-- migrate:down` sections;
 //! - `<version>_<name>.sql` without sections: an up script with no down script (sqlx's simple style);
-//! - Flyway's `V<version>__<name>.sql` with an optional `U<version>__<name>.sql` undo (paired by version;
-//!   whole-number versions only, a dotted one is refused with a message saying so).
+//! - Flyway's `V<version>__<name>.sql` with an optional `U<version>__<name>.sql` undo (paired by version),
+//!   dotted versions included (`V1.2.3__x.sql`, `V1_1__x.sql`), ordered as Flyway orders them.
 //!
-//! Versions are digits, 0 included (diesel's `00000000000000_diesel_initial_setup`). A name that
+//! Versions are digits, 0 included (diesel's `00000000000000_diesel_initial_setup`); Flyway's may have
+//! parts (see [`Version`]). A name that
 //! follows none of these gets a message saying what exactly is wrong with it.
 //!
 //! A line `-- lifeboat:no-transaction` runs a script outside a transaction (dbmate's
@@ -17,6 +18,7 @@
 use std::collections::BTreeMap;
 
 use super::statements;
+use crate::domain::version::{Version, VersionError};
 use crate::engines::postgres::sql::sha256_hex;
 
 /// The marker line that runs a script outside a transaction.
@@ -66,7 +68,7 @@ impl Script {
 /// One migration: a version, a name, an up script and perhaps a down script.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Migration {
-    pub version: i64,
+    pub version: Version,
     pub name: String,
     pub up: Script,
     pub down: Option<Script>,
@@ -88,7 +90,10 @@ pub enum SourceError {
         second: String,
     },
     #[error("version {version} is used by more than one migration: {}", files.join(", "))]
-    DuplicateVersion { version: i64, files: Vec<String> },
+    DuplicateVersion {
+        version: Version,
+        files: Vec<String>,
+    },
     #[error("{file}: a down script without its up script {expected}")]
     DownWithoutUp { file: String, expected: String },
     #[error("{file}: {detail}")]
@@ -119,9 +124,9 @@ enum Kind {
 
 /// What a file name says: version, name, kind, and whether it is Flyway's `V…__`/`U…__` form (whose up
 /// and undo files pair by version alone; their descriptions may differ).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Name<'a> {
-    version: i64,
+    version: Version,
     name: &'a str,
     kind: Kind,
     flyway: bool,
@@ -180,12 +185,7 @@ fn flyway_name(base: &str) -> Option<Result<Name<'_>, String>> {
         return None;
     }
     Some((|| {
-        if version.contains(['.', '_']) {
-            return Err(format!(
-                "dotted Flyway version {version:?}: only whole-number versions are read (V<digits>__<name>.sql)"
-            ));
-        }
-        let version = parse_version(version, "__")?;
+        let version = Version::parse_dotted(version).map_err(|e| version_error(e, "__"))?;
         if name.is_empty() {
             return Err("nothing follows the version's `__`: the migration needs a name".into());
         }
@@ -198,20 +198,21 @@ fn flyway_name(base: &str) -> Option<Result<Name<'_>, String>> {
     })())
 }
 
-fn parse_version(version: &str, separator: &str) -> Result<i64, String> {
-    if version.is_empty() {
-        return Err(format!(
-            "the name starts with `{separator}`: a version (digits) must come first"
-        ));
+fn parse_version(version: &str, separator: &str) -> Result<Version, String> {
+    Version::parse_whole(version).map_err(|e| version_error(e, separator))
+}
+
+/// A version's problem in a file name's terms.
+fn version_error(e: VersionError, separator: &str) -> String {
+    match e {
+        VersionError::Empty => {
+            format!("the name starts with `{separator}`: a version (digits) must come first")
+        }
+        VersionError::NotDigits { .. } | VersionError::EmptyPart { .. } => {
+            format!("{e}, before the first `{separator}`")
+        }
+        other => other.to_string(),
     }
-    if let Some(bad) = version.chars().find(|c| !c.is_ascii_digit()) {
-        return Err(format!(
-            "the version {version:?} holds {bad:?}; a version is digits only, before the first `{separator}`"
-        ));
-    }
-    version
-        .parse()
-        .map_err(|_| format!("the version {version} is larger than {}", i64::MAX))
 }
 
 fn has_marker(sql: &str) -> bool {
@@ -294,8 +295,8 @@ pub fn parse(files: &[RawFile]) -> Result<Vec<Migration>, SourceErrors> {
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     // version → (up parts, down parts): (file, name, script, Flyway form)
     type Part = (String, String, Script, bool);
-    let mut ups: BTreeMap<i64, Vec<(Part, Option<Script>)>> = BTreeMap::new();
-    let mut downs: BTreeMap<i64, Vec<Part>> = BTreeMap::new();
+    let mut ups: BTreeMap<Version, Vec<(Part, Option<Script>)>> = BTreeMap::new();
+    let mut downs: BTreeMap<Version, Vec<Part>> = BTreeMap::new();
     for f in files.iter().filter(|f| f.name.ends_with(".sql")) {
         if let Some(first) = seen.insert(&f.name, &f.config_map) {
             errors.push(SourceError::DuplicateFile {
@@ -414,30 +415,47 @@ mod tests {
         RawFile::new("cm", name, content)
     }
 
-    fn name(file: &str) -> Option<(i64, &str, Kind)> {
-        parse_name(file).ok().map(|n| (n.version, n.name, n.kind))
+    fn name(file: &str) -> Option<(String, &str, Kind)> {
+        parse_name(file)
+            .ok()
+            .map(|n| (n.version.to_string(), n.name, n.kind))
     }
 
     #[test]
     fn names() {
         assert_eq!(
             name("0001_create_users.up.sql"),
-            Some((1, "create_users", Kind::Up))
+            Some(("1".into(), "create_users", Kind::Up))
         );
         assert_eq!(
             name("20250101120000_a_b.down.sql"),
-            Some((20_250_101_120_000, "a_b", Kind::Down))
+            Some(("20250101120000".into(), "a_b", Kind::Down))
         );
-        assert_eq!(name("3_x.sql"), Some((3, "x", Kind::Single)));
+        assert_eq!(name("3_x.sql"), Some(("3".into(), "x", Kind::Single)));
         assert_eq!(
             name("00000000000000_diesel_initial_setup.up.sql"),
-            Some((0, "diesel_initial_setup", Kind::Up)),
+            Some(("0".into(), "diesel_initial_setup", Kind::Up)),
             "version 0 is diesel's convention"
         );
-        assert_eq!(name("V2__add_users.sql"), Some((2, "add_users", Kind::Up)));
+        assert_eq!(
+            name("V2__add_users.sql"),
+            Some(("2".into(), "add_users", Kind::Up))
+        );
         assert_eq!(
             name("U2__drop_users.sql"),
-            Some((2, "drop_users", Kind::Down))
+            Some(("2".into(), "drop_users", Kind::Down))
+        );
+        assert_eq!(
+            name("V1.2.3__dotted.sql"),
+            Some(("1.2.3".into(), "dotted", Kind::Up))
+        );
+        assert_eq!(
+            name("V1_1__underscored.sql"),
+            Some(("1.1".into(), "underscored", Kind::Up))
+        );
+        assert_eq!(
+            name("U2024.01.15.1__undo.sql"),
+            Some(("2024.1.15.1".into(), "undo", Kind::Down))
         );
         assert_eq!(name("Vacation_x.sql"), None);
         for (bad, why) in [
@@ -456,7 +474,14 @@ mod tests {
                 "99999999999999999999_big.sql",
                 "is larger than 9223372036854775807",
             ),
-            ("V1.2.3__x.sql", "dotted Flyway version \"1.2.3\""),
+            (
+                "V1..2__x.sql",
+                "the version \"1..2\" has an empty part; parts are digits separated by one `.` or `_`, before the first `__`",
+            ),
+            (
+                "1.2_x.up.sql",
+                "the version \"1.2\" holds '.'; a version is digits only, before the first `_`",
+            ),
             ("V1__.sql", "nothing follows the version's `__`"),
             (
                 "R__views.sql",
@@ -478,14 +503,39 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            m.iter().map(|m| m.version).collect::<Vec<_>>(),
-            vec![1, 2, 10]
+            m.iter().map(|m| m.version.to_string()).collect::<Vec<_>>(),
+            ["1", "2", "10"]
         );
         assert_eq!(m[0].down.as_ref().unwrap().file, "U1__undo_users.sql");
         let err = parse(&[f("U3__x.sql", "select 1;")]).unwrap_err();
         assert!(
             err.to_string()
                 .contains("U3__x.sql: a down script without its up script V3__<name>.sql"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dotted_flyway_versions_order_as_flyway_orders_them() {
+        let m = parse(&[
+            f("V1.10__ten.sql", "select 110;"),
+            f("V1.9__nine.sql", "select 19;"),
+            f("U1.9__undo_nine.sql", "select -19;"),
+            f("V1__one.sql", "select 1;"),
+            f("V1.0.1__patch.sql", "select 101;"),
+            f("V2__two.sql", "select 2;"),
+        ])
+        .unwrap();
+        assert_eq!(
+            m.iter().map(|m| m.version.to_string()).collect::<Vec<_>>(),
+            ["1", "1.0.1", "1.9", "1.10", "2"]
+        );
+        assert_eq!(m[2].down.as_ref().unwrap().file, "U1.9__undo_nine.sql");
+        // 1 and 1.0 are one version to Flyway.
+        let err = parse(&[f("V1__a.sql", "select 1;"), f("V1.0__b.sql", "select 1;")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("version 1 is used by more than one migration: V1__a.sql, V1.0__b.sql"),
             "{err}"
         );
     }
@@ -500,8 +550,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            m.iter().map(|m| m.version).collect::<Vec<_>>(),
-            vec![9, 10],
+            m.iter().map(|m| m.version.to_string()).collect::<Vec<_>>(),
+            ["9", "10"],
             "numeric, not lexical"
         );
         assert_eq!(m[0].down.as_ref().unwrap().sql, "drop table nine;");
@@ -589,7 +639,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(
             &err.0[0],
-            SourceError::DuplicateVersion { version: 5, .. }
+            SourceError::DuplicateVersion { version, .. } if version.as_whole() == Some(5)
         ));
         let err =
             parse(&[f("5_x.up.sql", "select 1;"), f("5_y.down.sql", "select 2;")]).unwrap_err();

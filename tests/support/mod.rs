@@ -18,6 +18,11 @@ use kube::{
     api::{DeleteParams, PostParams},
 };
 
+/// A whole-number migration version (what most tests write).
+pub fn v(n: i64) -> lifeboat::migrations::Version {
+    lifeboat::migrations::Version::whole(n).expect("a version is not negative")
+}
+
 const START_COMMAND: &str = "e2e/platform.sh up && eval \"$(e2e/platform.sh env)\"";
 
 /// One PostgreSQL server of the platform.

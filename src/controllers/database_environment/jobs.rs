@@ -289,7 +289,7 @@ async fn write_result(
                 port: o.port.into(),
             });
             s.server_version = Some(o.server_version.clone());
-            s.schema_version = o.schema_version;
+            s.schema_version = o.schema_version.clone();
             if o.restored_from.is_some() {
                 s.restored_from = o.restored_from.clone();
             }

@@ -257,7 +257,7 @@ struct Outcome {
     server_version: String,
     seeded_now: bool,
     /// Newest applied migration of `spec.migrations`, if any.
-    schema_version: Option<i64>,
+    schema_version: Option<crate::domain::version::Version>,
     /// The backup the database was created from (`spec.restore`).
     restored_from: Option<String>,
     message: String,

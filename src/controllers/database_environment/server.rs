@@ -256,7 +256,7 @@ async fn fill_and_check(
     app: &ServerCredentials,
     target: &provision::Target,
     seed_sql: Option<&str>,
-) -> Result<(bool, Option<i64>), Error> {
+) -> Result<(bool, Option<crate::domain::version::Version>), Error> {
     let seeded_now = match seed_sql {
         Some(seed) => {
             // The server stops a seed statement when the job's time is up (the job itself is
@@ -364,7 +364,7 @@ async fn migrate(
     app: &ServerCredentials,
     database: &str,
     source: &crate::api::ConfigMapSource,
-) -> Result<Option<i64>, Error> {
+) -> Result<Option<crate::domain::version::Version>, Error> {
     use crate::{
         controllers::references::{raw_files, resolve_sources},
         migrations::{self, Direction, LintMode, MigrationPhase, OnFailure, Prior, RunOptions},
@@ -427,7 +427,8 @@ async fn migrate(
                     outcome
                         .state
                         .to_version
-                        .map_or("none".into(), |v| v.to_string())
+                        .as_ref()
+                        .map_or("none".into(), ToString::to_string)
                 );
                 ctx.publish(env, EventType::Normal, "Migrated", note).await;
             }
@@ -498,6 +499,7 @@ impl crate::migrations::Hooks for EnvironmentHooks<'_> {
         self.reported = true;
         let at = state
             .from_version
+            .as_ref()
             .map_or("no migration applied".to_string(), |v| {
                 format!("version {v}")
             });

@@ -46,7 +46,7 @@ impl From<run::MigrationPhase> for api::MigrationPhase {
 impl From<run::MigrationRecord> for api::MigrationRecord {
     fn from(r: run::MigrationRecord) -> Self {
         Self {
-            version: r.version,
+            version: r.version.clone(),
             name: r.name,
             checksum: r.checksum,
             duration_ms: r.duration_ms,
@@ -124,7 +124,7 @@ impl From<api::LintRules> for run::LintRules {
 impl From<run::MigrationFailure> for api::MigrationFailure {
     fn from(f: run::MigrationFailure) -> Self {
         Self {
-            version: f.version,
+            version: f.version.clone(),
             file: f.file,
             statement: f.statement,
             line: f.line,
@@ -138,7 +138,7 @@ impl From<run::MigrationFailure> for api::MigrationFailure {
 impl From<api::MigrationRecord> for run::MigrationRecord {
     fn from(r: api::MigrationRecord) -> Self {
         Self {
-            version: r.version,
+            version: r.version.clone(),
             name: r.name,
             checksum: r.checksum,
             duration_ms: r.duration_ms,
@@ -149,7 +149,7 @@ impl From<api::MigrationRecord> for run::MigrationRecord {
 impl From<api::MigrationFailure> for run::MigrationFailure {
     fn from(f: api::MigrationFailure) -> Self {
         Self {
-            version: f.version,
+            version: f.version.clone(),
             file: f.file,
             statement: f.statement,
             line: f.line,
@@ -197,13 +197,13 @@ mod tests {
             api::MigrationPhase::RolledBack
         );
         let f = api::MigrationFailure::from(run::MigrationFailure {
-            version: Some(3),
+            version: Some(run::Version::whole(3).unwrap()),
             sql_state: Some("42P01".into()),
             error: "x".into(),
             ..Default::default()
         });
         assert_eq!(
-            (f.version, f.sql_state.as_deref()),
+            (f.version.and_then(|v| v.as_whole()), f.sql_state.as_deref()),
             (Some(3), Some("42P01"))
         );
     }

@@ -1,6 +1,10 @@
 use super::*;
 use crate::migrations::source::{RawFile, parse};
 
+fn v(n: i64) -> Version {
+    Version::whole(n).unwrap()
+}
+
 fn migrations(reversible: &[bool]) -> Vec<Migration> {
     let mut files = Vec::new();
     for (i, down) in reversible.iter().enumerate() {
@@ -23,7 +27,7 @@ fn migrations(reversible: &[bool]) -> Vec<Migration> {
 
 fn row(m: &Migration, uid: &str) -> Row {
     Row {
-        version: m.version,
+        version: m.version.clone(),
         name: m.name.clone(),
         checksum: m.checksum.clone(),
         execution_ms: 3,
@@ -32,7 +36,7 @@ fn row(m: &Migration, uid: &str) -> Row {
     }
 }
 
-fn req(direction: Direction, target: Option<i64>, on_failure: OnFailure) -> Request<'static> {
+fn req(direction: Direction, target: Option<Version>, on_failure: OnFailure) -> Request<'static> {
     Request {
         direction,
         target_version: target,
@@ -45,7 +49,7 @@ fn req(direction: Direction, target: Option<i64>, on_failure: OnFailure) -> Requ
 fn versions(p: &Plan) -> Vec<(i64, Action)> {
     p.steps
         .iter()
-        .map(|s| (s.migration.version, s.action))
+        .map(|s| (s.migration.version.as_whole().unwrap(), s.action))
         .collect()
 }
 
@@ -56,16 +60,16 @@ fn up_applies_pending_to_target() {
     let p = plan(
         &m,
         &ledger,
-        req(Direction::Up, Some(3), OnFailure::Rollback),
+        req(Direction::Up, Some(v(3)), OnFailure::Rollback),
     )
     .unwrap();
     assert_eq!(versions(&p), vec![(2, Action::Apply), (3, Action::Apply)]);
-    assert_eq!(p.from_version, Some(1));
+    assert_eq!(p.from_version, Some(v(1)));
     let all = plan(&m, &ledger, req(Direction::Up, None, OnFailure::Rollback)).unwrap();
     assert_eq!(all.steps.len(), 3);
     assert_eq!(
-        plan(&m, &ledger, req(Direction::Up, Some(9), OnFailure::Halt)).unwrap_err(),
-        PlanError::UnknownTarget { version: 9 }
+        plan(&m, &ledger, req(Direction::Up, Some(v(9)), OnFailure::Halt)).unwrap_err(),
+        PlanError::UnknownTarget { version: v(9) }
     );
 }
 
@@ -77,10 +81,10 @@ fn resumed_run_knows_what_it_applied() {
     assert_eq!(versions(&p), vec![(3, Action::Apply)]);
     assert_eq!(
         p.from_version,
-        Some(1),
+        Some(v(1)),
         "what this run applied does not count"
     );
-    assert_eq!(p.applied_before[0].version, 2);
+    assert_eq!(p.applied_before[0].version, v(2));
 }
 
 #[test]
@@ -95,7 +99,7 @@ fn drift_and_incomplete_rows_refuse() {
     dirty.complete = false;
     let e = plan(&m, &[dirty], req(Direction::Up, None, OnFailure::Halt)).unwrap_err();
     assert_eq!(e.reason(), "PartiallyApplied");
-    assert!(e.to_string().contains("where version = 1"), "{e}");
+    assert!(e.to_string().contains("where version = '1'"), "{e}");
 }
 
 #[test]
@@ -111,8 +115,8 @@ fn out_of_order_is_refused() {
         e,
         PlanError::OutOfOrder {
             file: "1_m1.up.sql".into(),
-            version: 1,
-            newest: 3
+            version: v(1),
+            newest: v(3)
         }
     );
 }
@@ -131,7 +135,7 @@ fn rollback_needs_down_scripts_except_for_the_last_step() {
     );
     assert!(e.to_string().contains("or set onFailure: halt"));
     assert!(plan(&m, &[], req(Direction::Up, None, OnFailure::Halt)).is_ok());
-    assert!(plan(&m, &[], req(Direction::Up, Some(2), OnFailure::Rollback)).is_ok());
+    assert!(plan(&m, &[], req(Direction::Up, Some(v(2)), OnFailure::Rollback)).is_ok());
 }
 
 #[test]
@@ -141,7 +145,7 @@ fn down_reverts_newest_first_to_target() {
     let p = plan(
         &m,
         &ledger,
-        req(Direction::Down, Some(1), OnFailure::Rollback),
+        req(Direction::Down, Some(v(1)), OnFailure::Rollback),
     )
     .unwrap();
     assert_eq!(versions(&p), vec![(3, Action::Revert), (2, Action::Revert)]);
@@ -149,13 +153,18 @@ fn down_reverts_newest_first_to_target() {
     assert_eq!(versions(&one), vec![(3, Action::Revert)]);
     // Resumed after reverting 3: 2 is newest now, but the run started at 3, so nothing is left.
     let resumed = Request {
-        started_from: Some(3),
+        started_from: Some(v(3)),
         ..req(Direction::Down, None, OnFailure::Rollback)
     };
     let p = plan(&m, &ledger[..2], resumed).unwrap();
     assert!(p.steps.is_empty());
-    assert_eq!(p.from_version, Some(3));
-    let all = plan(&m, &ledger, req(Direction::Down, Some(0), OnFailure::Halt)).unwrap();
+    assert_eq!(p.from_version, Some(v(3)));
+    let all = plan(
+        &m,
+        &ledger,
+        req(Direction::Down, Some(v(0)), OnFailure::Halt),
+    )
+    .unwrap();
     assert_eq!(all.steps.len(), 3);
 }
 
@@ -168,7 +177,7 @@ fn down_needs_the_files() {
     assert!(e.to_string().contains("2_m2.up.sql"), "{e}");
     let mut unknown = ledger.clone();
     unknown.push(Row {
-        version: 7,
+        version: v(7),
         name: "gone".into(),
         ..ledger[0].clone()
     });
@@ -176,7 +185,7 @@ fn down_needs_the_files() {
     assert_eq!(
         e,
         PlanError::MissingFile {
-            version: 7,
+            version: v(7),
             name: "gone".into()
         }
     );
@@ -226,7 +235,7 @@ fn version_zero_applies_first_and_reverts_as_the_only_migration() {
     let to_zero = plan(
         &m,
         &both,
-        req(Direction::Down, Some(0), OnFailure::Rollback),
+        req(Direction::Down, Some(v(0)), OnFailure::Rollback),
     )
     .unwrap();
     assert_eq!(
