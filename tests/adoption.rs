@@ -106,6 +106,30 @@ impl Db {
             .collect()
     }
 
+    /// (version as text, run_uid) of Lifeboat's ledger, in the order the rows were written, and the
+    /// type of its `version` column.
+    async fn ledger_text(&self) -> (Vec<(String, String)>, String) {
+        let mut c = PgConnection::connect(&self.pg.url(&self.name))
+            .await
+            .unwrap();
+        let rows = sqlx::query(
+            "select version::text, run_uid from lifeboat_schema_migrations order by applied_at, version::text",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+        let column: String = sqlx::query_scalar(
+            "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = 'lifeboat_schema_migrations'::regclass and attname = 'version'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        (rows, column)
+    }
+
     async fn drop(self) {
         let mut admin = PgConnection::connect(&self.pg.url("postgres"))
             .await
@@ -527,6 +551,158 @@ async fn flyway_history_is_imported() {
         ("U3__invoices.sql".to_string(), C_DOWN),
     ];
     assert_adopted(&db, Tool::Flyway, &files, &[1, 2], 3).await;
+    db.drop().await;
+}
+
+/// Flyway's dotted versions: Flyway applies 1 and 1.1; Lifeboat, given the history plus 1.2 and 1.10,
+/// imports the two and applies 1.2 before 1.10 (Flyway's order, not the text's); its ledger's version
+/// column is text. A `down` run to `"1.1"` reverts 1.10, then 1.2.
+#[tokio::test]
+async fn flyway_dotted_versions_are_imported_and_ordered_as_flyway_orders_them() {
+    let platform = require_platform!();
+    let flyway = tool("tool_flyway");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[("V1__customers.sql", A), ("V1.1__orders.sql", B)],
+    );
+    let db = Db::new(&platform, "flyway_dotted").await;
+    run_tool(
+        &flyway,
+        &[
+            &db.jdbc(),
+            &db.pg.user,
+            &db.pg.password,
+            dir.path().to_str().unwrap(),
+            "migrate",
+        ],
+        None,
+        true,
+    );
+    const NOTES: &str = "create table notes (id bigint primary key);";
+    let files = [
+        ("V1__customers.sql", A),
+        ("U1__customers.sql", A_DOWN),
+        ("V1.1__orders.sql", B),
+        ("U1.1__orders.sql", B_DOWN),
+        ("V1.10__notes.sql", NOTES),
+        ("U1.10__notes.sql", "drop table notes;"),
+        ("V1.2__invoices.sql", C),
+        ("U1.2__invoices.sql", C_DOWN),
+    ];
+    let out = lifeboat(&db, &files, AdoptFrom::Auto).await;
+    assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
+    let imported = out.state.imported.clone().expect("imported");
+    assert_eq!(
+        (
+            imported.tool,
+            imported.count,
+            imported.newest.map(|v| v.to_string())
+        ),
+        (Some(Tool::Flyway), 2, Some("1.1".to_string()))
+    );
+    let applied: Vec<String> = out
+        .state
+        .applied
+        .listed()
+        .iter()
+        .map(|r| r.version.to_string())
+        .collect();
+    assert_eq!(applied, ["1.2", "1.10"], "Flyway's order");
+    assert_eq!(
+        out.state.to_version.map(|v| v.to_string()),
+        Some("1.10".into())
+    );
+    let (ledger, column) = db.ledger_text().await;
+    assert_eq!(column, "text");
+    assert_eq!(
+        ledger.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["1", "1.1", "1.2", "1.10"]
+    );
+
+    let raw: Vec<RawFile> = files
+        .iter()
+        .map(|(n, s)| RawFile::new("cm", n, *s))
+        .collect();
+    let parsed = migrations::source::parse(&raw).unwrap();
+    let mut opts = options(AdoptFrom::Auto);
+    opts.direction = Direction::Down;
+    opts.target_version = Some("1.1".parse().unwrap());
+    // Reverting drops tables, which lint's ban-drop-table calls an error.
+    opts.lint = LintMode::Warn;
+    let down = migrations::run(
+        &db.creds(),
+        &db.name,
+        &parsed,
+        &opts,
+        Prior::default(),
+        &mut NoHooks,
+    )
+    .await
+    .unwrap();
+    assert_eq!(down.phase, MigrationPhase::Succeeded, "{down:#?}");
+    let reverted: Vec<String> = down
+        .state
+        .applied
+        .listed()
+        .iter()
+        .map(|r| r.version.to_string())
+        .collect();
+    assert_eq!(reverted, ["1.10", "1.2"], "newest first");
+    let tables = db
+        .query_i64("select count(*) from pg_tables where schemaname = 'public' and tablename in ('customers', 'orders', 'invoices', 'notes')")
+        .await;
+    assert_eq!(tables, 2);
+    db.drop().await;
+}
+
+/// A ledger Lifeboat wrote for whole-number versions (`bigint`) gains a dotted version: the column
+/// becomes text in place, keeping its rows, and the new migration applies after them.
+#[tokio::test]
+async fn a_bigint_ledger_takes_a_dotted_version() {
+    let platform = require_platform!();
+    let db = Db::new(&platform, "ledger_upgrade").await;
+    let whole = [
+        ("V1__customers.sql", A),
+        ("U1__customers.sql", A_DOWN),
+        ("V2__orders.sql", B),
+        ("U2__orders.sql", B_DOWN),
+    ];
+    let out = lifeboat(&db, &whole, AdoptFrom::None).await;
+    assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
+    assert_eq!(db.ledger_text().await.1, "bigint");
+    let dotted = [
+        ("V1__customers.sql", A),
+        ("U1__customers.sql", A_DOWN),
+        ("V2__orders.sql", B),
+        ("U2__orders.sql", B_DOWN),
+        ("V2.1__invoices.sql", C),
+        ("U2.1__invoices.sql", C_DOWN),
+    ];
+    let out = lifeboat(&db, &dotted, AdoptFrom::None).await;
+    assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
+    let (ledger, column) = db.ledger_text().await;
+    assert_eq!(column, "text");
+    assert_eq!(
+        ledger.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "2.1"]
+    );
+    // Whole-number runs keep working on the text column.
+    let more = [
+        ("V1__customers.sql", A),
+        ("U1__customers.sql", A_DOWN),
+        ("V2__orders.sql", B),
+        ("U2__orders.sql", B_DOWN),
+        ("V2.1__invoices.sql", C),
+        ("U2.1__invoices.sql", C_DOWN),
+        (
+            "V3__notes.sql",
+            "create table notes (id bigint primary key);",
+        ),
+    ];
+    let out = lifeboat(&db, &more, AdoptFrom::None).await;
+    assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
+    assert_eq!(db.ledger_text().await.0.len(), 4);
     db.drop().await;
 }
 

@@ -555,6 +555,31 @@ async fn style_findings_never_stop_a_run_and_rules_are_set_per_run() {
             .contains("only one of exclude, warn and error"),
         "{twice}"
     );
+
+    // targetVersion: a whole number or a dotted string; anything else is refused with what to write.
+    for (name, target, accepted) in [
+        ("whole", json!(20250101120000_i64), true),
+        ("dotted", json!("1.2.3"), true),
+        ("underscored", json!("1_1"), true),
+        ("words", json!("latest"), false),
+        ("negative", json!(-1), false),
+        ("empty-part", json!("1..2"), false),
+    ] {
+        let result = support::apply_json(&fx.client, &fx.ns.name, json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "MigrationRun", "metadata": {"name": format!("target-{name}")},
+            "spec": {"environmentRef": {"name": "missing"}, "source": {"configMapNames": ["m"]},
+                     "targetVersion": target}
+        }))
+        .await;
+        match (result, accepted) {
+            (Ok(_), true) => {}
+            (Err(e), false) => assert!(
+                e.to_string().contains("a version is a whole number (20250101120000) or Flyway's dotted form as a string"),
+                "{name}: {e}"
+            ),
+            (r, _) => panic!("{name}: expected accepted={accepted}, got {r:?}"),
+        }
+    }
     fx.cleanup().await;
 }
 
