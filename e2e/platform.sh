@@ -3,10 +3,19 @@
 # PostgreSQL 18 and 15, and an S3-compatible server, all on loopback inside one state directory.
 #
 #   e2e/platform.sh up       start everything (builds and caches binaries on the first run)
+#   e2e/platform.sh up --with-node   the same, then the node (below)
 #   e2e/platform.sh env      print the exports:  eval "$(e2e/platform.sh env)"
 #   e2e/platform.sh status   show each component, its PID and port
 #   e2e/platform.sh down     stop everything by recorded PIDs and remove the state directory
 #   e2e/platform.sh tools    only build/install the binaries into the cache
+#
+# A real node on top of the running platform (e2e/lib/node.sh: containerd, CNI, kube-scheduler, kubelet,
+# kube-proxy, CoreDNS), so pods run:
+#   e2e/platform.sh node           start it (installs Debian packages and builds binaries on the first run)
+#   e2e/platform.sh node-check     smoke check: a pod's log, exec, Service DNS + ClusterIP; non-zero on failure
+#   e2e/platform.sh import-image TAR...   import docker-archive tars into the node's containerd
+#   e2e/platform.sh node-down      stop only the node (`down` stops it too)
+#   e2e/platform.sh node-tools     only build the node's binaries and images;  node-rss: its memory
 #
 # Binaries are cached by version in $LIFEBOAT_CACHE (default ~/.cache/lifeboat); runtime state lives in
 # $LIFEBOAT_PLATFORM_DIR (default <repo>/.platform). Nothing else on the machine is touched, except that
@@ -35,6 +44,10 @@ S3S_BIN=$CACHE/s3s-fs-$S3S_VERSION/bin
 
 log() { printf '[platform] %s\n' "$*" >&2; }
 die() { printf '[platform] ERROR: %s\n' "$*" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# shellcheck source=e2e/lib/node.sh
+source "$REPO/e2e/lib/node.sh"
 
 # ---------------------------------------------------------------------------------------------- tools
 tool_k8s() { bash "$REPO/e2e/lib/build-k8s.sh" "$CACHE" "$K8S_VERSION"; }
@@ -117,7 +130,6 @@ tools() {
 }
 
 # ---------------------------------------------------------------------------------------------- helpers
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rand() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }
 
 pid_alive() { [[ -f $STATE/pids/$1 ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
@@ -153,7 +165,7 @@ gen_certs() {
   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=lifeboat-platform-ca" \
     -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
   openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
     -extfile "$d/server.ext" -out "$d/server.crt" 2>/dev/null
   openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
@@ -209,7 +221,7 @@ start_apiserver() {
     --service-account-key-file "$STATE/pki/sa.pub" --service-account-signing-key-file "$STATE/pki/sa.key" \
     --service-account-issuer https://kubernetes.default.svc.cluster.local --api-audiences https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range 10.96.0.0/16 --authorization-mode RBAC --allow-privileged=true \
-    --endpoint-reconciler-type none --v 1
+    --endpoint-reconciler-type none --kubelet-preferred-address-types InternalIP,Hostname --v 1
   write_kubeconfig "$STATE/kubeconfig" lifeboat-admin "$admin_token"
   write_kubeconfig "$STATE/kube-controller-manager.kubeconfig" system:kube-controller-manager "$kcm_token"
   wait_for kube-apiserver "$STATE/logs/kube-apiserver.log" \
@@ -337,6 +349,7 @@ up() {
 }
 
 down() {
+  node_down
   if [[ -d $STATE/pids ]]; then
     local f pid
     for f in "$STATE"/pids/*; do
@@ -348,7 +361,7 @@ down() {
     for f in "$STATE"/pids/*; do
       [[ -f $f ]] || continue
       pid=$(cat "$f")
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      for _ in $(seq 50); do node_pid_gone "$pid" && break; sleep 0.1; done   # a reaped-late zombie is gone
       kill -KILL -- "-$pid" 2>/dev/null || true
     done
   fi
@@ -362,14 +375,23 @@ status() {
     if pid_alive "$c"; then printf '%-24s running  pid %-8s port %s\n' "$c" "$(cat "$STATE/pids/$c")" "$(cat "$STATE/ports/$c" 2>/dev/null)"
     else printf '%-24s stopped\n' "$c"; rc=1; fi
   done
+  if [[ -d $NODE_DIR ]]; then node_status || rc=1; fi
   return $rc
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) up; if [[ ${2:-} == --with-node ]]; then node_up; fi ;;
   down) down ;;
-  env) [[ -f $STATE/env ]] || die "platform is not up: run e2e/platform.sh up"; cat "$STATE/env" ;;
+  env)
+    [[ -f $STATE/env ]] || die "platform is not up: run e2e/platform.sh up"
+    cat "$STATE/env"; if [[ -f $NODE_DIR/env ]]; then cat "$NODE_DIR/env"; fi ;;
   status) status ;;
   tools) tools ;;
-  *) echo "usage: $0 up|down|env|status|tools" >&2; exit 2 ;;
+  node) node_up ;;
+  node-down) node_down ;;
+  node-check) node_check ;;
+  node-tools) node_tools ;;
+  node-rss) node_rss ;;
+  import-image) shift; node_import_image "$@" ;;
+  *) echo "usage: $0 up [--with-node]|down|env|status|tools|node|node-check|node-down|node-tools|node-rss|import-image TAR..." >&2; exit 2 ;;
 esac

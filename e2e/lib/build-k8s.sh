@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kube-controller-manager and kubectl of one Kubernetes version from the
 # Go module proxy, caching the binaries by version. Recipe: shared TESTING.md, "Building Kubernetes
-# binaries from the Go module proxy". Usage: build-k8s.sh <cache-dir> <version, e.g. v1.36.3>
+# binaries from the Go module proxy".
+# Usage: build-k8s.sh <cache-dir> <version, e.g. v1.36.3> [binary...]
+# The binaries default to the control plane's (kube-apiserver kube-controller-manager kubectl); the node
+# (e2e/lib/node.sh) asks for kube-scheduler kubelet kube-proxy. All share one module dir and Go build cache.
 set -euo pipefail
-cache="$1"; version="$2"
+cache="$1"; version="$2"; shift 2
 out="$cache/k8s-$version"
-bins=(kube-apiserver kube-controller-manager kubectl)
+bins=("$@")
+((${#bins[@]})) || bins=(kube-apiserver kube-controller-manager kubectl)
 have_all() { for b in "${bins[@]}"; do [[ -x "$out/bin/$b" ]] || return 1; done; }
 if have_all; then exit 0; fi
 
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 mkdir -p "$out/src" "$out/bin"
 cd "$out/src"
+# One build at a time in this module dir (the platform and the node may both ask for binaries).
+exec 9>"$out/.lock"; flock 9
+if have_all; then exit 0; fi
 [[ -f go.mod ]] || go mod init platform >/dev/null 2>&1
 staging_version="v0.${version#v1.}"
 gomod=$(go mod download -json "k8s.io/kubernetes@$version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
