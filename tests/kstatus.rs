@@ -156,7 +156,7 @@ async fn every_state_lifeboat_writes_means_the_same_to_kstatus() {
     })
     .await;
     support::wait_for(&envs, "bad", "Stalled", Duration::from_secs(60), |e| {
-        support::condition(e.status.as_ref(), "Stalled").is_some()
+        support::condition(e.status.as_ref(), "Stalled").is_some_and(|c| c.0 == "True")
     })
     .await;
     // A spec change: generation moves ahead of observedGeneration until the operator catches up.

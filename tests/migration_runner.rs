@@ -384,7 +384,11 @@ async fn no_transaction_files_and_partial_application() {
         "{}",
         out.message
     );
-    assert!(out.message.contains("where version = '3'"), "{}", out.message);
+    assert!(
+        out.message.contains("where version = '3'"),
+        "{}",
+        out.message
+    );
     assert_eq!(
         db.ledger().await.last(),
         Some(&(3, "half".into(), false)),

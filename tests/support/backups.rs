@@ -184,6 +184,7 @@ impl Backups {
 
     pub async fn condition(&self, name: &str, type_: &str) -> (String, String, String) {
         let s = self.schedules.get(name).await.unwrap();
+        super::capture::observe(&s);
         super::condition(s.status.as_ref(), type_).unwrap_or_default()
     }
 }

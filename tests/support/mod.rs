@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backups;
+pub mod capture;
 mod fixture;
 
 #[allow(unused_imports)] // (not every test binary uses it)
@@ -272,7 +273,8 @@ pub fn start_operator(client: &Client, settings: lifeboat::operator::Settings) -
     RunningOperator { operator, task }
 }
 
-/// Waits (watching, with a deadline) until `check` holds for the named object.
+/// Waits (watching, with a deadline) until `check` holds for the named object. With
+/// `LIFEBOAT_CAPTURE_DIR` set, every state it sees is offered to [`capture::observe`].
 pub async fn wait_for<K>(
     api: &Api<K>,
     name: &str,
@@ -281,9 +283,16 @@ pub async fn wait_for<K>(
     check: impl Fn(&K) -> bool,
 ) -> K
 where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + 'static,
+    K::DynamicType: Default,
 {
-    let cond = move |obj: Option<&K>| obj.is_some_and(&check);
+    let cond = move |obj: Option<&K>| obj.inspect(|o| capture::observe(*o)).is_some_and(&check);
     match tokio::time::timeout(
         deadline,
         kube::runtime::wait::await_condition(api.clone(), name, cond),
@@ -295,6 +304,7 @@ where
         Ok(Err(e)) => panic!("watch failed while waiting for {what}: {e}"),
         Err(_) => {
             let last = api.get_opt(name).await.ok().flatten();
+            last.iter().for_each(capture::observe);
             panic!(
                 "timed out after {deadline:?} waiting for {name} to be {what}; last state: {last:#?}"
             )
