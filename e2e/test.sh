@@ -14,7 +14,8 @@ if ((${#need[@]})); then
 fi
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml 2>/dev/null ||
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml >/dev/null
-e2e/platform.sh up
+# The platform with its node (kubelet, containerd, kube-proxy, CoreDNS: pods run; docs/testing.md).
+e2e/platform.sh up --with-node
 eval "$(e2e/platform.sh env)"
 
 step() { printf '\n=== %s\n' "$*"; }
@@ -32,6 +33,21 @@ deploy/argocd/test.sh
 step "migration tools for the adoption tests (sqlx-cli, golang-migrate, dbmate, diesel_cli, Flyway; cached)"
 # Installed before the tests, one at a time: tests/adoption.rs runs the real tools.
 bash -c 'set -euo pipefail; source e2e/lib/migration-tools.sh; tool_all' >/dev/null
+
+step "node: a pod's log, exec, Service DNS and ClusterIP"
+e2e/platform.sh node-check
+
+step "images: the operator (release build) and PostgreSQL 18 and 15, imported into the node"
+# tests/node.rs installs the chart with this image and starts `instance` databases from these.
+cargo build --release --locked --bin lifeboat
+images=$(bash -c 'set -euo pipefail; source e2e/lib/images.sh
+  images_build_postgres 18; images_build_postgres 15; images_build_operator target/release/lifeboat')
+# The Dockerfile (the published recipe) must describe what was built here.
+bash -c 'set -euo pipefail; source e2e/lib/images.sh; images_check_dockerfile "$1"' _ "$(tail -1 <<<"$images")"
+# shellcheck disable=SC2086 # one path per line
+e2e/platform.sh import-image $images
+LIFEBOAT_OPERATOR_IMAGE=$(bash -c 'source e2e/lib/images.sh; printf %s "$IMAGES_OPERATOR_IMAGE"')
+export LIFEBOAT_OPERATOR_IMAGE
 
 step "cargo test (unit + integration against the platform)"
 # Benches (harness = false) are not run here: they print figures and live in e2e/bench.

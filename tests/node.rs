@@ -1,0 +1,456 @@
+//! Lifeboat as users install it, on the platform's real node (`e2e/platform.sh node`: containerd, runc,
+//! kubelet, kube-proxy, CoreDNS): `helm install` of charts/lifeboat with the operator image built here
+//! (`e2e/lib/images.sh`, imported into the node; `LIFEBOAT_OPERATOR_IMAGE` names it); the operator pod
+//! becomes Ready and wins the Lease; `instance` environments start real PostgreSQL pods that reach Ready,
+//! and an application pod connects through the Service with the connection Secret; a persistent tier's
+//! data outlives its pod on a PersistentVolume; `deletionPolicy` decides the volume's fate; `helm upgrade`
+//! rolls the operator in the middle of a migration and the new pod finishes it; `helm uninstall` leaves
+//! the databases alone.
+//!
+//! Needs the node and the images: `e2e/test.sh` brings both up. By hand: `e2e/platform.sh up --with-node`,
+//! then the image step of e2e/test.sh, then `eval "$(e2e/platform.sh env)"` and
+//! `LIFEBOAT_OPERATOR_IMAGE=… cargo test --test node`.
+
+mod support;
+
+use std::{process::Command, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, StatefulSet},
+    coordination::v1::Lease,
+    core::v1::{PersistentVolume, PersistentVolumeClaim, Pod},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, LogParams, Patch, PatchParams},
+};
+use lifeboat::api::{DatabaseEnvironment, MigrationRun, migration_run::MigrationPhase};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(180);
+
+/// The node's coordinates, or `None` (a skip outside CI, a failure in CI).
+fn node() -> Option<String> {
+    let image = std::env::var("LIFEBOAT_OPERATOR_IMAGE").ok();
+    let node = std::env::var("LIFEBOAT_NODE_NAME").ok();
+    match (image, node) {
+        (Some(image), Some(_)) => Some(image),
+        _ => {
+            let how = "e2e/test.sh brings up the node (e2e/platform.sh up --with-node) and imports the images; it exports LIFEBOAT_OPERATOR_IMAGE";
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("CI=true and the node or the operator image is missing: {how}");
+            }
+            eprintln!("SKIPPED: no node or operator image: {how}");
+            None
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {args:?}: {text}");
+    text
+}
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/lifeboat");
+
+fn helm(args: &[&str]) -> String {
+    run("helm", args)
+}
+
+/// Runs `sql` with psql in a pod of the PostgreSQL image, connected with the environment's connection
+/// Secret (key `uri`), through the Service; returns what psql printed.
+async fn psql_in_pod(client: &Client, ns: &str, env: &str, name: &str, sql: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let secret = format!("{env}-connection");
+    support::apply_json(client, ns, json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "app", "image": "postgres:18", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "exec psql \"$DATABASE_URL\" -v ON_ERROR_STOP=1 -tA -c \"$SQL\""],
+                "env": [
+                    {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": "uri"}}},
+                    {"name": "SQL", "value": sql}
+                ],
+                "securityContext": {"runAsUser": 70000, "runAsNonRoot": true, "allowPrivilegeEscalation": false}
+            }]
+        }
+    }))
+    .await
+    .unwrap();
+    let phase = support::eventually(&format!("pod {name} to finish"), WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get(name).await.ok()?;
+            let phase = p.status?.phase?;
+            matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+        }
+    })
+    .await;
+    let logs = pods.logs(name, &LogParams::default()).await.unwrap();
+    assert_eq!(phase, "Succeeded", "{name}: {logs}");
+    pods.delete(name, &DeleteParams::default()).await.unwrap();
+    logs
+}
+
+/// A hostPath PersistentVolume bound in advance to the claim the StatefulSet of `env` makes, so no other
+/// test's claim takes it (the platform has no provisioner). The directory belongs to uid 999 (postgres).
+async fn volume_for(client: &Client, ns: &str, env: &str) -> String {
+    let name = format!("lb-test-{}", support::random_suffix());
+    let dir = format!("/var/lib/lifeboat-test-volumes/{name}");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(999), Some(999)).unwrap();
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    pvs.patch(
+        &name,
+        &PatchParams::apply("lifeboat-test"),
+        &Patch::Apply(json!({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                "hostPath": {"path": dir, "type": "Directory"},
+                "claimRef": {"namespace": ns, "name": format!("data-{env}-postgres-0")}
+            }
+        })),
+    )
+    .await
+    .unwrap();
+    name
+}
+
+async fn ready_env(envs: &Api<DatabaseEnvironment>, name: &str) -> DatabaseEnvironment {
+    support::wait_for(envs, name, "Ready", WAIT, |e| {
+        support::is_ready(e.status.as_ref())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_chart_runs_the_operator_and_instances_run_real_postgres() {
+    let _platform = require_platform!();
+    let Some(image) = node() else { return };
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let op_ns = support::TestNamespace::new(&client, "chart").await;
+    let app = support::TestNamespace::new(&client, "chart-app").await;
+    let (repository, tag) = image.rsplit_once(':').expect("image with a tag");
+    // A release name of its own: the chart's cluster-scoped objects are named after it.
+    let release = format!("lb-{}", support::random_suffix());
+
+    // helm install: the operator pod becomes Ready (--wait) and wins the Lease.
+    let values: Vec<String> = [
+        format!("image.repository={repository}"),
+        format!("image.tag={tag}"),
+        "image.pullPolicy=Never".into(),
+        format!("watchNamespace={}", app.name),
+        "logLevel=info\\,lifeboat=debug".into(),
+    ]
+    .into_iter()
+    .flat_map(|v| ["--set".to_string(), v])
+    .collect();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    let mut install = vec![
+        "install",
+        &release,
+        CHART,
+        "-n",
+        &op_ns.name,
+        "--wait",
+        "--timeout",
+        "180s",
+    ];
+    install.extend(&values);
+    helm(&install);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &op_ns.name);
+    let operator_pod = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .expect("the operator pod");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &op_ns.name);
+    let holder = support::eventually("the operator to hold the Lease", WAIT, || {
+        let leases = leases.clone();
+        async move {
+            leases
+                .get_opt("lifeboat-leader")
+                .await
+                .ok()??
+                .spec?
+                .holder_identity
+        }
+    })
+    .await;
+    assert_eq!(holder, operator_pod.name_any(), "the pod leads");
+
+    // An `instance` environment (tier ci: emptyDir) reaches Ready with a real PostgreSQL pod, and an
+    // application pod connects through the Service with the connection Secret.
+    let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &app.name);
+    let env = |name: &str, tier: &str, extra: serde_json::Value| {
+        let mut spec =
+            json!({"tier": tier, "instance": {"version": "18", "storage": {"size": "1Gi"}}});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment",
+               "metadata": {"name": name}, "spec": spec})
+    };
+    support::apply_json(&client, &app.name, env("orders", "ci", json!({})))
+        .await
+        .unwrap();
+    let orders = ready_env(&envs, "orders").await;
+    let endpoint = orders.status.as_ref().unwrap().endpoint.clone().unwrap();
+    assert_eq!(endpoint.host, format!("orders-postgres.{}.svc", app.name));
+    let who = psql_in_pod(
+        &client,
+        &app.name,
+        "orders",
+        "app-connects",
+        "select current_database() || ' ' || split_part(version(), ' ', 2)",
+    )
+    .await;
+    let database = orders.status.as_ref().unwrap().database.clone().unwrap();
+    assert!(who.starts_with(&format!("{database} 18.")), "{who}");
+
+    // helm upgrade in the middle of a migration (30 s, longer than the operator's 15 s shutdown grace):
+    // the old pod gives the run up and goes, the new one wins the Lease and finishes the run.
+    support::apply_json(
+        &client,
+        &app.name,
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "schema"},
+            "data": {
+                "1_slow.up.sql": "select pg_sleep(30); create table slow (id bigint primary key);",
+                "1_slow.down.sql": "drop table slow;"
+            }
+        }),
+    )
+    .await
+    .unwrap();
+    support::apply_json(&client, &app.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "MigrationRun", "metadata": {"name": "across-upgrade"},
+        "spec": {"environmentRef": {"name": "orders"}, "source": {"configMapNames": ["schema"]}, "lint": "warn",
+                 "lockTimeout": "60s"}
+    }))
+    .await
+    .unwrap();
+    let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &app.name);
+    support::wait_for(&runs, "across-upgrade", "Running", WAIT, |r| {
+        r.status.as_ref().and_then(|s| s.phase) == Some(MigrationPhase::Running)
+    })
+    .await;
+    let mut upgrade = vec![
+        "upgrade",
+        &release,
+        CHART,
+        "-n",
+        &op_ns.name,
+        "--wait",
+        "--timeout",
+        "180s",
+        "--set",
+        "podAnnotations.rolled=yes",
+    ];
+    upgrade.extend(&values);
+    helm(&upgrade);
+    let old_pod = operator_pod.name_any();
+    support::eventually("the old operator pod to be gone", WAIT, || {
+        let pods = pods.clone();
+        let old_pod = old_pod.clone();
+        async move { pods.get_opt(&old_pod).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    let mid = runs.get("across-upgrade").await.unwrap().status.unwrap();
+    assert_eq!(
+        mid.phase,
+        Some(MigrationPhase::Running),
+        "the migration outlives the old pod: {mid:#?}"
+    );
+    let run = support::wait_for(&runs, "across-upgrade", "finished", WAIT, |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p.is_finished())
+    })
+    .await;
+    let status = run.status.unwrap();
+    assert_eq!(status.phase, Some(MigrationPhase::Succeeded), "{status:#?}");
+    let new_holder = support::eventually("a new pod to hold the Lease", WAIT, || {
+        let leases = leases.clone();
+        async move {
+            leases
+                .get_opt("lifeboat-leader")
+                .await
+                .ok()??
+                .spec?
+                .holder_identity
+        }
+    })
+    .await;
+    assert_ne!(new_holder, holder, "a new pod leads after the upgrade");
+    let ledger = psql_in_pod(
+        &client,
+        &app.name,
+        "orders",
+        "app-ledger",
+        "select count(*) || ' ' || (select count(*) from slow) from lifeboat_schema_migrations",
+    )
+    .await;
+    assert_eq!(ledger.trim(), "1 0", "applied once, the table exists");
+
+    // A persistent tier on a PersistentVolume: the data outlives the pod.
+    let kept_pv = volume_for(&client, &app.name, "kept").await;
+    let gone_pv = volume_for(&client, &app.name, "gone").await;
+    support::apply_json(
+        &client,
+        &app.name,
+        env("kept", "dev", json!({"deletionPolicy": "Retain"})),
+    )
+    .await
+    .unwrap();
+    support::apply_json(
+        &client,
+        &app.name,
+        env("gone", "dev", json!({"deletionPolicy": "Delete"})),
+    )
+    .await
+    .unwrap();
+    ready_env(&envs, "kept").await;
+    ready_env(&envs, "gone").await;
+    psql_in_pod(
+        &client,
+        &app.name,
+        "kept",
+        "app-writes",
+        "create table notes (body text); insert into notes values ('still here')",
+    )
+    .await;
+    let app_pods: Api<Pod> = Api::namespaced(client.clone(), &app.name);
+    let first = app_pods.get("kept-postgres-0").await.unwrap().uid();
+    app_pods
+        .delete("kept-postgres-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::eventually("a new PostgreSQL pod, Ready", WAIT, || {
+        let app_pods = app_pods.clone();
+        let first = first.clone();
+        async move {
+            let p = app_pods.get_opt("kept-postgres-0").await.ok()??;
+            let ready = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (p.uid() != first && ready).then_some(())
+        }
+    })
+    .await;
+    ready_env(&envs, "kept").await;
+    let read = psql_in_pod(
+        &client,
+        &app.name,
+        "kept",
+        "app-reads",
+        "select body from notes",
+    )
+    .await;
+    assert_eq!(read.trim(), "still here");
+
+    // deletionPolicy: Retain keeps the claim (and so the volume's data), Delete removes it.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &app.name);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &app.name);
+    for name in ["kept", "gone"] {
+        envs.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in ["kept", "gone"] {
+        let sts = format!("{name}-postgres");
+        support::eventually(&format!("StatefulSet {sts} to be gone"), WAIT, || {
+            let sets = sets.clone();
+            let sts = sts.clone();
+            async move { sets.get_opt(&sts).await.ok()?.is_none().then_some(()) }
+        })
+        .await;
+    }
+    support::eventually("the Delete environment's claim to be gone", WAIT, || {
+        let claims = claims.clone();
+        async move {
+            claims
+                .get_opt("data-gone-postgres-0")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(
+        claims
+            .get_opt("data-kept-postgres-0")
+            .await
+            .unwrap()
+            .is_some(),
+        "deletionPolicy Retain keeps the claim"
+    );
+
+    // helm uninstall removes the operator, never the databases it made.
+    helm(&[
+        "uninstall",
+        &release,
+        "-n",
+        &op_ns.name,
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &op_ns.name);
+    assert!(
+        deployments
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(envs.get_opt("orders").await.unwrap().is_some());
+    assert!(sets.get_opt("orders-postgres").await.unwrap().is_some());
+    let still = psql_in_pod(
+        &client,
+        &app.name,
+        "orders",
+        "app-after-uninstall",
+        "select count(*) from slow",
+    )
+    .await;
+    assert_eq!(still.trim(), "0", "the database still answers");
+
+    // Clean up without an operator: the environment's finalizer is lifted by hand.
+    envs.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    for pv in [kept_pv, gone_pv] {
+        let _ = volumes.delete(&pv, &DeleteParams::default()).await;
+        let _ = std::fs::remove_dir_all(format!("/var/lib/lifeboat-test-volumes/{pv}"));
+    }
+    app.cleanup().await;
+    op_ns.cleanup().await;
+}
