@@ -454,3 +454,157 @@ async fn the_chart_runs_the_operator_and_instances_run_real_postgres() {
     app.cleanup().await;
     op_ns.cleanup().await;
 }
+
+/// MigrationRun's container runner: the team's tool (here psql in the PostgreSQL image, over the mounted
+/// files) runs as a Job with the connection injected while Lifeboat holds the migration lock; exit 0 is
+/// Succeeded; a failing tool is Failed with its exit code and log, the password masked.
+#[tokio::test]
+async fn a_container_runner_migrates_under_the_lock() {
+    let platform = require_platform!();
+    if node().is_none() {
+        return;
+    }
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = support::TestNamespace::new(&client, "runner").await;
+    // The platform's PostgreSQL through the node's forwarder: reachable from the host and from pods.
+    let reachable = support::Postgres {
+        host: std::env::var("LIFEBOAT_PG_NODE_HOST").expect("LIFEBOAT_PG_NODE_HOST"),
+        port: std::env::var("LIFEBOAT_PG_NODE_PORT")
+            .expect("LIFEBOAT_PG_NODE_PORT")
+            .parse()
+            .unwrap(),
+        ..platform.pg.clone()
+    };
+    support::create_admin_secret(&client, &ns.name, "pg-admin", &reachable, json!({})).await;
+    let op = support::start_operator(&client, support::settings(&ns.name, "op"));
+    support::apply_json(&client, &ns.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment", "metadata": {"name": "app"},
+        "spec": {"tier": "ci", "server": {"adminSecretRef": {"name": "pg-admin"}}}
+    }))
+    .await
+    .unwrap();
+    let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &ns.name);
+    let env = ready_env(&envs, "app").await;
+    let database = env.status.unwrap().database.unwrap();
+    let locks = || async {
+        let mut c = support::admin_conn(&platform.pg, "postgres").await;
+        sqlx::query_scalar::<_, i64>("select count(*) from pg_locks l join pg_database d on d.oid = l.database where l.locktype = 'advisory' and d.datname = $1")
+            .bind(&database)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+
+    let script = "sleep 3; for f in /migrations/*.sql; do echo \"applying $f\"; psql -v ON_ERROR_STOP=1 -q -f \"$f\" || exit 4; done";
+    let cm = |name: &str, files: serde_json::Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": files});
+    let run = |name: &str, source: &str, script: &str| {
+        json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "MigrationRun", "metadata": {"name": name},
+            "spec": {"environmentRef": {"name": "app"}, "source": {"configMapNames": [source]},
+                     "runner": {"image": "postgres:18", "command": ["sh", "-c", script], "timeout": "2m"}}
+        })
+    };
+    support::apply_json(&client, &ns.name, cm("schema", json!({
+        "V1__users.sql": "create table users (id bigint primary key, name text);",
+        "V2__orders.sql": "create table orders (id bigint primary key, user_id bigint references users);"
+    })))
+    .await
+    .unwrap();
+    support::apply_json(&client, &ns.name, run("tool", "schema", script))
+        .await
+        .unwrap();
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns.name);
+    support::eventually("the runner's Job, with the lock held", WAIT, || {
+        let jobs = jobs.clone();
+        async move {
+            let running = !jobs.list(&Default::default()).await.ok()?.items.is_empty();
+            (running && locks().await == 1).then_some(())
+        }
+    })
+    .await;
+    let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &ns.name);
+    let finished = |name: &'static str| {
+        let runs = runs.clone();
+        async move {
+            support::wait_for(&runs, name, "finished", WAIT, |r| {
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(|p| p.is_finished())
+            })
+            .await
+            .status
+            .unwrap()
+        }
+    };
+    let ok = finished("tool").await;
+    assert_eq!(ok.phase, Some(MigrationPhase::Succeeded), "{ok:#?}");
+    let (_, reason, message) = support::condition(Some(&ok), "Ready").unwrap();
+    assert_eq!(reason, "Succeeded");
+    assert!(
+        message.contains("exited 0") && message.contains("applying /migrations/V2__orders.sql"),
+        "{message}"
+    );
+    let mut c = support::admin_conn(&platform.pg, &database).await;
+    let tables: i64 = sqlx::query_scalar("select count(*) from pg_tables where schemaname = 'public' and tablename in ('users', 'orders')")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(tables, 2, "the tool migrated the database");
+    assert_eq!(locks().await, 0, "the lock is released");
+
+    // A failing tool that prints its connection string: Failed, exit code and log, password masked.
+    support::apply_json(
+        &client,
+        &ns.name,
+        cm(
+            "broken",
+            json!({"V3__bad.sql": "insert into nowhere values (1);"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let leaky = format!("echo \"url: $DATABASE_URL password: $PGPASSWORD\"; {script}");
+    support::apply_json(&client, &ns.name, run("broken", "broken", &leaky))
+        .await
+        .unwrap();
+    let failed = finished("broken").await;
+    assert_eq!(failed.phase, Some(MigrationPhase::Failed), "{failed:#?}");
+    let (_, reason, message) = support::condition(Some(&failed), "Stalled").unwrap();
+    assert_eq!(reason, "RunnerFailed");
+    assert!(
+        message.contains("exited 4") && message.contains("relation \"nowhere\" does not exist"),
+        "{message}"
+    );
+    assert!(message.contains("url: *** password: ***"), "{message}");
+    let everything = serde_json::to_string(&runs.get("broken").await.unwrap()).unwrap();
+    let connection =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns.name)
+            .get("app-connection")
+            .await
+            .unwrap();
+    let secret = String::from_utf8(connection.data.unwrap()["password"].0.clone()).unwrap();
+    assert!(
+        !everything.contains(&secret),
+        "the password never reaches status"
+    );
+    assert_eq!(locks().await, 0);
+
+    // The API server refuses what the container runner does not do.
+    let refused = support::apply_json(&client, &ns.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "MigrationRun", "metadata": {"name": "down"},
+        "spec": {"environmentRef": {"name": "app"}, "source": {"configMapNames": ["schema"]}, "direction": "down",
+                 "runner": {"image": "postgres:18"}}
+    }))
+    .await
+    .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("spec.runner runs your tool's own migrate command"),
+        "{refused}"
+    );
+    op.stop().await.unwrap();
+    ns.cleanup().await;
+}

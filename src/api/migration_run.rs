@@ -79,6 +79,7 @@ pub const MAX_LINT_FINDINGS: usize = 50;
     )
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message(IMMUTABLE_SPEC_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.runner) || (self.direction == 'up' && !has(self.targetVersion) && !has(self.baselineVersion) && !has(self.lintRules) && !has(self.adoptFrom))").message("spec.runner runs your tool's own migrate command: direction down, targetVersion, baselineVersion, lintRules and adoptFrom belong to Lifeboat's own runner; remove them or remove spec.runner"))]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationRunSpec {
     /// The DatabaseEnvironment (same namespace) whose database is migrated.
@@ -159,6 +160,57 @@ pub struct MigrationRunSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
+
+    /// Run your own migration tool's image (Flyway, Liquibase, Alembic, Prisma, …) instead of
+    /// Lifeboat's runner, as a Job in this namespace. Lifeboat holds the migration lock while it runs
+    /// and takes the backup first where one is required; the container gets the source's files under
+    /// `/migrations` and the connection as `DATABASE_URL`, `JDBC_URL` and libpq's `PGHOST`, `PGPORT`,
+    /// `PGDATABASE`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`. Exit status 0 is `Succeeded`; anything else
+    /// `Failed`, with the exit code and the log's last lines (credentials masked) in the message. The
+    /// tool's own semantics apply: Lifeboat does not lint, record a ledger or roll back for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<ContainerRunner>,
+}
+
+/// A migration tool run as a container (see `MigrationRunSpec.runner`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRunner {
+    /// The tool's image, e.g. `flyway/flyway:11` or your own.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// The container's command (its entrypoint); unset: the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub command: Vec<String>,
+    /// Arguments, e.g. `["-locations=filesystem:/migrations", "migrate"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub args: Vec<String>,
+    /// More environment variables (not secrets: the connection is injected).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<RunnerEnv>,
+    /// Longest time the container may run. Default `30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_DURATION_LENGTH))]
+    #[x_kube(validation = duration_rule())]
+    pub timeout: Option<Duration>,
+}
+
+/// One environment variable of a runner container.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct RunnerEnv {
+    /// The variable's name.
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub name: String,
+    /// Its value.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub value: String,
 }
 
 /// Rule names squawk knows (`migrations::lint::rule_names`; a test keeps the two lists equal).

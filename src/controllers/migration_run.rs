@@ -9,6 +9,7 @@
 //! are aborted: their connections close, PostgreSQL rolls back the open transaction and releases the
 //! advisory lock, and the next leader resumes the run.
 
+mod container;
 pub mod convert;
 mod task;
 
@@ -238,13 +239,20 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
         });
     }
     let maps = references::resolve_sources(ctx, &ns, &run.spec.source, "spec.source").await?;
-    let migrations = match migrations::source::parse(&references::raw_files(&maps)) {
-        Ok(m) => m,
-        Err(e) => {
-            return Ok(Prepared::Refuse {
-                reason: "InvalidMigrationSource",
-                message: format!("Nothing was changed: the migration files are not usable: {e}."),
-            });
+    // With a container runner the files are the tool's to read (any layout); Lifeboat only mounts them.
+    let migrations = if run.spec.runner.is_some() {
+        Vec::new()
+    } else {
+        match migrations::source::parse(&references::raw_files(&maps)) {
+            Ok(m) => m,
+            Err(e) => {
+                return Ok(Prepared::Refuse {
+                    reason: "InvalidMigrationSource",
+                    message: format!(
+                        "Nothing was changed: the migration files are not usable: {e}."
+                    ),
+                });
+            }
         }
     };
     let secret = ConnectionSecretRef {
@@ -255,6 +263,11 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
     let (creds, database) =
         references::connection_credentials(ctx, &ns, &secret, field, true).await?;
     let database = database.unwrap_or_default();
+    let runner = run
+        .spec
+        .runner
+        .as_ref()
+        .map(|r| container::job(run, r, &maps, &secret.name, &creds, &database));
     let status = run.status.clone().unwrap_or_default();
     Ok(Prepared::Start(Box::new(task::Job {
         creds,
@@ -275,6 +288,7 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
             backup_id: status.backup_id,
         },
         backup: backup.then(|| (runs.backups.clone(), env)),
+        runner,
     })))
 }
 

@@ -13,6 +13,7 @@ pub mod database_environment;
 pub mod database_server;
 pub mod error;
 pub mod migration_run;
+pub mod pod_job;
 pub mod references;
 pub mod restore;
 pub mod restore_drill;

@@ -42,6 +42,8 @@ pub struct Job {
     pub prior: Prior,
     /// Set when the run must back up first.
     pub backup: Option<(Arc<dyn BackupTaker>, DatabaseEnvironment)>,
+    /// Set when the run's tool runs as a container (`spec.runner`) instead of Lifeboat's runner.
+    pub runner: Option<super::container::ContainerJob>,
 }
 
 /// The running migration tasks of this process, by run UID, with how often each was started without
@@ -95,15 +97,31 @@ async fn execute(ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) -> bool {
     }
     let _permit = ctx.slots.acquire(&namespace).await;
     let started = Instant::now();
-    let result = migrations::run(
-        &job.creds,
-        &job.database,
-        &job.migrations,
-        &job.options,
-        job.prior,
-        &mut hooks,
-    )
-    .await;
+    let result = match &job.runner {
+        None => {
+            migrations::run(
+                &job.creds,
+                &job.database,
+                &job.migrations,
+                &job.options,
+                job.prior,
+                &mut hooks,
+            )
+            .await
+        }
+        Some(container) => {
+            super::container::run(
+                &ctx.client,
+                &job.creds,
+                &job.database,
+                &job.options,
+                &job.prior,
+                container,
+                &mut hooks,
+            )
+            .await
+        }
+    };
     match result {
         Ok(outcome) => {
             info!(run = %job.options.label, phase = ?outcome.phase, reason = outcome.reason, "migration run finished");
