@@ -608,3 +608,175 @@ async fn a_container_runner_migrates_under_the_lock() {
     op.stop().await.unwrap();
     ns.cleanup().await;
 }
+
+/// The README's "Install on a cluster" scenario, as a new user does it: install the chart, register the
+/// shared server, `lifeboat ci up` a migrations folder, connect with psql using the printed variables,
+/// `lifeboat ci down`, and the database and its role are gone. (The test adds what its surroundings need:
+/// the locally built image, a watch limited to its namespace, unique names.)
+#[tokio::test]
+async fn the_readme_scenario_works_as_written() {
+    let platform = require_platform!();
+    let Some(image) = node() else { return };
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let system = support::TestNamespace::new(&client, "lifeboat-system").await;
+    let ci = support::TestNamespace::new(&client, "ci").await;
+    let (repository, tag) = image.rsplit_once(':').expect("image with a tag");
+    let release = format!("lb-{}", support::random_suffix());
+    let server = format!("shared-pg-{}", support::random_suffix());
+    // helm install lifeboat charts/lifeboat -n lifeboat-system --create-namespace
+    helm(&[
+        "install",
+        &release,
+        CHART,
+        "-n",
+        &system.name,
+        "--wait",
+        "--timeout",
+        "180s",
+        "--set",
+        &format!("image.repository={repository}"),
+        "--set",
+        &format!("image.tag={tag}"),
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        &format!("watchNamespace={}", ci.name),
+    ]);
+    // kubectl -n lifeboat-system create secret generic shared-pg-admin --from-literal=host=… …
+    let reachable = support::Postgres {
+        host: std::env::var("LIFEBOAT_PG_NODE_HOST").expect("LIFEBOAT_PG_NODE_HOST"),
+        port: std::env::var("LIFEBOAT_PG_NODE_PORT")
+            .expect("LIFEBOAT_PG_NODE_PORT")
+            .parse()
+            .unwrap(),
+        ..platform.pg.clone()
+    };
+    support::create_admin_secret(
+        &client,
+        &system.name,
+        "shared-pg-admin",
+        &reachable,
+        json!({}),
+    )
+    .await;
+    // kubectl label namespace ci lifeboat.dev/tenant=true; kubectl apply -f database-server.yaml
+    run(
+        "kubectl",
+        &["label", "namespace", &ci.name, "lifeboat.dev/tenant=true"],
+    );
+    support::apply_json(&client, "", json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseServer", "metadata": {"name": server},
+        "spec": {"adminSecretRef": {"name": "shared-pg-admin"},
+                 "allowedNamespaces": {"matchLabels": {"lifeboat.dev/tenant": "true"}},
+                 "tls": {"mode": "require"}}
+    }))
+    .await
+    .unwrap();
+    // A migrations folder, as a repository has it.
+    let dir = tempfile::tempdir().unwrap();
+    for (file, sql) in [
+        (
+            "20250101000000_customers.up.sql",
+            "create table customers (id bigint primary key, name text not null);",
+        ),
+        ("20250101000000_customers.down.sql", "drop table customers;"),
+        (
+            "20250102000000_orders.up.sql",
+            "create table orders (id bigint primary key, customer_id bigint not null references customers);",
+        ),
+        ("20250102000000_orders.down.sql", "drop table orders;"),
+    ] {
+        std::fs::write(dir.path().join(file), sql).unwrap();
+    }
+    let folder = dir.path().to_str().unwrap();
+    // eval "$(lifeboat ci up --name pr-123 --migrations ./migrations --server shared-pg --namespace ci --wait)"
+    let bin = env!("CARGO_BIN_EXE_lifeboat");
+    let up = run(
+        bin,
+        &[
+            "ci",
+            "up",
+            "--name",
+            "pr-123",
+            "--migrations",
+            folder,
+            "--server",
+            &server,
+            "--namespace",
+            &ci.name,
+            "--wait",
+            "--timeout",
+            "3m",
+            "--output",
+            "env",
+        ],
+    );
+    let vars: Vec<(String, String)> = up
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect();
+    let get = |k: &str| {
+        vars.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k} in {up}"))
+    };
+    // psql -c '…' with the printed variables. Debian's psql 15 (built with TLS; the platform's PyPI psql 18
+    // has none, and the server asks for `require`).
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([
+            "-XAtc",
+            "select count(*) from pg_tables where tablename in ('customers', 'orders')",
+        ])
+        .env_clear()
+        .envs(vars.iter().filter(|(k, _)| k.starts_with("PG")).cloned())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let (database, role) = (get("PGDATABASE"), get("PGUSER"));
+    // lifeboat ci down --name pr-123 --namespace ci
+    run(
+        bin,
+        &["ci", "down", "--name", "pr-123", "--namespace", &ci.name],
+    );
+    support::eventually("the database and its role to be gone", WAIT, || {
+        let (database, role) = (database.clone(), role.clone());
+        let pg = platform.pg.clone();
+        async move {
+            let mut c = support::admin_conn(&pg, "postgres").await;
+            let left: i64 = sqlx::query_scalar(
+                "select (select count(*) from pg_database where datname = $1) + (select count(*) from pg_roles where rolname = $2)",
+            )
+            .bind(&database)
+            .bind(&role)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            (left == 0).then_some(())
+        }
+    })
+    .await;
+    helm(&[
+        "uninstall",
+        &release,
+        "-n",
+        &system.name,
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    run(
+        "kubectl",
+        &["delete", "databaseserver", &server, "--wait=false"],
+    );
+    ci.cleanup().await;
+    system.cleanup().await;
+}
