@@ -1,4 +1,7 @@
-//! CRD YAML as `lifeboat crds` writes it into `crds/` and `charts/lifeboat/crds/`.
+//! CRD YAML as `lifeboat crds` writes it into `crds/` and `charts/lifeboat/crds/`, and the field
+//! reference generated from it (`reference`).
+
+pub mod reference;
 
 /// One `(file name, YAML)` pair per kind, e.g. `databaseenvironment.yaml`, plus (with `kustomization`) a
 /// `Kustomization` file listing them, so `deploy/base` can include the directory. It has no `.yaml`

@@ -45,3 +45,19 @@ fn crds_directory_matches_the_types() {
 fn chart_crds_match_the_types() {
     check("charts/lifeboat/crds", false);
 }
+
+#[test]
+fn field_reference_matches_the_types() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference");
+    let stale: Vec<String> = lifeboat::crdgen::reference::pages()
+        .into_iter()
+        .filter(|(file, text)| {
+            std::fs::read_to_string(root.join(file)).unwrap_or_default() != *text
+        })
+        .map(|(file, _)| file)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "docs/reference: {stale:?} differ from the types; regenerate with `cargo run -- crds --reference-dir docs/reference`"
+    );
+}

@@ -44,6 +44,9 @@ pub enum Command {
         /// Also write a `Kustomization` file listing them (for `crds/`, not for a Helm chart).
         #[arg(long, requires = "output_dir")]
         kustomization: bool,
+        /// Write the field reference pages (`<kind>.md`, `README.md`) into this directory instead.
+        #[arg(long, conflicts_with = "output_dir")]
+        reference_dir: Option<PathBuf>,
     },
 }
 
@@ -101,8 +104,13 @@ impl Cli {
     pub async fn execute(self) -> anyhow::Result<()> {
         match self.command {
             Command::Crds {
+                reference_dir: Some(dir),
+                ..
+            } => write_all(&dir, crate::crdgen::reference::pages()),
+            Command::Crds {
                 output_dir,
                 kustomization,
+                reference_dir: None,
             } => crds(output_dir, kustomization),
             Command::Run(args) => run(args).await,
             Command::Ci { command } => ci::execute(command).await,
@@ -113,12 +121,15 @@ impl Cli {
 fn crds(output_dir: Option<PathBuf>, kustomization: bool) -> anyhow::Result<()> {
     match output_dir {
         None => print!("{}", crate::crdgen::all_yaml()?),
-        Some(dir) => {
-            std::fs::create_dir_all(&dir)?;
-            for (file, yaml) in crate::crdgen::files(kustomization)? {
-                std::fs::write(dir.join(&file), yaml).with_context(|| format!("writing {file}"))?;
-            }
-        }
+        Some(dir) => write_all(&dir, crate::crdgen::files(kustomization)?)?,
+    }
+    Ok(())
+}
+
+fn write_all(dir: &std::path::Path, files: Vec<(String, String)>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (file, text) in files {
+        std::fs::write(dir.join(&file), text).with_context(|| format!("writing {file}"))?;
     }
     Ok(())
 }
