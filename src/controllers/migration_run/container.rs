@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::{core::v1::ConfigMap, core::v1::EnvVar};
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, SecretKeySelector};
 use kube::{Client, Resource as _, ResourceExt};
 use serde_json::json;
 
@@ -53,12 +53,17 @@ fn connection_env(secret: &str) -> Vec<EnvVar> {
         ("PGSSLMODE", "sslmode"),
     ]
     .into_iter()
-    .map(|(name, key)| {
-        serde_json::from_value(json!({
-            "name": name,
-            "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}
-        }))
-        .unwrap_or_default()
+    .map(|(name, key)| EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                key: key.into(),
+                name: secret.into(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
     })
     .collect()
 }
