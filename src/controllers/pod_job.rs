@@ -49,8 +49,6 @@ pub struct JobResult {
 pub const LOG_LINES: i64 = 20;
 /// Most bytes of the log kept in a result.
 const LOG_BYTES: i64 = 4096;
-/// How often a running Job is looked at.
-const POLL: Duration = Duration::from_secs(1);
 
 /// The Job's manifest: one pod, no retries, no service account token, hardened container.
 pub fn manifest(job: &PodJob) -> serde_json::Value {
@@ -115,25 +113,18 @@ pub async fn run(
             Err(e) => return Err(e),
         }
     }
-    let (succeeded, reason) = loop {
-        let current = jobs.get(&job.name).await?;
-        let ended = current
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| {
-                cs.iter()
-                    .filter(|c| c.status == "True")
-                    .find_map(|c| match c.type_.as_str() {
-                        "Complete" => Some((true, None)),
-                        "Failed" => Some((false, c.reason.clone())),
-                        _ => None,
-                    })
-            });
-        if let Some(end) = ended {
-            break end;
-        }
-        tokio::time::sleep(POLL).await;
+    // Watched, not polled: the call returns when the Job has a final condition (or is gone).
+    let done = |j: Option<&Job>| j.is_none_or(|j| ended(j).is_some());
+    let current = kube::runtime::wait::await_condition(jobs, &job.name, done)
+        .await
+        .map_err(|e| kube::Error::Service(Box::new(e)))?;
+    let Some((succeeded, reason)) = current.as_ref().and_then(ended) else {
+        return Ok(JobResult {
+            succeeded: false,
+            reason: Some("JobDeleted".into()),
+            exit_code: None,
+            log_tail: String::new(),
+        });
     };
     let (exit_code, log_tail) = container_result(client, job, secrets).await?;
     Ok(JobResult {
@@ -142,6 +133,21 @@ pub async fn run(
         exit_code,
         log_tail,
     })
+}
+
+/// `(succeeded, reason)` once the Job has a final condition.
+fn ended(job: &Job) -> Option<(bool, Option<String>)> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .filter(|c| c.status == "True")
+        .find_map(|c| match c.type_.as_str() {
+            "Complete" => Some((true, None)),
+            "Failed" => Some((false, c.reason.clone())),
+            _ => None,
+        })
 }
 
 /// The exit code and log tail of the Job's pod (the newest, if several).
