@@ -425,8 +425,6 @@ impl Progress {
     }
 }
 
-const POLL: Duration = Duration::from_millis(500);
-
 /// `reason: message`, without the reason twice when the message starts with it.
 fn describe(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> String {
     if c.message.starts_with(c.reason.as_str()) {
@@ -445,42 +443,88 @@ fn condition<'a>(
         .find(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// What one look at a watched object found.
+enum Seen {
+    Done(Result<(), WaitError>),
+    Doing(String),
+}
+
+/// Watches object `name` until `look` says it is done, showing what it is doing meanwhile; times out at
+/// `deadline`. Event-driven: each change is seen when the API server sends it, not at a poll.
+async fn watch_until<K>(
+    api: &Api<K>,
+    name: &str,
+    deadline: Instant,
+    progress: &mut Progress,
+    mut look: impl FnMut(&K) -> Seen,
+) -> Result<(), WaitError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    let what = format!("{}/{name}", K::kind(&K::DynamicType::default()).to_lowercase());
+    let mut last = "waiting for the operator".to_string();
+    progress.show(format!("{what}: {last}"));
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher(api.clone(), config).default_backoff().applied_objects());
+    loop {
+        match tokio::time::timeout_at(deadline.into(), events.next()).await {
+            Err(_) => {
+                return Err(WaitError::TimedOut(format!(
+                    "timed out waiting for {what}; last: {last}"
+                )));
+            }
+            Ok(None) => {
+                return Err(WaitError::TimedOut(format!(
+                    "the watch of {what} ended; last: {last}"
+                )));
+            }
+            // The watcher retries with backoff; an error is only a pause.
+            Ok(Some(Err(_))) => {}
+            Ok(Some(Ok(obj))) => match look(&obj) {
+                Seen::Done(result) => return result,
+                Seen::Doing(doing) => {
+                    progress.show(format!("{what}: {doing}"));
+                    last = doing;
+                }
+            },
+        }
+    }
+}
+
 async fn wait_environment(
     api: &Api<DatabaseEnvironment>,
     name: &str,
     deadline: Instant,
     progress: &mut Progress,
 ) -> Result<(), WaitError> {
-    loop {
-        let env = api.get_opt(name).await.ok().flatten();
-        let status = env
-            .as_ref()
-            .and_then(|e| e.status.clone())
-            .unwrap_or_default();
-        let current = env
-            .as_ref()
-            .is_some_and(|e| status.observed_generation == e.metadata.generation);
+    let mut ready = None;
+    let result = watch_until(api, name, deadline, progress, |env| {
+        let status = env.status.clone().unwrap_or_default();
+        let current = status.observed_generation == env.metadata.generation;
         if current && let Some(c) = condition(&status.conditions, "Ready") {
-            progress.show(format!("databaseenvironment/{name}: Ready ({})", c.message));
-            return Ok(());
+            ready = Some(c.message.clone());
+            return Seen::Done(Ok(()));
         }
         if current && let Some(c) = condition(&status.conditions, "Stalled") {
-            return Err(WaitError::Failed(format!(
+            return Seen::Done(Err(WaitError::Failed(format!(
                 "databaseenvironment/{name} is Stalled: {}: {}",
                 c.reason, c.message
-            )));
+            ))));
         }
-        let doing = condition(&status.conditions, "Reconciling")
-            .map(describe)
-            .unwrap_or_else(|| "waiting for the operator".into());
-        progress.show(format!("databaseenvironment/{name}: {doing}"));
-        if Instant::now() >= deadline {
-            return Err(WaitError::TimedOut(format!(
-                "timed out waiting for databaseenvironment/{name} to be Ready; last: {doing}"
-            )));
-        }
-        tokio::time::sleep(POLL).await;
+        Seen::Doing(
+            condition(&status.conditions, "Reconciling")
+                .map(describe)
+                .unwrap_or_else(|| "waiting for the operator".into()),
+        )
+    })
+    .await;
+    if let Some(message) = ready {
+        progress.show(format!("databaseenvironment/{name}: Ready ({message})"));
     }
+    result
 }
 
 /// What a failed run says, for a person reading a CI log (pure).
@@ -527,36 +571,34 @@ async fn wait_run(
     deadline: Instant,
     progress: &mut Progress,
 ) -> Result<(), WaitError> {
-    loop {
-        let run = api.get_opt(name).await.ok().flatten();
-        let status = run
-            .as_ref()
-            .and_then(|r| r.status.clone())
-            .unwrap_or_default();
+    let mut succeeded = None;
+    let result = watch_until(api, name, deadline, progress, |run| {
+        let status = run.status.clone().unwrap_or_default();
         match status.phase {
             Some(MigrationPhase::Succeeded) => {
-                let message = condition(&status.conditions, "Ready")
-                    .map(|c| c.message.clone())
-                    .unwrap_or_default();
-                progress.show(format!("migrationrun/{name}: Succeeded ({message})"));
-                return Ok(());
+                succeeded = Some(
+                    condition(&status.conditions, "Ready")
+                        .map(|c| c.message.clone())
+                        .unwrap_or_default(),
+                );
+                return Seen::Done(Ok(()));
             }
             Some(p) if p.is_finished() => {
-                return Err(WaitError::Failed(run_failure(name, &status)));
+                return Seen::Done(Err(WaitError::Failed(run_failure(name, &status))));
             }
             _ => {}
         }
-        let doing = condition(&status.conditions, "Reconciling")
-            .map(describe)
-            .unwrap_or_else(|| "waiting for the operator".into());
-        progress.show(format!("migrationrun/{name}: {doing}"));
-        if Instant::now() >= deadline {
-            return Err(WaitError::TimedOut(format!(
-                "timed out waiting for migrationrun/{name} to finish; last: {doing}"
-            )));
-        }
-        tokio::time::sleep(POLL).await;
+        Seen::Doing(
+            condition(&status.conditions, "Reconciling")
+                .map(describe)
+                .unwrap_or_else(|| "waiting for the operator".into()),
+        )
+    })
+    .await;
+    if let Some(message) = succeeded {
+        progress.show(format!("migrationrun/{name}: Succeeded ({message})"));
     }
+    result
 }
 
 async fn wait_target(client: Client, args: WaitArgs) -> anyhow::Result<()> {
