@@ -464,11 +464,18 @@ where
 {
     use futures::StreamExt as _;
     use kube::runtime::{WatchStreamExt as _, watcher};
-    let what = format!("{}/{name}", K::kind(&K::DynamicType::default()).to_lowercase());
+    let what = format!(
+        "{}/{name}",
+        K::kind(&K::DynamicType::default()).to_lowercase()
+    );
     let mut last = "waiting for the operator".to_string();
     progress.show(format!("{what}: {last}"));
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher(api.clone(), config).default_backoff().applied_objects());
+    let mut events = std::pin::pin!(
+        watcher(api.clone(), config)
+            .default_backoff()
+            .applied_objects()
+    );
     loop {
         match tokio::time::timeout_at(deadline.into(), events.next()).await {
             Err(_) => {
