@@ -59,8 +59,16 @@ pub fn decide(
     if let Some(trigger) = &spec.trigger
         && status.last_handled_trigger.as_ref() != Some(trigger)
     {
+        // Ids have one-second resolution: a trigger within the second of the last backup takes the next
+        // free second, so it is a backup of its own, never mistaken for the one already recorded.
+        let mut at = now;
+        let mut id = schedule::unscheduled_id(at, "manual");
+        while status.recent_backups.iter().any(|r| r.id == id) {
+            at += chrono::Duration::seconds(1);
+            id = schedule::unscheduled_id(at, "manual");
+        }
         return Step::Run {
-            id: schedule::unscheduled_id(now, "manual"),
+            id,
             kind: "manual",
             slot: None,
             trigger: Some(trigger.clone()),
