@@ -129,6 +129,18 @@ async fn volume_for(client: &Client, ns: &str, env: &str) -> String {
     name
 }
 
+/// The platform's PostgreSQL 18 through the node's forwarder: reachable from the host and from pods.
+fn node_postgres(platform: &support::Platform) -> support::Postgres {
+    support::Postgres {
+        host: std::env::var("LIFEBOAT_PG_NODE_HOST").expect("LIFEBOAT_PG_NODE_HOST"),
+        port: std::env::var("LIFEBOAT_PG_NODE_PORT")
+            .expect("LIFEBOAT_PG_NODE_PORT")
+            .parse()
+            .expect("LIFEBOAT_PG_NODE_PORT is a port"),
+        ..platform.pg.clone()
+    }
+}
+
 async fn ready_env(envs: &Api<DatabaseEnvironment>, name: &str) -> DatabaseEnvironment {
     support::wait_for(envs, name, "Ready", WAIT, |e| {
         support::is_ready(e.status.as_ref())
@@ -468,14 +480,7 @@ async fn a_container_runner_migrates_under_the_lock() {
     support::install_crds(&client).await;
     let ns = support::TestNamespace::new(&client, "runner").await;
     // The platform's PostgreSQL through the node's forwarder: reachable from the host and from pods.
-    let reachable = support::Postgres {
-        host: std::env::var("LIFEBOAT_PG_NODE_HOST").expect("LIFEBOAT_PG_NODE_HOST"),
-        port: std::env::var("LIFEBOAT_PG_NODE_PORT")
-            .expect("LIFEBOAT_PG_NODE_PORT")
-            .parse()
-            .unwrap(),
-        ..platform.pg.clone()
-    };
+    let reachable = node_postgres(&platform);
     support::create_admin_secret(&client, &ns.name, "pg-admin", &reachable, json!({})).await;
     let op = support::start_operator(&client, support::settings(&ns.name, "op"));
     support::apply_json(&client, &ns.name, json!({
@@ -644,14 +649,7 @@ async fn the_readme_scenario_works_as_written() {
         &format!("watchNamespace={}", ci.name),
     ]);
     // kubectl -n lifeboat-system create secret generic shared-pg-admin --from-literal=host=… …
-    let reachable = support::Postgres {
-        host: std::env::var("LIFEBOAT_PG_NODE_HOST").expect("LIFEBOAT_PG_NODE_HOST"),
-        port: std::env::var("LIFEBOAT_PG_NODE_PORT")
-            .expect("LIFEBOAT_PG_NODE_PORT")
-            .parse()
-            .unwrap(),
-        ..platform.pg.clone()
-    };
+    let reachable = node_postgres(&platform);
     support::create_admin_secret(
         &client,
         &system.name,

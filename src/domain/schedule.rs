@@ -103,6 +103,18 @@ pub fn unscheduled_id(at: DateTime<Utc>, kind: &str) -> String {
     format!("{}-{kind}", slot_id(at))
 }
 
+/// [`unscheduled_id`] at `at`, or at the next second whose id `taken` does not hold: ids have one-second
+/// resolution, and two unscheduled backups in one second must not share one.
+pub fn free_unscheduled_id(at: DateTime<Utc>, kind: &str, taken: impl Fn(&str) -> bool) -> String {
+    let mut at = at;
+    let mut id = unscheduled_id(at, kind);
+    while taken(&id) {
+        at += chrono::Duration::seconds(1);
+        id = unscheduled_id(at, kind);
+    }
+    id
+}
+
 /// The time encoded in a backup id (either form); None if the id does not start with that
 /// timestamp, so ids not made by [`slot_id`] / [`unscheduled_id`] are never misdated.
 pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
@@ -289,6 +301,11 @@ mod tests {
         assert_eq!(id_time(&slot_id(slot)), Some(slot));
         let at = t("2026-12-01T10:15:02Z");
         assert_eq!(unscheduled_id(at, "manual"), "20261201T101502Z-manual");
+        let taken = ["20261201T101502Z-manual", "20261201T101503Z-manual"];
+        assert_eq!(
+            free_unscheduled_id(at, "manual", |id| taken.contains(&id)),
+            "20261201T101504Z-manual"
+        );
         assert_eq!(id_time("20261201T101502Z-manual"), Some(at));
         assert_eq!(id_time(&unscheduled_id(at, "premigrate")), Some(at));
         assert!(slot_id(slot) < slot_id(at));

@@ -59,14 +59,9 @@ pub fn decide(
     if let Some(trigger) = &spec.trigger
         && status.last_handled_trigger.as_ref() != Some(trigger)
     {
-        // Ids have one-second resolution: a trigger within the second of the last backup takes the next
-        // free second, so it is a backup of its own, never mistaken for the one already recorded.
-        let mut at = now;
-        let mut id = schedule::unscheduled_id(at, "manual");
-        while status.recent_backups.iter().any(|r| r.id == id) {
-            at += chrono::Duration::seconds(1);
-            id = schedule::unscheduled_id(at, "manual");
-        }
+        let id = schedule::free_unscheduled_id(now, "manual", |id| {
+            status.recent_backups.iter().any(|r| r.id == id)
+        });
         return Step::Run {
             id,
             kind: "manual",
