@@ -118,6 +118,10 @@ async fn a_drill_restores_the_newest_backup_checks_it_and_leaves_nothing() {
     for name in ["rowCounts", "checksums", "customers", "newest-invoice"] {
         assert!(check(&run, name).passed, "{name}: {run:#?}");
     }
+    assert_eq!(
+        run.restore_method.as_deref(),
+        Some("streamed into one pg_restore job")
+    );
     let (rto, rpo) = (run.rto_seconds.unwrap(), run.rpo_seconds.unwrap());
     assert!(rto >= run.restore_seconds.unwrap() && rpo < 600, "{run:#?}");
     assert!(run.newest_backup_age_seconds.is_some());
@@ -156,6 +160,120 @@ async fn a_drill_restores_the_newest_backup_checks_it_and_leaves_nothing() {
         (verified.drill.as_str(), verified.backup_id.as_str()),
         ("weekly", id.as_str())
     );
+    d.b.finish().await;
+}
+
+/// Files left in a spool directory.
+fn spooled_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn parallel_drills_spool_within_the_limit_and_stream_beyond_it() {
+    let Some((mut d, id)) = Drills::new("drill-jobs").await else {
+        return;
+    };
+    let spool = tempfile::tempdir().unwrap();
+    let restart = |d: &mut Drills, limit: u64, identity: &str| {
+        let mut settings = support::settings(&d.b.fx.ns.name, identity);
+        settings.controllers.spool =
+            lifeboat::controllers::restore::Spool::new(Some(spool.path().to_path_buf()), limit);
+        d.b.fx.op = Some(support::start_operator(&d.b.fx.client, settings));
+    };
+    d.b.fx.op.take().unwrap().stop().await.unwrap();
+    restart(&mut d, 1 << 30, "op-spool");
+    let checks = json!({"rowCounts": true, "checksums": true});
+    d.apply("parallel", json!({"jobs": 3, "checks": checks}))
+        .await;
+    let (_, run) = d.finished("parallel").await;
+    assert_eq!(run.result, DrillResult::Passed, "{run:#?}");
+    assert!(check(&run, "checksums").passed, "{run:#?}");
+    let method = run.restore_method.clone().unwrap();
+    assert!(
+        method.starts_with("spooled ") && method.ends_with("with 3 parallel jobs"),
+        "{method}"
+    );
+    assert!(
+        spooled_files(spool.path()).is_empty(),
+        "the spool file is removed"
+    );
+
+    // A limit below the dump's size: the drill streams with one job and says why.
+    let manifest = d.b.manifest("nightly", &id).await;
+    d.b.fx.op.take().unwrap().stop().await.unwrap();
+    restart(&mut d, manifest.dump.raw_size_bytes - 1, "op-small-spool");
+    d.apply("too-big", json!({"jobs": 2, "checks": checks}))
+        .await;
+    let (_, run) = d.finished("too-big").await;
+    assert_eq!(run.result, DrillResult::Passed, "{run:#?}");
+    let method = run.restore_method.clone().unwrap();
+    assert!(
+        method.starts_with("streamed into one pg_restore job: the dump is ")
+            && method.contains("free of its"),
+        "{method}"
+    );
+
+    // A manifest that understates the dump's size (the bucket is the tenant's to write) does not get
+    // past the limit: it is held while writing.
+    let mut lying = manifest.clone();
+    lying.dump.raw_size_bytes = 10;
+    d.put(&id, "manifest.json", lying.to_json()).await;
+    d.apply("lying", json!({"jobs": 2, "backupId": id})).await;
+    let (_, run) = d.finished("lying").await;
+    assert_eq!(run.result, DrillResult::Passed, "{run:#?}");
+    let method = run.restore_method.clone().unwrap();
+    assert!(
+        method.ends_with("the dump decompresses to more than the 10 B its manifest states"),
+        "{method}"
+    );
+    assert!(
+        spooled_files(spool.path()).is_empty(),
+        "the partial spool file is removed"
+    );
+    d.b.finish().await;
+}
+
+/// `pg_restore` 18 (the operator's client tools) starts each session with `SET transaction_timeout`,
+/// which PostgreSQL 15 does not know; a drill of a 15 server's backup onto that server still restores
+/// everything (that any other error still fails it is the unit test of `scan_restore_stderr`).
+#[tokio::test]
+async fn a_postgres_15_backup_restores_into_postgres_15_with_newer_tools() {
+    let Some(b) = Backups::new("drill-pg15").await else {
+        return;
+    };
+    support::create_admin_secret(
+        &b.fx.client,
+        &b.fx.ns.name,
+        "pg15-admin",
+        &b.fx.platform.pg15,
+        json!({}),
+    )
+    .await;
+    b.environment(
+        "old",
+        json!({"server": {"adminSecretRef": {"name": "pg15-admin"}}}),
+    )
+    .await;
+    b.schedule("nightly", "old", json!({"trigger": "now"}))
+        .await;
+    let record = b.finished("nightly", BackupPhase::Succeeded).await;
+    let drills = Api::namespaced(b.fx.client.clone(), &b.fx.ns.name);
+    let d = Drills { b, drills };
+    let on_15 = json!({"target": {"server": {"adminSecretRef": {"name": "pg15-admin"}}},
+                       "checks": {"rowCounts": true, "checksums": true}});
+    d.apply("streamed", on_15.clone()).await;
+    let mut parallel = on_15;
+    parallel["jobs"] = json!(2);
+    d.apply("parallel", parallel).await;
+    for name in ["streamed", "parallel"] {
+        let (_, run) = d.finished(name).await;
+        assert_eq!(run.result, DrillResult::Passed, "{name}: {run:#?}");
+        assert_eq!(run.backup_id, record.id);
+        assert!(check(&run, "checksums").passed, "{name}: {run:#?}");
+    }
     d.b.finish().await;
 }
 
@@ -352,10 +470,22 @@ async fn a_new_environment_is_created_from_a_backup_and_checked() {
             "shop-recovered",
             json!({"tier": "staging", "deletionPolicy": "Delete",
                    "server": {"adminSecretRef": {"name": "pg-admin"}},
-                   "restore": {"backupScheduleRef": {"name": "nightly"}}}),
+                   "restore": {"backupScheduleRef": {"name": "nightly"}, "jobs": 2}}),
         )
         .await;
     let env = d.b.fx.ready("shop-recovered").await;
+    support::eventually(
+        "a Restored event saying it ran 2 parallel jobs",
+        BACKUP_WAIT,
+        || async {
+            d.b.fx
+                .events()
+                .await
+                .contains("then pg_restore with 2 parallel jobs")
+                .then_some(())
+        },
+    )
+    .await;
     let status = env.status.unwrap();
     assert_eq!(status.restored_from.as_deref(), Some(id.as_str()));
     let db = status.database.unwrap();

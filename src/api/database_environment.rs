@@ -366,6 +366,11 @@ pub struct RestoreSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub backup_id: Option<String>,
+    /// Parallel `pg_restore` jobs (as RestoreDrill's `jobs`: above 1 the dump is spooled first, within
+    /// the operator's `--spool-limit`). Unset or 1: streamed into one job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8))]
+    pub jobs: Option<u32>,
 }
 
 /// SQL applied once after the database is created.

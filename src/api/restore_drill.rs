@@ -125,6 +125,13 @@ pub struct RestoreDrillSpec {
     /// RestoreDrill). Default false.
     #[serde(default)]
     pub keep_on_failure: bool,
+
+    /// Parallel `pg_restore` jobs. Above 1 the dump is first spooled, decompressed, to the operator's
+    /// spool directory (bounded by `--spool-limit`; a dump too large for it is restored streaming with
+    /// one job, and `lastRun.restoreMethod` says so). Unset or 1: streamed from storage into one job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8))]
+    pub jobs: Option<u32>,
 }
 
 /// Where a drill's scratch database is created. Exactly one of `server` or `instance`.
@@ -278,6 +285,10 @@ pub struct DrillRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub verify_seconds: Option<i64>,
+    /// How the dump was restored: streamed with one job, or spooled with parallel jobs (and why a
+    /// requested spool was not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_method: Option<String>,
     /// Age of the schedule's newest successful backup when the drill started, in seconds (the data
     /// a restore at that moment would have lost at best).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -97,6 +97,14 @@ pub struct RunArgs {
     /// the servers'); default: found on PATH.
     #[arg(long, env = "LIFEBOAT_PG_BIN_DIR")]
     pg_bin_dir: Option<std::path::PathBuf>,
+    /// Directory where a parallel restore (`jobs` above 1) spools the decompressed dump; default: the
+    /// system's temporary directory. In a pod, a volume with a size limit.
+    #[arg(long, env = "LIFEBOAT_SPOOL_DIR")]
+    spool_dir: Option<std::path::PathBuf>,
+    /// Most bytes the spooled dumps of all restores running at once may take (bytes, or e.g. `10Gi`,
+    /// `500Mi`); a dump that does not fit is restored streaming with one job.
+    #[arg(long, env = "LIFEBOAT_SPOOL_LIMIT", default_value = controllers::restore::DEFAULT_SPOOL_LIMIT, value_parser = controllers::restore::parse_size)]
+    spool_limit: u64,
 }
 
 impl Cli {
@@ -165,6 +173,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             work_timeout: Some(Duration::from_secs(args.work_timeout_seconds.max(1))),
             allowed_images: args.allowed_images,
             pg_bin_dir: args.pg_bin_dir,
+            spool: controllers::restore::Spool::new(args.spool_dir, args.spool_limit),
         },
         metrics_addr: Some(args.metrics_addr),
         lease: LeaseSettings {

@@ -58,6 +58,8 @@ pub struct Config {
     pub work_timeout: Option<std::time::Duration>,
     /// Directory of `pg_dump` and `pg_restore` for backups; `None`: found on `PATH`.
     pub pg_bin_dir: Option<std::path::PathBuf>,
+    /// Where parallel restores spool dumps, and how much.
+    pub spool: restore::Spool,
     /// Image prefixes an `instance` environment may run (`spec.instance.image`); empty: only the
     /// default image.
     pub allowed_images: Vec<String>,
@@ -103,9 +105,12 @@ impl Context {
             client,
             slots: work::Slots::new(config.work_limits),
             environment_jobs: database_environment::Jobs::default(),
-            backups: backup_schedule::Backups::new(crate::engines::postgres::dump::DumpTools {
-                bin_dir: config.pg_bin_dir.clone(),
-            }),
+            backups: backup_schedule::Backups::new(
+                crate::engines::postgres::dump::DumpTools {
+                    bin_dir: config.pg_bin_dir.clone(),
+                },
+                config.spool.clone(),
+            ),
             drills: restore_drill::Drills::default(),
             config,
             metrics,

@@ -99,6 +99,9 @@ impl StorageError {
     }
 }
 
+/// An object's bytes as read from storage.
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
 /// What was stored by [`BackupStore::upload`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored {

@@ -56,13 +56,16 @@ const ENVIRONMENT_WAIT: Duration = Duration::from_secs(10);
 pub struct Backups {
     pub tasks: super::tasks::Tasks<()>,
     pub tools: DumpTools,
+    /// Where restores from these backups spool a dump for parallel jobs.
+    pub spool: super::restore::Spool,
 }
 
 impl Backups {
-    pub fn new(tools: DumpTools) -> Self {
+    pub fn new(tools: DumpTools, spool: super::restore::Spool) -> Self {
         Self {
             tasks: Default::default(),
             tools,
+            spool,
         }
     }
 }

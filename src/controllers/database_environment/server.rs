@@ -143,14 +143,22 @@ async fn restore_once(
     provision::recreate_database(admin_conn, admin, target)
         .await
         .map_err(pg)?;
-    restore::restore_into(&ctx.backups.tools, &store, &manifest, app, &target.database)
-        .await
-        .map_err(|e| {
-            failed(
-                "RestoreFailed",
-                format!("restoring backup {}: {e}", manifest.id),
-            )
-        })?;
+    let method = restore::restore_into(
+        &ctx.backups.tools,
+        &store,
+        &manifest,
+        app,
+        &target.database,
+        source.jobs.unwrap_or(1),
+        &ctx.backups.spool,
+    )
+    .await
+    .map_err(|e| {
+        failed(
+            "RestoreFailed",
+            format!("restoring backup {}: {e}", manifest.id),
+        )
+    })?;
     let checksums = manifest.tables.iter().all(|t| t.checksum.is_some());
     let restored = postgres::restore::restored_stats(app, &target.database, checksums)
         .await
@@ -175,9 +183,10 @@ async fn restore_once(
         .await
         .map_err(pg)?;
     let note = format!(
-        "Restored backup {} into {} and checked it against its manifest ({}).",
+        "Restored backup {} into {} ({}) and checked it against its manifest ({}).",
         manifest.id,
         target.database,
+        method.describe(),
         check.message.unwrap_or_default()
     );
     ctx.publish(env, EventType::Normal, "Restored", note).await;

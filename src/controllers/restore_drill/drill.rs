@@ -32,6 +32,9 @@ pub struct Job {
     pub checks: DrillChecks,
     pub keep_on_failure: bool,
     pub tools: DumpTools,
+    /// Parallel `pg_restore` jobs (spooled above 1).
+    pub jobs: u32,
+    pub spool: restore::Spool,
     pub generation: Option<i64>,
 }
 
@@ -61,15 +64,18 @@ pub async fn run(job: &Job) -> DrillRun {
         let scratch = create_scratch(&job.admin, &target, &password)
             .await
             .map_err(|e| Failed(format!("creating the scratch database: {e}")))?;
-        restore::restore_into(
+        let method = restore::restore_into(
             &job.tools,
             &job.store,
             &manifest,
             &scratch,
             &target.database,
+            job.jobs,
+            &job.spool,
         )
         .await
         .map_err(Failed)?;
+        run.restore_method = Some(method.describe());
         run.restore_seconds = Some(clock.elapsed().as_secs() as i64);
         let verify = Instant::now();
         run.checks = checks(job, &manifest, &scratch, &target.database).await?;

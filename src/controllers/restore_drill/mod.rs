@@ -124,6 +124,8 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
             checks: drill.spec.checks.clone(),
             keep_on_failure: drill.spec.keep_on_failure,
             tools: ctx.backups.tools.clone(),
+            jobs: drill.spec.jobs.unwrap_or(1),
+            spool: ctx.backups.spool.clone(),
             generation: drill.metadata.generation,
         },
     })

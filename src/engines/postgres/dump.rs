@@ -161,25 +161,7 @@ impl DumpTools {
 
     /// `pg_dump --version` (e.g. `pg_dump (PostgreSQL) 18.6`) and its major version.
     pub async fn dump_version(&self) -> Result<(String, u32), String> {
-        let program = self.pg_dump();
-        let out = clean_command(&program)
-            .arg("--version")
-            .output()
-            .await
-            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let major = text
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.split(['.', 'b', 'r']).next())
-            .and_then(|m| m.parse().ok())
-            .ok_or_else(|| {
-                format!(
-                    "cannot read the version of {} from {text:?}",
-                    program.display()
-                )
-            })?;
-        Ok((text, major))
+        tool_version(&self.pg_dump()).await
     }
 
     /// `pg_dump -Fc` of `database` at `snapshot`, writing the archive to stdout. `compress`: whether
@@ -216,6 +198,28 @@ impl DumpTools {
             .kill_on_drop(true)
             .spawn()
     }
+}
+
+/// A client program's `--version` line (e.g. `pg_dump (PostgreSQL) 18.6`) and its major version.
+pub async fn tool_version(program: &Path) -> Result<(String, u32), String> {
+    let out = clean_command(program)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let major = text
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.split(['.', 'b', 'r']).next())
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "cannot read the version of {} from {text:?}",
+                program.display()
+            )
+        })?;
+    Ok((text, major))
 }
 
 /// Last bytes of a tool's stderr kept for a message.

@@ -11,7 +11,8 @@ use tokio::process::Child;
 use super::{
     PgError, connect, connect_admin,
     dump::{
-        DumpTools, STABLE_TEXT_SETTINGS, USER_TABLES, clean_command, connection_env, table_stat,
+        DumpTools, STABLE_TEXT_SETTINGS, STDERR_TAIL, USER_TABLES, clean_command, connection_env,
+        table_stat, tool_version,
     },
     provision::{self, Target},
     sql,
@@ -32,7 +33,8 @@ pub fn scratch_target(drill_uid: &str) -> Target {
         role: name,
         template: None,
         allowed_templates: Vec::new(),
-        connection_limit: Some(8),
+        // `jobs` (at most 8) parallel sessions, plus the checks.
+        connection_limit: Some(10),
         uid: drill_uid.to_string(),
     }
 }
@@ -82,31 +84,163 @@ pub async fn scratch_objects(admin_creds: &ServerCredentials) -> Result<Vec<Stri
     Ok(names)
 }
 
+/// Where `pg_restore` reads the archive from.
+#[derive(Clone, Copy, Debug)]
+pub enum RestoreInput<'a> {
+    /// Its stdin, one job (an archive streamed from storage is not seekable).
+    Stdin,
+    /// A spooled archive file, restored with `jobs` parallel jobs (`pg_restore --jobs`).
+    File { path: &'a Path, jobs: u32 },
+}
+
 impl DumpTools {
-    /// `pg_restore` of an archive read from stdin into `database`, as `creds` (never the admin),
-    /// owning everything it creates, stopping at the first error.
+    /// `pg_restore` of an archive into `database`, as `creds` (never the admin), owning everything it
+    /// creates. With `stop_at_first_error` it stops at the first error (`--exit-on-error`); without, it
+    /// goes on and [`RestoreErrors`] tells the errors apart.
     pub fn spawn_restore(
         &self,
         creds: &ServerCredentials,
         database: &str,
         private_dir: &Path,
+        input: RestoreInput<'_>,
+        stop_at_first_error: bool,
     ) -> std::io::Result<Child> {
         let mut cmd = clean_command(&self.pg_restore());
         connection_env(&mut cmd, creds, database, private_dir, "lifeboat-restore")?;
-        cmd.args([
-            "--no-owner",
-            "--no-privileges",
-            "--exit-on-error",
-            "--no-password",
-            "--dbname",
-            database,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+        cmd.args(["--no-owner", "--no-privileges", "--no-password"]);
+        if stop_at_first_error {
+            cmd.arg("--exit-on-error");
+        }
+        cmd.args(["--dbname", database]);
+        match input {
+            RestoreInput::Stdin => {
+                cmd.stdin(Stdio::piped());
+            }
+            RestoreInput::File { path, jobs } => {
+                cmd.arg(format!("--jobs={}", jobs.max(1))).arg(path);
+                cmd.stdin(Stdio::null());
+            }
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
     }
+
+    /// `pg_restore --version`'s major version.
+    pub async fn restore_major(&self) -> Result<u32, String> {
+        tool_version(&self.pg_restore())
+            .await
+            .map(|(_, major)| major)
+    }
+}
+
+/// The server's major version (`server_version_num` / 10000), as the connection reported it.
+pub async fn server_major(creds: &ServerCredentials, database: &str) -> Result<u32, PgError> {
+    let conn = connect(creds, database).await?;
+    let major = conn.server_version_num().map_or(0, |n| n / 10000);
+    let _ = conn.close().await;
+    Ok(major)
+}
+
+/// Whether `pg_restore` of major `tool_major` must be let past its own session settings on a server of
+/// major `server_major`: from 17 on it starts every session with `SET transaction_timeout = 0`, a setting
+/// older servers do not have, so `--exit-on-error` would stop it before the first object.
+pub fn needs_tolerant_restore(tool_major: u32, server_major: u32) -> bool {
+    tool_major >= 17 && server_major < 17
+}
+
+/// The error `pg_restore` 17+ gets on a server older than 17 for its own session setting.
+const UNKNOWN_TRANSACTION_TIMEOUT: &str =
+    "unrecognized configuration parameter \"transaction_timeout\"";
+
+/// What `pg_restore` reported, read from its whole stderr in bounded memory.
+#[derive(Debug, Default, PartialEq)]
+pub struct RestoreErrors {
+    /// `pg_restore: error:` entries.
+    pub errors: usize,
+    /// Of those, the ones that are only its own `SET transaction_timeout` on an older server.
+    pub ignorable: usize,
+    /// The first error that is not ignorable, bounded.
+    pub first: Option<String>,
+    /// The last bytes of stderr.
+    pub tail: String,
+}
+
+impl RestoreErrors {
+    /// Whether every error was ignorable (and there was at least one: a failed exit with none is not).
+    pub fn only_ignorable(&self) -> bool {
+        self.errors > 0 && self.errors == self.ignorable
+    }
+
+    /// What to say when the restore failed: the first real error, else the tail.
+    pub fn detail(&self) -> String {
+        self.first
+            .clone()
+            .unwrap_or_else(|| self.tail.trim().to_string())
+    }
+}
+
+/// Reads `pg_restore`'s stderr to the end: counts its error entries (a `pg_restore: error:` line and the
+/// lines after it up to the next `pg_restore:` line), tells the ignorable ones apart, keeps the first
+/// other one and the tail. Lines are cut at [`STDERR_TAIL`] bytes: a tenant's dump can hold huge
+/// statements that pg_restore echoes.
+pub async fn scan_restore_stderr(mut stderr: impl tokio::io::AsyncRead + Unpin) -> RestoreErrors {
+    use tokio::io::AsyncReadExt;
+    let mut out = RestoreErrors::default();
+    let mut tail: Vec<u8> = Vec::new();
+    let mut line: Vec<u8> = Vec::new();
+    let mut entry: Option<String> = None;
+    let mut buf = [0u8; 8192];
+    let finish = |entry: &mut Option<String>, out: &mut RestoreErrors| {
+        if let Some(text) = entry.take() {
+            if text.contains(UNKNOWN_TRANSACTION_TIMEOUT) {
+                out.ignorable += 1;
+            } else if out.first.is_none() {
+                out.first = Some(text.trim().to_string());
+            }
+        }
+    };
+    let take_line = |line: &[u8], entry: &mut Option<String>, out: &mut RestoreErrors| {
+        let text = String::from_utf8_lossy(line);
+        if let Some(rest) = text.strip_prefix("pg_restore: error: ") {
+            finish(entry, out);
+            out.errors += 1;
+            *entry = Some(rest.to_string());
+        } else if text.starts_with("pg_restore: ") {
+            finish(entry, out);
+        } else if let Some(e) = entry.as_mut()
+            && e.len() < STDERR_TAIL
+        {
+            e.push('\n');
+            e.push_str(&text);
+        }
+    };
+    loop {
+        let n = match stderr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 2 * STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+        }
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                take_line(&line, &mut entry, &mut out);
+                line.clear();
+            } else if line.len() < STDERR_TAIL {
+                line.push(b);
+            }
+        }
+    }
+    if !line.is_empty() {
+        take_line(&line, &mut entry, &mut out);
+    }
+    finish(&mut entry, &mut out);
+    let start = tail.len().saturating_sub(STDERR_TAIL);
+    out.tail = String::from_utf8_lossy(&tail[start..]).into_owned();
+    out
 }
 
 /// Reads row counts (and checksums) of every user table of the restored database in one snapshot, as
@@ -168,4 +302,64 @@ pub async fn query_value(
         .map_err(|e| PgError::from_sqlx("running the query check", e))?;
     let _ = conn.close().await;
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn scan(text: &str) -> RestoreErrors {
+        scan_restore_stderr(text.as_bytes()).await
+    }
+
+    #[test]
+    fn only_17_and_newer_tools_on_older_servers_are_let_past_their_setting() {
+        assert!(needs_tolerant_restore(18, 15));
+        assert!(needs_tolerant_restore(17, 16));
+        assert!(!needs_tolerant_restore(18, 17));
+        assert!(!needs_tolerant_restore(18, 18));
+        assert!(!needs_tolerant_restore(16, 15));
+    }
+
+    #[tokio::test]
+    async fn the_transaction_timeout_setting_is_the_only_ignorable_error() {
+        // pg_restore 18.6 into PostgreSQL 15.18, as printed (two parallel jobs: one per session).
+        let only = "pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter \"transaction_timeout\"\n\
+                    Command was: SET transaction_timeout = 0;\n\
+                    pg_restore: error: could not execute query: ERROR:  unrecognized configuration parameter \"transaction_timeout\"\n\
+                    Command was: SET transaction_timeout = 0;\n\
+                    pg_restore: warning: errors ignored on restore: 2\n";
+        let errors = scan(only).await;
+        assert_eq!((errors.errors, errors.ignorable), (2, 2));
+        assert!(errors.only_ignorable() && errors.first.is_none());
+
+        let mixed = format!(
+            "{}pg_restore: error: could not execute query: ERROR:  relation \"orders\" already exists\nCommand was: CREATE TABLE public.orders (\n    id bigint\n);\npg_restore: warning: errors ignored on restore: 3\n",
+            &only[..only.find("pg_restore: warning").unwrap()]
+        );
+        let errors = scan(&mixed).await;
+        assert_eq!((errors.errors, errors.ignorable), (3, 2));
+        assert!(!errors.only_ignorable());
+        let first = errors.first.unwrap();
+        assert!(first.starts_with("could not execute query: ERROR:  relation \"orders\" already exists\nCommand was: CREATE TABLE public.orders ("), "{first}");
+
+        // A failure without error entries (killed, unreadable input) is not "only ignorable".
+        assert!(
+            !scan("pg_restore: warning: something\n")
+                .await
+                .only_ignorable()
+        );
+    }
+
+    #[tokio::test]
+    async fn huge_echoed_statements_are_cut() {
+        let text = format!(
+            "pg_restore: error: could not execute query: ERROR:  syntax error\nCommand was: {}\n",
+            "x".repeat(1_000_000)
+        );
+        let errors = scan(&text).await;
+        assert_eq!(errors.errors, 1);
+        assert!(errors.first.unwrap().len() <= 2 * STDERR_TAIL);
+        assert!(errors.tail.len() <= STDERR_TAIL);
+    }
 }
