@@ -24,7 +24,10 @@ use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, LogParams, Patch, PatchParams},
 };
-use lifeboat::api::{DatabaseEnvironment, MigrationRun, migration_run::MigrationPhase};
+use lifeboat::api::{
+    BackupSchedule, DatabaseEnvironment, MigrationRun, RestoreDrill, backup_schedule::BackupPhase,
+    migration_run::MigrationPhase, restore_drill::DrillResult,
+};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -777,4 +780,140 @@ async fn the_readme_scenario_works_as_written() {
     );
     ci.cleanup().await;
     system.cleanup().await;
+}
+
+/// A RestoreDrill with `target.instance`, on real pods: the operator in its pod backs a shared-server
+/// environment up to S3 (both reached through the node's forwarders), then restores the backup into a
+/// PostgreSQL pod it starts for the drill (a `ci` DatabaseEnvironment the drill owns), checks row counts
+/// and checksums, measures the RTO with the server's start in it, and removes the instance afterwards.
+#[tokio::test]
+async fn a_drill_restores_into_an_instance_of_its_own() {
+    let platform = require_platform!();
+    let Some(image) = node() else { return };
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let op_ns = support::TestNamespace::new(&client, "drill-op").await;
+    let app = support::TestNamespace::new(&client, "drill-app").await;
+    let (repository, tag) = image.rsplit_once(':').expect("image with a tag");
+    let release = format!("lb-{}", support::random_suffix());
+    helm(&[
+        "install",
+        &release,
+        CHART,
+        "-n",
+        &op_ns.name,
+        "--wait",
+        "--timeout",
+        "180s",
+        "--set",
+        &format!("image.repository={repository}"),
+        "--set",
+        &format!("image.tag={tag}"),
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        &format!("watchNamespace={}", app.name),
+        "--set",
+        "spool.sizeLimit=1Gi",
+    ]);
+    let s3_endpoint =
+        std::env::var("LIFEBOAT_S3_NODE_ENDPOINT").expect("LIFEBOAT_S3_NODE_ENDPOINT");
+    support::create_admin_secret(
+        &client,
+        &app.name,
+        "pg-admin",
+        &node_postgres(&platform),
+        json!({}),
+    )
+    .await;
+    let s3 = &platform.s3;
+    support::apply_json(
+        &client,
+        &app.name,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"},
+            "stringData": {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}
+        }),
+    )
+    .await
+    .unwrap();
+    support::apply_json(
+        &client,
+        &app.name,
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-seed"},
+            "data": {"seed.sql": support::backups::SEED}
+        }),
+    )
+    .await
+    .unwrap();
+    support::apply_json(&client, &app.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment", "metadata": {"name": "shop"},
+        "spec": {"tier": "ci", "server": {"adminSecretRef": {"name": "pg-admin"}},
+                 "seed": {"configMapRef": {"name": "shop-seed"}}}
+    }))
+    .await
+    .unwrap();
+    let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &app.name);
+    ready_env(&envs, "shop").await;
+    support::apply_json(&client, &app.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "nightly"},
+        "spec": {"environmentRef": {"name": "shop"}, "schedule": "0 0 1 1 *", "trigger": "now",
+                 "tableChecks": "checksums",
+                 "destination": {"s3": {"bucket": s3.bucket, "endpoint": s3_endpoint, "region": s3.region,
+                                        "forcePathStyle": true, "credentialsSecretRef": {"name": "s3"}}}}
+    }))
+    .await
+    .unwrap();
+    let schedules: Api<BackupSchedule> = Api::namespaced(client.clone(), &app.name);
+    let schedule = support::wait_for(&schedules, "nightly", "a backup", WAIT, |s| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.recent_backups.first())
+            .is_some_and(|r| r.phase != BackupPhase::Running)
+    })
+    .await;
+    let backup = schedule.status.unwrap().recent_backups[0].clone();
+    assert_eq!(backup.phase, BackupPhase::Succeeded, "{backup:#?}");
+
+    support::apply_json(&client, &app.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreDrill", "metadata": {"name": "on-instance"},
+        "spec": {"backupScheduleRef": {"name": "nightly"}, "jobs": 2,
+                 "target": {"instance": {"version": "18", "storage": {"size": "1Gi"}}},
+                 "checks": {"rowCounts": true, "checksums": true, "queries": [
+                     {"name": "customers", "sql": "select count(*) from customers", "expected": "3000"}]}}
+    }))
+    .await
+    .unwrap();
+    let drills: Api<RestoreDrill> = Api::namespaced(client.clone(), &app.name);
+    let drill = support::wait_for(&drills, "on-instance", "a finished drill", WAIT, |d| {
+        d.status.as_ref().is_some_and(|s| s.last_run.is_some())
+    })
+    .await;
+    let run = drill.status.clone().unwrap().last_run.unwrap();
+    assert_eq!(run.result, DrillResult::Passed, "{run:#?}");
+    assert_eq!(run.backup_id, backup.id);
+    assert!(
+        run.checks.iter().all(|c| c.passed) && run.checks.len() == 3,
+        "{run:#?}"
+    );
+    let method = run.restore_method.clone().unwrap_or_default();
+    assert!(method.ends_with("with 2 parallel jobs"), "{method}");
+    assert!(run.rto_seconds.unwrap() >= run.restore_seconds.unwrap());
+    // The drill's instance is gone: its environment, and with it the StatefulSet and its pod.
+    let scratch = lifeboat::controllers::restore_drill::instance::name(&drill.uid().unwrap());
+    support::eventually("the drill's instance to be gone", WAIT, || {
+        let (envs, sets) = (
+            envs.clone(),
+            Api::<StatefulSet>::namespaced(client.clone(), &app.name),
+        );
+        let scratch = scratch.clone();
+        async move {
+            let env = envs.get_opt(&scratch).await.ok()?;
+            let sets = sets.list(&Default::default()).await.ok()?;
+            (env.is_none() && sets.items.is_empty()).then_some(())
+        }
+    })
+    .await;
+    helm(&["uninstall", &release, "-n", &op_ns.name, "--wait"]);
 }

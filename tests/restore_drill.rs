@@ -662,3 +662,64 @@ async fn deleting_the_namespace_drops_a_kept_scratch_database() {
     .await;
     d.b.finish().await;
 }
+
+/// `target.instance` as far as the API server goes (the server starting and the restore onto it are in
+/// tests/node.rs, where the operator runs in a pod): the drill's own `ci` environment has the drill's
+/// instance spec, label and owner, and deleting the drill mid-start removes it.
+#[tokio::test]
+async fn an_instance_drill_owns_its_server_and_removes_it_when_deleted() {
+    let Some((d, _)) = Drills::new("drill-instance").await else {
+        return;
+    };
+    d.apply(
+        "new-server",
+        json!({"target": {"instance": {"version": "18", "storage": {"size": "2Gi"}}}}),
+    )
+    .await;
+    let drill = d.drills.get("new-server").await.unwrap();
+    let name = lifeboat::controllers::restore_drill::instance::name(&drill.uid().unwrap());
+    let envs: Api<lifeboat::api::DatabaseEnvironment> =
+        Api::namespaced(d.b.fx.client.clone(), &d.b.fx.ns.name);
+    let env = support::eventually("the drill's environment", BACKUP_WAIT, || async {
+        envs.get_opt(&name).await.ok().flatten()
+    })
+    .await;
+    let spec = serde_json::to_value(&env.spec).unwrap();
+    assert_eq!(spec["tier"], "ci");
+    assert_eq!(spec["deletionPolicy"], "Delete");
+    assert_eq!(spec["instance"]["version"], "18");
+    assert_eq!(spec["instance"]["storage"]["size"], "2Gi");
+    assert_eq!(
+        env.labels()
+            .get("lifeboat.dev/restore-drill")
+            .map(String::as_str),
+        Some("new-server")
+    );
+    let owner = &env.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("RestoreDrill", drill.uid().unwrap().as_str())
+    );
+    let running = support::wait_for(&d.drills, "new-server", "running", BACKUP_WAIT, |d| {
+        support::condition(d.status.as_ref(), "Reconciling")
+            .is_some_and(|(s, r, _)| s == "True" && r == "DrillRunning")
+    })
+    .await;
+    assert!(running.status.unwrap().last_run.is_none());
+
+    d.drills
+        .delete("new-server", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::eventually(
+        "the drill and its environment to be gone",
+        BACKUP_WAIT,
+        || async {
+            let drill = d.drills.get_opt("new-server").await.ok()?;
+            let env = envs.get_opt(&name).await.ok()?;
+            (drill.is_none() && env.is_none()).then_some(())
+        },
+    )
+    .await;
+    d.b.finish().await;
+}

@@ -40,7 +40,7 @@ NODE_BRIDGE=lbnode0
 POD_CIDR=10.244.0.0/24
 NODE_GW=10.244.0.1             # the bridge's address: node IP; CoreDNS and the API forwarder listen here
 SERVICE_CIDR=10.96.0.0/16      # the API server's --service-cluster-ip-range
-NODE_COMPONENTS=(containerd coredns kube-scheduler kube-proxy kubelet api-forward pg-forward)
+NODE_COMPONENTS=(containerd coredns kube-scheduler kube-proxy kubelet api-forward pg-forward s3-forward)
 
 NODE_DIR=$STATE/node
 NODE_BIN=$CACHE/node-bin       # pause, images
@@ -562,11 +562,20 @@ node_start_pg_forward() {
   node_wait pg-forward bash -c "echo >/dev/tcp/$NODE_GW/$port"
 }
 
+# The same for the platform's S3 server: an operator in a pod backs up to and restores from it there.
+node_start_s3_forward() {
+  local port; port=$(free_port); echo "$port" >"$NODE_DIR/ports/s3-forward"
+  node_start_bg s3-forward socat "TCP-LISTEN:$port,bind=$NODE_GW,fork,reuseaddr" \
+    "TCP:127.0.0.1:$(cat "$STATE/ports/s3")"
+  node_wait s3-forward bash -c "echo >/dev/tcp/$NODE_GW/$port"
+}
+
 node_write_env() {
   cat >"$NODE_DIR/env" <<EOF
 export LIFEBOAT_NODE_NAME='$NODE_NAME'
 export LIFEBOAT_PG_NODE_HOST='$NODE_GW'
 export LIFEBOAT_PG_NODE_PORT=$(cat "$NODE_DIR/ports/pg-forward")
+export LIFEBOAT_S3_NODE_ENDPOINT=http://$NODE_GW:$(cat "$NODE_DIR/ports/s3-forward")
 export LIFEBOAT_CONTAINERD_ADDRESS='$CTR_SOCK'
 export LIFEBOAT_TEST_IMAGE='$TEST_IMAGE'
 export LIFEBOAT_PAUSE_IMAGE='$PAUSE_IMAGE'
@@ -586,7 +595,7 @@ node_up() {
   trap 'nlog "node start failed; run: e2e/platform.sh node-down"' ERR
   local steps=() step t
   for step in network_up start_containerd images credentials start_coredns start_scheduler start_kubelet \
-    start_proxy start_api_forward start_pg_forward write_env; do
+    start_proxy start_api_forward start_pg_forward start_s3_forward write_env; do
     t=$(date +%s.%N); "node_$step"; steps+=("${step#start_} $(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')s")
   done
   trap - ERR
@@ -630,7 +639,7 @@ node_down() {
     kubectl_admin delete node "$NODE_NAME" --ignore-not-found --wait=false >/dev/null 2>&1
     kubectl_admin -n default delete endpointslice kubernetes-lifeboat-node --ignore-not-found >/dev/null 2>&1
   fi
-  node_stop_pid kubelet api-forward pg-forward kube-proxy kube-scheduler coredns
+  node_stop_pid kubelet api-forward pg-forward s3-forward kube-proxy kube-scheduler coredns
   # Sandboxes' network namespaces, read before their containers go.
   local netns=()
   if [[ -S $CTR_SOCK ]] && node_pid_alive containerd; then

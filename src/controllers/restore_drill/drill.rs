@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use crate::controllers::restore;
+use super::instance::ScratchEnvironment;
+use crate::controllers::{Context, restore};
 use crate::{
     api::restore_drill::{CheckResult, DrillChecks, DrillResult, DrillRun},
     controllers::clock::to_time,
@@ -28,7 +29,7 @@ pub struct Job {
     pub drill_uid: String,
     pub backup_id: Option<String>,
     pub store: BackupStore,
-    pub admin: ServerCredentials,
+    pub target: Target,
     pub checks: DrillChecks,
     pub keep_on_failure: bool,
     pub tools: DumpTools,
@@ -38,11 +39,61 @@ pub struct Job {
     pub generation: Option<i64>,
 }
 
+/// Where the drill restores.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A scratch database and role on this server, created and dropped with its admin credentials.
+    Server(ServerCredentials),
+    /// A dedicated instance started for the drill.
+    Instance(Box<ScratchEnvironment>),
+}
+
+impl Job {
+    /// Removes what a run left on its target (the scratch database and role, or the instance); returns
+    /// what was removed.
+    pub async fn clean_up(&self, ctx: &Context) -> Result<Vec<String>, String> {
+        match &self.target {
+            Target::Server(admin) => drop_scratch(admin, &scratch_target(&self.drill_uid))
+                .await
+                .map_err(|e| e.to_string()),
+            Target::Instance(env) => Ok(env
+                .remove(ctx)
+                .await?
+                .then(|| format!("DatabaseEnvironment {}", env.name))
+                .into_iter()
+                .collect()),
+        }
+    }
+
+    /// What a kept target is called in status.
+    fn kept(&self) -> String {
+        match &self.target {
+            Target::Server(_) => scratch_target(&self.drill_uid).database,
+            Target::Instance(env) => format!("DatabaseEnvironment {}", env.name),
+        }
+    }
+
+    /// A fresh, empty database to restore into: its credentials and name.
+    async fn prepare(&self, ctx: &Context) -> Result<(ServerCredentials, String), Failed> {
+        match &self.target {
+            Target::Server(admin) => {
+                let target = scratch_target(&self.drill_uid);
+                let password = crate::engines::postgres::sql::random_password();
+                let scratch = create_scratch(admin, &target, &password)
+                    .await
+                    .map_err(|e| Failed(format!("creating the scratch database: {e}")))?;
+                Ok((scratch, target.database))
+            }
+            Target::Instance(env) => env.start(ctx).await.map_err(Failed),
+        }
+    }
+}
+
 /// A failed step: what the run reports.
 struct Failed(String);
 
 /// Runs the drill; never fails, the run says what happened.
-pub async fn run(job: &Job) -> DrillRun {
+pub async fn run(ctx: &Context, job: &Job) -> DrillRun {
     let started = Utc::now();
     let mut run = DrillRun {
         started_at: Some(to_time(started)),
@@ -57,28 +108,18 @@ pub async fn run(job: &Job) -> DrillRun {
     run.backup_id = manifest.id.clone();
     // The data is as of the snapshot, taken when the backup started: that is the point returned to.
     run.rpo_seconds = Some((started - manifest.started_at).num_seconds().max(0));
-    let target = scratch_target(&job.drill_uid);
-    let password = crate::engines::postgres::sql::random_password();
     let clock = Instant::now();
     let outcome = async {
-        let scratch = create_scratch(&job.admin, &target, &password)
-            .await
-            .map_err(|e| Failed(format!("creating the scratch database: {e}")))?;
+        let (scratch, database) = job.prepare(ctx).await?;
         let method = restore::restore_into(
-            &job.tools,
-            &job.store,
-            &manifest,
-            &scratch,
-            &target.database,
-            job.jobs,
-            &job.spool,
+            &job.tools, &job.store, &manifest, &scratch, &database, job.jobs, &job.spool,
         )
         .await
         .map_err(Failed)?;
         run.restore_method = Some(method.describe());
         run.restore_seconds = Some(clock.elapsed().as_secs() as i64);
         let verify = Instant::now();
-        run.checks = checks(job, &manifest, &scratch, &target.database).await?;
+        run.checks = checks(job, &manifest, &scratch, &database).await?;
         run.verify_seconds = Some(verify.elapsed().as_secs() as i64);
         Ok::<(), Failed>(())
     }
@@ -89,9 +130,9 @@ pub async fn run(job: &Job) -> DrillRun {
         run.rto_seconds = Some((Utc::now() - started).num_seconds().max(0));
     }
     if !passed && job.keep_on_failure {
-        run.kept_database = Some(target.database.clone());
-    } else if let Err(e) = drop_scratch(&job.admin, &target).await {
-        tracing::warn!(database = %target.database, error = %e, "could not drop the drill's scratch database; the next drill or the RestoreDrill's deletion drops it");
+        run.kept_database = Some(job.kept());
+    } else if let Err(e) = job.clean_up(ctx).await {
+        tracing::warn!(target = %job.kept(), error = %e, "could not remove the drill's scratch database; the next drill or the RestoreDrill's deletion removes it");
     }
     match outcome {
         Err(Failed(why)) => finish(run, why),

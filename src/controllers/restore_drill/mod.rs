@@ -8,6 +8,7 @@
 //! retention keeps.
 
 pub mod drill;
+pub mod instance;
 pub mod plan;
 
 use std::{sync::Arc, time::Duration};
@@ -113,14 +114,21 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
     )
     .await?;
     let store = super::backup_store::for_schedule(ctx, &backups).await?;
-    let admin = admin_credentials(drill, ctx).await?;
+    let target = match &drill.spec.target.instance {
+        // The image is checked where every instance's is: a refused one stalls the environment, and
+        // the drill fails with its reason.
+        Some(spec) => drill::Target::Instance(Box::new(instance::ScratchEnvironment::for_drill(
+            drill, spec,
+        ))),
+        None => drill::Target::Server(admin_credentials(drill, ctx).await?),
+    };
     Ok(Resolved {
         schedule,
         job: drill::Job {
             drill_uid: drill.uid().unwrap_or_default(),
             backup_id: drill.spec.backup_id.clone(),
             store,
-            admin,
+            target,
             checks: drill.spec.checks.clone(),
             keep_on_failure: drill.spec.keep_on_failure,
             tools: ctx.backups.tools.clone(),
@@ -136,8 +144,9 @@ async fn admin_credentials(
     ctx: &Context,
 ) -> Result<ServerCredentials, Error> {
     let Some(server) = &drill.spec.target.server else {
-        return Err(Error::NotImplemented {
-            message: "target.instance (a dedicated server for the drill) is not in this build; use target.server".into(),
+        return Err(Error::InvalidSpec {
+            reason: "NoServerTarget",
+            message: "the drill has no target.server".into(),
         });
     };
     let ns = drill.namespace().unwrap_or_default();
@@ -236,12 +245,11 @@ async fn apply(cached: Arc<RestoreDrill>, ctx: &Arc<Context>) -> Result<Action, 
 async fn execute(ctx: &Context, ns: &str, job: &drill::Job) -> DrillRun {
     let _permit = ctx.slots.acquire(ns).await;
     let timeout = ctx.config.work_timeout();
-    match tokio::time::timeout(timeout, drill::run(job)).await {
+    match tokio::time::timeout(timeout, drill::run(ctx, job)).await {
         Ok(run) => run,
         Err(_) => {
             // The drill was stopped midway: its scratch database goes now, not at the next run.
-            let _ =
-                restore::drop_scratch(&job.admin, &restore::scratch_target(&job.drill_uid)).await;
+            let _ = job.clean_up(ctx).await;
             DrillRun {
                 result: DrillResult::Failed,
                 generation: job.generation,
@@ -399,7 +407,25 @@ async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Erro
     let uid = drill.uid().unwrap_or_default();
     ctx.drills.tasks.forget(&uid);
     ctx.metrics.drill_objectives_met.remove(&labels(&drill));
-    if drill.spec.target.server.is_none() {
+    if let Some(spec) = &drill.spec.target.instance {
+        let env = instance::ScratchEnvironment::for_drill(&drill, spec);
+        let removed = env.remove(ctx).await.map_err(|message| Error::Transient {
+            reason: "CleanupPending",
+            message,
+            source: None,
+        })?;
+        if removed {
+            ctx.publish(
+                drill.as_ref(),
+                EventType::Normal,
+                "Deleted",
+                format!(
+                    "Deleted the drill's instance, DatabaseEnvironment {}.",
+                    env.name
+                ),
+            )
+            .await;
+        }
         return Ok(Action::await_change());
     }
     match admin_credentials(&drill, ctx).await {
