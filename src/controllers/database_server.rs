@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{Controller, controller::Action},
+    runtime::controller::Action,
 };
 use sqlx::Connection;
 use tracing::instrument;
@@ -21,7 +21,6 @@ use super::{
     conditions::{self, Verdict},
     drain, error_policy, instrumented,
     status::{sentence, verdict_for},
-    watcher_config,
 };
 use crate::{
     api::{ConditionedStatus, DatabaseServer},
@@ -34,7 +33,7 @@ pub const RECHECK: Duration = Duration::from_secs(300);
 
 pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
     let servers: Api<DatabaseServer> = Api::all(ctx.client.clone());
-    let stream = Controller::new(servers, watcher_config())
+    let stream = super::watch::controller(&servers, ctx.client.clone())
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy::<DatabaseServer>(CONTROLLER), ctx);
     drain(CONTROLLER, stream).await;

@@ -19,11 +19,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::{SignedDuration, Timestamp},
 };
-use kube::{
-    Api, ResourceExt,
-    api::DeleteParams,
-    runtime::{Controller, controller::Action},
-};
+use kube::{Api, ResourceExt, api::DeleteParams, runtime::controller::Action};
 use tracing::{info, instrument};
 
 use super::{
@@ -63,7 +59,8 @@ pub async fn run_controller(
         tasks,
         backups,
     });
-    let controller = Controller::new(ctx.watched_api::<MigrationRun>(), watcher_config());
+    let controller =
+        super::watch::controller(&ctx.watched_api::<MigrationRun>(), ctx.client.clone());
     let store = controller.store();
     let policy = error_policy::<MigrationRun>(CONTROLLER);
     let stream = controller

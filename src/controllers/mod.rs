@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod server_access;
 pub mod status;
 pub mod tasks;
+pub mod watch;
 pub mod work;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex};

@@ -17,7 +17,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use kube::{
     Api, ResourceExt,
-    runtime::{Controller, controller::Action, events::EventType},
+    runtime::{controller::Action, events::EventType},
 };
 use tracing::instrument;
 
@@ -71,7 +71,8 @@ impl Backups {
 }
 
 pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
-    let schedules = Controller::new(ctx.watched_api::<BackupSchedule>(), watcher_config());
+    let schedules =
+        super::watch::controller(&ctx.watched_api::<BackupSchedule>(), ctx.client.clone());
     let store = schedules.store();
     let stream = schedules
         .watches(

@@ -21,7 +21,6 @@ use kube::{
     Api, Resource, ResourceExt,
     api::DeleteParams,
     runtime::{
-        Controller,
         controller::Action,
         events::EventType,
         finalizer::{self, finalizer},
@@ -69,7 +68,7 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
     let envs = ctx.watched_api::<DatabaseEnvironment>();
     // Only what Lifeboat made is watched (by label), not every Secret or Pod of the cluster.
     let managed = watcher_config().labels("app.kubernetes.io/managed-by=lifeboat");
-    let controller = Controller::new(envs, watcher_config());
+    let controller = super::watch::controller(&envs, ctx.client.clone());
     let store = controller.store();
     let stream = controller
         .owns(ctx.watched_api::<Secret>(), managed.clone())

@@ -17,7 +17,6 @@ use chrono::Utc;
 use kube::{
     Api, ResourceExt,
     runtime::{
-        Controller,
         controller::Action,
         events::EventType,
         finalizer::{self, finalizer},
@@ -58,7 +57,7 @@ pub struct Drills {
 }
 
 pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
-    let drills = Controller::new(ctx.watched_api::<RestoreDrill>(), watcher_config());
+    let drills = super::watch::controller(&ctx.watched_api::<RestoreDrill>(), ctx.client.clone());
     let store = drills.store();
     let stream = drills
         .watches(
