@@ -370,7 +370,7 @@ pub struct RestoreSource {
     /// the operator's `--spool-limit`). Unset or 1: streamed into one job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 8))]
-    pub jobs: Option<u32>,
+    pub jobs: Option<i32>,
 }
 
 /// SQL applied once after the database is created.

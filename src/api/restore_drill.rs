@@ -131,7 +131,7 @@ pub struct RestoreDrillSpec {
     /// one job, and `lastRun.restoreMethod` says so). Unset or 1: streamed from storage into one job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 8))]
-    pub jobs: Option<u32>,
+    pub jobs: Option<i32>,
 }
 
 /// Where a drill's scratch database is created. Exactly one of `server` or `instance`.

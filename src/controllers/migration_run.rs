@@ -65,9 +65,11 @@ pub async fn run_controller(
     let policy = error_policy::<MigrationRun>(CONTROLLER);
     let stream = controller
         // A run waiting for its environment is reconciled again when that environment changes.
-        .watches(
-            ctx.watched_api::<DatabaseEnvironment>(),
-            watcher_config(),
+        .watches_stream(
+            super::watch::objects(
+                &ctx.watched_api::<DatabaseEnvironment>(),
+                ctx.client.clone(),
+            ),
             super::referencing(store.clone(), |r: &MigrationRun| {
                 &r.spec.environment_ref.name
             }),

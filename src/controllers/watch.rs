@@ -29,6 +29,18 @@ where
     Controller::for_stream(objects, store)
 }
 
+/// The changed objects of `api`, from a watch that skips objects that do not decode as `K`: the
+/// trigger of a controller by another Lifeboat kind (`Controller::watches_stream`).
+pub fn objects<K>(
+    api: &Api<K>,
+    client: kube::Client,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    lenient::<K>(untyped(api, client), super::watcher_config()).1
+}
+
 /// An untyped `Api` over the same objects as `api` (same kind, same namespace or all).
 pub fn untyped<K>(api: &Api<K>, client: kube::Client) -> Api<DynamicObject>
 where

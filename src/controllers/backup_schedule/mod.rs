@@ -21,10 +21,7 @@ use kube::{
 };
 use tracing::instrument;
 
-use super::{
-    Context, Error, conditions, drain, error_policy, instrumented, references, status,
-    watcher_config,
-};
+use super::{Context, Error, conditions, drain, error_policy, instrumented, references, status};
 use crate::{
     api::{
         BackupSchedule, BackupScheduleStatus, DatabaseEnvironment, RestoreDrill,
@@ -75,15 +72,16 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
         super::watch::controller(&ctx.watched_api::<BackupSchedule>(), ctx.client.clone());
     let store = schedules.store();
     let stream = schedules
-        .watches(
-            ctx.watched_api::<DatabaseEnvironment>(),
-            watcher_config(),
+        .watches_stream(
+            super::watch::objects(
+                &ctx.watched_api::<DatabaseEnvironment>(),
+                ctx.client.clone(),
+            ),
             super::referencing(store, |s: &BackupSchedule| &s.spec.environment_ref.name),
         )
         // A drill that finishes moves `lastVerifiedRestore` and `Recoverable`.
-        .watches(
-            ctx.watched_api::<RestoreDrill>(),
-            watcher_config(),
+        .watches_stream(
+            super::watch::objects(&ctx.watched_api::<RestoreDrill>(), ctx.client.clone()),
             |d: RestoreDrill| {
                 Some(
                     kube::runtime::reflector::ObjectRef::<BackupSchedule>::new(

@@ -83,9 +83,11 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
             },
         )
         // A clone waiting for its template environment looks again as soon as the template changes.
-        .watches(
-            ctx.watched_api::<DatabaseEnvironment>(),
-            watcher_config(),
+        .watches_stream(
+            super::watch::objects(
+                &ctx.watched_api::<DatabaseEnvironment>(),
+                ctx.client.clone(),
+            ),
             super::referencing(store.clone(), |e: &DatabaseEnvironment| {
                 e.spec
                     .server

@@ -149,7 +149,7 @@ async fn restore_once(
         &manifest,
         app,
         &target.database,
-        source.jobs.unwrap_or(1),
+        source.jobs.unwrap_or(1).clamp(1, 8) as u32,
         &ctx.backups.spool,
     )
     .await

@@ -26,7 +26,6 @@ use tracing::{instrument, warn};
 
 use super::{
     Context, Error, clock, conditions, drain, error_policy, instrumented, references, status,
-    watcher_config,
 };
 use crate::{
     api::{
@@ -60,9 +59,8 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
     let drills = super::watch::controller(&ctx.watched_api::<RestoreDrill>(), ctx.client.clone());
     let store = drills.store();
     let stream = drills
-        .watches(
-            ctx.watched_api::<BackupSchedule>(),
-            watcher_config(),
+        .watches_stream(
+            super::watch::objects(&ctx.watched_api::<BackupSchedule>(), ctx.client.clone()),
             super::referencing(store, |d: &RestoreDrill| &d.spec.backup_schedule_ref.name),
         )
         .graceful_shutdown_on(shutdown.cancelled_owned())
@@ -131,7 +129,7 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
             checks: drill.spec.checks.clone(),
             keep_on_failure: drill.spec.keep_on_failure,
             tools: ctx.backups.tools.clone(),
-            jobs: drill.spec.jobs.unwrap_or(1),
+            jobs: drill.spec.jobs.unwrap_or(1).clamp(1, 8) as u32,
             spool: ctx.backups.spool.clone(),
             generation: drill.metadata.generation,
         },
