@@ -131,19 +131,7 @@ async fn postgres_15_is_backed_up_too() {
     let Some(b) = Backups::new("bk-pg15").await else {
         return;
     };
-    support::create_admin_secret(
-        &b.fx.client,
-        &b.fx.ns.name,
-        "pg15-admin",
-        &b.fx.platform.pg15,
-        json!({}),
-    )
-    .await;
-    b.environment(
-        "old",
-        json!({"server": {"adminSecretRef": {"name": "pg15-admin"}}}),
-    )
-    .await;
+    b.pg15_environment("old").await;
     b.schedule(
         "nightly",
         "old",

@@ -69,6 +69,41 @@ fn helm(args: &[&str]) -> String {
     run("helm", args)
 }
 
+/// The `--set` arguments of the chart with the image built here (never pulled), watching `watch`, plus
+/// `extra` values.
+fn chart_values(image: &str, watch: &str, extra: &[&str]) -> Vec<String> {
+    let (repository, tag) = image.rsplit_once(':').expect("image with a tag");
+    [
+        format!("image.repository={repository}"),
+        format!("image.tag={tag}"),
+        "image.pullPolicy=Never".into(),
+        format!("watchNamespace={watch}"),
+    ]
+    .into_iter()
+    .chain(extra.iter().map(|v| v.to_string()))
+    .flat_map(|v| ["--set".to_string(), v])
+    .collect()
+}
+
+/// `helm install` of the chart into `namespace` with `values`, waiting until the operator pod is Ready.
+/// Returns the release: a name of its own, as the chart's cluster-scoped objects are named after it.
+fn install_chart(namespace: &str, values: &[String]) -> String {
+    let release = format!("lb-{}", support::random_suffix());
+    let mut install = vec![
+        "install",
+        &release,
+        CHART,
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout",
+        "180s",
+    ];
+    install.extend(values.iter().map(String::as_str));
+    helm(&install);
+    release
+}
+
 /// Runs `sql` with psql in a pod of the PostgreSQL image, connected with the environment's connection
 /// Secret (key `uri`), through the Service; returns what psql printed.
 async fn psql_in_pod(client: &Client, ns: &str, env: &str, name: &str, sql: &str) -> String {
@@ -159,34 +194,9 @@ async fn the_chart_runs_the_operator_and_instances_run_real_postgres() {
     support::install_crds(&client).await;
     let op_ns = support::TestNamespace::new(&client, "chart").await;
     let app = support::TestNamespace::new(&client, "chart-app").await;
-    let (repository, tag) = image.rsplit_once(':').expect("image with a tag");
-    // A release name of its own: the chart's cluster-scoped objects are named after it.
-    let release = format!("lb-{}", support::random_suffix());
-
     // helm install: the operator pod becomes Ready (--wait) and wins the Lease.
-    let values: Vec<String> = [
-        format!("image.repository={repository}"),
-        format!("image.tag={tag}"),
-        "image.pullPolicy=Never".into(),
-        format!("watchNamespace={}", app.name),
-        "logLevel=info\\,lifeboat=debug".into(),
-    ]
-    .into_iter()
-    .flat_map(|v| ["--set".to_string(), v])
-    .collect();
-    let values: Vec<&str> = values.iter().map(String::as_str).collect();
-    let mut install = vec![
-        "install",
-        &release,
-        CHART,
-        "-n",
-        &op_ns.name,
-        "--wait",
-        "--timeout",
-        "180s",
-    ];
-    install.extend(&values);
-    helm(&install);
+    let values = chart_values(&image, &app.name, &["logLevel=info\\,lifeboat=debug"]);
+    let release = install_chart(&op_ns.name, &values);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &op_ns.name);
     let operator_pod = pods
         .list(&Default::default())
@@ -279,7 +289,7 @@ async fn the_chart_runs_the_operator_and_instances_run_real_postgres() {
         "--set",
         "podAnnotations.rolled=yes",
     ];
-    upgrade.extend(&values);
+    upgrade.extend(values.iter().map(String::as_str));
     helm(&upgrade);
     let old_pod = operator_pod.name_any();
     support::eventually("the old operator pod to be gone", WAIT, || {
@@ -629,28 +639,9 @@ async fn the_readme_scenario_works_as_written() {
     support::install_crds(&client).await;
     let system = support::TestNamespace::new(&client, "lifeboat-system").await;
     let ci = support::TestNamespace::new(&client, "ci").await;
-    let (repository, tag) = image.rsplit_once(':').expect("image with a tag");
-    let release = format!("lb-{}", support::random_suffix());
     let server = format!("shared-pg-{}", support::random_suffix());
     // helm install lifeboat charts/lifeboat -n lifeboat-system --create-namespace
-    helm(&[
-        "install",
-        &release,
-        CHART,
-        "-n",
-        &system.name,
-        "--wait",
-        "--timeout",
-        "180s",
-        "--set",
-        &format!("image.repository={repository}"),
-        "--set",
-        &format!("image.tag={tag}"),
-        "--set",
-        "image.pullPolicy=Never",
-        "--set",
-        &format!("watchNamespace={}", ci.name),
-    ]);
+    let release = install_chart(&system.name, &chart_values(&image, &ci.name, &[]));
     // kubectl -n lifeboat-system create secret generic shared-pg-admin --from-literal=host=… …
     let reachable = node_postgres(&platform);
     support::create_admin_secret(
@@ -794,28 +785,10 @@ async fn a_drill_restores_into_an_instance_of_its_own() {
     support::install_crds(&client).await;
     let op_ns = support::TestNamespace::new(&client, "drill-op").await;
     let app = support::TestNamespace::new(&client, "drill-app").await;
-    let (repository, tag) = image.rsplit_once(':').expect("image with a tag");
-    let release = format!("lb-{}", support::random_suffix());
-    helm(&[
-        "install",
-        &release,
-        CHART,
-        "-n",
+    let release = install_chart(
         &op_ns.name,
-        "--wait",
-        "--timeout",
-        "180s",
-        "--set",
-        &format!("image.repository={repository}"),
-        "--set",
-        &format!("image.tag={tag}"),
-        "--set",
-        "image.pullPolicy=Never",
-        "--set",
-        &format!("watchNamespace={}", app.name),
-        "--set",
-        "spool.sizeLimit=1Gi",
-    ]);
+        &chart_values(&image, &app.name, &["spool.sizeLimit=1Gi"]),
+    );
     let s3_endpoint =
         std::env::var("LIFEBOAT_S3_NODE_ENDPOINT").expect("LIFEBOAT_S3_NODE_ENDPOINT");
     support::create_admin_secret(

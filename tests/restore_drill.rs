@@ -244,19 +244,7 @@ async fn a_postgres_15_backup_restores_into_postgres_15_with_newer_tools() {
     let Some(b) = Backups::new("drill-pg15").await else {
         return;
     };
-    support::create_admin_secret(
-        &b.fx.client,
-        &b.fx.ns.name,
-        "pg15-admin",
-        &b.fx.platform.pg15,
-        json!({}),
-    )
-    .await;
-    b.environment(
-        "old",
-        json!({"server": {"adminSecretRef": {"name": "pg15-admin"}}}),
-    )
-    .await;
+    b.pg15_environment("old").await;
     b.schedule("nightly", "old", json!({"trigger": "now"}))
         .await;
     let record = b.finished("nightly", BackupPhase::Succeeded).await;

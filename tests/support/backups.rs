@@ -87,6 +87,24 @@ impl Backups {
         self.fx.ready(name).await;
     }
 
+    /// A seeded `ci` environment on PostgreSQL 15, through an admin Secret `pg15-admin` (also usable as a
+    /// drill's target).
+    pub async fn pg15_environment(&self, name: &str) {
+        super::create_admin_secret(
+            &self.fx.client,
+            &self.fx.ns.name,
+            "pg15-admin",
+            &self.fx.platform.pg15,
+            json!({}),
+        )
+        .await;
+        self.environment(
+            name,
+            json!({"server": {"adminSecretRef": {"name": "pg15-admin"}}}),
+        )
+        .await;
+    }
+
     pub fn prefix(&self, schedule: &str) -> String {
         format!("{}/{schedule}", self.fx.ns.name)
     }
