@@ -2,7 +2,10 @@
 //! step, and on failure undo what this run applied. Every exit path releases the lock, and the result is
 //! exactly one of Succeeded, Failed, RolledBack with a message stating what is applied.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use sqlx::{Connection, PgConnection};
 
@@ -23,6 +26,10 @@ use crate::engines::{
     ServerCredentials,
     postgres::{self, PgError},
 };
+
+/// A migrations' connection opened alongside the lock's is opened again when taking the lock took longer
+/// than this (it sat idle meanwhile).
+const IDLE_REOPEN: Duration = Duration::from_secs(1);
 
 /// What the run was asked to do.
 #[derive(Clone, Debug)]
@@ -165,28 +172,56 @@ pub async fn run<H: Hooks>(
         versions: BTreeSet::new(),
         ledger_read: false,
     };
-    let lock = match lock::acquire(creds, database, &opts.label, opts.lock_timeout).await {
-        Ok(lock) => lock,
-        Err(LockError::Timeout { waited, holder }) => {
-            let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
-            return Ok(run.end(
-                MigrationPhase::Failed,
-                "LockTimeout",
-                format!(
-                    "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; nothing was changed. Start a new run when it has finished."
-                ),
-            ));
+    // The migrations' connection is opened while the lock's is (a new TLS connection costs several
+    // round trips); nothing runs on it before the lock is held. When the lock was not free at once, the
+    // connection sat idle through the wait (where a proxy or idle_session_timeout may have closed it):
+    // it is opened again then.
+    let connect = || async {
+        let mut conn = postgres::connect(creds, database).await?;
+        match lock::identify(&mut conn, &opts.label).await {
+            Ok(()) => Ok(conn),
+            Err(e) => {
+                let _ = conn.close().await;
+                Err(e)
+            }
         }
-        Err(LockError::Pg(e)) => return Ok(run.pg_failed(e)),
     };
-    let mut lock = lock;
-    let result = match postgres::connect(creds, database).await {
+    let started = Instant::now();
+    let (lock, mut conn) = tokio::join!(
+        lock::acquire(creds, database, &opts.label, opts.lock_timeout),
+        connect()
+    );
+    if lock.is_ok() && started.elapsed() > IDLE_REOPEN {
+        if let Ok(idle) = conn {
+            let _ = idle.close().await;
+        }
+        conn = connect().await;
+    }
+    let mut lock = match lock {
+        Ok(lock) => lock,
+        Err(e) => {
+            if let Ok(conn) = conn {
+                let _ = conn.close().await;
+            }
+            return Ok(match e {
+                LockError::Timeout { waited, holder } => {
+                    let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
+                    run.end(
+                        MigrationPhase::Failed,
+                        "LockTimeout",
+                        format!(
+                            "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; nothing was changed. Start a new run when it has finished."
+                        ),
+                    )
+                }
+                LockError::Pg(e) => run.pg_failed(e),
+            });
+        }
+    };
+    let result = match conn {
         Err(e) => Ok(run.pg_failed(e)),
         Ok(mut conn) => {
-            let result = match lock::identify(&mut conn, &opts.label).await {
-                Err(e) => Ok(run.pg_failed(e)),
-                Ok(()) => run.drive(&mut conn, &mut lock, prior, hooks).await,
-            };
+            let result = run.drive(&mut conn, &mut lock, prior, hooks).await;
             let _ = conn.close().await;
             result
         }
