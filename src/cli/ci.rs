@@ -353,17 +353,25 @@ async fn up(client: Client, args: UpArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let deadline = Instant::now() + limit;
-    let mut progress = Progress::default();
-    wait_environment(&envs, &args.name, deadline, &mut progress).await?;
-    if let Some(run) = run {
-        let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &ns);
-        wait_run(&runs, &run, deadline, &mut progress).await?;
-    }
-    let secrets: Api<Secret> = Api::namespaced(client, &ns);
-    let secret = secrets
-        .get(&format!("{}-connection", args.name))
-        .await
-        .context("reading the connection Secret")?;
+    // The environment and the run are watched at once (each with its own progress lines), and the
+    // connection Secret, written before the environment is Ready, is read while the run migrates. The
+    // first failure ends the wait.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let environment = async {
+        wait_environment(&envs, &args.name, deadline, &mut Progress::default()).await?;
+        secrets
+            .get(&format!("{}-connection", args.name))
+            .await
+            .context("reading the connection Secret")
+    };
+    let migrated = async {
+        if let Some(run) = &run {
+            let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &ns);
+            wait_run(&runs, run, deadline, &mut Progress::default()).await?;
+        }
+        anyhow::Ok(())
+    };
+    let (secret, ()) = futures::try_join!(environment, migrated)?;
     print!("{}", render(&secret_data(&secret), args.output));
     Ok(())
 }
