@@ -303,3 +303,76 @@ async fn s3_put_get_list_delete() {
             .is_err()
     );
 }
+
+/// The peer port of socket `fd` when it is a TCP socket, and whether it has `TCP_NODELAY`.
+fn tcp_peer_and_nodelay(fd: i32) -> Option<(u16, bool)> {
+    // SAFETY: plain getsockopt/getpeername calls on a descriptor this process holds, with buffers of
+    // the sizes passed.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getpeername(fd, (&raw mut addr).cast(), &mut len) != 0 {
+            return None;
+        }
+        let port = match i32::from(addr.ss_family) {
+            libc::AF_INET => {
+                u16::from_be((*(&raw const addr).cast::<libc::sockaddr_in>()).sin_port)
+            }
+            libc::AF_INET6 => {
+                u16::from_be((*(&raw const addr).cast::<libc::sockaddr_in6>()).sin6_port)
+            }
+            _ => return None,
+        };
+        let mut on: libc::c_int = 0;
+        let mut on_len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        if libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&raw mut on).cast(),
+            &mut on_len,
+        ) != 0
+        {
+            return None;
+        }
+        Some((port, on != 0))
+    }
+}
+
+/// sqlx 0.9.0 stopped setting `TCP_NODELAY`, which costs ~40 ms per TLS handshake (and per query
+/// sent in two small writes); `vendor/sqlx-core` puts it back. This reads the option on the very
+/// socket of a connection opened the way the operator opens them, so losing the patch (a sqlx
+/// upgrade without the fix) fails here.
+#[tokio::test]
+async fn postgres_connections_disable_nagle() {
+    let platform = require_platform!();
+    let pg = &platform.pg;
+    let creds = lifeboat::engines::ServerCredentials {
+        host: pg.host.clone(),
+        port: pg.port,
+        username: pg.user.clone(),
+        password: pg.password.clone(),
+        sslmode: "prefer".into(),
+        ca_pem: None,
+    };
+    let mut conn = lifeboat::engines::postgres::connect(&creds, "postgres")
+        .await
+        .expect("a connection to the platform's PostgreSQL 18");
+    sqlx::query("select 1").execute(&mut conn).await.unwrap();
+    let sockets: Vec<(u16, bool)> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(tcp_peer_and_nodelay)
+        .filter(|(port, _)| *port == pg.port)
+        .collect();
+    assert!(
+        !sockets.is_empty(),
+        "no TCP socket of this process is connected to port {}",
+        pg.port
+    );
+    assert!(
+        sockets.iter().all(|(_, nodelay)| *nodelay),
+        "a PostgreSQL socket has Nagle's algorithm on (TCP_NODELAY unset): {sockets:?}"
+    );
+    conn.close().await.unwrap();
+}
