@@ -81,21 +81,9 @@ impl Operator {
     /// Runs until [`Operator::stop`] is called or leadership is lost (an error: the process should exit
     /// and be restarted rather than keep acting without the Lease).
     pub async fn run(&self, client: Client, settings: Settings) -> anyhow::Result<()> {
-        let stopped = self.stopped();
         if let Some(addr) = settings.metrics_addr {
-            let server = telemetry::serve(
-                addr,
-                self.metrics.clone(),
-                self.readiness.clone(),
-                stopped(),
-            );
-            tokio::spawn(async move {
-                if let Err(e) = server.await {
-                    warn!(error = %e, "metrics server stopped");
-                }
-            });
+            self.serve_metrics(addr);
         }
-
         wait_for_crds(&client).await?;
         self.readiness.set(true);
 
@@ -115,7 +103,7 @@ impl Operator {
         info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "waiting for leadership");
         let won = tokio::select! {
             res = leading.wait_for(|l| *l) => { res.map(|_| true).context("lease manager stopped")? }
-            _ = stopped() => false,
+            _ = self.stopped()() => false,
         };
         if !won {
             drop(leading);
@@ -124,17 +112,48 @@ impl Operator {
         }
         info!(identity = %lease.identity, "leading: starting controllers");
         self.metrics.leader.set(1);
-
         let ctx = Arc::new(Context::new(
             client,
             settings.controllers.clone(),
             self.metrics.clone(),
         ));
+        self.lead(ctx, leading.clone()).await;
+        self.metrics.leader.set(0);
+        let still_leading = *leading.borrow();
+        // Dropping the receiver makes the lease task release the Lease and exit.
+        drop(leading);
+        lease_task.join().await;
+        if still_leading || *self.shutdown.borrow() {
+            info!("stopped; Lease released");
+            Ok(())
+        } else {
+            anyhow::bail!("lost the leader Lease; exiting so a restart can compete for it again")
+        }
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` at `addr` until the instance stops.
+    fn serve_metrics(&self, addr: SocketAddr) {
+        let server = telemetry::serve(
+            addr,
+            self.metrics.clone(),
+            self.readiness.clone(),
+            self.stopped()(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                warn!(error = %e, "metrics server stopped");
+            }
+        });
+    }
+
+    /// Runs the controllers while `leading` stays true and the instance is not stopped; after either,
+    /// in-flight work gets [`SHUTDOWN_GRACE`] to finish.
+    async fn lead(&self, ctx: Arc<Context>, mut leading: watch::Receiver<bool>) {
+        let stopped = self.stopped();
         let (lost_tx, lost_rx) = watch::channel(false);
-        let mut watch_leading = leading.clone();
         let lost_watch = AbortOnDrop(Some(tokio::spawn(async move {
             // Resolves when leadership flips to false (or the manager dies).
-            let _ = watch_leading.wait_for(|l| !*l).await;
+            let _ = leading.wait_for(|l| !*l).await;
             lost_tx.send_replace(true);
         })));
         let stop_or_lost = || {
@@ -157,17 +176,6 @@ impl Operator {
             }
         }
         drop(lost_watch);
-        self.metrics.leader.set(0);
-        let still_leading = *leading.borrow();
-        // Dropping the receiver makes the lease task release the Lease and exit.
-        drop(leading);
-        lease_task.join().await;
-        if still_leading || *self.shutdown.borrow() {
-            info!("stopped; Lease released");
-            Ok(())
-        } else {
-            anyhow::bail!("lost the leader Lease; exiting so a restart can compete for it again")
-        }
     }
 }
 
