@@ -138,6 +138,22 @@ pub fn pg(e: PgError) -> Error {
     }
 }
 
+/// An error with its causes, `outer: cause: cause's cause`, for logs. A cause whose text the message
+/// before it already holds (the common `message = source.to_string()`) is not repeated.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// First retry after this long.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Retries never wait longer than this.
@@ -163,6 +179,24 @@ mod tests {
         let cause = std::error::Error::source(&e).expect("the PostgreSQL error is kept");
         assert!(cause.downcast_ref::<PgError>().is_some());
         assert_eq!(cause.to_string(), e.to_string());
+    }
+
+    #[test]
+    fn logs_carry_the_whole_chain_once() {
+        let io = std::io::Error::other("connection reset by peer");
+        let e = Error::Transient {
+            reason: "ServerUnavailable",
+            message: "cannot reach db.example:5432".into(),
+            source: Some(Box::new(io)),
+        };
+        assert_eq!(
+            chain(&e),
+            "cannot reach db.example:5432: connection reset by peer"
+        );
+        let same = pg(PgError::TemplateNotAllowed {
+            template: "other_team".into(),
+        });
+        assert_eq!(chain(&same), same.to_string());
     }
 
     #[test]

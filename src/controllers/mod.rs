@@ -181,7 +181,16 @@ where
         ctx.metrics.reconcile_failed(controller, error.reason());
         let attempt = ctx.record_failure(object_key(obj.as_ref()));
         let action = error.action(attempt);
-        warn!(controller, name = %obj.meta().name.as_deref().unwrap_or(""), reason = error.reason(), error = %error, ?action, "reconcile failed");
+        let meta = obj.meta();
+        warn!(
+            controller,
+            namespace = meta.namespace.as_deref().unwrap_or(""),
+            name = meta.name.as_deref().unwrap_or(""),
+            reason = error.reason(),
+            error = %error::chain(error),
+            ?action,
+            "reconcile failed"
+        );
         action
     }
 }
