@@ -77,15 +77,13 @@ pub struct UpArgs {
     /// Delete the environment this long after creation (e.g. `6h`).
     #[arg(long)]
     pub ttl: Option<String>,
-    /// Namespace (default: the kubeconfig's).
-    #[arg(long, short = 'n')]
-    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub namespace: NamespaceArg,
     /// Wait for the database and its migrations, then print the connection.
     #[arg(long)]
     pub wait: bool,
-    /// Longest wait (e.g. `5m`).
-    #[arg(long, default_value = "5m")]
-    pub timeout: String,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
     /// How the connection is printed.
     #[arg(long, value_enum, default_value = "env")]
     pub output: Output,
@@ -93,20 +91,45 @@ pub struct UpArgs {
 
 #[derive(clap::Args)]
 pub struct DownArgs {
+    /// Name of the environment `up` made.
     #[arg(long)]
     pub name: String,
-    #[arg(long, short = 'n')]
-    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub namespace: NamespaceArg,
 }
 
 #[derive(clap::Args)]
 pub struct WaitArgs {
     /// `databaseenvironment/NAME` (or `dbenv/`, `de/`) or `migrationrun/NAME` (or `mrun/`, `mr/`).
     pub target: String,
-    #[arg(long, short = 'n')]
-    pub namespace: Option<String>,
-    #[arg(long, default_value = "5m")]
-    pub timeout: String,
+    #[command(flatten)]
+    pub namespace: NamespaceArg,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+/// `--namespace`, shared by every `ci` subcommand.
+#[derive(clap::Args)]
+pub struct NamespaceArg {
+    /// Namespace (default: the kubeconfig's).
+    #[arg(long = "namespace", short = 'n')]
+    pub value: Option<String>,
+}
+
+impl NamespaceArg {
+    fn resolve(&self, client: &Client) -> String {
+        self.value
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string())
+    }
+}
+
+/// `--timeout`, shared by the subcommands that wait.
+#[derive(clap::Args)]
+pub struct TimeoutArg {
+    /// Longest wait (e.g. `90s`, `5m`).
+    #[arg(long = "timeout", default_value = "5m", value_parser = parse_timeout)]
+    pub value: Duration,
 }
 
 /// How `up --wait` prints the connection.
@@ -150,15 +173,10 @@ pub async fn execute(command: CiCommand) -> anyhow::Result<()> {
     }
 }
 
-fn namespace(client: &Client, namespace: Option<String>) -> String {
-    namespace.unwrap_or_else(|| client.default_namespace().to_string())
-}
-
-fn timeout(text: &str) -> anyhow::Result<Duration> {
-    let d: kube::core::Duration = text
-        .parse()
-        .with_context(|| format!("--timeout {text:?} is not a duration like 90s or 5m"))?;
-    Ok(d.into())
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    text.parse::<kube::core::Duration>()
+        .map(Into::into)
+        .map_err(|_| format!("{text:?} is not a duration like 90s or 5m"))
 }
 
 /// The files of a migrations folder as ConfigMap keys (pure but for reading): flat `.sql` files as
@@ -230,30 +248,78 @@ where
 }
 
 async fn up(client: Client, args: UpArgs) -> anyhow::Result<()> {
-    let ns = namespace(&client, args.namespace.clone());
-    let limit = timeout(&args.timeout)?;
+    let ns = args.namespace.resolve(&client);
     if args.server.is_none() && args.admin_secret.is_none() {
         bail!("say where the database lives: --server <DatabaseServer> or --admin-secret <Secret>");
     }
     let files = match &args.migrations {
-        Some(dir) => {
-            let files = read_migrations(dir)?;
-            // The same check the operator makes, before anything is sent.
-            migrations::source::parse(&files).map_err(|e| {
-                anyhow::anyhow!(
-                    "the migration files in {} are not usable: {e}",
-                    dir.display()
-                )
-            })?;
-            files
-        }
+        Some(dir) => checked_migrations(dir)?,
         None => Vec::new(),
     };
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let parts = split(&files, CONFIG_MAP_BUDGET);
+    apply_migration_maps(&maps, &args.name, &parts).await?;
+    let seed = match &args.seed {
+        Some(path) => Some(apply_seed_map(&maps, &args.name, path).await?),
+        None => None,
+    };
+    let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &ns);
+    apply(
+        &envs,
+        &args.name,
+        json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment",
+            "metadata": {"name": args.name, "labels": labels(&args.name, "environment")},
+            "spec": environment_spec(&args, seed.as_deref()),
+        }),
+    )
+    .await?;
+    eprintln!("databaseenvironment/{} applied in {ns}", args.name);
+    let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &ns);
+    let run = if files.is_empty() {
+        None
+    } else {
+        let run = start_run(&runs, &args.name).await?;
+        eprintln!(
+            "migrationrun/{run} created: {} file(s) in {} ConfigMap(s)",
+            files.len(),
+            parts.len()
+        );
+        Some(run)
+    };
+    if !args.wait {
+        return Ok(());
+    }
+    let deadline = Instant::now() + args.timeout.value;
+    let secrets: Api<Secret> = Api::namespaced(client, &ns);
+    let secret =
+        wait_connection(&envs, &runs, &secrets, &args.name, run.as_deref(), deadline).await?;
+    print!("{}", render(&secret_data(&secret), args.output));
+    Ok(())
+}
+
+/// The migration files of `dir`, refused before anything is sent when the operator would refuse them.
+fn checked_migrations(dir: &Path) -> anyhow::Result<Vec<RawFile>> {
+    let files = read_migrations(dir)?;
+    migrations::source::parse(&files).map_err(|e| {
+        anyhow::anyhow!(
+            "the migration files in {} are not usable: {e}",
+            dir.display()
+        )
+    })?;
+    Ok(files)
+}
+
+/// Applies one ConfigMap per part (`<name>-migrations-<i>`) and deletes the parts an earlier, longer
+/// history left.
+async fn apply_migration_maps(
+    maps: &Api<ConfigMap>,
+    name: &str,
+    parts: &[Vec<&RawFile>],
+) -> anyhow::Result<()> {
     let mut kept = Vec::new();
     for (i, part) in parts.iter().enumerate() {
-        let cm_name = format!("{}-migrations-{i}", args.name);
+        let cm_name = format!("{name}-migrations-{i}");
         let data: BTreeMap<&str, String> = part
             .iter()
             .map(|f| {
@@ -264,25 +330,47 @@ async fn up(client: Client, args: UpArgs) -> anyhow::Result<()> {
             })
             .collect();
         apply(
-            &maps,
+            maps,
             &cm_name,
             json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": cm_name, "labels": labels(&args.name, "migrations")},
+                "metadata": {"name": cm_name, "labels": labels(name, "migrations")},
                 "data": data,
             }),
         )
         .await?;
         kept.push(cm_name);
     }
-    // Parts left from an earlier, longer history go.
-    let selector = format!("{CI_LABEL}={},{PART_LABEL}=migrations", args.name);
+    let selector = format!("{CI_LABEL}={name},{PART_LABEL}=migrations");
     for old in maps.list(&ListParams::default().labels(&selector)).await? {
         if !kept.contains(&old.name_any()) {
             maps.delete(&old.name_any(), &DeleteParams::default())
                 .await?;
         }
     }
+    Ok(())
+}
+
+/// Applies the seed file as the ConfigMap `<name>-seed`; returns its name.
+async fn apply_seed_map(maps: &Api<ConfigMap>, name: &str, path: &Path) -> anyhow::Result<String> {
+    let sql = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the seed {}", path.display()))?;
+    let seed_name = format!("{name}-seed");
+    apply(
+        maps,
+        &seed_name,
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": seed_name, "labels": labels(name, "seed")},
+            "data": {"seed.sql": sql},
+        }),
+    )
+    .await?;
+    Ok(seed_name)
+}
+
+/// The `ci` environment's spec from the flags, with the seed ConfigMap when there is one (pure).
+pub fn environment_spec(args: &UpArgs, seed_map: Option<&str>) -> serde_json::Value {
     let mut spec = json!({"tier": "ci", "server": {}});
     if let Some(server) = &args.server {
         spec["server"]["serverRef"] = json!({"name": server});
@@ -299,81 +387,52 @@ async fn up(client: Client, args: UpArgs) -> anyhow::Result<()> {
     if let Some(ttl) = &args.ttl {
         spec["ttl"] = json!(ttl);
     }
-    if let Some(seed) = &args.seed {
-        let sql = std::fs::read_to_string(seed)
-            .with_context(|| format!("reading the seed {}", seed.display()))?;
-        let seed_name = format!("{}-seed", args.name);
-        apply(
-            &maps,
-            &seed_name,
-            json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": seed_name, "labels": labels(&args.name, "seed")},
-                "data": {"seed.sql": sql},
-            }),
-        )
-        .await?;
-        spec["seed"] = json!({"configMapRef": {"name": seed_name}, "key": "seed.sql"});
+    if let Some(seed_map) = seed_map {
+        spec["seed"] = json!({"configMapRef": {"name": seed_map}, "key": "seed.sql"});
     }
-    let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &ns);
-    apply(
-        &envs,
-        &args.name,
-        json!({
-            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment",
-            "metadata": {"name": args.name, "labels": labels(&args.name, "environment")},
-            "spec": spec,
-        }),
-    )
-    .await?;
-    eprintln!("databaseenvironment/{} applied in {ns}", args.name);
-    let run = if files.is_empty() {
-        None
-    } else {
-        let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &ns);
-        let run: MigrationRun = serde_json::from_value(json!({
-            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "MigrationRun",
-            "metadata": {"generateName": format!("{}-", args.name), "labels": labels(&args.name, "migration")},
-            "spec": {
-                "environmentRef": {"name": args.name},
-                "source": {"configMapSelector": {"matchLabels": {CI_LABEL: args.name, PART_LABEL: "migrations"}}},
-                "ttlSecondsAfterFinished": 86400,
-            },
-        }))?;
-        let created = runs.create(&PostParams::default(), &run).await?;
-        eprintln!(
-            "migrationrun/{} created: {} file(s) in {} ConfigMap(s)",
-            created.name_any(),
-            files.len(),
-            parts.len()
-        );
-        Some(created.name_any())
-    };
-    if !args.wait {
-        return Ok(());
-    }
-    let deadline = Instant::now() + limit;
-    // The environment and the run are watched at once (each with its own progress lines), and the
-    // connection Secret, written before the environment is Ready, is read while the run migrates. The
-    // first failure ends the wait.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    spec
+}
+
+/// Creates a MigrationRun of the environment's migration ConfigMaps; returns its generated name.
+async fn start_run(runs: &Api<MigrationRun>, name: &str) -> anyhow::Result<String> {
+    let run: MigrationRun = serde_json::from_value(json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "MigrationRun",
+        "metadata": {"generateName": format!("{name}-"), "labels": labels(name, "migration")},
+        "spec": {
+            "environmentRef": {"name": name},
+            "source": {"configMapSelector": {"matchLabels": {CI_LABEL: name, PART_LABEL: "migrations"}}},
+            "ttlSecondsAfterFinished": 86400,
+        },
+    }))?;
+    Ok(runs.create(&PostParams::default(), &run).await?.name_any())
+}
+
+/// Waits for the environment and its run at once (each with its own progress lines) and reads the
+/// connection Secret, written before the environment is Ready, while the run migrates. The first
+/// failure ends the wait.
+async fn wait_connection(
+    envs: &Api<DatabaseEnvironment>,
+    runs: &Api<MigrationRun>,
+    secrets: &Api<Secret>,
+    name: &str,
+    run: Option<&str>,
+    deadline: Instant,
+) -> anyhow::Result<Secret> {
     let environment = async {
-        wait_environment(&envs, &args.name, deadline, &mut Progress::default()).await?;
+        wait_environment(envs, name, deadline, &mut Progress::default()).await?;
         secrets
-            .get(&format!("{}-connection", args.name))
+            .get(&format!("{name}-connection"))
             .await
             .context("reading the connection Secret")
     };
     let migrated = async {
-        if let Some(run) = &run {
-            let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &ns);
-            wait_run(&runs, run, deadline, &mut Progress::default()).await?;
+        if let Some(run) = run {
+            wait_run(runs, run, deadline, &mut Progress::default()).await?;
         }
         anyhow::Ok(())
     };
     let (secret, ()) = futures::try_join!(environment, migrated)?;
-    print!("{}", render(&secret_data(&secret), args.output));
-    Ok(())
+    Ok(secret)
 }
 
 fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
@@ -617,8 +676,8 @@ async fn wait_run(
 }
 
 async fn wait_target(client: Client, args: WaitArgs) -> anyhow::Result<()> {
-    let ns = namespace(&client, args.namespace);
-    let deadline = Instant::now() + timeout(&args.timeout)?;
+    let ns = args.namespace.resolve(&client);
+    let deadline = Instant::now() + args.timeout.value;
     let Some((kind, name)) = args.target.split_once('/') else {
         bail!("wait for kind/name, e.g. migrationrun/pr-123-x7k2q or databaseenvironment/pr-123");
     };
@@ -640,7 +699,7 @@ async fn wait_target(client: Client, args: WaitArgs) -> anyhow::Result<()> {
 }
 
 async fn down(client: Client, args: DownArgs) -> anyhow::Result<()> {
-    let ns = namespace(&client, args.namespace);
+    let ns = args.namespace.resolve(&client);
     let selector = format!("{CI_LABEL}={}", args.name);
     let runs: Api<MigrationRun> = Api::namespaced(client.clone(), &ns);
     let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &ns);
@@ -668,6 +727,91 @@ async fn down(client: Client, args: DownArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser as _;
+
+    /// `lifeboat ci …` as the shell passes it.
+    fn try_parse(args: &[&str]) -> Result<CiCommand, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            ci: CiCommand,
+        }
+        Cli::try_parse_from(std::iter::once("ci").chain(args.iter().copied())).map(|cli| cli.ci)
+    }
+
+    fn parse(args: &[&str]) -> CiCommand {
+        try_parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn every_subcommand_takes_the_shared_namespace_and_timeout_flags() {
+        let CiCommand::Up(up) = parse(&["up", "--name", "pr-1", "-n", "ci", "--timeout", "90s"])
+        else {
+            panic!("not up");
+        };
+        assert_eq!(up.namespace.value.as_deref(), Some("ci"));
+        assert_eq!(up.timeout.value, Duration::from_secs(90));
+        let CiCommand::Down(down) = parse(&["down", "--name", "pr-1", "--namespace", "ci"]) else {
+            panic!("not down");
+        };
+        assert_eq!(down.namespace.value.as_deref(), Some("ci"));
+        let CiCommand::Wait(wait) = parse(&["wait", "mr/x", "-n", "ci"]) else {
+            panic!("not wait");
+        };
+        assert_eq!(
+            (wait.namespace.value.as_deref(), wait.timeout.value),
+            (Some("ci"), Duration::from_secs(300))
+        );
+        let Err(err) = try_parse(&["wait", "mr/x", "--timeout", "soon"]) else {
+            panic!("a timeout of \"soon\" was taken");
+        };
+        assert!(
+            err.to_string()
+                .contains(r#""soon" is not a duration like 90s or 5m"#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_environment_spec_follows_the_flags() {
+        let CiCommand::Up(up) = parse(&[
+            "up",
+            "--name",
+            "pr-1",
+            "--server",
+            "shared",
+            "--template",
+            "main",
+            "--ttl",
+            "6h",
+        ]) else {
+            panic!("not up");
+        };
+        assert_eq!(
+            environment_spec(&up, Some("pr-1-seed")),
+            json!({
+                "tier": "ci",
+                "server": {"serverRef": {"name": "shared"}, "templateFrom": {"name": "main"}},
+                "ttl": "6h",
+                "seed": {"configMapRef": {"name": "pr-1-seed"}, "key": "seed.sql"},
+            })
+        );
+        let CiCommand::Up(up) = parse(&[
+            "up",
+            "--name",
+            "pr-1",
+            "--admin-secret",
+            "admin",
+            "--template-database",
+            "tpl",
+        ]) else {
+            panic!("not up");
+        };
+        assert_eq!(
+            environment_spec(&up, None),
+            json!({"tier": "ci", "server": {"adminSecretRef": {"name": "admin"}, "template": "tpl"}})
+        );
+    }
 
     #[test]
     fn diesel_folders_become_up_and_down_files() {
