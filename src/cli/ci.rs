@@ -112,7 +112,7 @@ pub struct WaitArgs {
 #[derive(clap::Args)]
 pub struct NamespaceArg {
     /// Namespace (default: the kubeconfig's).
-    #[arg(long = "namespace", short = 'n')]
+    #[arg(id = "namespace", long = "namespace", short = 'n')]
     pub value: Option<String>,
 }
 
@@ -128,7 +128,7 @@ impl NamespaceArg {
 #[derive(clap::Args)]
 pub struct TimeoutArg {
     /// Longest wait (e.g. `90s`, `5m`).
-    #[arg(long = "timeout", default_value = "5m", value_parser = parse_timeout)]
+    #[arg(id = "timeout", long = "timeout", default_value = "5m", value_parser = parse_timeout)]
     pub value: Duration,
 }
 
