@@ -225,8 +225,9 @@ pub trait InstanceTemplate {
     fn data_env(&self) -> Vec<(&'static str, &'static str)>;
     /// The variables the image reads the superuser's name and password from.
     fn superuser_env(&self) -> (&'static str, &'static str);
-    /// Directories the server writes besides its data and `/tmp` (its root file system is read-only).
-    fn run_dirs(&self) -> &'static [&'static str];
+    /// The directory the server writes at run time besides its data and `/tmp` (socket, lock file);
+    /// the pod's root file system is read-only.
+    fn run_dir(&self) -> &'static str;
     /// The readiness (and liveness) command.
     fn ready_command(&self) -> Vec<String>;
     /// The superuser's credentials on a pod's server reached at `host`.

@@ -5,17 +5,19 @@ use std::time::Duration;
 
 use kube::{ResourceExt, runtime::events::EventType};
 use rand::{Rng, distr::Alphanumeric};
-use sqlx::Connection;
 
 use super::{Outcome, existing_password, generate_password, write_connection_secret};
 use crate::{
     api::{DatabaseEnvironment, common::ConnectionSecretRef},
     controllers::{Context, Error, error::pg, references, restore, status::sentence},
     engines::{
-        ServerCredentials,
-        postgres::{self, PgError, provision},
+        Connect, Dropping, ENGINE, Engine, Failure, Health, Provisioning, Restore,
+        ServerCredentials, Target,
     },
 };
+
+/// An open session on the environment's server.
+type Session = <Engine as Connect>::Session;
 
 /// Gives the environment its own role and database on the server reached with `admin` (a shared server,
 /// or the environment's own instance), seeds it once and checks its health.
@@ -33,7 +35,7 @@ pub(super) async fn provision_on(
         None => None,
     };
     let database = database_name.unwrap_or_else(|| super::database_name(env));
-    let target = provision::Target {
+    let target = Target {
         database: database.clone(),
         role: database.clone(),
         template,
@@ -44,9 +46,7 @@ pub(super) async fn provision_on(
 
     // Reach the server first: nothing (not even the connection Secret) exists until the admin
     // credentials work, so deleting an environment that never got this far has nothing to clean up.
-    let mut conn = postgres::connect_admin(&admin, "postgres")
-        .await
-        .map_err(pg)?;
+    let mut conn = ENGINE.connect_admin(&admin).await.map_err(pg)?;
     // The password is stored before the role exists, so a crash between the two never loses it; the
     // Secret's existence also tells cleanup that something may exist on the server.
     let password = existing_password(ctx, env)
@@ -60,7 +60,7 @@ pub(super) async fn provision_on(
     };
     write_connection_secret(ctx, env, &app, &target.database).await?;
 
-    let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
+    let server_version = ENGINE.server_version(&mut conn).await.map_err(pg)?;
     let role_created =
         create_role_and_database(env, ctx, &mut conn, &admin, &target, &password).await?;
     let mut app_conn = connect_as_app(&mut conn, &app, &target, &password, role_created).await;
@@ -68,19 +68,19 @@ pub(super) async fn provision_on(
         Some(source) => {
             // The restore may recreate the database: no session of ours may hold it meanwhile.
             if let Ok(c) = app_conn {
-                let _ = c.close().await;
+                ENGINE.close(c).await;
             }
             let id = restore_once(env, ctx, &mut conn, &admin, &app, &target, source).await?;
-            app_conn = postgres::connect(&app, &target.database).await.map_err(pg);
+            app_conn = ENGINE.connect(&app, &target.database).await.map_err(pg);
             Some(id)
         }
         None => None,
     };
-    let _ = conn.close().await;
+    ENGINE.close(conn).await;
     let mut app_conn = app_conn?;
 
     let work = fill_and_check(env, ctx, &mut app_conn, &app, &target, seed_sql.as_deref()).await;
-    let _ = app_conn.close().await;
+    ENGINE.close(app_conn).await;
     let (seeded_now, schema_version) = work?;
     if seeded_now {
         let note = format!("Applied the seed to {}.", target.database);
@@ -111,16 +111,13 @@ pub(super) async fn provision_on(
 async fn restore_once(
     env: &DatabaseEnvironment,
     ctx: &Context,
-    admin_conn: &mut sqlx::PgConnection,
+    admin_conn: &mut Session,
     admin: &ServerCredentials,
     app: &ServerCredentials,
-    target: &provision::Target,
+    target: &Target,
     source: &crate::api::database_environment::RestoreSource,
 ) -> Result<String, Error> {
-    if let Some(id) = provision::restored_from(admin_conn, target)
-        .await
-        .map_err(pg)?
-    {
+    if let Some(id) = ENGINE.restored_from(admin_conn, target).await.map_err(pg)? {
         return Ok(id);
     }
     let namespace = env.namespace().unwrap_or_default();
@@ -140,7 +137,8 @@ async fn restore_once(
     let (manifest, _) = restore::pick(&store, source.backup_id.as_deref())
         .await
         .map_err(|e| failed("BackupNotFound", format!("spec.restore: {e}")))?;
-    provision::recreate_database(admin_conn, admin, target)
+    ENGINE
+        .recreate_database(admin_conn, admin, target)
         .await
         .map_err(pg)?;
     let method = restore::restore_into(
@@ -160,7 +158,8 @@ async fn restore_once(
         )
     })?;
     let checksums = manifest.tables.iter().all(|t| t.checksum.is_some());
-    let restored = postgres::restore::restored_stats(app, &target.database, checksums)
+    let restored = ENGINE
+        .restored_stats(app, &target.database, checksums)
         .await
         .map_err(pg)?;
     let check = restore::compare_tables(
@@ -179,7 +178,8 @@ async fn restore_once(
             ),
         ));
     }
-    provision::mark_restored(admin_conn, target, &manifest.id)
+    ENGINE
+        .mark_restored(admin_conn, target, &manifest.id)
         .await
         .map_err(pg)?;
     let note = format!(
@@ -198,15 +198,16 @@ async fn restore_once(
 async fn create_role_and_database(
     env: &DatabaseEnvironment,
     ctx: &Context,
-    conn: &mut sqlx::PgConnection,
+    conn: &mut Session,
     admin: &ServerCredentials,
-    target: &provision::Target,
+    target: &Target,
     password: &str,
 ) -> Result<bool, Error> {
-    let role_created = provision::ensure_role(conn, target, password)
+    let role_created = ENGINE
+        .ensure_role(conn, target, password)
         .await
         .map_err(pg)?;
-    if !role_created && provision::enforce_role(conn, target).await.map_err(pg)? {
+    if !role_created && ENGINE.enforce_role(conn, target).await.map_err(pg)? {
         let note = format!(
             "Role {} held a privilege an environment's role must not have (superuser, createdb, createrole, replication or bypassrls); it was taken away.",
             target.role
@@ -214,11 +215,11 @@ async fn create_role_and_database(
         ctx.publish(env, EventType::Warning, "PrivilegeRevoked", note)
             .await;
     }
-    let created = match provision::ensure_database(conn, admin, target).await {
+    let created = match ENGINE.ensure_database(conn, admin, target).await {
         Ok(created) => created,
         Err(e) => {
             if role_created {
-                let _ = provision::drop_owned(conn, target).await;
+                let _ = ENGINE.drop_owned(conn, target).await;
             }
             return Err(pg(e));
         }
@@ -239,18 +240,19 @@ async fn create_role_and_database(
 /// Connects as the environment's role. Its password must match the Secret: when someone replaced the
 /// Secret, the role's password is reset (on the admin connection `conn`) to match.
 async fn connect_as_app(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut Session,
     app: &ServerCredentials,
-    target: &provision::Target,
+    target: &Target,
     password: &str,
     role_created: bool,
-) -> Result<sqlx::PgConnection, Error> {
-    match postgres::connect(app, &target.database).await {
-        Err(PgError::AuthFailed { .. }) if !role_created => {
-            provision::set_role_password(conn, target, password)
+) -> Result<Session, Error> {
+    match ENGINE.connect(app, &target.database).await {
+        Err(e) if e.is_auth_failure() && !role_created => {
+            ENGINE
+                .set_role_password(conn, target, password)
                 .await
                 .map_err(pg)?;
-            postgres::connect(app, &target.database).await.map_err(pg)
+            ENGINE.connect(app, &target.database).await.map_err(pg)
         }
         other => other.map_err(pg),
     }
@@ -261,28 +263,21 @@ async fn connect_as_app(
 async fn fill_and_check(
     env: &DatabaseEnvironment,
     ctx: &Context,
-    app_conn: &mut sqlx::PgConnection,
+    app_conn: &mut Session,
     app: &ServerCredentials,
-    target: &provision::Target,
+    target: &Target,
     seed_sql: Option<&str>,
 ) -> Result<(bool, Option<crate::domain::version::Version>), Error> {
     let seeded_now = match seed_sql {
         Some(seed) => {
             // The server stops a seed statement when the job's time is up (the job itself is
             // dropped then, but a backend does not notice its client left while it runs a statement).
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "set statement_timeout = {}",
-                ctx.config.work_timeout().as_millis()
-            )))
-            .execute(&mut *app_conn)
-            .await
-            .map_err(|e| {
-                pg(PgError::from_sqlx(
-                    "setting the seed's statement timeout",
-                    e,
-                ))
-            })?;
-            provision::apply_seed(app_conn, target, seed)
+            ENGINE
+                .limit_statements(app_conn, ctx.config.work_timeout())
+                .await
+                .map_err(pg)?;
+            ENGINE
+                .apply_seed(app_conn, target, seed)
                 .await
                 .map_err(|e| Error::NeedsAttention {
                     reason: "SeedFailed",
@@ -316,10 +311,10 @@ pub(super) async fn adopt_external(
     )
     .await?;
     let database = database.unwrap_or_default();
-    let mut conn = postgres::connect(&creds, &database).await.map_err(pg)?;
-    let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
+    let mut conn = ENGINE.connect(&creds, &database).await.map_err(pg)?;
+    let server_version = ENGINE.server_version(&mut conn).await.map_err(pg)?;
     let health = health_check(&mut conn, env).await;
-    let _ = conn.close().await;
+    ENGINE.close(conn).await;
     health?;
     write_connection_secret(ctx, env, &creds, &database).await?;
     Ok(Outcome {
@@ -456,10 +451,7 @@ pub const MIGRATION_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::fro
 
 /// Runs the spec's health query (`select 1` by default) within `healthCheck.timeoutSeconds`: the
 /// server cancels it then (`statement_timeout`), and the client stops waiting a second later.
-async fn health_check(
-    conn: &mut sqlx::PgConnection,
-    env: &DatabaseEnvironment,
-) -> Result<(), Error> {
+async fn health_check(conn: &mut Session, env: &DatabaseEnvironment) -> Result<(), Error> {
     let check = env.spec.health_check.clone().unwrap_or_default();
     let limit = Duration::from_secs(check.timeout_seconds.max(1) as u64);
     let failed = |detail: String| Error::NeedsAttention {
@@ -468,14 +460,8 @@ async fn health_check(
         message: detail,
     };
     let run = async {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "set statement_timeout = {}",
-            limit.as_millis()
-        )))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| PgError::from_sqlx("setting the health check's timeout", e))?;
-        postgres::health_check_on(&mut *conn, &check.query).await
+        ENGINE.limit_statements(conn, limit).await?;
+        ENGINE.health_check(conn, &check.query).await
     };
     match tokio::time::timeout(limit + Duration::from_secs(1), run).await {
         Ok(result) => result.map_err(|e| failed(e.to_string())),

@@ -202,8 +202,8 @@ impl InstanceTemplate for Postgres {
     fn superuser_env(&self) -> (&'static str, &'static str) {
         ("POSTGRES_USER", "POSTGRES_PASSWORD")
     }
-    fn run_dirs(&self) -> &'static [&'static str] {
-        &[instance::SOCKET_DIR]
+    fn run_dir(&self) -> &'static str {
+        instance::SOCKET_DIR
     }
     fn ready_command(&self) -> Vec<String> {
         instance::ready_command()
