@@ -256,6 +256,8 @@ pub trait Dump: Connect {
     type Tools: Clone + fmt::Debug + Send + Sync;
     type Snapshot: DumpSnapshot<Error = Self::Error>;
 
+    /// The client programs in `bin_dir` (`None`: found on `PATH`).
+    fn tools(&self, bin_dir: Option<PathBuf>) -> Self::Tools;
     /// The archive format a manifest records.
     fn dump_format(&self) -> &'static str;
     /// The dump program (for messages).

@@ -245,6 +245,9 @@ impl Dump for Postgres {
     type Tools = dump::DumpTools;
     type Snapshot = dump::Snapshot;
 
+    fn tools(&self, bin_dir: Option<PathBuf>) -> dump::DumpTools {
+        dump::DumpTools { bin_dir }
+    }
     fn dump_format(&self) -> &'static str {
         // pg_dump -Fc
         "custom"
