@@ -1,8 +1,9 @@
 //! The layers depend one way: `api` (the CRDs), `domain` (pure logic) and `storage` know nothing above
 //! them, `engines` (databases) only `domain`,
 //! `migrations` knows neither the CRDs nor any controller, and no controller of one kind imports another kind's controller
-//! (what two kinds share lives in `controllers/{references,server_access,backup,error,…}.rs`). This
-//! test reads the sources and fails on an import that points the wrong way.
+//! (what two kinds share lives in `controllers/{references,server_access,backup,error,…}.rs`), and
+//! controllers reach a database only through the engine traits of `engines` (never `engines::postgres`
+//! or sqlx). This test reads the sources and fails on an import that points the wrong way.
 
 use std::{collections::BTreeSet, fs, path::Path};
 
@@ -174,6 +175,27 @@ fn controllers_of_one_kind_do_not_import_another() {
                 if text.contains(&path) {
                     wrong.push(format!("{file} uses {path}"));
                 }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn controllers_reach_the_engine_through_its_traits() {
+    // Controllers call `engines::ENGINE` through the capability traits of `engines`; which engine that
+    // is, is decided in `engines/mod.rs` alone. So no controller names `engines::postgres` or talks
+    // to a server with sqlx itself (tests of a controller may name the PostgreSQL error they map).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controllers");
+    let mut wrong = Vec::new();
+    for (file, text) in sources(&root) {
+        let code = &text[..text.find("#[cfg(test)]").unwrap_or(text.len())];
+        for what in ["engines::postgres", "postgres::", "sqlx::"] {
+            let named = code
+                .match_indices(what)
+                .any(|(at, _)| !code[..at].ends_with("sqlx::"));
+            if named {
+                wrong.push(format!("{file} names {what}"));
             }
         }
     }

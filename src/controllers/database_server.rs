@@ -13,7 +13,6 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::controller::Action,
 };
-use sqlx::Connection;
 use tracing::instrument;
 
 use super::{
@@ -24,7 +23,7 @@ use super::{
 };
 use crate::{
     api::{ConditionedStatus, DatabaseServer},
-    engines::{ServerCredentials, postgres},
+    engines::{Connect, ENGINE, Health, ServerCredentials},
 };
 
 pub const CONTROLLER: &str = "databaseserver";
@@ -70,16 +69,13 @@ async fn check(
 ) -> Result<(String, ServerCredentials), Error> {
     let creds =
         super::server_access::admin_credentials(ctx, &server.name_any(), &server.spec).await?;
-    let mut conn = postgres::connect_admin(&creds, "postgres")
+    let mut conn = ENGINE
+        .connect_admin(&creds)
         .await
         .map_err(super::error::pg)?;
-    let version = postgres::provision::server_version(&mut conn).await;
-    let can: Result<bool, _> = sqlx::query_scalar(
-        "select rolsuper or (rolcreatedb and rolcreaterole) from pg_catalog.pg_roles where rolname = pg_catalog.current_user()",
-    )
-    .fetch_one(&mut conn)
-    .await;
-    let _ = conn.close().await;
+    let version = ENGINE.server_version(&mut conn).await;
+    let can = ENGINE.may_provision(&mut conn).await;
+    ENGINE.close(conn).await;
     let version = version.map_err(super::error::pg)?;
     if !can.unwrap_or(false) {
         return Err(Error::NeedsAttention {

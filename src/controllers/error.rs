@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kube::runtime::controller::Action;
 
-use crate::engines::postgres::PgError;
+use crate::engines::Failure;
 
 /// An underlying error kept as the cause of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -119,9 +119,10 @@ pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
     }
 }
 
-/// Converts a PostgreSQL failure into a controller error: transient ones are retried with backoff,
-/// the rest need a person (and are retried with backoff too, since the fix may be outside Kubernetes).
-pub fn pg(e: PgError) -> Error {
+/// Converts an engine's failure (a PostgreSQL error) into a controller error: transient ones are
+/// retried with backoff, the rest need a person (and are retried with backoff too, since the fix may be
+/// outside Kubernetes).
+pub fn pg(e: impl Failure) -> Error {
     let (reason, message) = (e.reason(), e.to_string());
     if e.is_transient() {
         Error::Transient {
@@ -169,6 +170,7 @@ pub fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engines::postgres::PgError;
 
     #[test]
     fn postgres_errors_stay_the_cause() {

@@ -39,7 +39,10 @@ use tracing::{info, warn};
 
 pub use error::Error;
 
-use crate::telemetry::Metrics;
+use crate::{
+    engines::{Dump, ENGINE},
+    telemetry::Metrics,
+};
 
 /// The one field manager for everything Lifeboat writes with server-side apply.
 pub const FIELD_MANAGER: &str = "lifeboat";
@@ -107,9 +110,7 @@ impl Context {
             slots: work::Slots::new(config.work_limits),
             environment_jobs: database_environment::Jobs::default(),
             backups: backup_schedule::Backups::new(
-                crate::engines::postgres::dump::DumpTools {
-                    bin_dir: config.pg_bin_dir.clone(),
-                },
+                ENGINE.tools(config.pg_bin_dir.clone()),
                 config.spool.clone(),
             ),
             drills: restore_drill::Drills::default(),

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use super::{Context, Error};
 use crate::{
     api::{ConfigMapSource, ConnectionSecretRef},
-    engines::ServerCredentials,
+    engines::{ConnectionDetails, ENGINE, ServerCredentials},
     migrations::RawFile,
 };
 
@@ -133,7 +133,7 @@ pub async fn connection_credentials(
     let secret = secret_with_keys(ctx, namespace, &secret_ref.name, field, &required).await?;
     let get = |key: &str| secret_value(&secret, key);
     let port = match get(secret_ref.port_key()) {
-        None => crate::engines::postgres::instance::PORT,
+        None => ENGINE.default_port(),
         Some(p) => p.trim().parse().map_err(|_| Error::NeedsAttention {
             reason: "SecretKeyInvalid",
             source: None,
@@ -145,22 +145,17 @@ pub async fn connection_credentials(
         })?,
     };
     let ca_pem = get(CA_KEY).map(String::into_bytes);
-    // A CA in the Secret says the server's certificate can be checked: then check it, host name included.
-    let sslmode = get(secret_ref.sslmode_key()).unwrap_or_else(|| {
-        if ca_pem.is_some() {
-            "verify-full".into()
-        } else {
-            "prefer".into()
-        }
-    });
-    if !crate::engines::SSL_MODES.contains(&sslmode.as_str()) {
+    // A CA in the Secret says the server's certificate can be checked: the engine's default then checks it.
+    let sslmode = get(secret_ref.sslmode_key())
+        .unwrap_or_else(|| ENGINE.default_ssl_mode(ca_pem.is_some()).into());
+    if !ENGINE.ssl_modes().contains(&sslmode.as_str()) {
         return Err(Error::NeedsAttention {
             reason: "SecretKeyInvalid",
             source: None,
             message: format!(
                 "Secret {namespace}/{} named by {field}: sslmode {sslmode:?} is not one of {}",
                 secret_ref.name,
-                crate::engines::SSL_MODES.join(", ")
+                ENGINE.ssl_modes().join(", ")
             ),
         });
     }

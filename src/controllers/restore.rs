@@ -22,13 +22,7 @@ use crate::{
         manifest::{Manifest, TableStats},
         schedule::id_time,
     },
-    engines::{
-        ServerCredentials,
-        postgres::{
-            dump::DumpTools,
-            restore::{RestoreInput, needs_tolerant_restore, scan_restore_stderr, server_major},
-        },
-    },
+    engines::{ENGINE, Restore, RestoreInput, ServerCredentials, Tools},
     storage::{self, BackupStore, DUMP_OBJECT, MANIFEST_OBJECT},
 };
 
@@ -173,7 +167,7 @@ impl Restored {
 /// and SHA-256: with `jobs` above 1 spooled first (within `spool`) and restored in parallel, else
 /// streamed from storage through decompression into one `pg_restore`.
 pub async fn restore_into(
-    tools: &DumpTools,
+    tools: &Tools,
     store: &BackupStore,
     manifest: &Manifest,
     creds: &ServerCredentials,
@@ -181,11 +175,12 @@ pub async fn restore_into(
     jobs: u32,
     spool: &Spool,
 ) -> Result<Restored, String> {
-    let tool_major = tools.restore_major().await?;
-    let server_major = server_major(creds, database)
+    let tool_major = ENGINE.restore_major(tools).await?;
+    let server_major = ENGINE
+        .server_major(creds, database)
         .await
         .map_err(|e| format!("connecting to the restore target: {e}"))?;
-    let tolerant = needs_tolerant_restore(tool_major, server_major);
+    let tolerant = ENGINE.needs_tolerant_restore(tool_major, server_major);
     let private = tempfile::Builder::new()
         .prefix("lifeboat-restore-")
         .tempdir()
@@ -236,7 +231,7 @@ pub async fn restore_into(
 
 /// One `pg_restore` of a restore, with what it needs to run and judge its errors.
 struct Session<'a> {
-    tools: &'a DumpTools,
+    tools: &'a Tools,
     creds: &'a ServerCredentials,
     database: &'a str,
     private: &'a Path,
@@ -263,9 +258,9 @@ impl Session<'_> {
         input: RestoreInput<'_>,
         feed: Option<(storage::ByteStream, &Manifest)>,
     ) -> Result<(), String> {
-        let mut child = self
-            .tools
+        let mut child = ENGINE
             .spawn_restore(
+                self.tools,
                 self.creds,
                 self.database,
                 self.private,
@@ -276,7 +271,7 @@ impl Session<'_> {
         let Some(stderr) = child.stderr.take() else {
             return Err("pg_restore was started without a stderr pipe".into());
         };
-        let stderr = tokio::spawn(scan_restore_stderr(stderr));
+        let stderr = tokio::spawn(ENGINE.scan_restore_stderr(stderr));
         let mut piped = Ok(());
         if let Some((stream, manifest)) = feed {
             let Some(stdin) = child.stdin.take() else {

@@ -29,7 +29,7 @@ use crate::{
         common::ConnectionSecretRef,
     },
     domain::{manifest::EnvironmentRef, schedule as slots},
-    engines::postgres::dump::DumpTools,
+    engines::Tools,
     storage::BackupStore,
 };
 
@@ -52,13 +52,13 @@ const ENVIRONMENT_WAIT: Duration = Duration::from_secs(10);
 /// What the backup side of the operator keeps: one tracked task per schedule and the client tools.
 pub struct Backups {
     pub tasks: super::tasks::Tasks<()>,
-    pub tools: DumpTools,
+    pub tools: Tools,
     /// Where restores from these backups spool a dump for parallel jobs.
     pub spool: super::restore::Spool,
 }
 
 impl Backups {
-    pub fn new(tools: DumpTools, spool: super::restore::Spool) -> Self {
+    pub fn new(tools: Tools, spool: super::restore::Spool) -> Self {
         Self {
             tasks: Default::default(),
             tools,

@@ -22,10 +22,7 @@ use tokio_util::io::InspectReader;
 use crate::{
     api::backup_schedule::Compression,
     domain::manifest::{DumpObject, EnvironmentRef, MANIFEST_FORMAT, Manifest},
-    engines::{
-        ServerCredentials,
-        postgres::dump::{DumpTools, Snapshot, open_snapshot},
-    },
+    engines::{Connect, Dump, DumpSnapshot, ENGINE, Engine, ServerCredentials, Tools},
     storage::{self, BackupStore, DUMP_OBJECT, MANIFEST_OBJECT},
 };
 
@@ -48,7 +45,7 @@ pub struct Job {
     pub verify: bool,
     /// Content checksums per table, not only row counts.
     pub checksums: bool,
-    pub tools: DumpTools,
+    pub tools: Tools,
     /// Longest wait for another backup of the database to finish.
     pub lock_wait: Duration,
 }
@@ -80,29 +77,28 @@ pub async fn take(job: &Job) -> Result<Manifest, Failure> {
 }
 
 async fn run(job: &Job) -> Result<Manifest, Failure> {
-    let (tool_version, tool_major) = job
-        .tools
-        .dump_version()
+    let (tool_version, tool_major) = ENGINE
+        .dump_version(&job.tools)
         .await
         .map_err(|e| fail("DumpToolMissing", e))?;
     let mut snapshot = lock_and_snapshot(job).await?;
     // The backup's data is as of this moment (the snapshot), not of when it waited for the lock.
     let started_at = Utc::now();
-    if tool_major < snapshot.server_major {
+    if tool_major < snapshot.server_major() {
         return Err(fail(
             "DumpToolTooOld",
             format!(
                 "{tool_version} cannot dump PostgreSQL {}: pg_dump must be at least the server's major version (set --pg-bin-dir to a newer client)",
-                snapshot.server_version
+                snapshot.server_version()
             ),
         ));
     }
     // pg_dump reads the exported snapshot on its own connection while the statistics are taken on the
     // snapshot's: both see the same state, and the statistics cost no wall time of their own.
-    let snapshot_id = snapshot.id.clone();
+    let snapshot_id = snapshot.id().to_string();
     let (tables, dumped) =
         tokio::join!(snapshot.table_stats(job.checksums), dump(job, &snapshot_id));
-    let server_version = snapshot.server_version.clone();
+    let server_version = snapshot.server_version().to_string();
     snapshot.close().await;
     let (stored, raw_size) = dumped?;
     let tables = tables.map_err(|e| fail(e.reason(), format!("reading table statistics: {e}")))?;
@@ -114,7 +110,7 @@ async fn run(job: &Job) -> Result<Manifest, Failure> {
         id: job.id.clone(),
         kind: job.kind.to_string(),
         environment: job.environment.clone(),
-        engine: "postgres".into(),
+        engine: ENGINE.name().into(),
         server_version,
         dump_tool_version: tool_version,
         database: job.database.clone(),
@@ -122,7 +118,7 @@ async fn run(job: &Job) -> Result<Manifest, Failure> {
         finished_at: Utc::now(),
         dump: DumpObject {
             object: DUMP_OBJECT.into(),
-            format: "custom".into(),
+            format: ENGINE.dump_format().into(),
             compression: compression_name(job.compression).into(),
             size_bytes: stored.size,
             raw_size_bytes: raw_size,
@@ -155,10 +151,10 @@ pub fn compression_name(c: Compression) -> &'static str {
 }
 
 /// Waits (bounded) for the database's backup lock, then opens the snapshot.
-async fn lock_and_snapshot(job: &Job) -> Result<Snapshot, Failure> {
+async fn lock_and_snapshot(job: &Job) -> Result<<Engine as Dump>::Snapshot, Failure> {
     let deadline = tokio::time::Instant::now() + job.lock_wait;
     loop {
-        match open_snapshot(&job.creds, &job.database).await {
+        match ENGINE.open_snapshot(&job.creds, &job.database).await {
             Ok(Some(s)) => return Ok(s),
             Ok(None) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(LOCK_RETRY).await;
@@ -189,9 +185,9 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
             )
         })?;
     let compress_in_dump = job.compression == Compression::None;
-    let mut child = job
-        .tools
+    let mut child = ENGINE
         .spawn_dump(
+            &job.tools,
             &job.creds,
             &job.database,
             snapshot,
@@ -201,13 +197,16 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
         .map_err(|e| {
             fail(
                 "DumpToolMissing",
-                format!("cannot start {}: {e}", job.tools.pg_dump().display()),
+                format!(
+                    "cannot start {}: {e}",
+                    ENGINE.dump_program(&job.tools).display()
+                ),
             )
         })?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(fail("DumpFailed", "pg_dump was started without pipes"));
     };
-    let stderr = tokio::spawn(crate::engines::postgres::dump::stderr_tail(stderr));
+    let stderr = tokio::spawn(ENGINE.stderr_tail(stderr));
     let raw = Arc::new(AtomicU64::new(0));
     let counter = raw.clone();
     let counted = InspectReader::new(stdout, move |b: &[u8]| {
@@ -286,14 +285,13 @@ async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
         .stream(&path)
         .await
         .map_err(|e| fail(e.reason(), format!("verify: {e}")))?;
-    let mut child = job
-        .tools
-        .spawn_restore_check()
+    let mut child = ENGINE
+        .spawn_archive_check(&job.tools)
         .map_err(|e| fail("DumpToolMissing", format!("cannot start pg_restore: {e}")))?;
     let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
         return Err(fail("VerifyFailed", "pg_restore was started without pipes"));
     };
-    let stderr = tokio::spawn(crate::engines::postgres::dump::stderr_tail(stderr));
+    let stderr = tokio::spawn(ENGINE.stderr_tail(stderr));
     let sink: Box<dyn AsyncWrite + Unpin + Send> = match job.compression {
         Compression::Zstd => Box::new(write::ZstdDecoder::new(stdin)),
         Compression::Gzip => Box::new(write::GzipDecoder::new(stdin)),

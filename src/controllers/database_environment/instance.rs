@@ -1,5 +1,6 @@
-//! The `instance` source: a dedicated PostgreSQL server for one environment, run as a one-replica
-//! StatefulSet behind a headless Service, with a generated superuser Secret. Persistent tiers keep their
+//! The `instance` source: a dedicated server for one environment (what runs it comes from the engine's
+//! [`InstanceTemplate`]), run as a one-replica StatefulSet behind a headless Service, with a generated
+//! superuser Secret. Persistent tiers keep their
 //! data on a PersistentVolumeClaim; `ci` uses a size-limited `emptyDir`. Once the pod is Ready, the
 //! environment's own role and database are made on it exactly as on a shared server.
 //!
@@ -28,13 +29,9 @@ use crate::{
         database_environment::{DeletionPolicy, InstanceSource},
     },
     controllers::{Context, Error, FIELD_MANAGER},
-    engines::ServerCredentials,
+    engines::{Connect, ENGINE, InstanceTemplate},
 };
 
-use crate::engines::postgres::instance as pg_image;
-pub use crate::engines::postgres::instance::{
-    PORT as POSTGRES_PORT, SUPERUSER, UID as POSTGRES_UID,
-};
 /// Volume size when `storage.size` is unset.
 pub const DEFAULT_STORAGE: &str = "1Gi";
 
@@ -48,7 +45,7 @@ pub struct InstanceNames {
 }
 
 pub fn names(env: &DatabaseEnvironment) -> InstanceNames {
-    let base = format!("{}-postgres", env.name_any());
+    let base = format!("{}-{}", env.name_any(), ENGINE.name());
     InstanceNames {
         pod: format!("{base}-0"),
         service: base.clone(),
@@ -61,7 +58,7 @@ pub fn names(env: &DatabaseEnvironment) -> InstanceNames {
 pub fn image(spec: &InstanceSource) -> String {
     spec.image
         .clone()
-        .unwrap_or_else(|| pg_image::official_image(&spec.version))
+        .unwrap_or_else(|| ENGINE.official_image(&spec.version))
 }
 
 /// Whether the operator may run the instance's image (pure): the official image of the version, or one
@@ -69,7 +66,7 @@ pub fn image(spec: &InstanceSource) -> String {
 /// and its superuser password, so a tenant must not pick any image it likes).
 pub fn image_allowed(spec: &InstanceSource, allowed: &[String]) -> bool {
     let image = image(spec);
-    image == pg_image::official_image(&spec.version)
+    image == ENGINE.official_image(&spec.version)
         || allowed
             .iter()
             .any(|prefix| !prefix.is_empty() && image.starts_with(prefix.as_str()))
@@ -91,7 +88,7 @@ pub fn status(
 
 fn labels(env: &DatabaseEnvironment) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".into(), "postgres".into()),
+        ("app.kubernetes.io/name".into(), ENGINE.name().into()),
         ("app.kubernetes.io/instance".into(), env.name_any()),
         ("app.kubernetes.io/managed-by".into(), "lifeboat".into()),
         (ENVIRONMENT_LABEL.into(), env.name_any()),
@@ -107,7 +104,7 @@ pub fn service(env: &DatabaseEnvironment) -> serde_json::Value {
         "spec": {
             "clusterIP": "None",
             "selector": labels(env),
-            "ports": [{"name": "postgres", "port": POSTGRES_PORT, "targetPort": "postgres"}],
+            "ports": [{"name": ENGINE.name(), "port": ENGINE.port(), "targetPort": ENGINE.name()}],
             "publishNotReadyAddresses": false
         }
     })
@@ -145,7 +142,7 @@ pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
                 "spec": {
                     "automountServiceAccountToken": false,
                     "securityContext": {
-                        "runAsNonRoot": true, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID, "fsGroup": POSTGRES_UID,
+                        "runAsNonRoot": true, "runAsUser": ENGINE.run_as(), "runAsGroup": ENGINE.run_as(), "fsGroup": ENGINE.run_as(),
                         "seccompProfile": {"type": "RuntimeDefault"}
                     },
                     "containers": [server_container(env, spec)],
@@ -167,7 +164,7 @@ fn storage_size(spec: &InstanceSource) -> Quantity {
         .unwrap_or_else(|| Quantity(DEFAULT_STORAGE.into()))
 }
 
-/// The PostgreSQL container: the image, the superuser from its Secret, probes, a read-only root.
+/// The server's container: the image, the superuser from its Secret, probes, a read-only root.
 fn server_container(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_json::Value {
     let n = names(env);
     let resources = spec
@@ -179,21 +176,28 @@ fn server_container(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
         );
     let probe = |initial: i32, period: i32, failures: i32| {
         json!({
-            "exec": {"command": pg_image::ready_command()},
+            "exec": {"command": ENGINE.ready_command()},
             "initialDelaySeconds": initial, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures
         })
     };
     let secret_env = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": n.superuser_secret, "key": key}}});
+    let (user_env, password_env) = ENGINE.superuser_env();
+    let mut env_vars = vec![
+        secret_env(user_env, "username"),
+        secret_env(password_env, "password"),
+    ];
+    env_vars.extend(
+        ENGINE
+            .data_env()
+            .into_iter()
+            .map(|(name, value)| json!({"name": name, "value": value})),
+    );
     json!({
-        "name": "postgres",
+        "name": ENGINE.name(),
         "image": image(spec),
         "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
-        "env": [
-            secret_env("POSTGRES_USER", "username"),
-            secret_env("POSTGRES_PASSWORD", "password"),
-            {"name": "PGDATA", "value": pg_image::PGDATA}
-        ],
+        "ports": [{"name": ENGINE.name(), "containerPort": ENGINE.port()}],
+        "env": env_vars,
         "readinessProbe": probe(5, 5, 3),
         "livenessProbe": probe(30, 10, 6),
         "resources": resources,
@@ -202,8 +206,8 @@ fn server_container(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
             "capabilities": {"drop": ["ALL"]}
         },
         "volumeMounts": [
-            {"name": "data", "mountPath": pg_image::DATA_MOUNT},
-            {"name": "run", "mountPath": "/var/run/postgresql"},
+            {"name": "data", "mountPath": ENGINE.data_mount()},
+            {"name": "run", "mountPath": ENGINE.run_dir()},
             {"name": "tmp", "mountPath": "/tmp"}
         ]
     })
@@ -253,7 +257,7 @@ async fn superuser_password(env: &DatabaseEnvironment, ctx: &Context) -> Result<
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": n.superuser_secret, "labels": labels(env), "ownerReferences": [env.controller_owner_ref(&())]},
         "type": "Opaque",
-        "stringData": {"username": SUPERUSER, "password": password}
+        "stringData": {"username": ENGINE.superuser(), "password": password}
     });
     api.patch(
         &n.superuser_secret,
@@ -286,8 +290,9 @@ pub(super) async fn provision_instance(
         return Err(Error::InvalidSpec {
             reason: "ImageNotAllowed",
             message: format!(
-                "spec.instance.image {} is not allowed: the operator runs only postgres:<version> and images starting with one of its --allowed-images ({}); nothing was created",
+                "spec.instance.image {} is not allowed: the operator runs only {} and images starting with one of its --allowed-images ({}); nothing was created",
                 image(spec),
+                ENGINE.official_image("<version>"),
                 if ctx.config.allowed_images.is_empty() {
                     "none configured".to_string()
                 } else {
@@ -325,14 +330,7 @@ pub(super) async fn provision_instance(
             message: format!("waiting for pod {} ({}) to be Ready", n.pod, image(spec)),
         });
     }
-    let admin = ServerCredentials {
-        host: format!("{}.{ns}.svc", n.service),
-        port: POSTGRES_PORT,
-        username: SUPERUSER.into(),
-        password,
-        sslmode: "prefer".into(),
-        ca_pem: None,
-    };
+    let admin = ENGINE.instance_admin(format!("{}.{ns}.svc", n.service), password);
     provision_on(
         env,
         ctx,
@@ -437,6 +435,28 @@ mod tests {
         assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
         assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
         assert!(c["readinessProbe"]["exec"]["command"][0] == "pg_isready");
+        assert_eq!(pod["securityContext"]["runAsUser"], 999);
+        assert_eq!(pod["securityContext"]["fsGroup"], 999);
+        assert_eq!(c["name"], "postgres");
+        assert_eq!(c["ports"][0]["containerPort"], 5432);
+        let env: Vec<_> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(env, ["POSTGRES_USER", "POSTGRES_PASSWORD", "PGDATA"]);
+        assert_eq!(c["env"][2]["value"], "/var/lib/postgresql/data/pgdata");
+        let mounts: Vec<_> = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            mounts,
+            ["/var/lib/postgresql/data", "/var/run/postgresql", "/tmp"]
+        );
     }
 
     #[test]

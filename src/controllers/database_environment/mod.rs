@@ -27,7 +27,6 @@ use kube::{
         reflector::ObjectRef,
     },
 };
-use sqlx::Connection;
 use tracing::{info, instrument};
 
 use super::{
@@ -39,7 +38,7 @@ use crate::{
         DatabaseEnvironment, DatabaseEnvironmentStatus,
         database_environment::{DeletionPolicy, Engine},
     },
-    engines::postgres::{self, provision, sql},
+    engines::{Connect, Dropping, ENGINE, Provisioning, Target},
 };
 
 mod backups;
@@ -48,7 +47,6 @@ mod jobs;
 mod secret;
 mod server;
 
-pub use crate::engines::postgres::connection::connection_data;
 pub use jobs::Jobs;
 use secret::*;
 use server::*;
@@ -393,16 +391,14 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
     // Whatever the status says, look on the server: an environment deleted before it reached Ready
     // (or whose connection Secret went first, as in a namespace deletion) may still have created its
     // role and database. Only objects carrying this environment's marker are dropped.
-    let target = provision::Target {
+    let target = Target {
         database: database.clone(),
         role: database.clone(),
         uid,
-        ..provision::Target::default()
+        ..Target::default()
     };
     let reached = match server_access(&env, ctx, server, false).await {
-        Ok(access) => postgres::connect_admin(&access.admin, "postgres")
-            .await
-            .map_err(pg),
+        Ok(access) => ENGINE.connect_admin(&access.admin).await.map_err(pg),
         Err(e) => Err(e),
     };
     let mut conn = match reached {
@@ -436,8 +432,8 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
             });
         }
     };
-    let dropped = provision::drop_owned(&mut conn, &target).await.map_err(pg);
-    let _ = conn.close().await;
+    let dropped = ENGINE.drop_owned(&mut conn, &target).await.map_err(pg);
+    ENGINE.close(conn).await;
     let dropped = dropped?;
     let note = if dropped.is_empty() {
         "Nothing to drop: no database or role of this environment exists.".to_string()
@@ -458,7 +454,9 @@ pub fn database_name(env: &DatabaseEnvironment) -> String {
         .as_ref()
         .and_then(|s| s.database_name.clone())
         .or_else(|| env.status.as_ref().and_then(|s| s.database.clone()))
-        .unwrap_or_else(|| sql::default_name(&env.namespace().unwrap_or_default(), &env.name_any()))
+        .unwrap_or_else(|| {
+            ENGINE.default_name(&env.namespace().unwrap_or_default(), &env.name_any())
+        })
 }
 
 /// The server an environment's `spec.server` reaches, with what it may do there: a DatabaseServer

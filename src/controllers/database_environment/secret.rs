@@ -15,7 +15,7 @@ use super::{CA_KEY, PASSWORD_LENGTH, refuse_foreign};
 use crate::{
     api::DatabaseEnvironment,
     controllers::{Context, Error, FIELD_MANAGER},
-    engines::{ServerCredentials, postgres::connection::connection_data},
+    engines::{ConnectionDetails, ENGINE, ServerCredentials},
 };
 
 pub(super) fn generate_password() -> String {
@@ -55,7 +55,8 @@ pub(super) async fn write_connection_secret(
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
     let name = env.connection_secret_name();
-    let mut data: BTreeMap<String, ByteString> = connection_data(creds, database)
+    let mut data: BTreeMap<String, ByteString> = ENGINE
+        .connection_data(creds, database)
         .into_iter()
         .map(|(k, v)| (k, ByteString(v.into_bytes())))
         .collect();

@@ -5,82 +5,181 @@ use std::time::Duration;
 
 use kube::{ResourceExt, runtime::events::EventType};
 use rand::{Rng, distr::Alphanumeric};
-use sqlx::Connection;
 
 use super::{Outcome, existing_password, generate_password, write_connection_secret};
 use crate::{
-    api::{DatabaseEnvironment, common::ConnectionSecretRef},
-    controllers::{Context, Error, error::pg, references, restore, status::sentence},
+    api::{
+        ConfigMapSource, DatabaseEnvironment,
+        common::ConnectionSecretRef,
+        database_environment::{RestoreSource, Tier},
+    },
+    controllers::{
+        Context, Error, error::pg, references, restore, server_access::Resolved, status::sentence,
+    },
     engines::{
-        ServerCredentials,
-        postgres::{self, PgError, provision},
+        Connect, Dropping, ENGINE, Engine, Failure, Health, Provisioning, Restore,
+        ServerCredentials, Target,
     },
 };
 
+/// An open session on the environment's server.
+type Session = <Engine as Connect>::Session;
+
 /// Gives the environment its own role and database on the server reached with `admin` (a shared server,
-/// or the environment's own instance), seeds it once and checks its health.
+/// or the environment's own instance), seeds it once and checks its health: resolve (the seed, the
+/// server, the stored password) → [`plan`] → [`act`].
 pub(super) async fn provision_on(
     env: &DatabaseEnvironment,
     ctx: &Context,
-    access: super::super::server_access::Resolved,
+    access: Resolved,
     template: Option<String>,
     database_name: Option<String>,
 ) -> Result<Outcome, Error> {
     let namespace = env.namespace().unwrap_or_default();
-    let admin = access.admin;
     let seed_sql = match &env.spec.seed {
         Some(seed) => Some(read_seed(ctx, &namespace, &seed.config_map_ref.name, &seed.key).await?),
         None => None,
     };
+    // Reach the server first: nothing (not even the connection Secret) exists until the admin
+    // credentials work, so deleting an environment that never got this far has nothing to clean up.
+    let conn = ENGINE.connect_admin(&access.admin).await.map_err(pg)?;
+    let read = Read {
+        access,
+        template,
+        database_name,
+        seed_sql,
+        existing_password: existing_password(ctx, env).await?,
+    };
+    act(env, ctx, conn, plan(env, read, generate_password())).await
+}
+
+/// What provisioning read before deciding anything.
+struct Read {
+    /// The server, with what the environment may do there.
+    access: Resolved,
+    /// The database to clone, if any.
+    template: Option<String>,
+    /// The database name the caller chose (else the environment's own, see [`super::database_name`]).
+    database_name: Option<String>,
+    /// The seed's text (`spec.seed`).
+    seed_sql: Option<String>,
+    /// The password in the environment's connection Secret, when it exists.
+    existing_password: Option<String>,
+}
+
+/// What provisioning does, decided by [`plan`] from what was read.
+#[derive(Debug)]
+struct Plan {
+    admin: ServerCredentials,
+    target: Target,
+    /// The environment's own credentials: the admin's server, the role's name and password.
+    app: ServerCredentials,
+    /// Fill the database from a backup once (`spec.restore`).
+    restore: Option<RestoreSource>,
+    /// Apply this seed once.
+    seed_sql: Option<String>,
+    migrations: Migrations,
+}
+
+/// What becomes of `spec.migrations`.
+#[derive(Debug, PartialEq)]
+enum Migrations {
+    None,
+    Run(ConfigMapSource),
+    /// Production environments must back up before migrating, which this build cannot do: refused
+    /// before the migrations touch the database.
+    Refused,
+}
+
+/// Decides what provisioning does (pure). The stored password is kept, so a role made by an earlier
+/// attempt still matches its Secret; `generated_password` is used only when there is none.
+fn plan(env: &DatabaseEnvironment, read: Read, generated_password: String) -> Plan {
+    let Read {
+        access,
+        template,
+        database_name,
+        seed_sql,
+        existing_password,
+    } = read;
     let database = database_name.unwrap_or_else(|| super::database_name(env));
-    let target = provision::Target {
+    let target = Target {
         database: database.clone(),
-        role: database.clone(),
+        role: database,
         template,
         allowed_templates: access.templates,
         connection_limit: access.connection_limit,
         uid: env.uid().unwrap_or_default(),
     };
-
-    // Reach the server first: nothing (not even the connection Secret) exists until the admin
-    // credentials work, so deleting an environment that never got this far has nothing to clean up.
-    let mut conn = postgres::connect_admin(&admin, "postgres")
-        .await
-        .map_err(pg)?;
-    // The password is stored before the role exists, so a crash between the two never loses it; the
-    // Secret's existence also tells cleanup that something may exist on the server.
-    let password = existing_password(ctx, env)
-        .await?
-        .unwrap_or_else(generate_password);
     let app = ServerCredentials {
         username: target.role.clone(),
-        password: password.clone(),
-        ca_pem: admin.ca_pem.clone(),
-        ..admin.clone()
+        password: existing_password.unwrap_or(generated_password),
+        ..access.admin.clone()
     };
+    let migrations = match &env.spec.migrations {
+        None => Migrations::None,
+        Some(_) if env.spec.tier == Tier::Production => Migrations::Refused,
+        Some(source) => Migrations::Run(source.clone()),
+    };
+    Plan {
+        admin: access.admin,
+        target,
+        app,
+        restore: env.spec.restore.clone(),
+        seed_sql,
+        migrations,
+    }
+}
+
+/// Carries out the plan on the admin session `conn`: the connection Secret, the role and database, the
+/// restore, then as the app the seed, the migrations and the health query.
+async fn act(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    mut conn: Session,
+    plan: Plan,
+) -> Result<Outcome, Error> {
+    let Plan {
+        admin,
+        target,
+        app,
+        restore,
+        seed_sql,
+        migrations,
+    } = plan;
+    // The password is stored before the role exists, so a crash between the two never loses it; the
+    // Secret's existence also tells cleanup that something may exist on the server.
     write_connection_secret(ctx, env, &app, &target.database).await?;
 
-    let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
+    let server_version = ENGINE.server_version(&mut conn).await.map_err(pg)?;
     let role_created =
-        create_role_and_database(env, ctx, &mut conn, &admin, &target, &password).await?;
-    let mut app_conn = connect_as_app(&mut conn, &app, &target, &password, role_created).await;
-    let restored_from = match &env.spec.restore {
+        create_role_and_database(env, ctx, &mut conn, &admin, &target, &app.password).await?;
+    let mut app_conn = connect_as_app(&mut conn, &app, &target, role_created).await;
+    let restored_from = match &restore {
         Some(source) => {
             // The restore may recreate the database: no session of ours may hold it meanwhile.
             if let Ok(c) = app_conn {
-                let _ = c.close().await;
+                ENGINE.close(c).await;
             }
             let id = restore_once(env, ctx, &mut conn, &admin, &app, &target, source).await?;
-            app_conn = postgres::connect(&app, &target.database).await.map_err(pg);
+            app_conn = ENGINE.connect(&app, &target.database).await.map_err(pg);
             Some(id)
         }
         None => None,
     };
-    let _ = conn.close().await;
+    ENGINE.close(conn).await;
     let mut app_conn = app_conn?;
 
-    let work = fill_and_check(env, ctx, &mut app_conn, &app, &target, seed_sql.as_deref()).await;
-    let _ = app_conn.close().await;
+    let work = fill_and_check(
+        env,
+        ctx,
+        &mut app_conn,
+        &app,
+        &target,
+        seed_sql.as_deref(),
+        &migrations,
+    )
+    .await;
+    ENGINE.close(app_conn).await;
     let (seeded_now, schema_version) = work?;
     if seeded_now {
         let note = format!("Applied the seed to {}.", target.database);
@@ -111,16 +210,13 @@ pub(super) async fn provision_on(
 async fn restore_once(
     env: &DatabaseEnvironment,
     ctx: &Context,
-    admin_conn: &mut sqlx::PgConnection,
+    admin_conn: &mut Session,
     admin: &ServerCredentials,
     app: &ServerCredentials,
-    target: &provision::Target,
-    source: &crate::api::database_environment::RestoreSource,
+    target: &Target,
+    source: &RestoreSource,
 ) -> Result<String, Error> {
-    if let Some(id) = provision::restored_from(admin_conn, target)
-        .await
-        .map_err(pg)?
-    {
+    if let Some(id) = ENGINE.restored_from(admin_conn, target).await.map_err(pg)? {
         return Ok(id);
     }
     let namespace = env.namespace().unwrap_or_default();
@@ -140,7 +236,8 @@ async fn restore_once(
     let (manifest, _) = restore::pick(&store, source.backup_id.as_deref())
         .await
         .map_err(|e| failed("BackupNotFound", format!("spec.restore: {e}")))?;
-    provision::recreate_database(admin_conn, admin, target)
+    ENGINE
+        .recreate_database(admin_conn, admin, target)
         .await
         .map_err(pg)?;
     let method = restore::restore_into(
@@ -160,7 +257,8 @@ async fn restore_once(
         )
     })?;
     let checksums = manifest.tables.iter().all(|t| t.checksum.is_some());
-    let restored = postgres::restore::restored_stats(app, &target.database, checksums)
+    let restored = ENGINE
+        .restored_stats(app, &target.database, checksums)
         .await
         .map_err(pg)?;
     let check = restore::compare_tables(
@@ -179,7 +277,8 @@ async fn restore_once(
             ),
         ));
     }
-    provision::mark_restored(admin_conn, target, &manifest.id)
+    ENGINE
+        .mark_restored(admin_conn, target, &manifest.id)
         .await
         .map_err(pg)?;
     let note = format!(
@@ -198,15 +297,16 @@ async fn restore_once(
 async fn create_role_and_database(
     env: &DatabaseEnvironment,
     ctx: &Context,
-    conn: &mut sqlx::PgConnection,
+    conn: &mut Session,
     admin: &ServerCredentials,
-    target: &provision::Target,
+    target: &Target,
     password: &str,
 ) -> Result<bool, Error> {
-    let role_created = provision::ensure_role(conn, target, password)
+    let role_created = ENGINE
+        .ensure_role(conn, target, password)
         .await
         .map_err(pg)?;
-    if !role_created && provision::enforce_role(conn, target).await.map_err(pg)? {
+    if !role_created && ENGINE.enforce_role(conn, target).await.map_err(pg)? {
         let note = format!(
             "Role {} held a privilege an environment's role must not have (superuser, createdb, createrole, replication or bypassrls); it was taken away.",
             target.role
@@ -214,11 +314,11 @@ async fn create_role_and_database(
         ctx.publish(env, EventType::Warning, "PrivilegeRevoked", note)
             .await;
     }
-    let created = match provision::ensure_database(conn, admin, target).await {
+    let created = match ENGINE.ensure_database(conn, admin, target).await {
         Ok(created) => created,
         Err(e) => {
             if role_created {
-                let _ = provision::drop_owned(conn, target).await;
+                let _ = ENGINE.drop_owned(conn, target).await;
             }
             return Err(pg(e));
         }
@@ -239,18 +339,18 @@ async fn create_role_and_database(
 /// Connects as the environment's role. Its password must match the Secret: when someone replaced the
 /// Secret, the role's password is reset (on the admin connection `conn`) to match.
 async fn connect_as_app(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut Session,
     app: &ServerCredentials,
-    target: &provision::Target,
-    password: &str,
+    target: &Target,
     role_created: bool,
-) -> Result<sqlx::PgConnection, Error> {
-    match postgres::connect(app, &target.database).await {
-        Err(PgError::AuthFailed { .. }) if !role_created => {
-            provision::set_role_password(conn, target, password)
+) -> Result<Session, Error> {
+    match ENGINE.connect(app, &target.database).await {
+        Err(e) if e.is_auth_failure() && !role_created => {
+            ENGINE
+                .set_role_password(conn, target, &app.password)
                 .await
                 .map_err(pg)?;
-            postgres::connect(app, &target.database).await.map_err(pg)
+            ENGINE.connect(app, &target.database).await.map_err(pg)
         }
         other => other.map_err(pg),
     }
@@ -261,28 +361,22 @@ async fn connect_as_app(
 async fn fill_and_check(
     env: &DatabaseEnvironment,
     ctx: &Context,
-    app_conn: &mut sqlx::PgConnection,
+    app_conn: &mut Session,
     app: &ServerCredentials,
-    target: &provision::Target,
+    target: &Target,
     seed_sql: Option<&str>,
+    migrations: &Migrations,
 ) -> Result<(bool, Option<crate::domain::version::Version>), Error> {
     let seeded_now = match seed_sql {
         Some(seed) => {
             // The server stops a seed statement when the job's time is up (the job itself is
             // dropped then, but a backend does not notice its client left while it runs a statement).
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "set statement_timeout = {}",
-                ctx.config.work_timeout().as_millis()
-            )))
-            .execute(&mut *app_conn)
-            .await
-            .map_err(|e| {
-                pg(PgError::from_sqlx(
-                    "setting the seed's statement timeout",
-                    e,
-                ))
-            })?;
-            provision::apply_seed(app_conn, target, seed)
+            ENGINE
+                .limit_statements(app_conn, ctx.config.work_timeout())
+                .await
+                .map_err(pg)?;
+            ENGINE
+                .apply_seed(app_conn, target, seed)
                 .await
                 .map_err(|e| Error::NeedsAttention {
                     reason: "SeedFailed",
@@ -292,9 +386,15 @@ async fn fill_and_check(
         }
         None => false,
     };
-    let schema_version = match &env.spec.migrations {
-        Some(source) => migrate(env, ctx, app, &target.database, source).await?,
-        None => None,
+    let schema_version = match migrations {
+        Migrations::None => None,
+        Migrations::Refused => {
+            return Err(Error::InvalidSpec {
+                reason: "BackupsNotAvailable",
+                message: "spec.migrations on a production environment needs a backup first, which this build cannot take yet; nothing was migrated".into(),
+            });
+        }
+        Migrations::Run(source) => migrate(env, ctx, app, &target.database, source).await?,
     };
     // Checked as the app, on the connection it already has.
     health_check(app_conn, env).await?;
@@ -316,10 +416,10 @@ pub(super) async fn adopt_external(
     )
     .await?;
     let database = database.unwrap_or_default();
-    let mut conn = postgres::connect(&creds, &database).await.map_err(pg)?;
-    let server_version = provision::server_version(&mut conn).await.map_err(pg)?;
+    let mut conn = ENGINE.connect(&creds, &database).await.map_err(pg)?;
+    let server_version = ENGINE.server_version(&mut conn).await.map_err(pg)?;
     let health = health_check(&mut conn, env).await;
-    let _ = conn.close().await;
+    ENGINE.close(conn).await;
     health?;
     write_connection_secret(ctx, env, &creds, &database).await?;
     Ok(Outcome {
@@ -365,26 +465,19 @@ pub(super) async fn read_seed(
 
 /// Keeps the database migrated to everything in `spec.migrations`, with the same runner as a
 /// MigrationRun (lock, ledger, one transaction per migration, rollback of this attempt on failure).
-/// Returns the schema version. Production environments must back up before migrating, which this
-/// build cannot do yet, so there the migrations are refused before touching the database.
+/// Returns the schema version. (Production environments do not get here: see [`Migrations::Refused`].)
 async fn migrate(
     env: &DatabaseEnvironment,
     ctx: &Context,
     app: &ServerCredentials,
     database: &str,
-    source: &crate::api::ConfigMapSource,
+    source: &ConfigMapSource,
 ) -> Result<Option<crate::domain::version::Version>, Error> {
     use crate::{
         controllers::references::{raw_files, resolve_sources},
         migrations::{self, Direction, LintMode, MigrationPhase, OnFailure, Prior, RunOptions},
     };
     let namespace = env.namespace().unwrap_or_default();
-    if env.spec.tier == crate::api::database_environment::Tier::Production {
-        return Err(Error::InvalidSpec {
-            reason: "BackupsNotAvailable",
-            message: "spec.migrations on a production environment needs a backup first, which this build cannot take yet; nothing was migrated".into(),
-        });
-    }
     let maps = resolve_sources(ctx, &namespace, source, "spec.migrations").await?;
     let parsed =
         migrations::source::parse(&raw_files(&maps)).map_err(|e| Error::NeedsAttention {
@@ -456,10 +549,7 @@ pub const MIGRATION_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::fro
 
 /// Runs the spec's health query (`select 1` by default) within `healthCheck.timeoutSeconds`: the
 /// server cancels it then (`statement_timeout`), and the client stops waiting a second later.
-async fn health_check(
-    conn: &mut sqlx::PgConnection,
-    env: &DatabaseEnvironment,
-) -> Result<(), Error> {
+async fn health_check(conn: &mut Session, env: &DatabaseEnvironment) -> Result<(), Error> {
     let check = env.spec.health_check.clone().unwrap_or_default();
     let limit = Duration::from_secs(check.timeout_seconds.max(1) as u64);
     let failed = |detail: String| Error::NeedsAttention {
@@ -468,14 +558,8 @@ async fn health_check(
         message: detail,
     };
     let run = async {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "set statement_timeout = {}",
-            limit.as_millis()
-        )))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| PgError::from_sqlx("setting the health check's timeout", e))?;
-        postgres::health_check_on(&mut *conn, &check.query).await
+        ENGINE.limit_statements(conn, limit).await?;
+        ENGINE.health_check(conn, &check.query).await
     };
     match tokio::time::timeout(limit + Duration::from_secs(1), run).await {
         Ok(result) => result.map_err(|e| failed(e.to_string())),
@@ -526,5 +610,171 @@ impl crate::migrations::Hooks for EnvironmentHooks<'_> {
 
     async fn backup(&mut self) -> Result<Option<String>, crate::migrations::BackupFailure> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn env(spec: serde_json::Value) -> DatabaseEnvironment {
+        let mut spec_json = json!({"tier": "dev", "server": {"adminSecretRef": {"name": "admin"}}});
+        spec_json
+            .as_object_mut()
+            .unwrap()
+            .extend(spec.as_object().unwrap().clone());
+        let mut env =
+            DatabaseEnvironment::new("orders", serde_json::from_value(spec_json).unwrap());
+        env.metadata.namespace = Some("shop".into());
+        env.metadata.uid = Some("uid-1".into());
+        env
+    }
+
+    fn admin() -> ServerCredentials {
+        ServerCredentials {
+            host: "db.example".into(),
+            port: 5433,
+            username: "admin".into(),
+            password: "admin-secret".into(),
+            sslmode: "verify-full".into(),
+            ca_pem: Some(b"PEM".to_vec()),
+        }
+    }
+
+    #[test]
+    fn the_plan_follows_what_was_read() {
+        struct Case {
+            name: &'static str,
+            spec: serde_json::Value,
+            database_name: Option<&'static str>,
+            template: Option<&'static str>,
+            existing_password: Option<&'static str>,
+            seed_sql: Option<&'static str>,
+            // Expected (the database is the chosen name, else the default):
+            password: &'static str,
+            restore: Option<&'static str>,
+            migrations: &'static str,
+        }
+        let default = crate::engines::ENGINE.default_name("shop", "orders");
+        let cases = [
+            Case {
+                name: "a first attempt uses the generated password and the default name",
+                spec: json!({}),
+                database_name: None,
+                template: None,
+                existing_password: None,
+                seed_sql: None,
+                password: "generated",
+                restore: None,
+                migrations: "none",
+            },
+            Case {
+                name: "a later attempt keeps the Secret's password",
+                spec: json!({}),
+                database_name: None,
+                template: None,
+                existing_password: Some("stored"),
+                seed_sql: None,
+                password: "stored",
+                restore: None,
+                migrations: "none",
+            },
+            Case {
+                name: "a chosen database name and template, with a seed",
+                spec: json!({"seed": {"configMapRef": {"name": "seed"}, "key": "seed.sql"}}),
+                database_name: Some("orders_db"),
+                template: Some("orders_template"),
+                existing_password: None,
+                seed_sql: Some("insert into t values (1)"),
+                password: "generated",
+                restore: None,
+                migrations: "none",
+            },
+            Case {
+                name: "a restore from a schedule's backup",
+                spec: json!({"restore": {"backupScheduleRef": {"name": "nightly"}}}),
+                database_name: None,
+                template: None,
+                existing_password: None,
+                seed_sql: None,
+                password: "generated",
+                restore: Some("nightly"),
+                migrations: "none",
+            },
+            Case {
+                name: "migrations run outside production",
+                spec: json!({"migrations": {"configMapNames": ["m"]}}),
+                database_name: None,
+                template: None,
+                existing_password: None,
+                seed_sql: None,
+                password: "generated",
+                restore: None,
+                migrations: "run",
+            },
+            Case {
+                name: "migrations are refused in production",
+                spec: json!({"tier": "production", "migrations": {"configMapNames": ["m"]}}),
+                database_name: None,
+                template: None,
+                existing_password: None,
+                seed_sql: None,
+                password: "generated",
+                restore: None,
+                migrations: "refused",
+            },
+        ];
+        for c in cases {
+            let env = env(c.spec);
+            let read = Read {
+                access: Resolved {
+                    admin: admin(),
+                    templates: vec!["allowed".into()],
+                    connection_limit: Some(7),
+                },
+                template: c.template.map(Into::into),
+                database_name: c.database_name.map(Into::into),
+                seed_sql: c.seed_sql.map(Into::into),
+                existing_password: c.existing_password.map(Into::into),
+            };
+            let plan = plan(&env, read, "generated".into());
+            let name = c.name;
+            let database = c.database_name.unwrap_or(&default);
+            assert_eq!(plan.target.database, database, "{name}");
+            assert_eq!(
+                plan.target.role, database,
+                "{name}: the role is named as the database"
+            );
+            assert_eq!(plan.target.template.as_deref(), c.template, "{name}");
+            assert_eq!(plan.target.allowed_templates, ["allowed"], "{name}");
+            assert_eq!(plan.target.connection_limit, Some(7), "{name}");
+            assert_eq!(plan.target.uid, "uid-1", "{name}");
+            assert_eq!(plan.admin, admin(), "{name}");
+            assert_eq!(
+                plan.app,
+                ServerCredentials {
+                    username: database.into(),
+                    password: c.password.into(),
+                    ..admin()
+                },
+                "{name}: the app reaches the admin's server, TLS settings included"
+            );
+            assert_eq!(
+                plan.restore
+                    .as_ref()
+                    .map(|r| r.backup_schedule_ref.name.as_str()),
+                c.restore,
+                "{name}"
+            );
+            assert_eq!(plan.seed_sql.as_deref(), c.seed_sql, "{name}");
+            let migrations = match plan.migrations {
+                Migrations::None => "none",
+                Migrations::Run(_) => "run",
+                Migrations::Refused => "refused",
+            };
+            assert_eq!(migrations, c.migrations, "{name}");
+        }
     }
 }

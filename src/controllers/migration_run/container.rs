@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::{
     api::{MigrationRun, migration_run::ContainerRunner},
     controllers::pod_job::{self, JobResult, PodJob},
-    engines::{ServerCredentials, postgres::connection::connection_data},
+    engines::{ConnectionDetails, ENGINE, ServerCredentials},
     migrations::{
         self, BackupFailure, Hooks, Interrupted, MigrationPhase, Outcome, Prior, RunOptions,
         RunState, lock::LockError,
@@ -87,7 +87,7 @@ pub fn job(
         .iter()
         .map(|m| json!({"configMap": {"name": m.name_any()}}))
         .collect();
-    let data = connection_data(creds, database);
+    let data = ENGINE.connection_data(creds, database);
     let mut secrets = vec![creds.password.clone()];
     secrets.extend(
         ["uri", "jdbcUrl"]

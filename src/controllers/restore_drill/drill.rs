@@ -13,13 +13,7 @@ use crate::{
     api::restore_drill::{CheckResult, DrillChecks, DrillResult, DrillRun},
     controllers::clock::to_time,
     domain::manifest::Manifest,
-    engines::{
-        ServerCredentials,
-        postgres::{
-            dump::DumpTools,
-            restore::{create_scratch, drop_scratch, query_value, restored_stats, scratch_target},
-        },
-    },
+    engines::{ENGINE, Restore, ServerCredentials, Tools},
     storage::BackupStore,
 };
 
@@ -32,7 +26,7 @@ pub struct Job {
     pub target: Target,
     pub checks: DrillChecks,
     pub keep_on_failure: bool,
-    pub tools: DumpTools,
+    pub tools: Tools,
     /// Parallel `pg_restore` jobs (spooled above 1).
     pub jobs: u32,
     pub spool: restore::Spool,
@@ -53,7 +47,8 @@ impl Job {
     /// what was removed.
     pub async fn clean_up(&self, ctx: &Context) -> Result<Vec<String>, String> {
         match &self.target {
-            Target::Server(admin) => drop_scratch(admin, &scratch_target(&self.drill_uid))
+            Target::Server(admin) => ENGINE
+                .drop_scratch(admin, &ENGINE.scratch_target(&self.drill_uid))
                 .await
                 .map_err(|e| e.to_string()),
             Target::Instance(env) => Ok(env
@@ -68,7 +63,7 @@ impl Job {
     /// What a kept target is called in status.
     fn kept(&self) -> String {
         match &self.target {
-            Target::Server(_) => scratch_target(&self.drill_uid).database,
+            Target::Server(_) => ENGINE.scratch_target(&self.drill_uid).database,
             Target::Instance(env) => format!("DatabaseEnvironment {}", env.name),
         }
     }
@@ -77,9 +72,9 @@ impl Job {
     async fn prepare(&self, ctx: &Context) -> Result<(ServerCredentials, String), Failed> {
         match &self.target {
             Target::Server(admin) => {
-                let target = scratch_target(&self.drill_uid);
-                let password = crate::engines::postgres::sql::random_password();
-                let scratch = create_scratch(admin, &target, &password)
+                let target = ENGINE.scratch_target(&self.drill_uid);
+                let scratch = ENGINE
+                    .create_scratch(admin, &target)
                     .await
                     .map_err(|e| Failed(format!("creating the scratch database: {e}")))?;
                 Ok((scratch, target.database))
@@ -182,7 +177,8 @@ async fn checks(
     let mut results = Vec::new();
     let want_checksums = job.checks.checksums;
     if job.checks.row_counts || want_checksums {
-        let restored = restored_stats(scratch, database, want_checksums)
+        let restored = ENGINE
+            .restored_stats(scratch, database, want_checksums)
             .await
             .map_err(|e| Failed(format!("reading the restored tables: {e}")))?;
         if job.checks.row_counts {
@@ -214,7 +210,7 @@ async fn checks(
         }
     }
     for q in &job.checks.queries {
-        let result = match query_value(scratch, database, &q.sql).await {
+        let result = match ENGINE.query_value(scratch, database, &q.sql).await {
             Ok(Some(v)) if v == q.expected => CheckResult {
                 name: q.name.clone(),
                 passed: true,

@@ -1,4 +1,4 @@
-//! `target.instance`: the drill restores into a dedicated PostgreSQL of its own, started for it as a
+//! `target.instance`: the drill restores into a dedicated server of its own, started for it as a
 //! `ci` DatabaseEnvironment with the `instance` source (the same StatefulSet, Service, superuser
 //! Secret, readiness gating and cleanup as any instance environment; an emptyDir of the asked size for
 //! its data). The environment is named from the drill's UID, owned by the drill (so the garbage
@@ -45,7 +45,7 @@ pub struct ScratchEnvironment {
 pub fn name(drill_uid: &str) -> String {
     format!(
         "lifeboat-drill-{}",
-        &crate::engines::postgres::sql::sha256_hex(drill_uid.as_bytes())[..16]
+        &crate::domain::sha256_hex(drill_uid.as_bytes())[..16]
     )
 }
 

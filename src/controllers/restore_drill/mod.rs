@@ -32,7 +32,7 @@ use crate::{
         BackupSchedule, RestoreDrill, RestoreDrillStatus,
         restore_drill::{CONDITION_OBJECTIVES_MET, DrillResult, DrillRun},
     },
-    engines::{ServerCredentials, postgres::restore},
+    engines::{ENGINE, Restore, ServerCredentials},
     storage::DRILL_OBJECT,
     telemetry::OutcomeLabels,
 };
@@ -427,7 +427,8 @@ async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Erro
     }
     match admin_credentials(&drill, ctx).await {
         Ok(admin) => {
-            let dropped = restore::drop_scratch(&admin, &restore::scratch_target(&uid))
+            let dropped = ENGINE
+                .drop_scratch(&admin, &ENGINE.scratch_target(&uid))
                 .await
                 .map_err(super::error::pg)?;
             hold_admin_secret(ctx, &drill, false).await?;
@@ -447,7 +448,7 @@ async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Erro
                 drill.as_ref(),
                 EventType::Warning,
                 "CleanupSkipped",
-                format!("The scratch database could not be dropped ({e}); drop {} by hand if it exists.", restore::scratch_target(&uid).database),
+                format!("The scratch database could not be dropped ({e}); drop {} by hand if it exists.", ENGINE.scratch_target(&uid).database),
             )
             .await;
         }
@@ -473,7 +474,7 @@ async fn hold_admin_secret(ctx: &Context, drill: &RestoreDrill, hold: bool) -> R
     let uid = drill.uid().unwrap_or_default();
     let finalizer = format!(
         "lifeboat.dev/drill-{}",
-        &crate::engines::postgres::sql::sha256_hex(uid.as_bytes())[..16]
+        &crate::domain::sha256_hex(uid.as_bytes())[..16]
     );
     let name = &server.admin_secret_ref.name;
     if hold {

@@ -5,6 +5,22 @@ use std::collections::BTreeMap;
 
 use crate::engines::ServerCredentials;
 
+/// The sslmodes libpq knows.
+pub const SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// The sslmode when a Secret names none: with a CA the server's certificate can be checked, so it is,
+/// host name included; without, TLS when the server offers it.
+pub fn default_sslmode(with_ca: bool) -> &'static str {
+    if with_ca { "verify-full" } else { "prefer" }
+}
+
 /// The connection Secret's data (pure).
 pub fn connection_data(creds: &ServerCredentials, database: &str) -> BTreeMap<String, String> {
     let enc = |s: &str| -> String {

@@ -13,6 +13,8 @@ pub const UID: i64 = 999;
 pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 /// The data volume's mount path.
 pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+/// Where the server puts its Unix socket and lock file.
+pub const SOCKET_DIR: &str = "/var/run/postgresql";
 
 /// The official image of a major version, e.g. `postgres:18`.
 pub fn official_image(version: &str) -> String {

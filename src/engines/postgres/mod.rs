@@ -3,10 +3,13 @@
 
 pub mod connection;
 pub mod dump;
+mod engine;
 pub mod instance;
 pub mod provision;
 pub mod restore;
 pub mod sql;
+
+pub use engine::{MAINTENANCE_DATABASE, Postgres};
 
 use std::time::Duration;
 
@@ -125,7 +128,7 @@ pub fn connect_options(
         detail: format!(
             "unknown sslmode {:?}; use one of {}",
             creds.sslmode,
-            super::SSL_MODES.join(", ")
+            connection::SSL_MODES.join(", ")
         ),
     })?;
     let mut opts = PgConnectOptions::new()

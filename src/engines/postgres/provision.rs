@@ -6,6 +6,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 use super::{PgError, connect_admin, sql};
 use crate::engines::ServerCredentials;
+pub use crate::engines::Target;
 
 /// Who owns a database or role: this environment (`Ours`), nobody yet (`Absent`), or someone else.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,20 +81,6 @@ async fn exec(conn: &mut PgConnection, context: &str, statement: String) -> Resu
         .await
         .map(|_| ())
         .map_err(|e| PgError::from_sqlx(context, e))
-}
-
-/// What one environment needs on the server.
-#[derive(Clone, Debug, Default)]
-pub struct Target {
-    pub database: String,
-    pub role: String,
-    pub template: Option<String>,
-    /// Databases the server's administrator allows as templates besides those marked `datistemplate`.
-    pub allowed_templates: Vec<String>,
-    /// Most connections the role may hold at once; `None`: no limit.
-    pub connection_limit: Option<i32>,
-    /// UID of the owning DatabaseEnvironment: the marker on everything created.
-    pub uid: String,
 }
 
 /// The attributes every environment role has, stated on creation and restated on every reconcile: an

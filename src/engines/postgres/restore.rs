@@ -17,6 +17,7 @@ use super::{
     provision::{self, Target},
     sql,
 };
+pub use crate::engines::{RestoreErrors, RestoreInput};
 use crate::{domain::manifest::TableStats, engines::ServerCredentials};
 
 /// A named query check may run this long.
@@ -84,15 +85,6 @@ pub async fn scratch_objects(admin_creds: &ServerCredentials) -> Result<Vec<Stri
     Ok(names)
 }
 
-/// Where `pg_restore` reads the archive from.
-#[derive(Clone, Copy, Debug)]
-pub enum RestoreInput<'a> {
-    /// Its stdin, one job (an archive streamed from storage is not seekable).
-    Stdin,
-    /// A spooled archive file, restored with `jobs` parallel jobs (`pg_restore --jobs`).
-    File { path: &'a Path, jobs: u32 },
-}
-
 impl DumpTools {
     /// `pg_restore` of an archive into `database`, as `creds` (never the admin), owning everything it
     /// creates. With `stop_at_first_error` it stops at the first error (`--exit-on-error`); without, it
@@ -153,33 +145,6 @@ pub fn needs_tolerant_restore(tool_major: u32, server_major: u32) -> bool {
 /// The error `pg_restore` 17+ gets on a server older than 17 for its own session setting.
 const UNKNOWN_TRANSACTION_TIMEOUT: &str =
     "unrecognized configuration parameter \"transaction_timeout\"";
-
-/// What `pg_restore` reported, read from its whole stderr in bounded memory.
-#[derive(Debug, Default, PartialEq)]
-pub struct RestoreErrors {
-    /// `pg_restore: error:` entries.
-    pub errors: usize,
-    /// Of those, the ones that are only its own `SET transaction_timeout` on an older server.
-    pub ignorable: usize,
-    /// The first error that is not ignorable, bounded.
-    pub first: Option<String>,
-    /// The last bytes of stderr.
-    pub tail: String,
-}
-
-impl RestoreErrors {
-    /// Whether every error was ignorable (and there was at least one: a failed exit with none is not).
-    pub fn only_ignorable(&self) -> bool {
-        self.errors > 0 && self.errors == self.ignorable
-    }
-
-    /// What to say when the restore failed: the first real error, else the tail.
-    pub fn detail(&self) -> String {
-        self.first
-            .clone()
-            .unwrap_or_else(|| self.tail.trim().to_string())
-    }
-}
 
 /// Reads `pg_restore`'s stderr to the end: counts its error entries (a `pg_restore: error:` line and the
 /// lines after it up to the next `pg_restore:` line), tells the ignorable ones apart, keeps the first

@@ -65,9 +65,7 @@ pub fn recorded_seed(comment: Option<&str>) -> Option<&str> {
         .find_map(|part| part.strip_prefix("seed="))
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
+pub use crate::domain::sha256_hex;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
