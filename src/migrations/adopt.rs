@@ -21,7 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha384};
 use sqlx::{PgConnection, Row as _};
 
-use super::{ledger, model::Version, source::Migration};
+use super::{
+    model::{LedgerRow, Version},
+    source::Migration,
+};
 use crate::engines::postgres::PgError;
 
 /// A tool whose ledger Lifeboat reads.
@@ -361,7 +364,7 @@ pub fn rows(
     tool: Option<Tool>,
     applied: &Applied,
     migrations: &[Migration],
-) -> Result<Vec<ledger::Row>, AdoptError> {
+) -> Result<Vec<LedgerRow>, AdoptError> {
     let run_uid = match tool {
         Some(t) => format!("imported:{}", t.name()),
         None => "baseline".to_string(),
@@ -372,7 +375,7 @@ pub fn rows(
     };
     let by_version: BTreeMap<&Version, &Migration> =
         migrations.iter().map(|m| (&m.version, m)).collect();
-    let mut out: BTreeMap<Version, ledger::Row> = BTreeMap::new();
+    let mut out: BTreeMap<Version, LedgerRow> = BTreeMap::new();
     if let Some(n) = up_to {
         for m in migrations.iter().filter(|m| m.version <= *n) {
             out.insert(m.version.clone(), row(m, &Entry::default(), &run_uid));
@@ -391,7 +394,7 @@ pub fn rows(
                 }
                 row(m, entry, &run_uid)
             }
-            None => ledger::Row {
+            None => LedgerRow {
                 version: version.clone(),
                 name: entry.name.clone(),
                 checksum: String::new(),
@@ -405,8 +408,8 @@ pub fn rows(
     Ok(out.into_values().collect())
 }
 
-fn row(m: &Migration, entry: &Entry, run_uid: &str) -> ledger::Row {
-    ledger::Row {
+fn row(m: &Migration, entry: &Entry, run_uid: &str) -> LedgerRow {
+    LedgerRow {
         version: m.version.clone(),
         name: m.name.clone(),
         checksum: m.checksum.clone(),
@@ -424,7 +427,7 @@ pub async fn prepare(
     migrations: &[Migration],
     from: AdoptFrom,
     baseline: Option<&Version>,
-) -> Result<Option<(Imported, Vec<ledger::Row>)>, AdoptError> {
+) -> Result<Option<(Imported, Vec<LedgerRow>)>, AdoptError> {
     let tool = match from {
         AdoptFrom::None => None,
         AdoptFrom::Tool(t) => {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt as _;
 use sqlx::{AssertSqlSafe, PgConnection};
 
-use super::model::{MigrationFailure, MigrationRecord};
+use super::model::{LedgerRow, MigrationFailure, MigrationRecord};
 use super::{
-    ledger::{self, Row},
+    ledger,
     plan::{Action, Step},
     source::Script,
     statements::{self, Statement},
@@ -167,14 +167,15 @@ fn clean_sql(label: &str) -> String {
 /// The step's script; `None` only for a revert without a down script (refused when the plan is made;
 /// never panic on it here).
 fn script_of<'a>(step: &Step<'a>) -> Result<&'a Script, StepFailure> {
-    step.script().ok_or_else(|| StepFailure {
-        kind: FailureKind::Clean,
-        failure: MigrationFailure {
-            version: Some(step.migration.version.clone()),
-            error: "no script for this step (a revert needs a down migration)".into(),
-            ..Default::default()
-        },
-    })
+    step.script(statements::is_blank)
+        .ok_or_else(|| StepFailure {
+            kind: FailureKind::Clean,
+            failure: MigrationFailure {
+                version: Some(step.migration.version.clone()),
+                error: "no script for this step (a revert needs a down migration)".into(),
+                ..Default::default()
+            },
+        })
 }
 
 /// Runs one step and records it in the ledger; returns the record for status.
@@ -282,8 +283,8 @@ pub async fn run_step(
     Err(StepFailure { kind, failure })
 }
 
-fn row(step: &Step<'_>, run_uid: &str, ms: i64, complete: bool) -> Row {
-    Row {
+fn row(step: &Step<'_>, run_uid: &str, ms: i64, complete: bool) -> LedgerRow {
+    LedgerRow {
         version: step.migration.version.clone(),
         name: step.migration.name.clone(),
         checksum: step.migration.checksum.clone(),

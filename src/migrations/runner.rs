@@ -10,17 +10,17 @@ use std::{
 use sqlx::{Connection, PgConnection};
 
 use super::model::{
-    Direction, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS, MigrationFailure,
-    MigrationPhase, MigrationRecord, OnFailure, Records, Severity, Version,
+    Direction, LedgerRow, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS,
+    MigrationFailure, MigrationPhase, MigrationRecord, OnFailure, Records, Severity, Version,
 };
 use super::{
     adopt,
     execute::{self, FailureKind, StepFailure, Timeouts},
-    ledger::{self, Row},
-    lint,
+    ledger, lint,
     lock::{self, LockError},
     plan::{self, Action, PlanError, Step},
     source::Migration,
+    statements,
 };
 use crate::engines::{
     ServerCredentials,
@@ -338,6 +338,7 @@ impl<'a> Run<'a> {
             on_failure: self.opts.on_failure,
             run_uid: &self.opts.run_uid,
             started_from: prior.from_version.clone(),
+            is_blank: statements::is_blank,
         };
         let plan = match plan::plan(self.migrations, &ledger, request) {
             Ok(p) => p,
@@ -426,7 +427,12 @@ impl<'a> Run<'a> {
                 return Some(self.end(MigrationPhase::Failed, "InvalidLintRules", message));
             }
         };
-        let mut findings = lint::lint(plan.steps.iter().filter_map(Step::script), &policy);
+        let mut findings = lint::lint(
+            plan.steps
+                .iter()
+                .filter_map(|s| s.script(statements::is_blank)),
+            &policy,
+        );
         self.state.lint_counts = lint::counts(&findings);
         self.state.lint_total = findings.len();
         // Errors first (a stable sort keeps file order within each severity).
@@ -578,7 +584,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn applied_per_ledger(&mut self, rows: &[Row]) -> String {
+    fn applied_per_ledger(&mut self, rows: &[LedgerRow]) -> String {
         self.versions = rows.iter().map(|r| r.version.clone()).collect();
         let mine: Records = plan::records(rows.iter().filter(|r| r.run_uid == self.opts.run_uid))
             .into_iter()
@@ -646,7 +652,12 @@ impl<'a> Run<'a> {
 
     /// An earlier attempt stopped after a migration failed: finish what it was doing (halt, or undo
     /// what this run still has applied).
-    async fn recover(&mut self, conn: &mut PgConnection, ledger: &[Row], prior: &Prior) -> Outcome {
+    async fn recover(
+        &mut self,
+        conn: &mut PgConnection,
+        ledger: &[LedgerRow],
+        prior: &Prior,
+    ) -> Outcome {
         let failure = prior.failure.clone().unwrap_or_default();
         let what = execute::describe(&failure);
         let reason = failure_reason(&failure);

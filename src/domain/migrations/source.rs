@@ -17,9 +17,8 @@
 
 use std::collections::BTreeMap;
 
-use super::statements;
+use crate::domain::digest::sha256_hex;
 use crate::domain::version::{Version, VersionError};
-use crate::engines::postgres::sql::sha256_hex;
 
 /// The marker line that runs a script outside a transaction.
 pub const NO_TRANSACTION_MARKER: &str = "-- lifeboat:no-transaction";
@@ -56,13 +55,6 @@ pub struct Script {
     pub no_transaction: bool,
     /// Lines of the file before the script starts (a dbmate section starts below its header).
     pub line_offset: usize,
-}
-
-impl Script {
-    /// Whether the script has no statement at all (only comments and whitespace).
-    pub fn is_empty(&self) -> bool {
-        statements::is_blank(&self.sql)
-    }
 }
 
 /// One migration: a version, a name, an up script and perhaps a down script.
