@@ -376,7 +376,8 @@ async fn migrate(
 ) -> Result<Option<crate::domain::version::Version>, Error> {
     use crate::{
         controllers::references::{raw_files, resolve_sources},
-        migrations::{self, Direction, LintMode, MigrationPhase, OnFailure, Prior, RunOptions},
+        domain::migrations::{self, Direction, LintMode, MigrationPhase, OnFailure},
+        engines::postgres::migrate::{self, Prior, RunOptions},
     };
     let namespace = env.namespace().unwrap_or_default();
     if env.spec.tier == crate::api::database_environment::Tier::Production {
@@ -420,7 +421,7 @@ async fn migrate(
         env,
         reported: false,
     };
-    let outcome = migrations::run(app, database, &parsed, &opts, Prior::default(), &mut hooks)
+    let outcome = migrate::run(app, database, &parsed, &opts, Prior::default(), &mut hooks)
         .await
         .map_err(|e| Error::Transient {
             reason: "MigrationInterrupted",
@@ -496,10 +497,10 @@ struct EnvironmentHooks<'a> {
     reported: bool,
 }
 
-impl crate::migrations::Hooks for EnvironmentHooks<'_> {
+impl crate::engines::postgres::migrate::Hooks for EnvironmentHooks<'_> {
     async fn report(
         &mut self,
-        state: &crate::migrations::RunState,
+        state: &crate::engines::postgres::migrate::RunState,
         durable: bool,
     ) -> Result<(), String> {
         if !durable || self.reported || state.pending == 0 {
@@ -524,7 +525,9 @@ impl crate::migrations::Hooks for EnvironmentHooks<'_> {
         Ok(())
     }
 
-    async fn backup(&mut self) -> Result<Option<String>, crate::migrations::BackupFailure> {
+    async fn backup(
+        &mut self,
+    ) -> Result<Option<String>, crate::engines::postgres::migrate::BackupFailure> {
         Ok(None)
     }
 }

@@ -14,10 +14,16 @@ use serde_json::json;
 use crate::{
     api::{MigrationRun, migration_run::ContainerRunner},
     controllers::pod_job::{self, JobResult, PodJob},
-    engines::{ServerCredentials, postgres::connection::connection_data},
-    migrations::{
-        self, BackupFailure, Hooks, Interrupted, MigrationPhase, Outcome, Prior, RunOptions,
-        RunState, lock::LockError,
+    domain::migrations::MigrationPhase,
+    engines::{
+        ServerCredentials,
+        postgres::{
+            connection::connection_data,
+            migrate::{
+                self, BackupFailure, Hooks, Interrupted, Outcome, Prior, RunOptions, RunState,
+                lock::LockError,
+            },
+        },
     },
 };
 
@@ -153,13 +159,8 @@ pub async fn run<H: Hooks>(
         message,
         state: state.clone(),
     };
-    let lock = match migrations::lock::acquire(
-        creds,
-        database,
-        &options.label,
-        options.lock_timeout,
-    )
-    .await
+    let lock = match migrate::lock::acquire(creds, database, &options.label, options.lock_timeout)
+        .await
     {
         Ok(lock) => lock,
         Err(LockError::Timeout { waited, holder }) => {

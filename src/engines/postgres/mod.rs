@@ -4,6 +4,7 @@
 pub mod connection;
 pub mod dump;
 pub mod instance;
+pub mod migrate;
 pub mod provision;
 pub mod restore;
 pub mod sql;

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt as _;
 use sqlx::{AssertSqlSafe, PgConnection};
 
-use super::model::{LedgerRow, MigrationFailure, MigrationRecord};
 use super::{
     ledger,
+    statements::{self, Statement},
+};
+use crate::domain::migrations::{
+    model::{LedgerRow, MigrationFailure, MigrationRecord},
     plan::{Action, Step},
     source::Script,
-    statements::{self, Statement},
 };
 
 /// Timeouts applied to every statement of a script.
@@ -158,10 +160,7 @@ fn ledger_failure(
 /// search_path, timeouts, temporary tables, advisory locks of its own) carries over, and the session is
 /// named again (application_name, client check).
 fn clean_sql(label: &str) -> String {
-    format!(
-        "{CLEAN_SESSION}; {}",
-        crate::migrations::lock::identify_sql(label)
-    )
+    format!("{CLEAN_SESSION}; {}", super::lock::identify_sql(label))
 }
 
 /// The step's script; `None` only for a revert without a down script (refused when the plan is made;

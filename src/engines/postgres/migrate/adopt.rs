@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha384};
 use sqlx::{PgConnection, Row as _};
 
-use super::{
+use crate::domain::migrations::{
     model::{LedgerRow, Version},
     source::Migration,
 };
@@ -420,7 +420,7 @@ fn row(m: &Migration, entry: &Entry, run_uid: &str) -> LedgerRow {
 }
 
 /// What to import into Lifeboat's empty ledger from another tool's ledger (or the baseline); `Ok(None)`:
-/// nothing. Reads only: the runner records the rows (with [`ledger::insert_all`]) once lint and the
+/// nothing. Reads only: the runner records the rows (with [`super::ledger::insert_all`]) once lint and the
 /// backup have passed, just before its first change.
 pub async fn prepare(
     conn: &mut PgConnection,
@@ -466,7 +466,7 @@ pub async fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migrations::source::{RawFile, parse};
+    use crate::domain::migrations::source::{RawFile, parse};
 
     fn v(n: i64) -> Version {
         Version::whole(n).unwrap()

@@ -16,7 +16,7 @@
 
 use sqlx::{AssertSqlSafe, PgConnection, Row as _};
 
-use super::model::{LedgerRow, Version};
+use crate::domain::migrations::model::{LedgerRow, Version};
 use crate::engines::postgres::PgError;
 
 /// The ledger table, always in schema `public`: where it lives never depends on the session's

@@ -9,18 +9,20 @@ use std::{
 
 use sqlx::{Connection, PgConnection};
 
-use super::model::{
-    Direction, LedgerRow, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS,
-    MigrationFailure, MigrationPhase, MigrationRecord, OnFailure, Records, Severity, Version,
-};
 use super::{
     adopt,
     execute::{self, FailureKind, StepFailure, Timeouts},
     ledger, lint,
     lock::{self, LockError},
+    statements,
+};
+use crate::domain::migrations::{
+    model::{
+        Direction, LedgerRow, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS,
+        MigrationFailure, MigrationPhase, MigrationRecord, OnFailure, Records, Severity, Version,
+    },
     plan::{self, Action, PlanError, Step},
     source::Migration,
-    statements,
 };
 use crate::engines::{
     ServerCredentials,
