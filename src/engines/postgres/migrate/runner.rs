@@ -161,24 +161,43 @@ pub async fn run<H: Hooks>(
     prior: Prior,
     hooks: &mut H,
 ) -> Result<Outcome, Interrupted> {
-    let mut run = Run {
-        opts,
-        migrations,
-        state: RunState {
-            from_version: prior.from_version.clone(),
-            applied: prior.applied.clone(),
-            rolled_back: prior.rolled_back.clone(),
-            failure: prior.failure.clone(),
-            backup_id: prior.backup_id.clone(),
-            ..Default::default()
-        },
-        versions: BTreeSet::new(),
-        ledger_read: false,
+    let mut run = Run::new(opts, migrations, &prior);
+    let (lock, conn) = lock_and_connect(creds, database, opts).await;
+    let mut lock = match lock {
+        Ok(lock) => lock,
+        Err(e) => {
+            if let Ok(conn) = conn {
+                let _ = conn.close().await;
+            }
+            return Ok(run.lock_failed(e, database));
+        }
     };
-    // The migrations' connection is opened while the lock's is (a new TLS connection costs several
-    // round trips); nothing runs on it before the lock is held. When the lock was not free at once, the
-    // connection sat idle through the wait (where a proxy or idle_session_timeout may have closed it):
-    // it is opened again then.
+    let result = match conn {
+        Err(e) => Ok(run.pg_failed(e)),
+        Ok(mut conn) => {
+            let result = run.drive(&mut conn, &mut lock, prior, hooks).await;
+            let _ = conn.close().await;
+            result
+        }
+    };
+    lock.release().await;
+    result
+}
+
+/// Takes the migration lock and opens the migrations' connection.
+///
+/// The migrations' connection is opened while the lock's is (a new TLS connection costs several round
+/// trips); nothing runs on it before the lock is held. When the lock was not free at once, the
+/// connection sat idle through the wait (where a proxy or idle_session_timeout may have closed it): it
+/// is opened again then.
+async fn lock_and_connect(
+    creds: &ServerCredentials,
+    database: &str,
+    opts: &RunOptions,
+) -> (
+    Result<lock::MigrationLock, LockError>,
+    Result<PgConnection, PgError>,
+) {
     let connect = || async {
         let mut conn = postgres::connect(creds, database).await?;
         match lock::identify(&mut conn, &opts.label).await {
@@ -200,37 +219,7 @@ pub async fn run<H: Hooks>(
         }
         conn = connect().await;
     }
-    let mut lock = match lock {
-        Ok(lock) => lock,
-        Err(e) => {
-            if let Ok(conn) = conn {
-                let _ = conn.close().await;
-            }
-            return Ok(match e {
-                LockError::Timeout { waited, holder } => {
-                    let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
-                    run.end(
-                        MigrationPhase::Failed,
-                        "LockTimeout",
-                        format!(
-                            "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; nothing was changed. Start a new run when it has finished."
-                        ),
-                    )
-                }
-                LockError::Pg(e) => run.pg_failed(e),
-            });
-        }
-    };
-    let result = match conn {
-        Err(e) => Ok(run.pg_failed(e)),
-        Ok(mut conn) => {
-            let result = run.drive(&mut conn, &mut lock, prior, hooks).await;
-            let _ = conn.close().await;
-            result
-        }
-    };
-    lock.release().await;
-    result
+    (lock, conn)
 }
 
 struct Run<'a> {
@@ -244,6 +233,41 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// A run starting from what an earlier attempt recorded (`prior`).
+    fn new(opts: &'a RunOptions, migrations: &'a [Migration], prior: &Prior) -> Self {
+        Run {
+            opts,
+            migrations,
+            state: RunState {
+                from_version: prior.from_version.clone(),
+                applied: prior.applied.clone(),
+                rolled_back: prior.rolled_back.clone(),
+                failure: prior.failure.clone(),
+                backup_id: prior.backup_id.clone(),
+                ..Default::default()
+            },
+            versions: BTreeSet::new(),
+            ledger_read: false,
+        }
+    }
+
+    /// The migration lock could not be taken: nothing was changed.
+    fn lock_failed(&mut self, e: LockError, database: &str) -> Outcome {
+        match e {
+            LockError::Timeout { waited, holder } => {
+                let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
+                self.end(
+                    MigrationPhase::Failed,
+                    "LockTimeout",
+                    format!(
+                        "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; nothing was changed. Start a new run when it has finished."
+                    ),
+                )
+            }
+            LockError::Pg(e) => self.pg_failed(e),
+        }
+    }
+
     /// The run stops (no rollback: another run may hold the lock now) and says what it applied.
     fn lock_lost(&mut self, next: &Step<'_>) -> Outcome {
         let message = format!(
