@@ -236,125 +236,145 @@ fn integer(tool: Tool, value: i64) -> Result<Version, AdoptError> {
     })
 }
 
+/// What a failed read of another tool's ledger says it was doing.
+const READING: &str = "reading another tool's ledger";
+
 /// Reads `tool`'s ledger.
 pub async fn read(conn: &mut PgConnection, tool: Tool) -> Result<Applied, AdoptError> {
-    let context = "reading another tool's ledger";
-    let mut versions = BTreeMap::new();
     match tool {
-        Tool::Sqlx => {
-            let rows = sqlx::query(
-                "select version, description, success, checksum, execution_time from public._sqlx_migrations order by version",
-            )
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(pg(context))?;
-            for r in rows {
-                let version: i64 = r.get(0);
-                if !r.get::<bool, _>(2) {
-                    // sqlx's own message (MigrateError::Dirty).
-                    return Err(AdoptError::Dirty {
-                        tool,
-                        words: format!(
-                            "migration {version} is partially applied; fix and remove row from `_sqlx_migrations` table"
-                        ),
-                    });
-                }
+        Tool::Sqlx => read_sqlx(conn).await,
+        Tool::GolangMigrate => read_golang_migrate(conn).await,
+        Tool::Dbmate | Tool::Diesel => read_versions(conn, tool).await,
+        Tool::Flyway => read_flyway(conn).await,
+    }
+}
+
+/// sqlx's `_sqlx_migrations`: one row per migration, with its SHA-384 and time.
+async fn read_sqlx(conn: &mut PgConnection) -> Result<Applied, AdoptError> {
+    let tool = Tool::Sqlx;
+    let rows = sqlx::query(
+        "select version, description, success, checksum, execution_time from public._sqlx_migrations order by version",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(pg(READING))?;
+    let mut versions = BTreeMap::new();
+    for r in rows {
+        let version: i64 = r.get(0);
+        if !r.get::<bool, _>(2) {
+            // sqlx's own message (MigrateError::Dirty).
+            return Err(AdoptError::Dirty {
+                tool,
+                words: format!(
+                    "migration {version} is partially applied; fix and remove row from `_sqlx_migrations` table"
+                ),
+            });
+        }
+        versions.insert(
+            integer(tool, version)?,
+            Entry {
+                name: r.get(1),
+                execution_ms: r.get::<i64, _>(4) / 1_000_000,
+                sha384: Some(r.get(3)),
+            },
+        );
+    }
+    Ok(Applied::Versions(versions))
+}
+
+/// golang-migrate's `schema_migrations`: one row, the newest version applied.
+async fn read_golang_migrate(conn: &mut PgConnection) -> Result<Applied, AdoptError> {
+    let tool = Tool::GolangMigrate;
+    let row = sqlx::query("select version, dirty from public.schema_migrations limit 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg(READING))?;
+    let Some(row) = row else {
+        return Ok(Applied::Versions(BTreeMap::new()));
+    };
+    let version: i64 = row.get(0);
+    if row.get::<bool, _>(1) {
+        // golang-migrate's own message (ErrDirty).
+        return Err(AdoptError::Dirty {
+            tool,
+            words: format!("Dirty database version {version}. Fix and force version."),
+        });
+    }
+    Ok(Applied::UpTo(integer(tool, version)?, BTreeMap::new()))
+}
+
+/// dbmate's `schema_migrations` or diesel's `__diesel_schema_migrations`: the versions applied.
+async fn read_versions(conn: &mut PgConnection, tool: Tool) -> Result<Applied, AdoptError> {
+    // The table name is one of two constants, never input.
+    let sql = if tool == Tool::Dbmate {
+        "select version::text from public.schema_migrations order by 1"
+    } else {
+        "select version::text from public.__diesel_schema_migrations order by 1"
+    };
+    let rows = sqlx::query(sql)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(pg(READING))?;
+    let mut versions = BTreeMap::new();
+    for r in rows {
+        let value: String = r.get(0);
+        versions.insert(version(tool, &value)?, Entry::default());
+    }
+    Ok(Applied::Versions(versions))
+}
+
+/// Flyway's `flyway_schema_history`, in the order Flyway installed it: migrations, undos, deletes and
+/// a baseline.
+async fn read_flyway(conn: &mut PgConnection) -> Result<Applied, AdoptError> {
+    let tool = Tool::Flyway;
+    let rows = sqlx::query(
+        "select version, description, type, success, execution_time from public.flyway_schema_history order by installed_rank",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(pg(READING))?;
+    let mut versions = BTreeMap::new();
+    let mut baseline = None;
+    for r in rows {
+        let version: Option<String> = r.get(0);
+        let description: Option<String> = r.get(1);
+        let kind: String = r.get(2);
+        let success: bool = r.get(3);
+        let Some(version) = version else {
+            continue; // repeatable migrations and schema markers have no version
+        };
+        if !success {
+            // Flyway's own words (validate).
+            return Err(AdoptError::Dirty {
+                tool,
+                words: format!(
+                    "Detected failed migration to version {version} ({})",
+                    description.unwrap_or_default()
+                ),
+            });
+        }
+        let v = self::version(tool, &version)?;
+        match kind.as_str() {
+            "BASELINE" => baseline = Some(v),
+            "UNDO_SQL" | "UNDO_JDBC" | "UNDO_SCRIPT" | "DELETE" => {
+                versions.remove(&v);
+            }
+            _ => {
                 versions.insert(
-                    integer(tool, version)?,
+                    v,
                     Entry {
-                        name: r.get(1),
-                        execution_ms: r.get::<i64, _>(4) / 1_000_000,
-                        sha384: Some(r.get(3)),
+                        name: description.unwrap_or_default(),
+                        execution_ms: r.get::<Option<i32>, _>(4).map_or(0, i64::from),
+                        sha384: None,
                     },
                 );
             }
-            Ok(Applied::Versions(versions))
-        }
-        Tool::GolangMigrate => {
-            let row = sqlx::query("select version, dirty from public.schema_migrations limit 1")
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(pg(context))?;
-            let Some(row) = row else {
-                return Ok(Applied::Versions(versions));
-            };
-            let version: i64 = row.get(0);
-            if row.get::<bool, _>(1) {
-                // golang-migrate's own message (ErrDirty).
-                return Err(AdoptError::Dirty {
-                    tool,
-                    words: format!("Dirty database version {version}. Fix and force version."),
-                });
-            }
-            Ok(Applied::UpTo(integer(tool, version)?, versions))
-        }
-        Tool::Dbmate | Tool::Diesel => {
-            // The table name is one of two constants, never input.
-            let sql = if tool == Tool::Dbmate {
-                "select version::text from public.schema_migrations order by 1"
-            } else {
-                "select version::text from public.__diesel_schema_migrations order by 1"
-            };
-            let rows = sqlx::query(sql)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(pg(context))?;
-            for r in rows {
-                let value: String = r.get(0);
-                versions.insert(version(tool, &value)?, Entry::default());
-            }
-            Ok(Applied::Versions(versions))
-        }
-        Tool::Flyway => {
-            let rows = sqlx::query(
-                "select version, description, type, success, execution_time from public.flyway_schema_history order by installed_rank",
-            )
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(pg(context))?;
-            let mut baseline = None;
-            for r in rows {
-                let version: Option<String> = r.get(0);
-                let description: Option<String> = r.get(1);
-                let kind: String = r.get(2);
-                let success: bool = r.get(3);
-                let Some(version) = version else {
-                    continue; // repeatable migrations and schema markers have no version
-                };
-                if !success {
-                    // Flyway's own words (validate).
-                    return Err(AdoptError::Dirty {
-                        tool,
-                        words: format!(
-                            "Detected failed migration to version {version} ({})",
-                            description.unwrap_or_default()
-                        ),
-                    });
-                }
-                let v = self::version(tool, &version)?;
-                match kind.as_str() {
-                    "BASELINE" => baseline = Some(v),
-                    "UNDO_SQL" | "UNDO_JDBC" | "UNDO_SCRIPT" | "DELETE" => {
-                        versions.remove(&v);
-                    }
-                    _ => {
-                        versions.insert(
-                            v,
-                            Entry {
-                                name: description.unwrap_or_default(),
-                                execution_ms: r.get::<Option<i32>, _>(4).map_or(0, i64::from),
-                                sha384: None,
-                            },
-                        );
-                    }
-                }
-            }
-            Ok(match baseline {
-                Some(b) => Applied::UpTo(b, versions),
-                None => Applied::Versions(versions),
-            })
         }
     }
+    Ok(match baseline {
+        Some(b) => Applied::UpTo(b, versions),
+        None => Applied::Versions(versions),
+    })
 }
 
 /// The Lifeboat ledger rows that record `applied` against the source `migrations` (pure). A version
