@@ -441,7 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn names() {
+    fn names_of_sqlx_golang_migrate_dbmate_and_diesel() {
         assert_eq!(
             name("0001_create_users.up.sql"),
             Some(("1".into(), "create_users", Kind::Up))
@@ -456,6 +456,10 @@ mod tests {
             Some(("0".into(), "diesel_initial_setup", Kind::Up)),
             "version 0 is diesel's convention"
         );
+    }
+
+    #[test]
+    fn names_of_flyway() {
         assert_eq!(
             name("V2__add_users.sql"),
             Some(("2".into(), "add_users", Kind::Up))
@@ -477,6 +481,10 @@ mod tests {
             Some(("2024.1.15.1".into(), "undo", Kind::Down))
         );
         assert_eq!(name("Vacation_x.sql"), None);
+    }
+
+    #[test]
+    fn names_that_follow_no_format_say_what_is_wrong() {
         for (bad, why) in [
             ("create.up.sql", "no `_` between a version and a name"),
             ("1.up.sql", "no `_` between a version and a name"),
