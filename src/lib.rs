@@ -2,8 +2,9 @@
 //! Lifeboat: a Kubernetes operator for the whole life of an application's databases.
 //!
 //! Layers, each importing only those below it (tests/layers.rs checks): `api` (the five custom
-//! resources) and `domain` (pure logic: schedules, retention, manifests) → `engines` (PostgreSQL),
-//! `storage` (object storage) and `migrations` → `controllers` (the reconcilers) → `operator` (the
+//! resources) and `domain` (pure logic: schedules, retention, manifests, migration files and plans) →
+//! `engines` (PostgreSQL, its migration runner included) and `storage` (object storage) →
+//! `controllers` (the reconcilers) → `operator` (the
 //! process: CRD wait, leader election, shutdown) and `cli` (the command line). `telemetry` holds logs
 //! and metrics.
 
@@ -13,7 +14,6 @@ pub mod controllers;
 pub mod crdgen;
 pub mod domain;
 pub mod engines;
-pub mod migrations;
 pub mod operator;
 pub mod storage;
 pub mod telemetry;

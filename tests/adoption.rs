@@ -4,7 +4,7 @@
 //! history in its names plus one new migration, imports the tool's ledger and applies only the new one.
 //! A failed migration the tool left behind stops the run in the tool's words: on PostgreSQL only
 //! golang-migrate records one (`dirty`); sqlx, dbmate, diesel and Flyway roll a failed migration back
-//! and record nothing (their failed-row words are unit-tested in `migrations::adopt`).
+//! and record nothing (their failed-row words are unit-tested in `migrate::adopt`).
 //! Run with the platform up: `eval "$(e2e/platform.sh env)" && cargo test --test adoption`.
 
 mod support;
@@ -12,11 +12,13 @@ mod support;
 use std::{path::Path, process::Command, time::Duration};
 
 use lifeboat::{
-    engines::ServerCredentials,
-    migrations::{
-        self, Direction, LintMode, MigrationPhase, NoHooks, OnFailure, Outcome, Prior, RawFile,
-        RunOptions,
-        adopt::{AdoptFrom, Tool},
+    domain::migrations::{self, Direction, LintMode, MigrationPhase, OnFailure, RawFile},
+    engines::{
+        ServerCredentials,
+        postgres::migrate::{
+            self, NoHooks, Outcome, Prior, RunOptions,
+            adopt::{AdoptFrom, Tool},
+        },
     },
 };
 use sqlx::{Connection, PgConnection, Row};
@@ -198,7 +200,7 @@ async fn lifeboat(db: &Db, files: &[(&str, &str)], adopt: AdoptFrom) -> Outcome 
         .map(|(n, c)| RawFile::new("cm", n, *c))
         .collect();
     let parsed = migrations::source::parse(&raw).unwrap();
-    migrations::run(
+    migrate::run(
         &db.creds(),
         &db.name,
         &parsed,
@@ -630,7 +632,7 @@ async fn flyway_dotted_versions_are_imported_and_ordered_as_flyway_orders_them()
     opts.target_version = Some("1.1".parse().unwrap());
     // Reverting drops tables, which lint's ban-drop-table calls an error.
     opts.lint = LintMode::Warn;
-    let down = migrations::run(
+    let down = migrate::run(
         &db.creds(),
         &db.name,
         &parsed,
@@ -786,7 +788,7 @@ async fn two_ledgers_are_ambiguous_and_a_baseline_needs_none() {
     let parsed = migrations::source::parse(&raw).unwrap();
     let mut opts = options(AdoptFrom::Auto);
     opts.baseline_version = Some(support::v(1));
-    let out = migrations::run(
+    let out = migrate::run(
         &db.creds(),
         &db.name,
         &parsed,

@@ -7,10 +7,10 @@ mod support;
 use std::time::Duration;
 
 use lifeboat::{
-    engines::ServerCredentials,
-    migrations::{
-        self, Direction, LintMode, MigrationPhase, NoHooks, OnFailure, Outcome, Prior, RawFile,
-        RunOptions, lock::LOCK_KEY,
+    domain::migrations::{self, Direction, LintMode, MigrationPhase, OnFailure, RawFile},
+    engines::{
+        ServerCredentials,
+        postgres::migrate::{self, NoHooks, Outcome, Prior, RunOptions, lock::LOCK_KEY},
     },
 };
 use sqlx::{Connection, PgConnection, Row};
@@ -64,7 +64,7 @@ impl Db {
     /// (version, run_uid, complete) of every ledger row.
     async fn ledger(&self) -> Vec<(i64, String, bool)> {
         let mut c = self.conn().await;
-        if !migrations::ledger::exists(&mut c).await.unwrap() {
+        if !migrate::ledger::exists(&mut c).await.unwrap() {
             return Vec::new();
         }
         sqlx::query(
@@ -124,7 +124,7 @@ fn options(uid: &str) -> RunOptions {
 }
 
 async fn run(db: &Db, m: &[migrations::Migration], opts: &RunOptions) -> Outcome {
-    migrations::run(
+    migrate::run(
         &db.creds(),
         &db.name,
         m,
@@ -550,7 +550,7 @@ async fn interrupted_run_releases_the_lock_and_resumes_from_the_ledger() {
     ]);
     let (creds, name, m2) = (db.creds(), db.name.clone(), m.clone());
     let task = tokio::spawn(async move {
-        migrations::run(
+        migrate::run(
             &creds,
             &name,
             &m2,
@@ -580,7 +580,7 @@ async fn interrupted_run_releases_the_lock_and_resumes_from_the_ledger() {
     .await;
     assert_eq!(db.ledger().await, vec![(1, "killed".into(), true)]);
 
-    let out = migrations::run(
+    let out = migrate::run(
         &db.creds(),
         &db.name,
         &m,
@@ -695,7 +695,7 @@ async fn a_real_projects_history_applies_and_lint_fails_only_on_safety_rules() {
     );
     for (rule, _, _) in &errors {
         assert!(
-            !lifeboat::migrations::lint::STYLE_RULES
+            !lifeboat::engines::postgres::migrate::lint::STYLE_RULES
                 .iter()
                 .any(|r| r.to_string() == *rule),
             "{rule} is a style rule but counted as an error"

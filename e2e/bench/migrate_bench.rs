@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lifeboat::{
-    engines::ServerCredentials,
-    migrations::{
-        self, Direction, LintMode, MigrationPhase, NoHooks, OnFailure, Prior, RawFile, RunOptions,
+    domain::migrations::{self, Direction, LintMode, MigrationPhase, OnFailure, RawFile},
+    engines::{
+        ServerCredentials,
+        postgres::migrate::{self, NoHooks, Prior, RunOptions},
     },
 };
 
@@ -69,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         lock_timeout: Duration::from_secs(30),
         statement_timeout: None,
     };
-    let outcome = migrations::run(
+    let outcome = migrate::run(
         &creds,
         &database,
         &parsed,

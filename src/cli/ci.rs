@@ -27,7 +27,7 @@ use crate::{
         DatabaseEnvironment, MigrationRun,
         migration_run::{MigrationPhase, MigrationRunStatus},
     },
-    migrations::{self, RawFile},
+    domain::migrations::{self, RawFile},
 };
 
 /// Label on everything `lifeboat ci up` makes, valued with the environment's name.

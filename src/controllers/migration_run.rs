@@ -32,7 +32,8 @@ use crate::{
         ConditionedStatus, ConnectionSecretRef, DatabaseEnvironment, MigrationRun,
         MigrationRunStatus, database_environment::Tier, migration_run::MigrationPhase,
     },
-    migrations,
+    domain::migrations,
+    engines::migrate,
 };
 
 pub use super::backup::BackupTaker;
@@ -273,7 +274,7 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
         database,
         migrations,
         options: options(run),
-        prior: migrations::Prior {
+        prior: migrate::Prior {
             from_version: status.from_version.clone(),
             applied: migrations::Records::from_parts(
                 convert::all(status.applied),
@@ -291,8 +292,8 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
     })))
 }
 
-fn options(run: &MigrationRun) -> migrations::RunOptions {
-    migrations::RunOptions {
+fn options(run: &MigrationRun) -> migrate::RunOptions {
+    migrate::RunOptions {
         run_uid: run.uid().unwrap_or_default(),
         label: format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any()),
         direction: run.spec.direction.into(),
@@ -344,7 +345,7 @@ async fn expire(run: &MigrationRun, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// Copies the runner's state into status fields.
-pub fn apply_state(s: &mut MigrationRunStatus, state: &migrations::RunState) {
+pub fn apply_state(s: &mut MigrationRunStatus, state: &migrate::RunState) {
     s.from_version = state.from_version.clone().or(s.from_version.take());
     s.to_version = state.to_version.clone().or(s.to_version.take());
     s.applied = convert::all(state.applied.listed());

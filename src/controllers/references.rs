@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use super::{Context, Error};
 use crate::{
     api::{ConfigMapSource, ConnectionSecretRef},
+    domain::migrations::RawFile,
     engines::{ConnectionDetails, ENGINE, ServerCredentials},
-    migrations::RawFile,
 };
 
 /// Key in an admin or connection Secret holding a PEM CA bundle for `verify-ca`/`verify-full`.
@@ -374,7 +374,7 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
-    use crate::migrations;
+    use crate::domain::migrations;
 
     #[test]
     fn selector_strings() {

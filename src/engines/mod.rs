@@ -30,6 +30,11 @@ pub const ENGINE: Engine = postgres::Postgres;
 /// The engine's client programs (dump and restore), as the operator's flags configure them.
 pub type Tools = <Engine as Dump>::Tools;
 
+/// The migration runner of the engine (ledger, lock, lint, one transaction per migration), in the
+/// terms of `domain::migrations`. The one engine's runner today; with a second engine this becomes a
+/// trait like the capabilities above.
+pub use postgres::migrate;
+
 /// How to reach a database server, read from a Secret. `Debug` never prints the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerCredentials {

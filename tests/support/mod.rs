@@ -20,8 +20,8 @@ use kube::{
 };
 
 /// A whole-number migration version (what most tests write).
-pub fn v(n: i64) -> lifeboat::migrations::Version {
-    lifeboat::migrations::Version::whole(n).expect("a version is not negative")
+pub fn v(n: i64) -> lifeboat::domain::migrations::Version {
+    lifeboat::domain::migrations::Version::whole(n).expect("a version is not negative")
 }
 
 const START_COMMAND: &str = "e2e/platform.sh up && eval \"$(e2e/platform.sh env)\"";

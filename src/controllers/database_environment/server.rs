@@ -475,7 +475,8 @@ async fn migrate(
 ) -> Result<Option<crate::domain::version::Version>, Error> {
     use crate::{
         controllers::references::{raw_files, resolve_sources},
-        migrations::{self, Direction, LintMode, MigrationPhase, OnFailure, Prior, RunOptions},
+        domain::migrations::{self, Direction, LintMode, MigrationPhase, OnFailure},
+        engines::migrate::{self, Prior, RunOptions},
     };
     let namespace = env.namespace().unwrap_or_default();
     let maps = resolve_sources(ctx, &namespace, source, "spec.migrations").await?;
@@ -513,7 +514,7 @@ async fn migrate(
         env,
         reported: false,
     };
-    let outcome = migrations::run(app, database, &parsed, &opts, Prior::default(), &mut hooks)
+    let outcome = migrate::run(app, database, &parsed, &opts, Prior::default(), &mut hooks)
         .await
         .map_err(|e| Error::Transient {
             reason: "MigrationInterrupted",
@@ -580,10 +581,10 @@ struct EnvironmentHooks<'a> {
     reported: bool,
 }
 
-impl crate::migrations::Hooks for EnvironmentHooks<'_> {
+impl crate::engines::migrate::Hooks for EnvironmentHooks<'_> {
     async fn report(
         &mut self,
-        state: &crate::migrations::RunState,
+        state: &crate::engines::migrate::RunState,
         durable: bool,
     ) -> Result<(), String> {
         if !durable || self.reported || state.pending == 0 {
@@ -608,7 +609,7 @@ impl crate::migrations::Hooks for EnvironmentHooks<'_> {
         Ok(())
     }
 
-    async fn backup(&mut self) -> Result<Option<String>, crate::migrations::BackupFailure> {
+    async fn backup(&mut self) -> Result<Option<String>, crate::engines::migrate::BackupFailure> {
         Ok(None)
     }
 }

@@ -14,10 +14,13 @@ use serde_json::json;
 use crate::{
     api::{MigrationRun, migration_run::ContainerRunner},
     controllers::pod_job::{self, JobResult, PodJob},
-    engines::{ConnectionDetails, ENGINE, ServerCredentials},
-    migrations::{
-        self, BackupFailure, Hooks, Interrupted, MigrationPhase, Outcome, Prior, RunOptions,
-        RunState, lock::LockError,
+    domain::migrations::MigrationPhase,
+    engines::{
+        ConnectionDetails, ENGINE, ServerCredentials,
+        migrate::{
+            self, BackupFailure, Hooks, Interrupted, Outcome, Prior, RunOptions, RunState,
+            lock::LockError,
+        },
     },
 };
 
@@ -153,13 +156,8 @@ pub async fn run<H: Hooks>(
         message,
         state: state.clone(),
     };
-    let lock = match migrations::lock::acquire(
-        creds,
-        database,
-        &options.label,
-        options.lock_timeout,
-    )
-    .await
+    let lock = match migrate::lock::acquire(creds, database, &options.label, options.lock_timeout)
+        .await
     {
         Ok(lock) => lock,
         Err(LockError::Timeout { waited, holder }) => {

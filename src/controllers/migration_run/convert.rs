@@ -1,7 +1,7 @@
 //! The runner's terms ↔ the MigrationRun API's: specs become run options, outcomes become status.
-//! The runner (`crate::migrations`) knows no Kubernetes type; this is where the two meet.
+//! The runner (`engines::migrate`, in the terms of `domain::migrations`) knows no Kubernetes type; this is where the two meet.
 
-use crate::{api::migration_run as api, migrations as run};
+use crate::{api::migration_run as api, domain::migrations as run, engines::migrate::adopt};
 
 impl From<api::Direction> for run::Direction {
     fn from(d: api::Direction) -> Self {
@@ -85,9 +85,9 @@ impl From<run::LintCount> for api::LintCount {
     }
 }
 
-impl From<api::AdoptFrom> for run::adopt::AdoptFrom {
+impl From<api::AdoptFrom> for adopt::AdoptFrom {
     fn from(a: api::AdoptFrom) -> Self {
-        use run::adopt::Tool;
+        use adopt::Tool;
         match a {
             api::AdoptFrom::Auto => Self::Auto,
             api::AdoptFrom::None => Self::None,
@@ -100,8 +100,8 @@ impl From<api::AdoptFrom> for run::adopt::AdoptFrom {
     }
 }
 
-impl From<run::adopt::Imported> for api::ImportedLedger {
-    fn from(i: run::adopt::Imported) -> Self {
+impl From<adopt::Imported> for api::ImportedLedger {
+    fn from(i: adopt::Imported) -> Self {
         Self {
             from: i.tool.map_or("baseline", |t| t.name()).to_string(),
             table: i.tool.map(|t| t.table().to_string()),
@@ -180,7 +180,7 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(api, crate::migrations::lint::rule_names());
+        assert_eq!(api, crate::engines::migrate::lint::rule_names());
     }
 
     #[test]

@@ -18,8 +18,11 @@ use crate::{
         migration_run::{MigrationFailure, MigrationPhase},
     },
     controllers::{conditions::Verdict, status},
-    engines::ServerCredentials,
-    migrations::{self, BackupFailure, Hooks, Migration, Outcome, Prior, RunOptions, RunState},
+    domain::migrations::{self, Migration},
+    engines::{
+        ServerCredentials,
+        migrate::{self, BackupFailure, Hooks, Outcome, Prior, RunOptions, RunState},
+    },
 };
 
 /// A run whose task stops this many times without a result (in one operator process) is failed.
@@ -99,7 +102,7 @@ async fn execute(ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) -> bool {
     let started = Instant::now();
     let result = match &job.runner {
         None => {
-            migrations::run(
+            migrate::run(
                 &job.creds,
                 &job.database,
                 &job.migrations,

@@ -45,7 +45,7 @@ pub struct ScratchEnvironment {
 pub fn name(drill_uid: &str) -> String {
     format!(
         "lifeboat-drill-{}",
-        &crate::domain::sha256_hex(drill_uid.as_bytes())[..16]
+        &crate::domain::digest::sha256_hex(drill_uid.as_bytes())[..16]
     )
 }
 

@@ -474,7 +474,7 @@ async fn hold_admin_secret(ctx: &Context, drill: &RestoreDrill, hold: bool) -> R
     let uid = drill.uid().unwrap_or_default();
     let finalizer = format!(
         "lifeboat.dev/drill-{}",
-        &crate::domain::sha256_hex(uid.as_bytes())[..16]
+        &crate::domain::digest::sha256_hex(uid.as_bytes())[..16]
     );
     let name = &server.admin_secret_ref.name;
     if hold {

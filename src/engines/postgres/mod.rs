@@ -5,6 +5,7 @@ pub mod connection;
 pub mod dump;
 mod engine;
 pub mod instance;
+pub mod migrate;
 pub mod provision;
 pub mod restore;
 pub mod sql;

@@ -370,7 +370,7 @@ pub async fn apply_seed(
     target: &Target,
     seed_sql: &str,
 ) -> Result<bool, PgError> {
-    let checksum = sql::sha256_hex(seed_sql.as_bytes());
+    let checksum = crate::domain::digest::sha256_hex(seed_sql.as_bytes());
     let comment: Option<String> =
         sqlx::query_scalar("select pg_catalog.shobj_description(oid, 'pg_database') from pg_catalog.pg_database where datname = pg_catalog.current_database()")
             .fetch_one(&mut *app)

@@ -15,20 +15,19 @@ use super::{
         table_stat, tool_version,
     },
     provision::{self, Target},
-    sql,
 };
 pub use crate::engines::{RestoreErrors, RestoreInput};
-use crate::{domain::manifest::TableStats, engines::ServerCredentials};
+use crate::{
+    domain::{digest::sha256_hex, manifest::TableStats},
+    engines::ServerCredentials,
+};
 
 /// A named query check may run this long.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The scratch database and role of a drill: one name, derived from the drill's UID.
 pub fn scratch_target(drill_uid: &str) -> Target {
-    let name = format!(
-        "lifeboat_drill_{}",
-        &sql::sha256_hex(drill_uid.as_bytes())[..16]
-    );
+    let name = format!("lifeboat_drill_{}", &sha256_hex(drill_uid.as_bytes())[..16]);
     Target {
         database: name.clone(),
         role: name,

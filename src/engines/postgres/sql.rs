@@ -3,6 +3,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::domain::digest::hex;
+
 /// PostgreSQL truncates identifiers longer than this many bytes.
 pub const MAX_IDENTIFIER: usize = 63;
 
@@ -63,12 +65,6 @@ pub fn recorded_seed(comment: Option<&str>) -> Option<&str> {
     comment?
         .split(' ')
         .find_map(|part| part.strip_prefix("seed="))
-}
-
-pub use crate::domain::sha256_hex;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A generated password: 32 alphanumeric characters (~190 bits).

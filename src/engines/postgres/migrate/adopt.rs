@@ -21,7 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha384};
 use sqlx::{PgConnection, Row as _};
 
-use super::{ledger, model::Version, source::Migration};
+use crate::domain::migrations::{
+    model::{LedgerRow, Version},
+    source::Migration,
+};
 use crate::engines::postgres::PgError;
 
 /// A tool whose ledger Lifeboat reads.
@@ -233,125 +236,145 @@ fn integer(tool: Tool, value: i64) -> Result<Version, AdoptError> {
     })
 }
 
+/// What a failed read of another tool's ledger says it was doing.
+const READING: &str = "reading another tool's ledger";
+
 /// Reads `tool`'s ledger.
 pub async fn read(conn: &mut PgConnection, tool: Tool) -> Result<Applied, AdoptError> {
-    let context = "reading another tool's ledger";
-    let mut versions = BTreeMap::new();
     match tool {
-        Tool::Sqlx => {
-            let rows = sqlx::query(
-                "select version, description, success, checksum, execution_time from public._sqlx_migrations order by version",
-            )
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(pg(context))?;
-            for r in rows {
-                let version: i64 = r.get(0);
-                if !r.get::<bool, _>(2) {
-                    // sqlx's own message (MigrateError::Dirty).
-                    return Err(AdoptError::Dirty {
-                        tool,
-                        words: format!(
-                            "migration {version} is partially applied; fix and remove row from `_sqlx_migrations` table"
-                        ),
-                    });
-                }
+        Tool::Sqlx => read_sqlx(conn).await,
+        Tool::GolangMigrate => read_golang_migrate(conn).await,
+        Tool::Dbmate | Tool::Diesel => read_versions(conn, tool).await,
+        Tool::Flyway => read_flyway(conn).await,
+    }
+}
+
+/// sqlx's `_sqlx_migrations`: one row per migration, with its SHA-384 and time.
+async fn read_sqlx(conn: &mut PgConnection) -> Result<Applied, AdoptError> {
+    let tool = Tool::Sqlx;
+    let rows = sqlx::query(
+        "select version, description, success, checksum, execution_time from public._sqlx_migrations order by version",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(pg(READING))?;
+    let mut versions = BTreeMap::new();
+    for r in rows {
+        let version: i64 = r.get(0);
+        if !r.get::<bool, _>(2) {
+            // sqlx's own message (MigrateError::Dirty).
+            return Err(AdoptError::Dirty {
+                tool,
+                words: format!(
+                    "migration {version} is partially applied; fix and remove row from `_sqlx_migrations` table"
+                ),
+            });
+        }
+        versions.insert(
+            integer(tool, version)?,
+            Entry {
+                name: r.get(1),
+                execution_ms: r.get::<i64, _>(4) / 1_000_000,
+                sha384: Some(r.get(3)),
+            },
+        );
+    }
+    Ok(Applied::Versions(versions))
+}
+
+/// golang-migrate's `schema_migrations`: one row, the newest version applied.
+async fn read_golang_migrate(conn: &mut PgConnection) -> Result<Applied, AdoptError> {
+    let tool = Tool::GolangMigrate;
+    let row = sqlx::query("select version, dirty from public.schema_migrations limit 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg(READING))?;
+    let Some(row) = row else {
+        return Ok(Applied::Versions(BTreeMap::new()));
+    };
+    let version: i64 = row.get(0);
+    if row.get::<bool, _>(1) {
+        // golang-migrate's own message (ErrDirty).
+        return Err(AdoptError::Dirty {
+            tool,
+            words: format!("Dirty database version {version}. Fix and force version."),
+        });
+    }
+    Ok(Applied::UpTo(integer(tool, version)?, BTreeMap::new()))
+}
+
+/// dbmate's `schema_migrations` or diesel's `__diesel_schema_migrations`: the versions applied.
+async fn read_versions(conn: &mut PgConnection, tool: Tool) -> Result<Applied, AdoptError> {
+    // The table name is one of two constants, never input.
+    let sql = if tool == Tool::Dbmate {
+        "select version::text from public.schema_migrations order by 1"
+    } else {
+        "select version::text from public.__diesel_schema_migrations order by 1"
+    };
+    let rows = sqlx::query(sql)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(pg(READING))?;
+    let mut versions = BTreeMap::new();
+    for r in rows {
+        let value: String = r.get(0);
+        versions.insert(version(tool, &value)?, Entry::default());
+    }
+    Ok(Applied::Versions(versions))
+}
+
+/// Flyway's `flyway_schema_history`, in the order Flyway installed it: migrations, undos, deletes and
+/// a baseline.
+async fn read_flyway(conn: &mut PgConnection) -> Result<Applied, AdoptError> {
+    let tool = Tool::Flyway;
+    let rows = sqlx::query(
+        "select version, description, type, success, execution_time from public.flyway_schema_history order by installed_rank",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(pg(READING))?;
+    let mut versions = BTreeMap::new();
+    let mut baseline = None;
+    for r in rows {
+        let version: Option<String> = r.get(0);
+        let description: Option<String> = r.get(1);
+        let kind: String = r.get(2);
+        let success: bool = r.get(3);
+        let Some(version) = version else {
+            continue; // repeatable migrations and schema markers have no version
+        };
+        if !success {
+            // Flyway's own words (validate).
+            return Err(AdoptError::Dirty {
+                tool,
+                words: format!(
+                    "Detected failed migration to version {version} ({})",
+                    description.unwrap_or_default()
+                ),
+            });
+        }
+        let v = self::version(tool, &version)?;
+        match kind.as_str() {
+            "BASELINE" => baseline = Some(v),
+            "UNDO_SQL" | "UNDO_JDBC" | "UNDO_SCRIPT" | "DELETE" => {
+                versions.remove(&v);
+            }
+            _ => {
                 versions.insert(
-                    integer(tool, version)?,
+                    v,
                     Entry {
-                        name: r.get(1),
-                        execution_ms: r.get::<i64, _>(4) / 1_000_000,
-                        sha384: Some(r.get(3)),
+                        name: description.unwrap_or_default(),
+                        execution_ms: r.get::<Option<i32>, _>(4).map_or(0, i64::from),
+                        sha384: None,
                     },
                 );
             }
-            Ok(Applied::Versions(versions))
-        }
-        Tool::GolangMigrate => {
-            let row = sqlx::query("select version, dirty from public.schema_migrations limit 1")
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(pg(context))?;
-            let Some(row) = row else {
-                return Ok(Applied::Versions(versions));
-            };
-            let version: i64 = row.get(0);
-            if row.get::<bool, _>(1) {
-                // golang-migrate's own message (ErrDirty).
-                return Err(AdoptError::Dirty {
-                    tool,
-                    words: format!("Dirty database version {version}. Fix and force version."),
-                });
-            }
-            Ok(Applied::UpTo(integer(tool, version)?, versions))
-        }
-        Tool::Dbmate | Tool::Diesel => {
-            // The table name is one of two constants, never input.
-            let sql = if tool == Tool::Dbmate {
-                "select version::text from public.schema_migrations order by 1"
-            } else {
-                "select version::text from public.__diesel_schema_migrations order by 1"
-            };
-            let rows = sqlx::query(sql)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(pg(context))?;
-            for r in rows {
-                let value: String = r.get(0);
-                versions.insert(version(tool, &value)?, Entry::default());
-            }
-            Ok(Applied::Versions(versions))
-        }
-        Tool::Flyway => {
-            let rows = sqlx::query(
-                "select version, description, type, success, execution_time from public.flyway_schema_history order by installed_rank",
-            )
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(pg(context))?;
-            let mut baseline = None;
-            for r in rows {
-                let version: Option<String> = r.get(0);
-                let description: Option<String> = r.get(1);
-                let kind: String = r.get(2);
-                let success: bool = r.get(3);
-                let Some(version) = version else {
-                    continue; // repeatable migrations and schema markers have no version
-                };
-                if !success {
-                    // Flyway's own words (validate).
-                    return Err(AdoptError::Dirty {
-                        tool,
-                        words: format!(
-                            "Detected failed migration to version {version} ({})",
-                            description.unwrap_or_default()
-                        ),
-                    });
-                }
-                let v = self::version(tool, &version)?;
-                match kind.as_str() {
-                    "BASELINE" => baseline = Some(v),
-                    "UNDO_SQL" | "UNDO_JDBC" | "UNDO_SCRIPT" | "DELETE" => {
-                        versions.remove(&v);
-                    }
-                    _ => {
-                        versions.insert(
-                            v,
-                            Entry {
-                                name: description.unwrap_or_default(),
-                                execution_ms: r.get::<Option<i32>, _>(4).map_or(0, i64::from),
-                                sha384: None,
-                            },
-                        );
-                    }
-                }
-            }
-            Ok(match baseline {
-                Some(b) => Applied::UpTo(b, versions),
-                None => Applied::Versions(versions),
-            })
         }
     }
+    Ok(match baseline {
+        Some(b) => Applied::UpTo(b, versions),
+        None => Applied::Versions(versions),
+    })
 }
 
 /// The Lifeboat ledger rows that record `applied` against the source `migrations` (pure). A version
@@ -361,7 +384,7 @@ pub fn rows(
     tool: Option<Tool>,
     applied: &Applied,
     migrations: &[Migration],
-) -> Result<Vec<ledger::Row>, AdoptError> {
+) -> Result<Vec<LedgerRow>, AdoptError> {
     let run_uid = match tool {
         Some(t) => format!("imported:{}", t.name()),
         None => "baseline".to_string(),
@@ -372,7 +395,7 @@ pub fn rows(
     };
     let by_version: BTreeMap<&Version, &Migration> =
         migrations.iter().map(|m| (&m.version, m)).collect();
-    let mut out: BTreeMap<Version, ledger::Row> = BTreeMap::new();
+    let mut out: BTreeMap<Version, LedgerRow> = BTreeMap::new();
     if let Some(n) = up_to {
         for m in migrations.iter().filter(|m| m.version <= *n) {
             out.insert(m.version.clone(), row(m, &Entry::default(), &run_uid));
@@ -391,7 +414,7 @@ pub fn rows(
                 }
                 row(m, entry, &run_uid)
             }
-            None => ledger::Row {
+            None => LedgerRow {
                 version: version.clone(),
                 name: entry.name.clone(),
                 checksum: String::new(),
@@ -405,8 +428,8 @@ pub fn rows(
     Ok(out.into_values().collect())
 }
 
-fn row(m: &Migration, entry: &Entry, run_uid: &str) -> ledger::Row {
-    ledger::Row {
+fn row(m: &Migration, entry: &Entry, run_uid: &str) -> LedgerRow {
+    LedgerRow {
         version: m.version.clone(),
         name: m.name.clone(),
         checksum: m.checksum.clone(),
@@ -417,14 +440,14 @@ fn row(m: &Migration, entry: &Entry, run_uid: &str) -> ledger::Row {
 }
 
 /// What to import into Lifeboat's empty ledger from another tool's ledger (or the baseline); `Ok(None)`:
-/// nothing. Reads only: the runner records the rows (with [`ledger::insert_all`]) once lint and the
+/// nothing. Reads only: the runner records the rows (with [`super::ledger::insert_all`]) once lint and the
 /// backup have passed, just before its first change.
 pub async fn prepare(
     conn: &mut PgConnection,
     migrations: &[Migration],
     from: AdoptFrom,
     baseline: Option<&Version>,
-) -> Result<Option<(Imported, Vec<ledger::Row>)>, AdoptError> {
+) -> Result<Option<(Imported, Vec<LedgerRow>)>, AdoptError> {
     let tool = match from {
         AdoptFrom::None => None,
         AdoptFrom::Tool(t) => {
@@ -463,7 +486,7 @@ pub async fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::migrations::source::{RawFile, parse};
+    use crate::domain::migrations::source::{RawFile, parse};
 
     fn v(n: i64) -> Version {
         Version::whole(n).unwrap()

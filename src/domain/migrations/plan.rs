@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{Direction, MigrationRecord, OnFailure, Version};
-use super::{ledger::Row, source::Migration};
+use super::model::{Direction, LedgerRow, MigrationRecord, OnFailure, Version};
+use super::source::{Migration, Script};
 
 /// Apply a migration's up script, or revert it with its down script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,12 +29,16 @@ pub struct Step<'a> {
     pub action: Action,
 }
 
+/// Whether a script holds no statement (only comments, whitespace and semicolons), as the engine's
+/// parser reads it. A blank down script counts as no down script.
+pub type IsBlank = fn(&str) -> bool;
+
 impl<'a> Step<'a> {
     /// The script this step runs; `None` only for a revert without a down script (refused by [`plan`]).
-    pub fn script(&self) -> Option<&'a super::source::Script> {
+    pub fn script(&self, is_blank: IsBlank) -> Option<&'a Script> {
         match self.action {
             Action::Apply => Some(&self.migration.up),
-            Action::Revert => self.migration.down.as_ref().filter(|d| !d.is_empty()),
+            Action::Revert => self.migration.down.as_ref().filter(|d| !is_blank(&d.sql)),
         }
     }
 
@@ -57,6 +61,8 @@ pub struct Request<'a> {
     /// Newest applied version when this run first started (an earlier attempt recorded it), so a
     /// resumed `down` without `targetVersion` still reverts only the migration that was newest then.
     pub started_from: Option<Version>,
+    /// The engine's test for a script without statements.
+    pub is_blank: IsBlank,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,7 +125,7 @@ impl PlanError {
 }
 
 /// Ledger rows as status records.
-pub fn records<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<MigrationRecord> {
+pub fn records<'r>(rows: impl IntoIterator<Item = &'r LedgerRow>) -> Vec<MigrationRecord> {
     rows.into_iter()
         .map(|r| MigrationRecord {
             version: r.version.clone(),
@@ -131,7 +137,7 @@ pub fn records<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Vec<MigrationReco
 }
 
 /// Checks the ledger against the files (incomplete rows, checksum drift). Shared by plans and recovery.
-pub fn check_ledger(migrations: &[Migration], ledger: &[Row]) -> Result<(), PlanError> {
+pub fn check_ledger(migrations: &[Migration], ledger: &[LedgerRow]) -> Result<(), PlanError> {
     let by_version: BTreeMap<&Version, &Migration> =
         migrations.iter().map(|m| (&m.version, m)).collect();
     if let Some(row) = ledger.iter().find(|r| !r.complete) {
@@ -156,7 +162,7 @@ pub fn check_ledger(migrations: &[Migration], ledger: &[Row]) -> Result<(), Plan
 
 pub fn plan<'a>(
     migrations: &'a [Migration],
-    ledger: &[Row],
+    ledger: &[LedgerRow],
     req: Request<'_>,
 ) -> Result<Plan<'a>, PlanError> {
     check_ledger(migrations, ledger)?;
@@ -187,7 +193,7 @@ pub fn plan<'a>(
     // have to be undone (the last one's own transaction undoes it), so it needs its opposite script.
     let mut missing: Vec<String> = steps
         .iter()
-        .filter(|s| s.script().is_none())
+        .filter(|s| s.script(req.is_blank).is_none())
         .map(|s| s.migration.up.file.clone())
         .collect();
     let on_rollback = missing.is_empty() && req.on_failure == OnFailure::Rollback;
@@ -195,7 +201,7 @@ pub fn plan<'a>(
         missing = steps
             .iter()
             .take(steps.len().saturating_sub(1))
-            .filter(|s| s.undo().script().is_none())
+            .filter(|s| s.undo().script(req.is_blank).is_none())
             .map(|s| s.migration.up.file.clone())
             .collect();
     }
@@ -222,7 +228,7 @@ pub fn plan<'a>(
 fn up_steps<'a>(
     migrations: &'a [Migration],
     by_version: &BTreeMap<&Version, &'a Migration>,
-    ledger: &[Row],
+    ledger: &[LedgerRow],
     target_version: Option<&Version>,
 ) -> Result<Vec<Step<'a>>, PlanError> {
     if let Some(t) = target_version
@@ -259,11 +265,11 @@ fn up_steps<'a>(
 /// was newest when the run started.
 fn down_steps<'a>(
     by_version: &BTreeMap<&Version, &'a Migration>,
-    ledger: &[Row],
+    ledger: &[LedgerRow],
     target_version: Option<&Version>,
     started_from: Option<&Version>,
 ) -> Result<Vec<Step<'a>>, PlanError> {
-    let mut applied: Vec<&Row> = ledger.iter().collect();
+    let mut applied: Vec<&LedgerRow> = ledger.iter().collect();
     applied.sort_by(|a, b| b.version.cmp(&a.version));
     // `None`: nothing older stays (the newest migration is also the oldest, e.g. version 0).
     let target = target_version.or_else(|| {

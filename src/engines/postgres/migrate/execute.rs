@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt as _;
 use sqlx::{AssertSqlSafe, PgConnection};
 
-use super::model::{MigrationFailure, MigrationRecord};
 use super::{
-    ledger::{self, Row},
+    ledger,
+    statements::{self, Statement},
+};
+use crate::domain::migrations::{
+    model::{LedgerRow, MigrationFailure, MigrationRecord},
     plan::{Action, Step},
     source::Script,
-    statements::{self, Statement},
 };
 
 /// Timeouts applied to every statement of a script.
@@ -158,23 +160,21 @@ fn ledger_failure(
 /// search_path, timeouts, temporary tables, advisory locks of its own) carries over, and the session is
 /// named again (application_name, client check).
 fn clean_sql(label: &str) -> String {
-    format!(
-        "{CLEAN_SESSION}; {}",
-        crate::migrations::lock::identify_sql(label)
-    )
+    format!("{CLEAN_SESSION}; {}", super::lock::identify_sql(label))
 }
 
 /// The step's script; `None` only for a revert without a down script (refused when the plan is made;
 /// never panic on it here).
 fn script_of<'a>(step: &Step<'a>) -> Result<&'a Script, StepFailure> {
-    step.script().ok_or_else(|| StepFailure {
-        kind: FailureKind::Clean,
-        failure: MigrationFailure {
-            version: Some(step.migration.version.clone()),
-            error: "no script for this step (a revert needs a down migration)".into(),
-            ..Default::default()
-        },
-    })
+    step.script(statements::is_blank)
+        .ok_or_else(|| StepFailure {
+            kind: FailureKind::Clean,
+            failure: MigrationFailure {
+                version: Some(step.migration.version.clone()),
+                error: "no script for this step (a revert needs a down migration)".into(),
+                ..Default::default()
+            },
+        })
 }
 
 /// Runs one step and records it in the ledger; returns the record for status.
@@ -192,38 +192,47 @@ pub async fn run_step(
 ) -> Result<MigrationRecord, StepFailure> {
     let script = script_of(step)?;
     let started = Instant::now();
-    if script.no_transaction {
-        let split = statements::split(&script.sql);
-        exec(conn, &clean_sql(label))
-            .await
-            .map_err(|e| StepFailure {
-                kind: FailureKind::ConnectionLost,
-                failure: failure_of(e, step, script, None, 0).1,
-            })?;
-        let statements = split.map_err(|e| StepFailure {
-            kind: FailureKind::Clean,
-            failure: MigrationFailure {
-                version: Some(step.migration.version.clone()),
-                file: Some(script.file.clone()),
-                line: int(script.line_offset + e.line),
-                error: format!(
-                    "cannot split the script into statements ({}), which running outside a transaction requires",
-                    e.message
-                ),
-                ..Default::default()
-            },
-        })?;
-        return run_outside_transaction(
-            conn,
-            step,
-            script,
-            &statements,
-            run_uid,
-            timeouts,
-            started,
-        )
-        .await;
+    if !script.no_transaction {
+        return run_in_transaction(conn, step, script, run_uid, label, timeouts, started).await;
     }
+    let split = statements::split(&script.sql);
+    exec(conn, &clean_sql(label))
+        .await
+        .map_err(|e| StepFailure {
+            kind: FailureKind::ConnectionLost,
+            failure: failure_of(e, step, script, None, 0).1,
+        })?;
+    let statements = split.map_err(|e| unsplittable(step, script, &e))?;
+    run_outside_transaction(conn, step, script, &statements, run_uid, timeouts, started).await
+}
+
+/// A no-transaction script the parser cannot split: it is not run.
+fn unsplittable(step: &Step<'_>, script: &Script, e: &statements::SplitError) -> StepFailure {
+    StepFailure {
+        kind: FailureKind::Clean,
+        failure: MigrationFailure {
+            version: Some(step.migration.version.clone()),
+            file: Some(script.file.clone()),
+            line: int(script.line_offset + e.line),
+            error: format!(
+                "cannot split the script into statements ({}), which running outside a transaction requires",
+                e.message
+            ),
+            ..Default::default()
+        },
+    }
+}
+
+/// A transactional step, as the one batch [`run_step`] describes.
+async fn run_in_transaction(
+    conn: &mut PgConnection,
+    step: &Step<'_>,
+    script: &Script,
+    run_uid: &str,
+    label: &str,
+    timeouts: Timeouts,
+    started: Instant,
+) -> Result<MigrationRecord, StepFailure> {
     // The clean-up goes in the same message: statements before `begin` join its transaction, so a
     // failed step leaves the session as it was, and the next step cleans it again.
     let prefix = format!(
@@ -237,25 +246,44 @@ pub async fn run_step(
     };
     // The script's last line may be a comment or lack its semicolon: end it on a line of its own.
     let batch = format!("{prefix}{}\n;\n{ledger}; commit", script.sql);
-    let mut completed = 0usize;
-    let result = {
-        let mut results = sqlx::raw_sql(AssertSqlSafe(batch)).execute_many(&mut *conn);
-        loop {
-            match results.try_next().await {
-                Ok(Some(_)) => completed += 1,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        }
-    };
+    let (completed, result) = execute_counting(conn, batch).await;
     let Err(e) = result else {
         let ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         return Ok(record(step, ms));
     };
+    Err(batch_failure(conn, e, completed, step, script, &prefix).await)
+}
+
+/// Runs a batch; how many of its statements completed, and its error if one failed.
+async fn execute_counting(
+    conn: &mut PgConnection,
+    batch: String,
+) -> (usize, Result<(), sqlx::Error>) {
+    let mut completed = 0usize;
+    let mut results = sqlx::raw_sql(AssertSqlSafe(batch)).execute_many(&mut *conn);
+    loop {
+        match results.try_next().await {
+            Ok(Some(_)) => completed += 1,
+            Ok(None) => break (completed, Ok(())),
+            Err(e) => break (completed, Err(e)),
+        }
+    }
+}
+
+/// The failure of a transactional step's batch (`prefix`, the script, the ledger change) after
+/// `completed` statements succeeded; rolls the transaction back.
+async fn batch_failure(
+    conn: &mut PgConnection,
+    e: sqlx::Error,
+    completed: usize,
+    step: &Step<'_>,
+    script: &Script,
+    prefix: &str,
+) -> StepFailure {
     // Only now is the script split (with squawk's parser; a success never pays for it): the failing
     // statement is the one after the last that completed. A script the parser cannot split ran whole,
     // and its failure names a line, not a statement.
-    let prefix_statements = statements::split(&prefix).map_or(0, |s| s.len());
+    let prefix_statements = statements::split(prefix).map_or(0, |s| s.len());
     let statements = statements::split(&script.sql).ok();
     let script_statements = statements.as_ref().map(Vec::len);
     let failed_at = completed.checked_sub(prefix_statements);
@@ -279,11 +307,11 @@ pub async fn run_step(
     } else {
         FailureKind::Clean
     };
-    Err(StepFailure { kind, failure })
+    StepFailure { kind, failure }
 }
 
-fn row(step: &Step<'_>, run_uid: &str, ms: i64, complete: bool) -> Row {
-    Row {
+fn row(step: &Step<'_>, run_uid: &str, ms: i64, complete: bool) -> LedgerRow {
+    LedgerRow {
         version: step.migration.version.clone(),
         name: step.migration.name.clone(),
         checksum: step.migration.checksum.clone(),

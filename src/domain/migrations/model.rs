@@ -50,6 +50,21 @@ pub enum MigrationPhase {
     RolledBack,
 }
 
+/// One row of the ledger, the table of applied migrations (the engine keeps it:
+/// `lifeboat_schema_migrations` in PostgreSQL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub version: Version,
+    pub name: String,
+    /// SHA-256 (hex) of the up script when it was applied.
+    pub checksum: String,
+    pub execution_ms: i64,
+    /// UID of the MigrationRun that applied it.
+    pub run_uid: String,
+    /// False while (or if) a no-transaction migration has not finished.
+    pub complete: bool,
+}
+
 /// One migration applied or undone.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MigrationRecord {

@@ -16,7 +16,7 @@
 
 use sqlx::{AssertSqlSafe, PgConnection, Row as _};
 
-use super::model::Version;
+use crate::domain::migrations::model::{LedgerRow, Version};
 use crate::engines::postgres::PgError;
 
 /// The ledger table, always in schema `public`: where it lives never depends on the session's
@@ -47,20 +47,6 @@ pub const CREATE_REVERTS: &str = "create table if not exists public.lifeboat_sch
     run_uid text not null
 );
 create index if not exists lifeboat_schema_reverts_run_uid on public.lifeboat_schema_reverts (run_uid)";
-
-/// One ledger row.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Row {
-    pub version: Version,
-    pub name: String,
-    /// SHA-256 (hex) of the up script when it was applied.
-    pub checksum: String,
-    pub execution_ms: i64,
-    /// UID of the MigrationRun that applied it.
-    pub run_uid: String,
-    /// False while (or if) a no-transaction migration has not finished.
-    pub complete: bool,
-}
 
 fn err(context: &str) -> impl FnOnce(sqlx::Error) -> PgError + '_ {
     move |e| PgError::from_sqlx(context, e)
@@ -126,7 +112,10 @@ fn read_version(text: &str) -> Result<Version, PgError> {
 }
 
 /// Migrations `run_uid` reverted, in the order it reverted them (each version once, at its last revert).
-pub async fn reverted_by(conn: &mut PgConnection, run_uid: &str) -> Result<Vec<Row>, PgError> {
+pub async fn reverted_by(
+    conn: &mut PgConnection,
+    run_uid: &str,
+) -> Result<Vec<LedgerRow>, PgError> {
     if !table_exists(conn, REVERTS_TABLE).await? {
         return Ok(Vec::new());
     }
@@ -141,7 +130,7 @@ pub async fn reverted_by(conn: &mut PgConnection, run_uid: &str) -> Result<Vec<R
     .map_err(err("reading the table lifeboat_schema_reverts"))?;
     rows.into_iter()
         .map(|r| {
-            Ok(Row {
+            Ok(LedgerRow {
                 version: read_version(r.get(0))?,
                 name: r.get(1),
                 checksum: r.get(2),
@@ -156,7 +145,7 @@ pub async fn reverted_by(conn: &mut PgConnection, run_uid: &str) -> Result<Vec<R
 /// SQL that records an applied migration, for a batch sent with the migration itself. Values are
 /// written as escape-string literals, which read the same whatever `standard_conforming_strings` the
 /// migration set. `execution_ms` counts from the receipt of the batch.
-pub fn insert_sql(row: &Row) -> String {
+pub fn insert_sql(row: &LedgerRow) -> String {
     format!(
         "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ('{}', {}, {}, (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() - pg_catalog.statement_timestamp()) * 1000)::bigint, {}, {})",
         row.version,
@@ -168,7 +157,7 @@ pub fn insert_sql(row: &Row) -> String {
 }
 
 /// SQL that removes a reverted migration's row and logs the revert, for a batch.
-pub fn revert_sql(row: &Row) -> String {
+pub fn revert_sql(row: &LedgerRow) -> String {
     format!(
         "delete from public.lifeboat_schema_migrations where version = '{v}'; insert into public.lifeboat_schema_reverts (version, name, checksum, run_uid) values ('{v}', {}, {}, {})",
         e_literal(&row.name),
@@ -185,7 +174,7 @@ fn e_literal(value: &str) -> String {
 }
 
 /// Every row, by version; empty when the table does not exist yet.
-pub async fn read(conn: &mut PgConnection) -> Result<Vec<Row>, PgError> {
+pub async fn read(conn: &mut PgConnection) -> Result<Vec<LedgerRow>, PgError> {
     if !exists(conn).await? {
         return Ok(Vec::new());
     }
@@ -198,7 +187,7 @@ pub async fn read(conn: &mut PgConnection) -> Result<Vec<Row>, PgError> {
     let mut rows = rows
         .into_iter()
         .map(|r| {
-            Ok(Row {
+            Ok(LedgerRow {
                 version: read_version(r.get(0))?,
                 name: r.get(1),
                 checksum: r.get(2),
@@ -214,7 +203,7 @@ pub async fn read(conn: &mut PgConnection) -> Result<Vec<Row>, PgError> {
 
 /// Records an applied migration (inside the migration's transaction, or `complete = false` before a
 /// no-transaction migration starts).
-pub async fn insert(conn: &mut PgConnection, row: &Row) -> Result<(), PgError> {
+pub async fn insert(conn: &mut PgConnection, row: &LedgerRow) -> Result<(), PgError> {
     sqlx::query(AssertSqlSafe(format!(
         "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete) values ('{}', $1, $2, $3, $4, $5)",
         row.version
@@ -231,8 +220,8 @@ pub async fn insert(conn: &mut PgConnection, row: &Row) -> Result<(), PgError> {
 }
 
 /// Records many rows in one statement (an imported ledger, a baseline).
-pub async fn insert_all(conn: &mut PgConnection, rows: &[Row]) -> Result<(), PgError> {
-    let col = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
+pub async fn insert_all(conn: &mut PgConnection, rows: &[LedgerRow]) -> Result<(), PgError> {
+    let col = |f: fn(&LedgerRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
     sqlx::query(
         "insert into public.lifeboat_schema_migrations (version, name, checksum, execution_ms, run_uid, complete)
          select (pg_catalog.json_populate_record(null::public.lifeboat_schema_migrations, pg_catalog.json_build_object('version', v))).version, n, c, e, u, true
@@ -270,7 +259,7 @@ pub async fn set_complete(
 
 /// Removes a reverted migration's row and logs the revert (a no-transaction revert; both in one
 /// implicit transaction).
-pub async fn revert(conn: &mut PgConnection, row: &Row) -> Result<(), PgError> {
+pub async fn revert(conn: &mut PgConnection, row: &LedgerRow) -> Result<(), PgError> {
     sqlx::raw_sql(AssertSqlSafe(revert_sql(row)))
         .execute(&mut *conn)
         .await
@@ -299,7 +288,7 @@ mod tests {
     #[test]
     fn escape_literals_hold_quotes_and_backslashes() {
         assert_eq!(e_literal(r"a'b\c"), r"E'a\'b\\c'");
-        let sql = insert_sql(&Row {
+        let sql = insert_sql(&LedgerRow {
             version: Version::whole(7).unwrap(),
             name: "x'); drop table t; --".into(),
             checksum: "ab".into(),

@@ -17,9 +17,8 @@
 
 use std::collections::BTreeMap;
 
-use super::statements;
+use crate::domain::digest::sha256_hex;
 use crate::domain::version::{Version, VersionError};
-use crate::engines::postgres::sql::sha256_hex;
 
 /// The marker line that runs a script outside a transaction.
 pub const NO_TRANSACTION_MARKER: &str = "-- lifeboat:no-transaction";
@@ -56,13 +55,6 @@ pub struct Script {
     pub no_transaction: bool,
     /// Lines of the file before the script starts (a dbmate section starts below its header).
     pub line_offset: usize,
-}
-
-impl Script {
-    /// Whether the script has no statement at all (only comments and whitespace).
-    pub fn is_empty(&self) -> bool {
-        statements::is_blank(&self.sql)
-    }
 }
 
 /// One migration: a version, a name, an up script and perhaps a down script.
@@ -292,109 +284,16 @@ fn line_start(text: &str, index: usize) -> usize {
 /// are ignored (a ConfigMap may carry a README). Returns every problem found, not just the first.
 pub fn parse(files: &[RawFile]) -> Result<Vec<Migration>, SourceErrors> {
     let mut errors = Vec::new();
-    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
-    // version → (up parts, down parts): (file, name, script, Flyway form)
-    type Part = (String, String, Script, bool);
-    let mut ups: BTreeMap<Version, Vec<(Part, Option<Script>)>> = BTreeMap::new();
-    let mut downs: BTreeMap<Version, Vec<Part>> = BTreeMap::new();
-    for f in files.iter().filter(|f| f.name.ends_with(".sql")) {
-        if let Some(first) = seen.insert(&f.name, &f.config_map) {
-            errors.push(SourceError::DuplicateFile {
-                file: f.name.clone(),
-                first: first.into(),
-                second: f.config_map.clone(),
-            });
-            continue;
-        }
-        let Name {
-            version,
-            name,
-            kind,
-            flyway,
-        } = match parse_name(&f.name) {
-            Ok(n) => n,
-            Err(why) => {
-                errors.push(SourceError::UnparseableName {
-                    file: f.name.clone(),
-                    why,
-                });
-                continue;
-            }
-        };
-        let Ok(text) = std::str::from_utf8(&f.content) else {
-            errors.push(SourceError::NotUtf8 {
-                file: f.name.clone(),
-            });
-            continue;
-        };
-        let plain = |sql: &str| Script {
-            file: f.name.clone(),
-            sql: sql.to_string(),
-            no_transaction: has_marker(sql),
-            line_offset: 0,
-        };
-        let part = |script| (f.name.clone(), name.to_string(), script, flyway);
-        match kind {
-            Kind::Up if flyway => ups
-                .entry(version)
-                .or_default()
-                .push((part(plain(text)), None)),
-            Kind::Up => ups
-                .entry(version)
-                .or_default()
-                .push((part(plain(text)), None)),
-            Kind::Down => downs.entry(version).or_default().push(part(plain(text))),
-            Kind::Single => match dbmate_sections(&f.name, text) {
-                Err(e) => errors.push(e),
-                Ok(Some((up, down))) => ups.entry(version).or_default().push((part(up), down)),
-                Ok(None) => ups
-                    .entry(version)
-                    .or_default()
-                    .push((part(plain(text)), None)),
-            },
-        }
-    }
+    let Sorted { ups, mut downs } = sort(files, &mut errors);
     let mut migrations = Vec::new();
-    for (version, mut candidates) in ups {
-        let mut down_parts = downs.remove(&version).unwrap_or_default();
-        if candidates.len() > 1 || down_parts.len() > 1 {
-            let mut files: Vec<String> = candidates.iter().map(|c| c.0.0.clone()).collect();
-            files.extend(down_parts.iter().map(|d| d.0.clone()));
-            errors.push(SourceError::DuplicateVersion { version, files });
-            continue;
-        }
-        let ((up_file, name, up, up_flyway), dbmate_down) = candidates.remove(0);
-        // Flyway pairs an undo with its migration by version; the other tools by version and name.
-        if let Some((down_file, down_name, _, down_flyway)) = down_parts.first()
-            && ((*down_name != name && !(up_flyway && *down_flyway))
-                || up_flyway != *down_flyway
-                || dbmate_down.is_some())
-        {
-            errors.push(SourceError::DuplicateVersion {
-                version,
-                files: vec![up_file.clone(), down_file.clone()],
-            });
-            continue;
-        }
-        let down = dbmate_down.or_else(|| down_parts.pop().map(|d| d.2));
-        migrations.push(Migration {
-            version,
-            name,
-            checksum: sha256_hex(up.sql.as_bytes()),
-            up,
-            down,
-        });
-    }
-    for (version, parts) in downs {
-        for (file, name, _, flyway) in parts {
-            let expected = if flyway {
-                format!("V{version}__<name>.sql")
-            } else {
-                format!("{version}_{name}.up.sql")
-            };
-            errors.push(SourceError::DownWithoutUp { file, expected });
+    for (version, candidates) in ups {
+        let down_parts = downs.remove(&version).unwrap_or_default();
+        match pair(version, candidates, down_parts) {
+            Ok(migration) => migrations.push(migration),
+            Err(e) => errors.push(e),
         }
     }
+    errors.extend(downs_without_ups(downs));
     if migrations.is_empty() && errors.is_empty() {
         let mut config_maps: Vec<String> = files.iter().map(|f| f.config_map.clone()).collect();
         config_maps.dedup();
@@ -405,6 +304,126 @@ pub fn parse(files: &[RawFile]) -> Result<Vec<Migration>, SourceErrors> {
     } else {
         Err(SourceErrors(errors))
     }
+}
+
+/// One file's script with what its name says: (file, name, script, Flyway form).
+type Part = (String, String, Script, bool);
+
+/// The source's scripts by version: up parts (each with the down section of its own file, dbmate's)
+/// and down parts.
+#[derive(Default)]
+struct Sorted {
+    ups: BTreeMap<Version, Vec<(Part, Option<Script>)>>,
+    downs: BTreeMap<Version, Vec<Part>>,
+}
+
+/// Sorts the `.sql` files by version and kind; a file that cannot be read is an error in `errors`.
+fn sort(files: &[RawFile], errors: &mut Vec<SourceError>) -> Sorted {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut sorted = Sorted::default();
+    for f in files.iter().filter(|f| f.name.ends_with(".sql")) {
+        if let Err(e) = sorted.add(f, &mut seen) {
+            errors.push(e);
+        }
+    }
+    sorted
+}
+
+impl Sorted {
+    /// Adds one file where its name says; `seen` holds the files added so far, with their ConfigMaps.
+    fn add<'f>(
+        &mut self,
+        f: &'f RawFile,
+        seen: &mut BTreeMap<&'f str, &'f str>,
+    ) -> Result<(), SourceError> {
+        if let Some(first) = seen.insert(&f.name, &f.config_map) {
+            return Err(SourceError::DuplicateFile {
+                file: f.name.clone(),
+                first: first.into(),
+                second: f.config_map.clone(),
+            });
+        }
+        let Name {
+            version,
+            name,
+            kind,
+            flyway,
+        } = parse_name(&f.name).map_err(|why| SourceError::UnparseableName {
+            file: f.name.clone(),
+            why,
+        })?;
+        let text = std::str::from_utf8(&f.content).map_err(|_| SourceError::NotUtf8 {
+            file: f.name.clone(),
+        })?;
+        let plain = |sql: &str| Script {
+            file: f.name.clone(),
+            sql: sql.to_string(),
+            no_transaction: has_marker(sql),
+            line_offset: 0,
+        };
+        let part = |script| (f.name.clone(), name.to_string(), script, flyway);
+        let (up, down) = match kind {
+            Kind::Up => (plain(text), None),
+            Kind::Down => {
+                self.downs
+                    .entry(version)
+                    .or_default()
+                    .push(part(plain(text)));
+                return Ok(());
+            }
+            Kind::Single => dbmate_sections(&f.name, text)?.unwrap_or_else(|| (plain(text), None)),
+        };
+        self.ups.entry(version).or_default().push((part(up), down));
+        Ok(())
+    }
+}
+
+/// The migration of `version` from its up and down parts. More than one of either, or a down file that
+/// does not belong with the up file, is a version used twice.
+fn pair(
+    version: Version,
+    mut candidates: Vec<(Part, Option<Script>)>,
+    mut down_parts: Vec<Part>,
+) -> Result<Migration, SourceError> {
+    if candidates.len() > 1 || down_parts.len() > 1 {
+        let mut files: Vec<String> = candidates.iter().map(|c| c.0.0.clone()).collect();
+        files.extend(down_parts.iter().map(|d| d.0.clone()));
+        return Err(SourceError::DuplicateVersion { version, files });
+    }
+    let ((up_file, name, up, up_flyway), dbmate_down) = candidates.remove(0);
+    // Flyway pairs an undo with its migration by version; the other tools by version and name.
+    if let Some((down_file, down_name, _, down_flyway)) = down_parts.first()
+        && ((*down_name != name && !(up_flyway && *down_flyway))
+            || up_flyway != *down_flyway
+            || dbmate_down.is_some())
+    {
+        return Err(SourceError::DuplicateVersion {
+            version,
+            files: vec![up_file, down_file.clone()],
+        });
+    }
+    let down = dbmate_down.or_else(|| down_parts.pop().map(|d| d.2));
+    Ok(Migration {
+        version,
+        name,
+        checksum: sha256_hex(up.sql.as_bytes()),
+        up,
+        down,
+    })
+}
+
+/// Down files left without an up file once every version is paired.
+fn downs_without_ups(downs: BTreeMap<Version, Vec<Part>>) -> impl Iterator<Item = SourceError> {
+    downs.into_iter().flat_map(|(version, parts)| {
+        parts.into_iter().map(move |(file, name, _, flyway)| {
+            let expected = if flyway {
+                format!("V{version}__<name>.sql")
+            } else {
+                format!("{version}_{name}.up.sql")
+            };
+            SourceError::DownWithoutUp { file, expected }
+        })
+    })
 }
 
 #[cfg(test)]
@@ -422,7 +441,7 @@ mod tests {
     }
 
     #[test]
-    fn names() {
+    fn names_of_sqlx_golang_migrate_dbmate_and_diesel() {
         assert_eq!(
             name("0001_create_users.up.sql"),
             Some(("1".into(), "create_users", Kind::Up))
@@ -437,6 +456,10 @@ mod tests {
             Some(("0".into(), "diesel_initial_setup", Kind::Up)),
             "version 0 is diesel's convention"
         );
+    }
+
+    #[test]
+    fn names_of_flyway() {
         assert_eq!(
             name("V2__add_users.sql"),
             Some(("2".into(), "add_users", Kind::Up))
@@ -458,6 +481,10 @@ mod tests {
             Some(("2024.1.15.1".into(), "undo", Kind::Down))
         );
         assert_eq!(name("Vacation_x.sql"), None);
+    }
+
+    #[test]
+    fn names_that_follow_no_format_say_what_is_wrong() {
         for (bad, why) in [
             ("create.up.sql", "no `_` between a version and a name"),
             ("1.up.sql", "no `_` between a version and a name"),

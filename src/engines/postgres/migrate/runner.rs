@@ -4,21 +4,24 @@
 
 use std::{
     collections::BTreeSet,
+    ops::ControlFlow,
     time::{Duration, Instant},
 };
 
 use sqlx::{Connection, PgConnection};
 
-use super::model::{
-    Direction, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS, MigrationFailure,
-    MigrationPhase, MigrationRecord, OnFailure, Records, Severity, Version,
-};
 use super::{
     adopt,
     execute::{self, FailureKind, StepFailure, Timeouts},
-    ledger::{self, Row},
-    lint,
+    ledger, lint,
     lock::{self, LockError},
+    statements,
+};
+use crate::domain::migrations::{
+    model::{
+        Direction, LedgerRow, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS,
+        MigrationFailure, MigrationPhase, MigrationRecord, OnFailure, Records, Severity, Version,
+    },
     plan::{self, Action, PlanError, Step},
     source::Migration,
 };
@@ -158,24 +161,43 @@ pub async fn run<H: Hooks>(
     prior: Prior,
     hooks: &mut H,
 ) -> Result<Outcome, Interrupted> {
-    let mut run = Run {
-        opts,
-        migrations,
-        state: RunState {
-            from_version: prior.from_version.clone(),
-            applied: prior.applied.clone(),
-            rolled_back: prior.rolled_back.clone(),
-            failure: prior.failure.clone(),
-            backup_id: prior.backup_id.clone(),
-            ..Default::default()
-        },
-        versions: BTreeSet::new(),
-        ledger_read: false,
+    let mut run = Run::new(opts, migrations, &prior);
+    let (lock, conn) = lock_and_connect(creds, database, opts).await;
+    let mut lock = match lock {
+        Ok(lock) => lock,
+        Err(e) => {
+            if let Ok(conn) = conn {
+                let _ = conn.close().await;
+            }
+            return Ok(run.lock_failed(e, database));
+        }
     };
-    // The migrations' connection is opened while the lock's is (a new TLS connection costs several
-    // round trips); nothing runs on it before the lock is held. When the lock was not free at once, the
-    // connection sat idle through the wait (where a proxy or idle_session_timeout may have closed it):
-    // it is opened again then.
+    let result = match conn {
+        Err(e) => Ok(run.pg_failed(e)),
+        Ok(mut conn) => {
+            let result = run.drive(&mut conn, &mut lock, prior, hooks).await;
+            let _ = conn.close().await;
+            result
+        }
+    };
+    lock.release().await;
+    result
+}
+
+/// Takes the migration lock and opens the migrations' connection.
+///
+/// The migrations' connection is opened while the lock's is (a new TLS connection costs several round
+/// trips); nothing runs on it before the lock is held. When the lock was not free at once, the
+/// connection sat idle through the wait (where a proxy or idle_session_timeout may have closed it): it
+/// is opened again then.
+async fn lock_and_connect(
+    creds: &ServerCredentials,
+    database: &str,
+    opts: &RunOptions,
+) -> (
+    Result<lock::MigrationLock, LockError>,
+    Result<PgConnection, PgError>,
+) {
     let connect = || async {
         let mut conn = postgres::connect(creds, database).await?;
         match lock::identify(&mut conn, &opts.label).await {
@@ -197,37 +219,7 @@ pub async fn run<H: Hooks>(
         }
         conn = connect().await;
     }
-    let mut lock = match lock {
-        Ok(lock) => lock,
-        Err(e) => {
-            if let Ok(conn) = conn {
-                let _ = conn.close().await;
-            }
-            return Ok(match e {
-                LockError::Timeout { waited, holder } => {
-                    let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
-                    run.end(
-                        MigrationPhase::Failed,
-                        "LockTimeout",
-                        format!(
-                            "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; nothing was changed. Start a new run when it has finished."
-                        ),
-                    )
-                }
-                LockError::Pg(e) => run.pg_failed(e),
-            });
-        }
-    };
-    let result = match conn {
-        Err(e) => Ok(run.pg_failed(e)),
-        Ok(mut conn) => {
-            let result = run.drive(&mut conn, &mut lock, prior, hooks).await;
-            let _ = conn.close().await;
-            result
-        }
-    };
-    lock.release().await;
-    result
+    (lock, conn)
 }
 
 struct Run<'a> {
@@ -241,6 +233,41 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// A run starting from what an earlier attempt recorded (`prior`).
+    fn new(opts: &'a RunOptions, migrations: &'a [Migration], prior: &Prior) -> Self {
+        Run {
+            opts,
+            migrations,
+            state: RunState {
+                from_version: prior.from_version.clone(),
+                applied: prior.applied.clone(),
+                rolled_back: prior.rolled_back.clone(),
+                failure: prior.failure.clone(),
+                backup_id: prior.backup_id.clone(),
+                ..Default::default()
+            },
+            versions: BTreeSet::new(),
+            ledger_read: false,
+        }
+    }
+
+    /// The migration lock could not be taken: nothing was changed.
+    fn lock_failed(&mut self, e: LockError, database: &str) -> Outcome {
+        match e {
+            LockError::Timeout { waited, holder } => {
+                let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
+                self.end(
+                    MigrationPhase::Failed,
+                    "LockTimeout",
+                    format!(
+                        "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; nothing was changed. Start a new run when it has finished."
+                    ),
+                )
+            }
+            LockError::Pg(e) => self.pg_failed(e),
+        }
+    }
+
     /// The run stops (no rollback: another run may hold the lock now) and says what it applied.
     fn lock_lost(&mut self, next: &Step<'_>) -> Outcome {
         let message = format!(
@@ -289,106 +316,154 @@ impl<'a> Run<'a> {
         prior: Prior,
         hooks: &mut H,
     ) -> Result<Outcome, Interrupted> {
-        let mut ledger = match ledger::read(conn).await {
-            Ok(rows) => rows,
-            Err(e) => return Ok(self.pg_failed(e)),
+        let (ledger, import) = match self.read_ledger(conn).await {
+            ControlFlow::Continue(read) => read,
+            ControlFlow::Break(ended) => return Ok(ended),
         };
-        // A database Lifeboat has not migrated: another tool's ledger (or a baseline) says what is
-        // applied already. Planned with those rows; recorded before the first change.
-        // Automatic import only where Lifeboat never was (no ledger table: an emptied ledger is one a
-        // run reverted, and must not be refilled from the old tool's table); asked for, on any empty one.
-        let mut import = None;
-        let asked = matches!(self.opts.adopt, adopt::AdoptFrom::Tool(_))
-            || self.opts.baseline_version.is_some();
-        let fresh = ledger.is_empty()
-            && (asked
-                || match ledger::exists(conn).await {
-                    Ok(exists) => !exists,
-                    Err(e) => return Ok(self.pg_failed(e)),
-                });
-        if fresh {
-            match adopt::prepare(
-                conn,
-                self.migrations,
-                self.opts.adopt,
-                self.opts.baseline_version.as_ref(),
-            )
-            .await
-            {
-                Ok(None) => {}
-                Ok(Some((imported, rows))) => {
-                    self.state.imported = Some(imported);
-                    ledger = rows.clone();
-                    import = Some(rows);
-                }
-                Err(e) => {
-                    let message = format!("Nothing was changed: {e}.");
-                    return Ok(self.end(MigrationPhase::Failed, e.reason(), message));
-                }
-            }
-        }
         self.versions = ledger.iter().map(|r| r.version.clone()).collect();
         self.ledger_read = true;
         if prior.failure.is_some() {
             return Ok(self.recover(conn, &ledger, &prior).await);
         }
-        let request = plan::Request {
-            direction: self.opts.direction,
-            target_version: self.opts.target_version.clone(),
-            on_failure: self.opts.on_failure,
-            run_uid: &self.opts.run_uid,
-            started_from: prior.from_version.clone(),
+        let plan = match self.plan_and_lint(&ledger, &prior) {
+            ControlFlow::Continue(plan) => plan,
+            ControlFlow::Break(ended) => return Ok(ended),
         };
-        let plan = match plan::plan(self.migrations, &ledger, request) {
-            Ok(p) => p,
-            Err(e) => return Ok(self.refuse(&e)),
-        };
-        self.state.from_version = plan.from_version.clone();
-        if self.opts.direction == Direction::Up {
-            self.state.applied = plan.applied_before.iter().cloned().collect();
-        }
-        if let Some(refused) = self.lint(&plan) {
-            return Ok(refused);
-        }
-        // One backup per run, before its first change (a resumed run keeps the one it took).
-        if !plan.steps.is_empty() && self.state.backup_id.is_none() {
-            match hooks.backup().await {
-                Ok(id) => self.state.backup_id = id,
-                Err(b) => return Ok(self.end(MigrationPhase::Failed, b.reason, b.message)),
-            }
-        }
-        let verb = match self.opts.direction {
-            Direction::Up => "Applying",
-            Direction::Down => "Reverting",
-        };
-        self.state.activity = format!("{verb} {} migration(s).", plan.steps.len());
-        self.state.pending = plan.steps.len();
-        hooks.report(&self.state, true).await.map_err(Interrupted)?;
-        if (!plan.steps.is_empty() || import.is_some())
-            && let Err(e) =
-                ledger::ensure(conn, self.migrations.iter().any(|m| m.version.is_dotted())).await
-        {
-            return Ok(self.pg_failed(e));
-        }
-        if let Some(rows) = import
-            && let Err(e) = ledger::insert_all(conn, &rows).await
-        {
-            return Ok(self.pg_failed(e));
+        if let Some(ended) = self.prepare(conn, &plan, import, hooks).await? {
+            return Ok(ended);
         }
         // What this run did before (resumed), then what it does now: the list a rollback undoes.
-        let mut done: Vec<Step<'a>> = match self.opts.direction {
+        let done: Vec<Step<'a>> = match self.opts.direction {
             Direction::Up => self.steps_for(&plan.applied_before, Action::Apply),
             Direction::Down => match self.still_reverted(conn).await {
                 Ok(reverted) => self.steps_for(&reverted, Action::Revert),
                 Err(e) => return Ok(self.pg_failed(e)),
             },
         };
-        let total = plan.steps.len();
-        for (i, step) in plan.steps.iter().enumerate() {
+        Ok(self.apply_steps(conn, lock, &plan.steps, done, hooks).await)
+    }
+
+    /// Reads the ledger; on a database Lifeboat has not migrated, with the rows another tool's ledger
+    /// (or a baseline) says are applied, which are also returned to be recorded before the first change.
+    async fn read_ledger(
+        &mut self,
+        conn: &mut PgConnection,
+    ) -> ControlFlow<Outcome, (Vec<LedgerRow>, Option<Vec<LedgerRow>>)> {
+        let ledger = match ledger::read(conn).await {
+            Ok(rows) => rows,
+            Err(e) => return ControlFlow::Break(self.pg_failed(e)),
+        };
+        // Automatic import only where Lifeboat never was (no ledger table: an emptied ledger is one a
+        // run reverted, and must not be refilled from the old tool's table); asked for, on any empty one.
+        let asked = matches!(self.opts.adopt, adopt::AdoptFrom::Tool(_))
+            || self.opts.baseline_version.is_some();
+        let fresh = ledger.is_empty()
+            && (asked
+                || match ledger::exists(conn).await {
+                    Ok(exists) => !exists,
+                    Err(e) => return ControlFlow::Break(self.pg_failed(e)),
+                });
+        if !fresh {
+            return ControlFlow::Continue((ledger, None));
+        }
+        match adopt::prepare(
+            conn,
+            self.migrations,
+            self.opts.adopt,
+            self.opts.baseline_version.as_ref(),
+        )
+        .await
+        {
+            Ok(None) => ControlFlow::Continue((ledger, None)),
+            Ok(Some((imported, rows))) => {
+                self.state.imported = Some(imported);
+                ControlFlow::Continue((rows.clone(), Some(rows)))
+            }
+            Err(e) => {
+                let message = format!("Nothing was changed: {e}.");
+                ControlFlow::Break(self.end(MigrationPhase::Failed, e.reason(), message))
+            }
+        }
+    }
+
+    /// Plans the run from `ledger` and lints the scripts the plan runs; a refused plan or failed lint
+    /// ends the run.
+    fn plan_and_lint(
+        &mut self,
+        ledger: &[LedgerRow],
+        prior: &Prior,
+    ) -> ControlFlow<Outcome, plan::Plan<'a>> {
+        let request = plan::Request {
+            direction: self.opts.direction,
+            target_version: self.opts.target_version.clone(),
+            on_failure: self.opts.on_failure,
+            run_uid: &self.opts.run_uid,
+            started_from: prior.from_version.clone(),
+            is_blank: statements::is_blank,
+        };
+        let plan = match plan::plan(self.migrations, ledger, request) {
+            Ok(p) => p,
+            Err(e) => return ControlFlow::Break(self.refuse(&e)),
+        };
+        self.state.from_version = plan.from_version.clone();
+        if self.opts.direction == Direction::Up {
+            self.state.applied = plan.applied_before.iter().cloned().collect();
+        }
+        match self.lint(&plan) {
+            Some(refused) => ControlFlow::Break(refused),
+            None => ControlFlow::Continue(plan),
+        }
+    }
+
+    /// Before the first change: the backup, the durable report of what the run will do, the ledger
+    /// tables, and the imported rows. `Some`: the run ended.
+    async fn prepare<H: Hooks>(
+        &mut self,
+        conn: &mut PgConnection,
+        plan: &plan::Plan<'_>,
+        import: Option<Vec<LedgerRow>>,
+        hooks: &mut H,
+    ) -> Result<Option<Outcome>, Interrupted> {
+        // One backup per run, before its first change (a resumed run keeps the one it took).
+        if !plan.steps.is_empty() && self.state.backup_id.is_none() {
+            match hooks.backup().await {
+                Ok(id) => self.state.backup_id = id,
+                Err(b) => return Ok(Some(self.end(MigrationPhase::Failed, b.reason, b.message))),
+            }
+        }
+        self.state.activity = format!("{} {} migration(s).", self.verb(), plan.steps.len());
+        self.state.pending = plan.steps.len();
+        hooks.report(&self.state, true).await.map_err(Interrupted)?;
+        if (!plan.steps.is_empty() || import.is_some())
+            && let Err(e) =
+                ledger::ensure(conn, self.migrations.iter().any(|m| m.version.is_dotted())).await
+        {
+            return Ok(Some(self.pg_failed(e)));
+        }
+        if let Some(rows) = import
+            && let Err(e) = ledger::insert_all(conn, &rows).await
+        {
+            return Ok(Some(self.pg_failed(e)));
+        }
+        Ok(None)
+    }
+
+    /// Runs `steps` in order, each checked against the lock first; a failed one hands over to
+    /// [`Self::failed`] with `done` (what a rollback undoes) and what this run has applied since.
+    async fn apply_steps<H: Hooks>(
+        &mut self,
+        conn: &mut PgConnection,
+        lock: &mut lock::MigrationLock,
+        steps: &[Step<'a>],
+        mut done: Vec<Step<'a>>,
+        hooks: &mut H,
+    ) -> Outcome {
+        let total = steps.len();
+        for (i, step) in steps.iter().enumerate() {
             // The lock sits on an idle connection of its own, which can drop unnoticed (a restarted
             // server, a proxy timeout); then another run could start. Never change more without it.
             if !lock.held().await {
-                return Ok(self.lock_lost(step));
+                return self.lock_lost(step);
             }
             match execute::run_step(
                 conn,
@@ -403,14 +478,23 @@ impl<'a> Run<'a> {
                     self.track(step);
                     self.state.applied.push(record);
                     done.push(*step);
-                    self.state.activity = format!("{verb} migrations: {} of {total} done.", i + 1);
+                    self.state.activity =
+                        format!("{} migrations: {} of {total} done.", self.verb(), i + 1);
                     // Not durable: the ledger and the revert log say what is done.
                     let _ = hooks.report(&self.state, false).await;
                 }
-                Err(failure) => return Ok(self.failed(conn, failure, done, hooks).await),
+                Err(failure) => return self.failed(conn, failure, done, hooks).await,
             }
         }
-        Ok(self.succeeded())
+        self.succeeded()
+    }
+
+    /// What the run is doing, for its activity: applying or reverting.
+    fn verb(&self) -> &'static str {
+        match self.opts.direction {
+            Direction::Up => "Applying",
+            Direction::Down => "Reverting",
+        }
     }
 
     /// Lints the scripts the plan runs; with `enforce`, error findings end the run before any change
@@ -426,7 +510,12 @@ impl<'a> Run<'a> {
                 return Some(self.end(MigrationPhase::Failed, "InvalidLintRules", message));
             }
         };
-        let mut findings = lint::lint(plan.steps.iter().filter_map(Step::script), &policy);
+        let mut findings = lint::lint(
+            plan.steps
+                .iter()
+                .filter_map(|s| s.script(statements::is_blank)),
+            &policy,
+        );
         self.state.lint_counts = lint::counts(&findings);
         self.state.lint_total = findings.len();
         // Errors first (a stable sort keeps file order within each severity).
@@ -578,7 +667,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn applied_per_ledger(&mut self, rows: &[Row]) -> String {
+    fn applied_per_ledger(&mut self, rows: &[LedgerRow]) -> String {
         self.versions = rows.iter().map(|r| r.version.clone()).collect();
         let mine: Records = plan::records(rows.iter().filter(|r| r.run_uid == self.opts.run_uid))
             .into_iter()
@@ -646,7 +735,12 @@ impl<'a> Run<'a> {
 
     /// An earlier attempt stopped after a migration failed: finish what it was doing (halt, or undo
     /// what this run still has applied).
-    async fn recover(&mut self, conn: &mut PgConnection, ledger: &[Row], prior: &Prior) -> Outcome {
+    async fn recover(
+        &mut self,
+        conn: &mut PgConnection,
+        ledger: &[LedgerRow],
+        prior: &Prior,
+    ) -> Outcome {
         let failure = prior.failure.clone().unwrap_or_default();
         let what = execute::describe(&failure);
         let reason = failure_reason(&failure);

@@ -1,5 +1,5 @@
 use super::*;
-use crate::migrations::source::{RawFile, parse};
+use crate::domain::migrations::source::{RawFile, parse};
 
 fn v(n: i64) -> Version {
     Version::whole(n).unwrap()
@@ -25,8 +25,8 @@ fn migrations(reversible: &[bool]) -> Vec<Migration> {
     parse(&files).unwrap()
 }
 
-fn row(m: &Migration, uid: &str) -> Row {
-    Row {
+fn row(m: &Migration, uid: &str) -> LedgerRow {
+    LedgerRow {
         version: m.version.clone(),
         name: m.name.clone(),
         checksum: m.checksum.clone(),
@@ -43,7 +43,13 @@ fn req(direction: Direction, target: Option<Version>, on_failure: OnFailure) -> 
         on_failure,
         run_uid: "me",
         started_from: None,
+        is_blank: blank,
     }
+}
+
+/// The engine's parser stands in: only whitespace is blank here.
+fn blank(sql: &str) -> bool {
+    sql.trim().is_empty()
 }
 
 fn versions(p: &Plan) -> Vec<(i64, Action)> {
@@ -141,7 +147,7 @@ fn rollback_needs_down_scripts_except_for_the_last_step() {
 #[test]
 fn down_reverts_newest_first_to_target() {
     let m = migrations(&[true, true, true]);
-    let ledger: Vec<Row> = m.iter().map(|m| row(m, "old")).collect();
+    let ledger: Vec<LedgerRow> = m.iter().map(|m| row(m, "old")).collect();
     let p = plan(
         &m,
         &ledger,
@@ -171,12 +177,12 @@ fn down_reverts_newest_first_to_target() {
 #[test]
 fn down_needs_the_files() {
     let m = migrations(&[true, false]);
-    let ledger: Vec<Row> = m.iter().map(|m| row(m, "old")).collect();
+    let ledger: Vec<LedgerRow> = m.iter().map(|m| row(m, "old")).collect();
     let e = plan(&m, &ledger, req(Direction::Down, None, OnFailure::Halt)).unwrap_err();
     assert_eq!(e.reason(), "MissingDownMigration");
     assert!(e.to_string().contains("2_m2.up.sql"), "{e}");
     let mut unknown = ledger.clone();
-    unknown.push(Row {
+    unknown.push(LedgerRow {
         version: v(7),
         name: "gone".into(),
         ..ledger[0].clone()
@@ -243,4 +249,17 @@ fn version_zero_applies_first_and_reverts_as_the_only_migration() {
         vec![(20_200_101_000_000, Action::Revert)],
         "version 0 stays"
     );
+}
+
+#[test]
+fn a_blank_down_script_counts_as_none() {
+    let m = migrations(&[true]);
+    let ledger = vec![row(&m[0], "old")];
+    let every_script_blank = Request {
+        is_blank: |_| true,
+        ..req(Direction::Down, None, OnFailure::Halt)
+    };
+    let e = plan(&m, &ledger, every_script_blank).unwrap_err();
+    assert_eq!(e.reason(), "MissingDownMigration");
+    assert!(plan(&m, &ledger, req(Direction::Down, None, OnFailure::Halt)).is_ok());
 }

@@ -20,8 +20,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use squawk_linter::{Linter, Rule};
 use squawk_syntax::SourceFile;
 
-use super::model::{LintCount, LintFinding, LintRules, Severity};
-use super::{source::Script, statements::line_of};
+use super::statements::line_of;
+use crate::domain::migrations::{
+    model::{LintCount, LintFinding, LintRules, Severity},
+    source::Script,
+};
 
 /// Rule name of a finding for SQL the parser cannot read.
 pub const SYNTAX_ERROR_RULE: &str = "syntax-error";
