@@ -201,42 +201,12 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
         "EnvironmentNotFound",
     )
     .await?;
-    let env_conditions = env
-        .status
-        .as_ref()
-        .map(|s| s.conditions())
-        .unwrap_or_default();
-    if !conditions::is_ready(env_conditions, env.metadata.generation) {
-        return Ok(Prepared::Wait(Verdict::Reconciling {
-            reason: "EnvironmentNotReady",
-            message: format!(
-                "Waiting for DatabaseEnvironment {} to become Ready.",
-                env.name_any()
-            ),
-        }));
-    }
-    if env.spec.tier == Tier::Production && run.spec.backup_before_migrate == Some(false) {
-        return Ok(Prepared::Refuse {
-            reason: "BackupRequired",
-            message: format!(
-                "DatabaseEnvironment {} is production, where migrations always back up first; backupBeforeMigrate: false is not allowed there. Nothing was changed; create a new run without it.",
-                env.name_any()
-            ),
-        });
+    if let Some(not_yet) = environment_refusal(run, &env) {
+        return Ok(not_yet);
     }
     let backup = backup_required(run, &env);
     if backup && let Err(why) = runs.backups.available(&env).await {
-        return Ok(Prepared::Refuse {
-            reason: "BackupsNotAvailable",
-            message: format!(
-                "This run requires a backup before migrating ({}), and {why}. Nothing was changed.",
-                if env.spec.tier == Tier::Production {
-                    "production environment"
-                } else {
-                    "backupBeforeMigrate: true"
-                }
-            ),
-        });
+        return Ok(backups_missing(&env, &why));
     }
     let maps = references::resolve_sources(ctx, &ns, &run.spec.source, "spec.source").await?;
     // With a container runner the files are the tool's to read (any layout); Lifeboat only mounts them.
@@ -268,28 +238,76 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
         .runner
         .as_ref()
         .map(|r| container::job(run, r, &maps, &secret.name, &creds, &database));
-    let status = run.status.clone().unwrap_or_default();
     Ok(Prepared::Start(Box::new(task::Job {
         creds,
         database,
         migrations,
         options: options(run),
-        prior: migrate::Prior {
-            from_version: status.from_version.clone(),
-            applied: migrations::Records::from_parts(
-                convert::all(status.applied),
-                usize::try_from(status.applied_count.unwrap_or_default()).unwrap_or_default(),
-            ),
-            rolled_back: migrations::Records::from_parts(
-                convert::all(status.rolled_back),
-                usize::try_from(status.rolled_back_count.unwrap_or_default()).unwrap_or_default(),
-            ),
-            failure: status.failure.map(Into::into),
-            backup_id: status.backup_id,
-        },
+        prior: prior(run.status.clone().unwrap_or_default()),
         backup: backup.then(|| (runs.backups.clone(), env)),
         runner,
     })))
+}
+
+/// Why the run cannot start on `env` now (not Ready yet) or ever (production without a backup), or
+/// `None` (pure).
+fn environment_refusal(run: &MigrationRun, env: &DatabaseEnvironment) -> Option<Prepared> {
+    let env_conditions = env
+        .status
+        .as_ref()
+        .map(|s| s.conditions())
+        .unwrap_or_default();
+    if !conditions::is_ready(env_conditions, env.metadata.generation) {
+        return Some(Prepared::Wait(Verdict::Reconciling {
+            reason: "EnvironmentNotReady",
+            message: format!(
+                "Waiting for DatabaseEnvironment {} to become Ready.",
+                env.name_any()
+            ),
+        }));
+    }
+    if env.spec.tier == Tier::Production && run.spec.backup_before_migrate == Some(false) {
+        return Some(Prepared::Refuse {
+            reason: "BackupRequired",
+            message: format!(
+                "DatabaseEnvironment {} is production, where migrations always back up first; backupBeforeMigrate: false is not allowed there. Nothing was changed; create a new run without it.",
+                env.name_any()
+            ),
+        });
+    }
+    None
+}
+
+/// The refusal of a run that must back up first when backups are not available (pure).
+fn backups_missing(env: &DatabaseEnvironment, why: &str) -> Prepared {
+    Prepared::Refuse {
+        reason: "BackupsNotAvailable",
+        message: format!(
+            "This run requires a backup before migrating ({}), and {why}. Nothing was changed.",
+            if env.spec.tier == Tier::Production {
+                "production environment"
+            } else {
+                "backupBeforeMigrate: true"
+            }
+        ),
+    }
+}
+
+/// What earlier attempts of the run recorded, for the runner to continue from (pure).
+fn prior(status: MigrationRunStatus) -> migrate::Prior {
+    migrate::Prior {
+        from_version: status.from_version.clone(),
+        applied: migrations::Records::from_parts(
+            convert::all(status.applied),
+            usize::try_from(status.applied_count.unwrap_or_default()).unwrap_or_default(),
+        ),
+        rolled_back: migrations::Records::from_parts(
+            convert::all(status.rolled_back),
+            usize::try_from(status.rolled_back_count.unwrap_or_default()).unwrap_or_default(),
+        ),
+        failure: status.failure.map(Into::into),
+        backup_id: status.backup_id,
+    }
 }
 
 fn options(run: &MigrationRun) -> migrate::RunOptions {
