@@ -6,7 +6,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 use super::{PgError, connect_admin, sql};
 use crate::engines::ServerCredentials;
-pub use crate::engines::Target;
+use crate::engines::Target;
 
 /// Who owns a database or role: this environment (`Ours`), nobody yet (`Absent`), or someone else.
 #[derive(Debug, PartialEq, Eq)]

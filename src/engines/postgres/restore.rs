@@ -14,9 +14,9 @@ use super::{
         DumpTools, STABLE_TEXT_SETTINGS, STDERR_TAIL, USER_TABLES, clean_command, connection_env,
         table_stat, tool_version,
     },
-    provision::{self, Target},
+    provision,
 };
-pub use crate::engines::{RestoreErrors, RestoreInput};
+use crate::engines::{RestoreErrors, RestoreInput, Target};
 use crate::{
     domain::{digest::sha256_hex, manifest::TableStats},
     engines::ServerCredentials,
