@@ -541,12 +541,16 @@ async fn restart_after_a_crash_converges_without_duplicates_or_leaks() {
     .await;
     let db = f.db_name("app");
     let pg = f.platform.pg.clone();
-    // Kill once the seed is running (the database exists and a session runs pg_sleep).
+    // Kill once the seed is running: a session in this environment's own database runs pg_sleep.
+    // (Other tests in this binary sleep too, in their own databases; only this one counts.)
+    let seed_sessions = "select count(*) from pg_stat_activity where datname = $1 and query like '%pg_sleep(4)%' and pid <> pg_backend_pid()";
     support::eventually("the seed to be running", WAIT, || {
         let pg = pg.clone();
+        let db = db.clone();
         async move {
             let mut c = support::admin_conn(&pg, "postgres").await;
-            let n: i64 = sqlx::query_scalar("select count(*) from pg_stat_activity where query like '%pg_sleep(4)%' and pid <> pg_backend_pid()")
+            let n: i64 = sqlx::query_scalar(seed_sessions)
+                .bind(&db)
                 .fetch_one(&mut c)
                 .await
                 .unwrap();
@@ -561,8 +565,9 @@ async fn restart_after_a_crash_converges_without_duplicates_or_leaks() {
         let pg = pg.clone();
         let db = db.clone();
         async move {
-            let mut c = support::admin_conn(&pg, &db).await;
-            let n: i64 = sqlx::query_scalar("select count(*) from pg_stat_activity where query like '%pg_sleep(4)%' and pid <> pg_backend_pid()")
+            let mut c = support::admin_conn(&pg, "postgres").await;
+            let n: i64 = sqlx::query_scalar(seed_sessions)
+                .bind(&db)
                 .fetch_one(&mut c)
                 .await
                 .unwrap();
