@@ -213,7 +213,7 @@ pub struct RunnerEnv {
     pub value: String,
 }
 
-/// Rule names squawk knows (`engines::migrate::lint::rule_names`; a test keeps the two lists equal).
+/// Rule names squawk knows (`engines::Migrate::lint_rule_names`; a test keeps the two lists equal).
 pub const LINT_RULE_NAMES: &[&str] = &[
     "adding-field-with-default",
     "adding-foreign-key-constraint",

@@ -1,5 +1,6 @@
 //! Database engines: one trait per capability a controller uses (connecting, provisioning, dropping,
-//! health, connection details, the instance template, dump, restore), engine-neutral data shapes
+//! health, connection details, the instance template, dump, restore, and migrate in [`migrate`]),
+//! engine-neutral data shapes
 //! ([`ServerCredentials`], [`Target`], [`RestoreInput`], [`RestoreErrors`]), and [`Engine`], the engine
 //! controllers call through those traits. PostgreSQL (`postgres/`) is the one implemented; Redis and
 //! MongoDB would be siblings implementing the same traits.
@@ -9,7 +10,10 @@
 //! each variant (or the controllers generic over the traits); the associated types (`Session`,
 //! `Error`, `Tools`, `Snapshot`) are where that change lands.
 
+pub mod migrate;
 pub mod postgres;
+
+pub use migrate::{Migrate, MigrationLock};
 
 use std::{
     collections::BTreeMap,
@@ -29,11 +33,6 @@ pub type Engine = postgres::Postgres;
 pub const ENGINE: Engine = postgres::Postgres;
 /// The engine's client programs (dump and restore), as the operator's flags configure them.
 pub type Tools = <Engine as Dump>::Tools;
-
-/// The migration runner of the engine (ledger, lock, lint, one transaction per migration), in the
-/// terms of `domain::migrations`. The one engine's runner today; with a second engine this becomes a
-/// trait like the capabilities above.
-pub use postgres::migrate;
 
 /// How to reach a database server, read from a Secret. `Debug` never prints the password.
 #[derive(Clone, PartialEq, Eq)]

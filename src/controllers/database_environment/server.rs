@@ -476,7 +476,10 @@ async fn migrate(
     use crate::{
         controllers::references::{raw_files, resolve_sources},
         domain::migrations::{self, Direction, LintMode, MigrationPhase, OnFailure},
-        engines::migrate::{self, Prior, RunOptions},
+        engines::{
+            Migrate as _,
+            migrate::{Prior, RunOptions},
+        },
     };
     let namespace = env.namespace().unwrap_or_default();
     let maps = resolve_sources(ctx, &namespace, source, "spec.migrations").await?;
@@ -514,7 +517,8 @@ async fn migrate(
         env,
         reported: false,
     };
-    let outcome = migrate::run(app, database, &parsed, &opts, Prior::default(), &mut hooks)
+    let outcome = ENGINE
+        .migrate(app, database, &parsed, &opts, Prior::default(), &mut hooks)
         .await
         .map_err(|e| Error::Transient {
             reason: "MigrationInterrupted",

@@ -16,10 +16,9 @@ use crate::{
     controllers::pod_job::{self, JobResult, PodJob},
     domain::migrations::MigrationPhase,
     engines::{
-        ConnectionDetails, ENGINE, ServerCredentials,
+        ConnectionDetails, ENGINE, Migrate as _, ServerCredentials,
         migrate::{
-            self, BackupFailure, Hooks, Interrupted, Outcome, Prior, RunOptions, RunState,
-            lock::LockError,
+            BackupFailure, Hooks, Interrupted, LockRefusal, Outcome, Prior, RunOptions, RunState,
         },
     },
 };
@@ -156,18 +155,19 @@ pub async fn run<H: Hooks>(
         message,
         state: state.clone(),
     };
-    let lock = match migrate::lock::acquire(creds, database, &options.label, options.lock_timeout)
+    let lock = match ENGINE
+        .lock_migrations(creds, database, &options.label, options.lock_timeout)
         .await
     {
         Ok(lock) => lock,
-        Err(LockError::Timeout { waited, holder }) => {
+        Err(LockRefusal::Timeout { waited, holder }) => {
             let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
             let message = format!(
                 "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; the runner was not started. Start a new run when it has finished."
             );
             return Ok(end(&state, MigrationPhase::Failed, "LockTimeout", message));
         }
-        Err(LockError::Pg(e)) => {
+        Err(LockRefusal::Failed(e)) => {
             let message = format!("{e}; the runner was not started.");
             return Ok(end(&state, MigrationPhase::Failed, e.reason(), message));
         }

@@ -1,7 +1,10 @@
 //! The runner's terms ↔ the MigrationRun API's: specs become run options, outcomes become status.
-//! The runner (`engines::migrate`, in the terms of `domain::migrations`) knows no Kubernetes type; this is where the two meet.
+//! The runner (`engines::Migrate`, in the terms of `engines::migrate` and `domain::migrations`) knows no Kubernetes type; this is where the two meet.
 
-use crate::{api::migration_run as api, domain::migrations as run, engines::migrate::adopt};
+use crate::{
+    api::migration_run as api,
+    domain::migrations::{self as run, adopt},
+};
 
 impl From<api::Direction> for run::Direction {
     fn from(d: api::Direction) -> Self {
@@ -180,7 +183,10 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(api, crate::engines::migrate::lint::rule_names());
+        assert_eq!(
+            api,
+            crate::engines::Migrate::lint_rule_names(&crate::engines::ENGINE)
+        );
     }
 
     #[test]

@@ -20,8 +20,8 @@ use crate::{
     controllers::{conditions::Verdict, status},
     domain::migrations::{self, Migration},
     engines::{
-        ServerCredentials,
-        migrate::{self, BackupFailure, Hooks, Outcome, Prior, RunOptions, RunState},
+        ENGINE, Migrate as _, ServerCredentials,
+        migrate::{BackupFailure, Hooks, Outcome, Prior, RunOptions, RunState},
     },
 };
 
@@ -102,15 +102,16 @@ async fn execute(ctx: Arc<Context>, run: Arc<MigrationRun>, job: Job) -> bool {
     let started = Instant::now();
     let result = match &job.runner {
         None => {
-            migrate::run(
-                &job.creds,
-                &job.database,
-                &job.migrations,
-                &job.options,
-                job.prior,
-                &mut hooks,
-            )
-            .await
+            ENGINE
+                .migrate(
+                    &job.creds,
+                    &job.database,
+                    &job.migrations,
+                    &job.options,
+                    job.prior,
+                    &mut hooks,
+                )
+                .await
         }
         Some(container) => {
             super::container::run(

@@ -1,7 +1,8 @@
 //! Schema migrations without an engine: the migration files and their formats ([`source`]), what a
-//! run is asked and reports ([`model`]) and what it will do ([`plan`]). Running them is the engine's
-//! (`engines::postgres::migrate`).
+//! run is asked and reports ([`model`]), what it will do ([`plan`]) and whose ledger it may adopt
+//! ([`adopt`]). Running them is the engine's (`engines::Migrate`).
 
+pub mod adopt;
 pub mod model;
 pub mod plan;
 pub mod source;

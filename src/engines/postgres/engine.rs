@@ -9,13 +9,15 @@ use std::{
 use sqlx::{Connection, PgConnection};
 use tokio::process::Child;
 
-use super::{PgError, connection, dump, instance, provision, restore, sql};
+use super::{PgError, connection, dump, instance, migrate, provision, restore, sql};
+use crate::domain::migrations::source::Migration;
 use crate::{
     domain::manifest::TableStats,
     engines::{
         Connect, ConnectionDetails, Dropping, Dump, DumpSnapshot, Failure, Health,
-        InstanceTemplate, Provisioning, Restore, RestoreErrors, RestoreInput, ServerCredentials,
-        Target,
+        InstanceTemplate, Migrate, MigrationLock, Provisioning, Restore, RestoreErrors,
+        RestoreInput, ServerCredentials, Target,
+        migrate::{Hooks, Interrupted, LockRefusal, Outcome, Prior, RunOptions},
     },
 };
 
@@ -355,5 +357,45 @@ impl Restore for Postgres {
         target: &Target,
     ) -> Result<Vec<String>, PgError> {
         restore::drop_scratch(admin, target).await
+    }
+}
+
+impl MigrationLock for migrate::lock::MigrationLock {
+    async fn release(self) {
+        migrate::lock::MigrationLock::release(self).await
+    }
+}
+
+impl Migrate for Postgres {
+    type Lock = migrate::lock::MigrationLock;
+
+    async fn migrate<H: Hooks>(
+        &self,
+        creds: &ServerCredentials,
+        database: &str,
+        migrations: &[Migration],
+        opts: &RunOptions,
+        prior: Prior,
+        hooks: &mut H,
+    ) -> Result<Outcome, Interrupted> {
+        migrate::run(creds, database, migrations, opts, prior, hooks).await
+    }
+    async fn lock_migrations(
+        &self,
+        creds: &ServerCredentials,
+        database: &str,
+        label: &str,
+        timeout: Duration,
+    ) -> Result<Self::Lock, LockRefusal<PgError>> {
+        use migrate::lock::{LockError, acquire};
+        acquire(creds, database, label, timeout)
+            .await
+            .map_err(|e| match e {
+                LockError::Timeout { waited, holder } => LockRefusal::Timeout { waited, holder },
+                LockError::Pg(e) => LockRefusal::Failed(e),
+            })
+    }
+    fn lint_rule_names(&self) -> Vec<String> {
+        migrate::lint::rule_names()
     }
 }

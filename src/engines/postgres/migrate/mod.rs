@@ -1,8 +1,9 @@
 //! Running schema migrations against PostgreSQL, shared by MigrationRun and DatabaseEnvironment's
 //! `migrations`: splitting scripts with squawk's parser ([`statements`]), squawk lint ([`lint`]), the
 //! ledger table ([`ledger`]), importing another tool's ledger ([`adopt`]), the advisory lock
-//! ([`lock`]) and doing it ([`runner`], [`execute`]). The files, the model and the plan are
-//! engine-free: `domain::migrations`.
+//! ([`lock`]) and doing it ([`runner`], [`execute`]): `engines::Migrate` for PostgreSQL. The files,
+//! the model and the plan are engine-free (`domain::migrations`), and so are the run's terms
+//! (`engines::migrate`, re-exported here).
 
 pub mod adopt;
 pub mod execute;

@@ -19,11 +19,14 @@ use super::{
 };
 use crate::domain::migrations::{
     model::{
-        Direction, LedgerRow, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS,
-        MigrationFailure, MigrationPhase, MigrationRecord, OnFailure, Records, Severity, Version,
+        Direction, LedgerRow, LintMode, MAX_LINT_FINDINGS, MigrationFailure, MigrationPhase,
+        MigrationRecord, OnFailure, Records, Severity, Version,
     },
     plan::{self, Action, PlanError, Step},
     source::Migration,
+};
+pub use crate::engines::migrate::{
+    BackupFailure, Hooks, Interrupted, NoHooks, Outcome, Prior, RunOptions, RunState,
 };
 use crate::engines::{
     ServerCredentials,
@@ -33,115 +36,6 @@ use crate::engines::{
 /// A migrations' connection opened alongside the lock's is opened again when taking the lock took longer
 /// than this (it sat idle meanwhile).
 const IDLE_REOPEN: Duration = Duration::from_secs(1);
-
-/// What the run was asked to do.
-#[derive(Clone, Debug)]
-pub struct RunOptions {
-    /// UID of the MigrationRun, recorded in the ledger.
-    pub run_uid: String,
-    /// `namespace/name` of the run, shown to runs waiting for the lock.
-    pub label: String,
-    pub direction: Direction,
-    pub target_version: Option<Version>,
-    pub on_failure: OnFailure,
-    pub lint: LintMode,
-    /// Rules excluded, demoted or promoted for this run.
-    pub lint_rules: LintRules,
-    /// Whose ledger to import on a database Lifeboat has not migrated before.
-    pub adopt: adopt::AdoptFrom,
-    /// On such a database without another tool's ledger: the source's migrations up to this version
-    /// are recorded as applied without running them.
-    pub baseline_version: Option<Version>,
-    /// Longest wait for the migration lock, and for a table lock within a script.
-    pub lock_timeout: Duration,
-    pub statement_timeout: Option<Duration>,
-}
-
-/// What an earlier attempt of this run recorded in status (after an operator restart).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Prior {
-    pub from_version: Option<Version>,
-    /// As status keeps them (bounded); what was applied or reverted is read from the database.
-    pub applied: Records,
-    pub rolled_back: Records,
-    /// Set once a migration failed: the attempt was rolling back (or halting) when it stopped.
-    pub failure: Option<MigrationFailure>,
-    pub backup_id: Option<String>,
-}
-
-/// The run's state as status shows it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RunState {
-    pub from_version: Option<Version>,
-    pub to_version: Option<Version>,
-    /// Migrations this run applied (for `down`: reverted), bounded.
-    pub applied: Records,
-    /// Migrations the rollback undid, bounded.
-    pub rolled_back: Records,
-    /// At most [`MAX_LINT_FINDINGS`].
-    pub lint_findings: Vec<LintFinding>,
-    pub lint_total: usize,
-    /// Findings per rule, errors first.
-    pub lint_counts: Vec<LintCount>,
-    /// What was imported from another tool's ledger (or a baseline), when this run did.
-    pub imported: Option<adopt::Imported>,
-    pub failure: Option<MigrationFailure>,
-    pub backup_id: Option<String>,
-    /// What the run is doing now, in one sentence.
-    pub activity: String,
-    /// Steps the plan holds (0 until planned, and when nothing is pending).
-    pub pending: usize,
-}
-
-/// How the run ended.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
-    pub phase: MigrationPhase,
-    /// CamelCase reason for the condition and event.
-    pub reason: &'static str,
-    /// One or two sentences: what happened and what is applied now.
-    pub message: String,
-    pub state: RunState,
-}
-
-/// A backup could not be taken; the run fails before changing anything.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackupFailure {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-/// The run's link to the outside: status writes and the backup. The controller implements it; tests and
-/// the benchmark use [`NoHooks`].
-pub trait Hooks: Send {
-    /// Records progress. `durable`: the run may not go on unless this is recorded (it is what a resumed
-    /// attempt needs to know). Errors are messages.
-    fn report(
-        &mut self,
-        state: &RunState,
-        durable: bool,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-    /// Takes a backup and waits for it, when the run requires one; `Ok(None)`: none required. Called
-    /// with the lock held, after lint, before the first change.
-    fn backup(&mut self) -> impl Future<Output = Result<Option<String>, BackupFailure>> + Send;
-}
-
-/// Hooks that record nothing and take no backup.
-pub struct NoHooks;
-
-impl Hooks for NoHooks {
-    async fn report(&mut self, _: &RunState, _: bool) -> Result<(), String> {
-        Ok(())
-    }
-    async fn backup(&mut self) -> Result<Option<String>, BackupFailure> {
-        Ok(None)
-    }
-}
-
-/// The run stopped without a result because a durable progress report failed; resume it later.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the run was interrupted: {0}")]
-pub struct Interrupted(pub String);
 
 /// Reason for a migration that failed, from its SQLSTATE.
 pub fn failure_reason(f: &MigrationFailure) -> &'static str {
