@@ -46,8 +46,11 @@ async fn reconcile(server: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Act
             Ok((version, creds)) => Verdict::Ready {
                 reason: "Ready",
                 message: sentence(&format!(
-                    "PostgreSQL {version} at {}:{} answers with the admin credentials (sslmode {})",
-                    creds.host, creds.port, creds.sslmode
+                    "{} {version} at {}:{} answers with the admin credentials (sslmode {})",
+                    ENGINE.product(),
+                    creds.host,
+                    creds.port,
+                    creds.sslmode
                 )),
             },
             Err(e) => verdict_for(e),

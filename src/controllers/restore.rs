@@ -153,12 +153,15 @@ impl Restored {
     pub fn describe(&self) -> String {
         match (self.spooled_bytes, &self.fallback) {
             (Some(bytes), _) => format!(
-                "spooled {} to disk, then pg_restore with {} parallel jobs",
+                "spooled {} to disk, then {} with {} parallel jobs",
                 human_bytes(bytes),
+                ENGINE.restore_tool(),
                 self.jobs
             ),
-            (None, Some(why)) => format!("streamed into one pg_restore job: {why}"),
-            (None, None) => "streamed into one pg_restore job".into(),
+            (None, Some(why)) => {
+                format!("streamed into one {} job: {why}", ENGINE.restore_tool())
+            }
+            (None, None) => format!("streamed into one {} job", ENGINE.restore_tool()),
         }
     }
 }
@@ -258,6 +261,7 @@ impl Session<'_> {
         input: RestoreInput<'_>,
         feed: Option<(storage::ByteStream, &Manifest)>,
     ) -> Result<(), String> {
+        let tool = ENGINE.restore_tool();
         let mut child = ENGINE
             .spawn_restore(
                 self.tools,
@@ -267,15 +271,15 @@ impl Session<'_> {
                 input,
                 !self.tolerant,
             )
-            .map_err(|e| format!("cannot start pg_restore: {e}"))?;
+            .map_err(|e| format!("cannot start {tool}: {e}"))?;
         let Some(stderr) = child.stderr.take() else {
-            return Err("pg_restore was started without a stderr pipe".into());
+            return Err(format!("{tool} was started without a stderr pipe"));
         };
         let stderr = tokio::spawn(ENGINE.scan_restore_stderr(stderr));
         let mut piped = Ok(());
         if let Some((stream, manifest)) = feed {
             let Some(stdin) = child.stdin.take() else {
-                return Err("pg_restore was started without a stdin pipe".into());
+                return Err(format!("{tool} was started without a stdin pipe"));
             };
             let sink = decoder(&manifest.dump.compression, stdin);
             let (read, result) = storage::copy_hashed(stream, sink)
@@ -287,13 +291,13 @@ impl Session<'_> {
         let status = child
             .wait()
             .await
-            .map_err(|e| format!("waiting for pg_restore: {e}"))?;
+            .map_err(|e| format!("waiting for {tool}: {e}"))?;
         let errors = stderr.await.unwrap_or_default();
         let ignored = !status.success() && self.tolerant && errors.only_ignorable();
         if ignored {
             tracing::debug!(
                 sessions = errors.ignorable,
-                "pg_restore's SET transaction_timeout is unknown to this server; ignored"
+                "{tool}'s settings unknown to this server were ignored"
             );
         }
         if (status.success() || ignored) && piped.is_ok() {
@@ -305,7 +309,7 @@ impl Session<'_> {
             }
             _ => errors.detail(),
         };
-        Err(format!("pg_restore failed: {detail}"))
+        Err(format!("{tool} failed: {detail}"))
     }
 }
 

@@ -92,6 +92,8 @@ pub trait Connect {
 
     /// The engine's name, as a manifest records it and instance objects are named (`postgres`).
     fn name(&self) -> &'static str;
+    /// The server product's name, for messages (`PostgreSQL`).
+    fn product(&self) -> &'static str;
     /// A session with admin credentials on the server's maintenance database.
     fn connect_admin(
         &self,
@@ -264,6 +266,10 @@ pub trait Dump: Connect {
     fn tools(&self, bin_dir: Option<PathBuf>) -> Self::Tools;
     /// The archive format a manifest records.
     fn dump_format(&self) -> &'static str;
+    /// The dump program's name, for messages (`pg_dump`).
+    fn dump_tool(&self) -> &'static str;
+    /// The operator flag that says where the client programs are (`--pg-bin-dir`).
+    fn tools_flag(&self) -> &'static str;
     /// The dump program (for messages).
     fn dump_program(&self, tools: &Self::Tools) -> PathBuf;
     /// The dump program's version line and major version.
@@ -335,6 +341,8 @@ impl RestoreErrors {
 
 /// Restoring a dump (as the role that will own the data) and checking what was restored.
 pub trait Restore: Dump {
+    /// The restore program's name, for messages (`pg_restore`).
+    fn restore_tool(&self) -> &'static str;
     /// The restore program's major version.
     fn restore_major(
         &self,

@@ -22,7 +22,7 @@ use tokio_util::io::InspectReader;
 use crate::{
     api::backup_schedule::Compression,
     domain::manifest::{DumpObject, EnvironmentRef, MANIFEST_FORMAT, Manifest},
-    engines::{Connect, Dump, DumpSnapshot, ENGINE, Engine, ServerCredentials, Tools},
+    engines::{Connect, Dump, DumpSnapshot, ENGINE, Engine, Restore, ServerCredentials, Tools},
     storage::{self, BackupStore, DUMP_OBJECT, MANIFEST_OBJECT},
 };
 
@@ -88,8 +88,11 @@ async fn run(job: &Job) -> Result<Manifest, Failure> {
         return Err(fail(
             "DumpToolTooOld",
             format!(
-                "{tool_version} cannot dump PostgreSQL {}: pg_dump must be at least the server's major version (set --pg-bin-dir to a newer client)",
-                snapshot.server_version()
+                "{tool_version} cannot dump {} {}: {} must be at least the server's major version (set {} to a newer client)",
+                ENGINE.product(),
+                snapshot.server_version(),
+                ENGINE.dump_tool(),
+                ENGINE.tools_flag()
             ),
         ));
     }
@@ -204,7 +207,10 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
             )
         })?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(fail("DumpFailed", "pg_dump was started without pipes"));
+        return Err(fail(
+            "DumpFailed",
+            format!("{} was started without pipes", ENGINE.dump_tool()),
+        ));
     };
     let stderr = tokio::spawn(ENGINE.stderr_tail(stderr));
     let raw = Arc::new(AtomicU64::new(0));
@@ -229,10 +235,12 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
     let compressed = compressor
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| fail("DumpFailed", format!("waiting for pg_dump: {e}")))?;
+    let status = child.wait().await.map_err(|e| {
+        fail(
+            "DumpFailed",
+            format!("waiting for {}: {e}", ENGINE.dump_tool()),
+        )
+    })?;
     let stderr = stderr.await.unwrap_or_default();
     let stored = uploaded.map_err(|e| fail(e.reason(), e.to_string()))?;
     if let Err(e) = compressed
@@ -243,12 +251,20 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
     if !status.success() {
         return Err(fail(
             "DumpFailed",
-            format!("pg_dump {}: {}", exit_text(status), stderr.trim()),
+            format!(
+                "{} {}: {}",
+                ENGINE.dump_tool(),
+                exit_text(status),
+                stderr.trim()
+            ),
         ));
     }
     let raw_size = raw.load(Ordering::Relaxed);
     if raw_size == 0 {
-        return Err(fail("DumpFailed", "pg_dump exited 0 but wrote nothing"));
+        return Err(fail(
+            "DumpFailed",
+            format!("{} exited 0 but wrote nothing", ENGINE.dump_tool()),
+        ));
     }
     Ok((stored, raw_size))
 }
@@ -285,11 +301,17 @@ async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
         .stream(&path)
         .await
         .map_err(|e| fail(e.reason(), format!("verify: {e}")))?;
-    let mut child = ENGINE
-        .spawn_archive_check(&job.tools)
-        .map_err(|e| fail("DumpToolMissing", format!("cannot start pg_restore: {e}")))?;
+    let mut child = ENGINE.spawn_archive_check(&job.tools).map_err(|e| {
+        fail(
+            "DumpToolMissing",
+            format!("cannot start {}: {e}", ENGINE.restore_tool()),
+        )
+    })?;
     let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
-        return Err(fail("VerifyFailed", "pg_restore was started without pipes"));
+        return Err(fail(
+            "VerifyFailed",
+            format!("{} was started without pipes", ENGINE.restore_tool()),
+        ));
     };
     let stderr = tokio::spawn(ENGINE.stderr_tail(stderr));
     let sink: Box<dyn AsyncWrite + Unpin + Send> = match job.compression {
@@ -300,10 +322,12 @@ async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
     let (read, piped) = storage::copy_hashed(stream, sink)
         .await
         .map_err(|e| fail("VerifyFailed", format!("reading the dump back: {e}")))?;
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| fail("VerifyFailed", format!("waiting for pg_restore: {e}")))?;
+    let status = child.wait().await.map_err(|e| {
+        fail(
+            "VerifyFailed",
+            format!("waiting for {}: {e}", ENGINE.restore_tool()),
+        )
+    })?;
     let stderr = stderr.await.unwrap_or_default();
     if read != *stored {
         return Err(fail(
@@ -326,7 +350,8 @@ async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
         return Err(fail(
             "VerifyFailed",
             format!(
-                "pg_restore could not read the archive back ({}): {detail}",
+                "{} could not read the archive back ({}): {detail}",
+                ENGINE.restore_tool(),
                 exit_text(status)
             ),
         ));

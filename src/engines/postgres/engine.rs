@@ -47,6 +47,9 @@ impl Connect for Postgres {
     fn name(&self) -> &'static str {
         "postgres"
     }
+    fn product(&self) -> &'static str {
+        "PostgreSQL"
+    }
     async fn connect_admin(&self, admin: &ServerCredentials) -> Result<PgConnection, PgError> {
         super::connect_admin(admin, MAINTENANCE_DATABASE).await
     }
@@ -250,6 +253,12 @@ impl Dump for Postgres {
     fn tools(&self, bin_dir: Option<PathBuf>) -> dump::DumpTools {
         dump::DumpTools { bin_dir }
     }
+    fn dump_tool(&self) -> &'static str {
+        "pg_dump"
+    }
+    fn tools_flag(&self) -> &'static str {
+        "--pg-bin-dir"
+    }
     fn dump_format(&self) -> &'static str {
         // pg_dump -Fc
         "custom"
@@ -287,6 +296,9 @@ impl Dump for Postgres {
 }
 
 impl Restore for Postgres {
+    fn restore_tool(&self) -> &'static str {
+        "pg_restore"
+    }
     async fn restore_major(&self, tools: &dump::DumpTools) -> Result<u32, String> {
         tools.restore_major().await
     }
