@@ -151,17 +151,15 @@ pub struct Restored {
 impl Restored {
     /// One line for `restoreMethod`.
     pub fn describe(&self) -> String {
+        let tool = ENGINE.restore_tool();
         match (self.spooled_bytes, &self.fallback) {
             (Some(bytes), _) => format!(
-                "spooled {} to disk, then {} with {} parallel jobs",
+                "spooled {} to disk, then {tool} with {} parallel jobs",
                 human_bytes(bytes),
-                ENGINE.restore_tool(),
                 self.jobs
             ),
-            (None, Some(why)) => {
-                format!("streamed into one {} job: {why}", ENGINE.restore_tool())
-            }
-            (None, None) => format!("streamed into one {} job", ENGINE.restore_tool()),
+            (None, Some(why)) => format!("streamed into one {tool} job: {why}"),
+            (None, None) => format!("streamed into one {tool} job"),
         }
     }
 }

@@ -135,6 +135,26 @@ pub enum LockRefusal<E> {
     Failed(E),
 }
 
+impl<E> From<E> for LockRefusal<E> {
+    fn from(e: E) -> Self {
+        LockRefusal::Failed(e)
+    }
+}
+
+/// The message of a [`LockRefusal::Timeout`] on `database`; `then` says what did not happen
+/// ("nothing was changed", "the runner was not started").
+pub fn lock_timeout_message(
+    database: &str,
+    waited: Duration,
+    holder: Option<&str>,
+    then: &str,
+) -> String {
+    let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
+    format!(
+        "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; {then}. Start a new run when it has finished."
+    )
+}
+
 /// A held migration lock on one database; released by [`MigrationLock::release`] (or when dropped,
 /// by closing its session).
 pub trait MigrationLock: Send {

@@ -268,8 +268,6 @@ pub trait Dump: Connect {
     fn dump_format(&self) -> &'static str;
     /// The dump program's name, for messages (`pg_dump`).
     fn dump_tool(&self) -> &'static str;
-    /// The operator flag that says where the client programs are (`--pg-bin-dir`).
-    fn tools_flag(&self) -> &'static str;
     /// The dump program (for messages).
     fn dump_program(&self, tools: &Self::Tools) -> PathBuf;
     /// The dump program's version line and major version.

@@ -88,11 +88,10 @@ async fn run(job: &Job) -> Result<Manifest, Failure> {
         return Err(fail(
             "DumpToolTooOld",
             format!(
-                "{tool_version} cannot dump {} {}: {} must be at least the server's major version (set {} to a newer client)",
+                "{tool_version} cannot dump {} {}: {} must be at least the server's major version (set --pg-bin-dir to a newer client)",
                 ENGINE.product(),
                 snapshot.server_version(),
-                ENGINE.dump_tool(),
-                ENGINE.tools_flag()
+                ENGINE.dump_tool()
             ),
         ));
     }
@@ -178,6 +177,7 @@ async fn lock_and_snapshot(job: &Job) -> Result<<Engine as Dump>::Snapshot, Fail
 
 /// Runs pg_dump and streams its archive into the store; returns what was stored and pg_dump's bytes.
 async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failure> {
+    let tool = ENGINE.dump_tool();
     let private = tempfile::Builder::new()
         .prefix("lifeboat-backup-")
         .tempdir()
@@ -209,7 +209,7 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(fail(
             "DumpFailed",
-            format!("{} was started without pipes", ENGINE.dump_tool()),
+            format!("{tool} was started without pipes"),
         ));
     };
     let stderr = tokio::spawn(ENGINE.stderr_tail(stderr));
@@ -235,12 +235,10 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
     let compressed = compressor
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    let status = child.wait().await.map_err(|e| {
-        fail(
-            "DumpFailed",
-            format!("waiting for {}: {e}", ENGINE.dump_tool()),
-        )
-    })?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| fail("DumpFailed", format!("waiting for {tool}: {e}")))?;
     let stderr = stderr.await.unwrap_or_default();
     let stored = uploaded.map_err(|e| fail(e.reason(), e.to_string()))?;
     if let Err(e) = compressed
@@ -251,19 +249,14 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
     if !status.success() {
         return Err(fail(
             "DumpFailed",
-            format!(
-                "{} {}: {}",
-                ENGINE.dump_tool(),
-                exit_text(status),
-                stderr.trim()
-            ),
+            format!("{tool} {}: {}", exit_text(status), stderr.trim()),
         ));
     }
     let raw_size = raw.load(Ordering::Relaxed);
     if raw_size == 0 {
         return Err(fail(
             "DumpFailed",
-            format!("{} exited 0 but wrote nothing", ENGINE.dump_tool()),
+            format!("{tool} exited 0 but wrote nothing"),
         ));
     }
     Ok((stored, raw_size))
@@ -295,22 +288,20 @@ async fn compress(
 /// Reads the stored dump back: its size and SHA-256 must match what was written, and `pg_restore`
 /// must read every entry of the (decompressed) archive.
 async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
+    let tool = ENGINE.restore_tool();
     let path = job.store.path(&job.id, DUMP_OBJECT);
     let stream = job
         .store
         .stream(&path)
         .await
         .map_err(|e| fail(e.reason(), format!("verify: {e}")))?;
-    let mut child = ENGINE.spawn_archive_check(&job.tools).map_err(|e| {
-        fail(
-            "DumpToolMissing",
-            format!("cannot start {}: {e}", ENGINE.restore_tool()),
-        )
-    })?;
+    let mut child = ENGINE
+        .spawn_archive_check(&job.tools)
+        .map_err(|e| fail("DumpToolMissing", format!("cannot start {tool}: {e}")))?;
     let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
         return Err(fail(
             "VerifyFailed",
-            format!("{} was started without pipes", ENGINE.restore_tool()),
+            format!("{tool} was started without pipes"),
         ));
     };
     let stderr = tokio::spawn(ENGINE.stderr_tail(stderr));
@@ -322,12 +313,10 @@ async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
     let (read, piped) = storage::copy_hashed(stream, sink)
         .await
         .map_err(|e| fail("VerifyFailed", format!("reading the dump back: {e}")))?;
-    let status = child.wait().await.map_err(|e| {
-        fail(
-            "VerifyFailed",
-            format!("waiting for {}: {e}", ENGINE.restore_tool()),
-        )
-    })?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| fail("VerifyFailed", format!("waiting for {tool}: {e}")))?;
     let stderr = stderr.await.unwrap_or_default();
     if read != *stored {
         return Err(fail(
@@ -350,8 +339,7 @@ async fn verify(job: &Job, stored: &storage::Stored) -> Result<(), Failure> {
         return Err(fail(
             "VerifyFailed",
             format!(
-                "{} could not read the archive back ({}): {detail}",
-                ENGINE.restore_tool(),
+                "{tool} could not read the archive back ({}): {detail}",
                 exit_text(status)
             ),
         ));

@@ -19,6 +19,7 @@ use crate::{
         ConnectionDetails, ENGINE, Migrate as _, ServerCredentials,
         migrate::{
             BackupFailure, Hooks, Interrupted, LockRefusal, Outcome, Prior, RunOptions, RunState,
+            lock_timeout_message,
         },
     },
 };
@@ -161,10 +162,8 @@ pub async fn run<H: Hooks>(
     {
         Ok(lock) => lock,
         Err(LockRefusal::Timeout { waited, holder }) => {
-            let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
-            let message = format!(
-                "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; the runner was not started. Start a new run when it has finished."
-            );
+            let then = "the runner was not started";
+            let message = lock_timeout_message(database, waited, holder.as_deref(), then);
             return Ok(end(&state, MigrationPhase::Failed, "LockTimeout", message));
         }
         Err(LockRefusal::Failed(e)) => {

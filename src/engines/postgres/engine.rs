@@ -256,9 +256,6 @@ impl Dump for Postgres {
     fn dump_tool(&self) -> &'static str {
         "pg_dump"
     }
-    fn tools_flag(&self) -> &'static str {
-        "--pg-bin-dir"
-    }
     fn dump_format(&self) -> &'static str {
         // pg_dump -Fc
         "custom"
@@ -399,13 +396,7 @@ impl Migrate for Postgres {
         label: &str,
         timeout: Duration,
     ) -> Result<Self::Lock, LockRefusal<PgError>> {
-        use migrate::lock::{LockError, acquire};
-        acquire(creds, database, label, timeout)
-            .await
-            .map_err(|e| match e {
-                LockError::Timeout { waited, holder } => LockRefusal::Timeout { waited, holder },
-                LockError::Pg(e) => LockRefusal::Failed(e),
-            })
+        migrate::lock::acquire(creds, database, label, timeout).await
     }
     fn lint_rule_names(&self) -> Vec<String> {
         migrate::lint::rule_names()

@@ -12,6 +12,7 @@ use tracing::warn;
 
 use crate::engines::{
     ServerCredentials,
+    migrate::LockRefusal,
     postgres::{self, PgError, sql},
 };
 
@@ -26,16 +27,8 @@ pub const APPLICATION_PREFIX: &str = "lifeboat-migrate ";
 /// 14+): a killed operator's statements are cancelled, not left running to their end.
 pub const CLIENT_CHECK_INTERVAL: &str = "1s";
 
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error("another migration held the lock for longer than lockTimeout ({waited:?}){}", holder.as_ref().map(|h| format!(": {h}")).unwrap_or_default())]
-    Timeout {
-        waited: Duration,
-        holder: Option<String>,
-    },
-    #[error(transparent)]
-    Pg(#[from] PgError),
-}
+/// Why the lock was not taken: another run held it too long, or PostgreSQL failed.
+pub type LockError = LockRefusal<PgError>;
 
 /// A held migration lock. Release it with [`MigrationLock::release`]; dropping it closes the connection,
 /// which releases it too.
@@ -88,7 +81,7 @@ pub async fn acquire(
             }
             let holder = holder(&mut conn).await;
             let _ = conn.close().await;
-            Err(LockError::Timeout {
+            Err(LockRefusal::Timeout {
                 waited: timeout,
                 holder,
             })

@@ -28,6 +28,7 @@ use crate::domain::migrations::{
 pub use crate::engines::migrate::{
     BackupFailure, Hooks, Interrupted, NoHooks, Outcome, Prior, RunOptions, RunState,
 };
+use crate::engines::migrate::{LockRefusal, lock_timeout_message};
 use crate::engines::{
     ServerCredentials,
     postgres::{self, PgError},
@@ -148,17 +149,12 @@ impl<'a> Run<'a> {
     /// The migration lock could not be taken: nothing was changed.
     fn lock_failed(&mut self, e: LockError, database: &str) -> Outcome {
         match e {
-            LockError::Timeout { waited, holder } => {
-                let who = holder.map(|h| format!(" ({h})")).unwrap_or_default();
-                self.end(
-                    MigrationPhase::Failed,
-                    "LockTimeout",
-                    format!(
-                        "Another migration held the migration lock on database {database} for longer than lockTimeout ({waited:?}){who}; nothing was changed. Start a new run when it has finished."
-                    ),
-                )
-            }
-            LockError::Pg(e) => self.pg_failed(e),
+            LockRefusal::Timeout { waited, holder } => self.end(
+                MigrationPhase::Failed,
+                "LockTimeout",
+                lock_timeout_message(database, waited, holder.as_deref(), "nothing was changed"),
+            ),
+            LockRefusal::Failed(e) => self.pg_failed(e),
         }
     }
 
