@@ -193,3 +193,32 @@ pub trait Migrate: Connect {
     /// The names of the lint rules the engine's linter knows, as `spec.lint.rules` takes them.
     fn lint_rule_names(&self) -> Vec<String>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_timeout_names_the_database_the_wait_the_holder_and_what_did_not_happen() {
+        let m = lock_timeout_message(
+            "shop",
+            Duration::from_millis(1500),
+            Some("held by MigrationRun prod/add-index (server pid 42)"),
+            "nothing was changed",
+        );
+        assert_eq!(
+            m,
+            "Another migration held the migration lock on database shop for longer than lockTimeout (1.5s) (held by MigrationRun prod/add-index (server pid 42)); nothing was changed. Start a new run when it has finished."
+        );
+        let m = lock_timeout_message(
+            "shop",
+            Duration::from_secs(1),
+            None,
+            "the runner was not started",
+        );
+        assert!(
+            m.ends_with("(1s); the runner was not started. Start a new run when it has finished."),
+            "{m}"
+        );
+    }
+}
