@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     api::{ConditionedStatus, DatabaseServer},
-    engines::{Connect, ENGINE, Health, ServerCredentials},
+    engines::{self, Connect, ENGINE, Health, ServerCredentials},
 };
 
 pub const CONTROLLER: &str = "databaseserver";
@@ -47,7 +47,7 @@ async fn reconcile(server: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Act
                 reason: "Ready",
                 message: sentence(&format!(
                     "{} {version} at {}:{} answers with the admin credentials (sslmode {})",
-                    ENGINE.product(),
+                    super::engine::kind(server.spec.engine).product(),
                     creds.host,
                     creds.port,
                     creds.sslmode
@@ -65,13 +65,21 @@ async fn reconcile(server: Arc<DatabaseServer>, ctx: Arc<Context>) -> Result<Act
     .await
 }
 
-/// Connects with the admin credentials and checks the role may create databases and roles.
+/// Connects with the admin credentials and checks the role may create databases and roles (the
+/// engine's users, for engines of the coarse [`engines::Tenancy`] verbs).
 async fn check(
     server: &DatabaseServer,
     ctx: &Context,
 ) -> Result<(String, ServerCredentials), Error> {
     let creds =
         super::server_access::admin_credentials(ctx, &server.name_any(), &server.spec).await?;
+    if let Some(tenancy) = engines::tenancy(super::engine::kind(server.spec.engine)) {
+        let facts = tenancy
+            .check_server(&creds)
+            .await
+            .map_err(super::error::pg)?;
+        return Ok((facts.version, creds));
+    }
     let mut conn = ENGINE
         .connect_admin(&creds)
         .await

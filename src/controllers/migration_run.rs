@@ -252,6 +252,17 @@ async fn prepare(run: &MigrationRun, runs: &Runs) -> Result<Prepared, Error> {
 /// Why the run cannot start on `env` now (not Ready yet) or ever (production without a backup), or
 /// `None` (pure).
 fn environment_refusal(run: &MigrationRun, env: &DatabaseEnvironment) -> Option<Prepared> {
+    let engine = super::engine::kind(env.spec.engine);
+    if let Err(e) = engine.require(crate::engines::Capability::Migrations) {
+        return Some(Prepared::Refuse {
+            reason: crate::engines::Unsupported::REASON,
+            message: format!(
+                "DatabaseEnvironment {} runs {}: {e}. Nothing was changed.",
+                env.name_any(),
+                engine.product()
+            ),
+        });
+    }
     let env_conditions = env
         .status
         .as_ref()

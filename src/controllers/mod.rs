@@ -11,6 +11,7 @@ pub mod clock;
 pub mod conditions;
 pub mod database_environment;
 pub mod database_server;
+pub mod engine;
 pub mod error;
 pub mod migration_run;
 pub mod pod_job;

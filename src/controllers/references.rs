@@ -10,7 +10,7 @@ use super::{Context, Error};
 use crate::{
     api::{ConfigMapSource, ConnectionSecretRef},
     domain::migrations::RawFile,
-    engines::{ConnectionDetails, ENGINE, ServerCredentials},
+    engines::{Kind, ServerCredentials},
 };
 
 /// Key in an admin or connection Secret holding a PEM CA bundle for `verify-ca`/`verify-full`.
@@ -114,7 +114,7 @@ pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Reads connection credentials from a Secret through the key names of `secret_ref`.
+/// Reads a PostgreSQL connection's credentials from a Secret through the key names of `secret_ref`.
 pub async fn connection_credentials(
     ctx: &Context,
     namespace: &str,
@@ -122,6 +122,28 @@ pub async fn connection_credentials(
     field: &str,
     with_database: bool,
 ) -> Result<(ServerCredentials, Option<String>), Error> {
+    engine_credentials(
+        ctx,
+        Kind::Postgres,
+        namespace,
+        secret_ref,
+        field,
+        with_database,
+    )
+    .await
+}
+
+/// Reads the credentials of a `kind` server from a Secret through the key names of `secret_ref`:
+/// the engine says the default port and the TLS modes a Secret may name.
+pub async fn engine_credentials(
+    ctx: &Context,
+    kind: Kind,
+    namespace: &str,
+    secret_ref: &ConnectionSecretRef,
+    field: &str,
+    with_database: bool,
+) -> Result<(ServerCredentials, Option<String>), Error> {
+    let details = crate::engines::connection_details(kind);
     let mut required = vec![
         secret_ref.host_key(),
         secret_ref.username_key(),
@@ -133,7 +155,7 @@ pub async fn connection_credentials(
     let secret = secret_with_keys(ctx, namespace, &secret_ref.name, field, &required).await?;
     let get = |key: &str| secret_value(&secret, key);
     let port = match get(secret_ref.port_key()) {
-        None => ENGINE.default_port(),
+        None => details.default_port(),
         Some(p) => p.trim().parse().map_err(|_| Error::NeedsAttention {
             reason: "SecretKeyInvalid",
             source: None,
@@ -147,15 +169,15 @@ pub async fn connection_credentials(
     let ca_pem = get(CA_KEY).map(String::into_bytes);
     // A CA in the Secret says the server's certificate can be checked: the engine's default then checks it.
     let sslmode = get(secret_ref.sslmode_key())
-        .unwrap_or_else(|| ENGINE.default_ssl_mode(ca_pem.is_some()).into());
-    if !ENGINE.ssl_modes().contains(&sslmode.as_str()) {
+        .unwrap_or_else(|| details.default_ssl_mode(ca_pem.is_some()).into());
+    if !details.ssl_modes().contains(&sslmode.as_str()) {
         return Err(Error::NeedsAttention {
             reason: "SecretKeyInvalid",
             source: None,
             message: format!(
                 "Secret {namespace}/{} named by {field}: sslmode {sslmode:?} is not one of {}",
                 secret_ref.name,
-                ENGINE.ssl_modes().join(", ")
+                details.ssl_modes().join(", ")
             ),
         });
     }

@@ -13,6 +13,7 @@ use super::{Context, Error, references};
 use crate::{
     api::{
         DatabaseServer,
+        database_environment::Engine,
         database_server::{DatabaseServerSpec, ServerSslMode},
     },
     engines::ServerCredentials,
@@ -27,8 +28,9 @@ pub async fn admin_credentials(
     spec: &DatabaseServerSpec,
 ) -> Result<ServerCredentials, Error> {
     let field = format!("DatabaseServer {name} spec.adminSecretRef");
-    let (mut creds, _) = references::connection_credentials(
+    let (mut creds, _) = references::engine_credentials(
         ctx,
+        super::engine::kind(spec.engine),
         &ctx.config.operator_namespace,
         &spec.admin_secret_ref,
         &field,
@@ -92,9 +94,14 @@ impl Resolved {
     }
 }
 
-/// Resolves the DatabaseServer `name` for an environment in `namespace`: it must exist, and it must
-/// allow the namespace.
-pub async fn resolve(ctx: &Context, name: &str, namespace: &str) -> Result<Resolved, Error> {
+/// Resolves the DatabaseServer `name` for an environment of `engine` in `namespace`: it must exist,
+/// run that engine, and allow the namespace.
+pub async fn resolve(
+    ctx: &Context,
+    name: &str,
+    namespace: &str,
+    engine: Engine,
+) -> Result<Resolved, Error> {
     let servers: Api<DatabaseServer> = Api::all(ctx.client.clone());
     let server = servers
         .get_opt(name)
@@ -106,6 +113,17 @@ pub async fn resolve(ctx: &Context, name: &str, namespace: &str) -> Result<Resol
                 "DatabaseServer {name} named by spec.server.serverRef does not exist; `kubectl get databaseservers` lists those that do"
             ),
         })?;
+    if server.spec.engine != engine {
+        return Err(Error::InvalidSpec {
+            reason: "EngineMismatch",
+            message: format!(
+                "DatabaseServer {name} runs {}, but this environment's spec.engine is {}; name a {} server",
+                super::engine::kind(server.spec.engine).product(),
+                super::engine::kind(engine).name(),
+                super::engine::kind(engine).product()
+            ),
+        });
+    }
     let ns = Api::<Namespace>::all(ctx.client.clone())
         .get_opt(namespace)
         .await?;

@@ -2,18 +2,26 @@
 //! health, connection details, the instance template, dump, restore, and migrate in [`migrate`]),
 //! engine-neutral data shapes
 //! ([`ServerCredentials`], [`Target`], [`RestoreInput`], [`RestoreErrors`]), and [`Engine`], the engine
-//! controllers call through those traits. PostgreSQL (`postgres/`) is the one implemented; Redis and
-//! MongoDB would be siblings implementing the same traits.
+//! controllers call through those traits.
 //!
-//! Dispatch is static: [`Engine`] names the implementation, and controllers call trait methods on
-//! [`ENGINE`]. With a second engine, `Engine` becomes an enum implementing the traits by delegating to
-//! each variant (or the controllers generic over the traits); the associated types (`Session`,
-//! `Error`, `Tools`, `Snapshot`) are where that change lands.
+//! The engine is chosen per object at run time: `spec.engine` names a [`Kind`], whose declared
+//! [`Capability`]s a controller asks for before it acts ([`Kind::require`]: one refusal,
+//! `EngineUnsupported`). Engines whose environments are an account on a shared server go through the
+//! coarse verbs of [`Tenancy`] ([`tenancy`] gives the engine for a kind: Redis); PostgreSQL, the SQL
+//! engine, goes through the finer traits below on [`ENGINE`] (its controller path seeds, clones,
+//! restores and migrates between steps). What a connection Secret holds comes from the kind's
+//! [`ConnectionDetails`] ([`connection_details`]). docs/architecture.md has "adding an engine".
 
+pub mod capability;
 pub mod migrate;
+pub mod naming;
 pub mod postgres;
+pub mod redis;
+pub mod tenancy;
 
+pub use capability::{Capability, Kind, Unsupported};
 pub use migrate::{Migrate, MigrationLock};
+pub use tenancy::{EngineError, Tenancy, Tenant, Usage};
 
 use std::{
     collections::BTreeMap,
@@ -27,10 +35,26 @@ use tokio::process::Child;
 
 use crate::domain::manifest::TableStats;
 
-/// The engine controllers use: PostgreSQL, the only one implemented.
+/// The SQL engine, whose finer capability traits controllers call: PostgreSQL.
 pub type Engine = postgres::Postgres;
-/// The engine value controllers call the capability traits on.
+/// The engine value controllers call the SQL capability traits on.
 pub const ENGINE: Engine = postgres::Postgres;
+
+/// The engine of `kind` as [`Tenancy`] verbs, when its environments go through them.
+pub fn tenancy(kind: Kind) -> Option<&'static dyn Tenancy> {
+    match kind {
+        Kind::Redis => Some(&redis::Redis),
+        Kind::Postgres | Kind::MongoDb => None,
+    }
+}
+
+/// What a Secret of `kind`'s servers holds and means.
+pub fn connection_details(kind: Kind) -> &'static (dyn ConnectionDetails + Sync) {
+    match kind {
+        Kind::Redis => &redis::Redis,
+        Kind::Postgres | Kind::MongoDb => &ENGINE,
+    }
+}
 /// The engine's client programs (dump and restore), as the operator's flags configure them.
 pub type Tools = <Engine as Dump>::Tools;
 

@@ -156,6 +156,7 @@ pub async fn resolve(schedule: &BackupSchedule, ctx: &Context) -> Result<Resolve
         "EnvironmentNotFound",
     )
     .await?;
+    super::engine::require(environment.spec.engine, crate::engines::Capability::Backup)?;
     let store = super::backup_store::for_schedule(ctx, schedule).await?;
     Ok(Resolved {
         parsed,

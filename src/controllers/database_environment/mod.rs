@@ -34,11 +34,8 @@ use super::{
     status, watcher_config,
 };
 use crate::{
-    api::{
-        DatabaseEnvironment, DatabaseEnvironmentStatus,
-        database_environment::{DeletionPolicy, Engine},
-    },
-    engines::{Connect, Dropping, ENGINE, Provisioning, Target},
+    api::{DatabaseEnvironment, DatabaseEnvironmentStatus, database_environment::DeletionPolicy},
+    engines::{self, Connect, Dropping, ENGINE, Provisioning, Target},
 };
 
 mod backups;
@@ -46,6 +43,7 @@ mod instance;
 mod jobs;
 mod secret;
 mod server;
+mod tenant;
 
 pub use jobs::Jobs;
 use secret::*;
@@ -259,14 +257,22 @@ struct Outcome {
     schema_version: Option<crate::domain::version::Version>,
     /// The backup the database was created from (`spec.restore`).
     restored_from: Option<String>,
+    /// The server's figures, for engines that report them (Redis).
+    usage: Option<crate::engines::Usage>,
     message: String,
 }
 
 async fn provision(env: &DatabaseEnvironment, ctx: &Context) -> Result<Outcome, Error> {
-    if env.spec.engine != Engine::Postgres {
-        return Err(Error::NotImplemented {
-            message: "only the postgres engine is supported in this release".into(),
-        });
+    let kind = super::engine::require_spec(&env.spec)?;
+    if let Some(tenancy) = engines::tenancy(kind) {
+        // Engines of the coarse verbs declare the shared server only (checked just above).
+        let Some(server) = &env.spec.server else {
+            return Err(Error::NotImplemented {
+                message: format!("the {kind} engine has only spec.server environments"),
+            });
+        };
+        let access = server_access(env, ctx, server, true).await?;
+        return tenant::provision(env, ctx, tenancy, access).await;
     }
     if let Some(server) = &env.spec.server {
         let mut access = server_access(env, ctx, server, true).await?;
@@ -397,12 +403,12 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
         uid,
         ..Target::default()
     };
-    let reached = match server_access(&env, ctx, server, false).await {
-        Ok(access) => ENGINE.connect_admin(&access.admin).await.map_err(pg),
+    let dropped = match server_access(&env, ctx, server, false).await {
+        Ok(access) => drop_on_server(&env, &access.admin, &target).await,
         Err(e) => Err(e),
     };
-    let mut conn = match reached {
-        Ok(conn) => conn,
+    let dropped = match dropped {
+        Ok(dropped) => dropped,
         Err(e) => {
             // Nothing recorded (no database in status, no connection Secret, which is written before
             // anything is created on the server): the environment never got as far as the server.
@@ -432,9 +438,6 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
             });
         }
     };
-    let dropped = ENGINE.drop_owned(&mut conn, &target).await.map_err(pg);
-    ENGINE.close(conn).await;
-    let dropped = dropped?;
     let note = if dropped.is_empty() {
         "Nothing to drop: no database or role of this environment exists.".to_string()
     } else {
@@ -444,6 +447,23 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
         .await;
     release_admin_secret(ctx, &env, server).await?;
     Ok(Action::await_change())
+}
+
+/// Drops what the environment has on the server reached with `admin`: through the engine's
+/// [`engines::Tenancy`] verbs, or the SQL engine's database and role; only what carries its marker.
+async fn drop_on_server(
+    env: &DatabaseEnvironment,
+    admin: &engines::ServerCredentials,
+    target: &Target,
+) -> Result<Vec<String>, Error> {
+    if let Some(tenancy) = engines::tenancy(super::engine::kind(env.spec.engine)) {
+        let tenant = tenant::tenant_of(tenancy, env);
+        return tenancy.deprovision(admin, &tenant).await.map_err(pg);
+    }
+    let mut conn = ENGINE.connect_admin(admin).await.map_err(pg)?;
+    let dropped = ENGINE.drop_owned(&mut conn, target).await.map_err(pg);
+    ENGINE.close(conn).await;
+    dropped
 }
 
 /// The database (and role) name of an environment: `spec.server.databaseName`, else the name it was
@@ -470,7 +490,8 @@ async fn server_access(
 ) -> Result<super::server_access::Resolved, Error> {
     let namespace = env.namespace().unwrap_or_default();
     if let Some(server_ref) = &server.server_ref {
-        return super::server_access::resolve(ctx, &server_ref.name, &namespace).await;
+        return super::server_access::resolve(ctx, &server_ref.name, &namespace, env.spec.engine)
+            .await;
     }
     let Some(secret_ref) = &server.admin_secret_ref else {
         return Err(Error::InvalidSpec {
@@ -478,8 +499,9 @@ async fn server_access(
             message: "spec.server needs serverRef or adminSecretRef".into(),
         });
     };
-    let (admin, _) = references::connection_credentials(
+    let (admin, _) = references::engine_credentials(
         ctx,
+        super::engine::kind(env.spec.engine),
         &namespace,
         secret_ref,
         "spec.server.adminSecretRef",

@@ -52,16 +52,27 @@ pub(super) async fn write_connection_secret(
     creds: &ServerCredentials,
     database: &str,
 ) -> Result<(), Error> {
+    let data = ENGINE.connection_data(creds, database);
+    write_secret_data(ctx, env, data, creds.ca_pem.as_deref()).await
+}
+
+/// Writes the connection Secret with the engine's `data` (and the server's CA, when there is one);
+/// refuses a Secret of that name this environment did not make.
+pub(super) async fn write_secret_data(
+    ctx: &Context,
+    env: &DatabaseEnvironment,
+    data: BTreeMap<String, String>,
+    ca_pem: Option<&[u8]>,
+) -> Result<(), Error> {
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
     let name = env.connection_secret_name();
-    let mut data: BTreeMap<String, ByteString> = ENGINE
-        .connection_data(creds, database)
+    let mut data: BTreeMap<String, ByteString> = data
         .into_iter()
         .map(|(k, v)| (k, ByteString(v.into_bytes())))
         .collect();
-    if let Some(ca) = &creds.ca_pem {
-        data.insert(CA_KEY.into(), ByteString(ca.clone()));
+    if let Some(ca) = ca_pem {
+        data.insert(CA_KEY.into(), ByteString(ca.to_vec()));
     }
     let current = api.get_opt(&name).await?;
     refuse_foreign(current.as_ref(), env)?;

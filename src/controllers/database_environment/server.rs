@@ -201,6 +201,7 @@ async fn act(
         seeded_now,
         schema_version,
         restored_from,
+        usage: None,
     })
 }
 
@@ -436,6 +437,7 @@ pub(super) async fn adopt_external(
         seeded_now: false,
         schema_version: None,
         restored_from: None,
+        usage: None,
     })
 }
 

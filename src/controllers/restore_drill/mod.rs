@@ -110,6 +110,16 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
         "BackupScheduleNotFound",
     )
     .await?;
+    // The environment may be gone (a drill proves its backups still restore); when it is there, its
+    // engine must do drills.
+    let environments: kube::Api<crate::api::DatabaseEnvironment> =
+        kube::Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(env) = environments
+        .get_opt(&backups.spec.environment_ref.name)
+        .await?
+    {
+        super::engine::require(env.spec.engine, crate::engines::Capability::RestoreDrill)?;
+    }
     let store = super::backup_store::for_schedule(ctx, &backups).await?;
     let target = match &drill.spec.target.instance {
         // The image is checked where every instance's is: a refused one stalls the environment, and

@@ -23,16 +23,7 @@ pub fn default_sslmode(with_ca: bool) -> &'static str {
 
 /// The connection Secret's data (pure).
 pub fn connection_data(creds: &ServerCredentials, database: &str) -> BTreeMap<String, String> {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
+    let enc = crate::engines::naming::uri_component;
     let host = if creds.host.contains(':') {
         format!("[{}]", creds.host)
     } else {

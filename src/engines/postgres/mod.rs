@@ -21,6 +21,20 @@ use sqlx::{
 
 use super::ServerCredentials;
 
+/// What the PostgreSQL engine can do: everything controllers ask for.
+pub const CAPABILITIES: &[super::Capability] = &[
+    super::Capability::SharedServer,
+    super::Capability::Instance,
+    super::Capability::External,
+    super::Capability::Seed,
+    super::Capability::Template,
+    super::Capability::RestoreFromBackup,
+    super::Capability::Migrations,
+    super::Capability::Backup,
+    super::Capability::RestoreDrill,
+    super::Capability::HealthQuery,
+];
+
 /// A connection attempt gives up after this long (an unreachable server must not hang a reconcile).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lifeboat identifies itself to the server under this name (visible in `pg_stat_activity`).

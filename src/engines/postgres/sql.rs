@@ -1,10 +1,6 @@
 //! Pure helpers: identifier and literal quoting, names Lifeboat gives databases and roles, and the
 //! ownership marker it leaves on them.
 
-use sha2::{Digest, Sha256};
-
-use crate::domain::digest::hex;
-
 /// PostgreSQL truncates identifiers longer than this many bytes.
 pub const MAX_IDENTIFIER: usize = 63;
 
@@ -24,23 +20,7 @@ pub fn literal(value: &str) -> String {
 /// and `team/a-pr-42`), so no tenant can take another's name; names longer than 63 bytes keep their
 /// start.
 pub fn default_name(namespace: &str, name: &str) -> String {
-    let raw = format!("{namespace}/{name}");
-    let mut clean: String = format!("{namespace}_{name}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if clean.starts_with(|c: char| c.is_ascii_digit()) {
-        clean.insert(0, '_');
-    }
-    let hash = &hex(&Sha256::digest(raw.as_bytes()))[..8];
-    clean.truncate(MAX_IDENTIFIER - hash.len() - 1);
-    format!("{clean}_{hash}")
+    crate::engines::naming::environment_name(namespace, name, MAX_IDENTIFIER)
 }
 
 /// The comment Lifeboat puts on a database and role it created, naming the owning object's UID. A

@@ -1,0 +1,82 @@
+//! Environments of engines that take the coarse [`Tenancy`] verbs (Redis): the connection Secret first
+//! (so a crash never loses the password), then the engine provisions the tenant and checks it.
+
+use kube::{ResourceExt, runtime::events::EventType};
+
+use super::{Outcome, existing_password, generate_password};
+use crate::{
+    api::DatabaseEnvironment,
+    controllers::{Context, Error, error::pg, server_access::Resolved, status::sentence},
+    engines::{ServerCredentials, Tenancy, Tenant},
+};
+
+/// The tenant of an environment: named from its namespace and name, marked with its UID.
+pub(super) fn tenant_of(tenancy: &dyn Tenancy, env: &DatabaseEnvironment) -> Tenant {
+    tenancy.tenant(
+        &env.namespace().unwrap_or_default(),
+        &env.name_any(),
+        &env.uid().unwrap_or_default(),
+    )
+}
+
+/// Checks the server, writes the connection Secret, provisions the tenant and checks it as the
+/// tenant's own user.
+pub(super) async fn provision(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    tenancy: &dyn Tenancy,
+    access: Resolved,
+) -> Result<Outcome, Error> {
+    let admin = access.admin;
+    // Reach the server first: nothing exists until the admin credentials work, so deleting an
+    // environment that never got this far has nothing to clean up.
+    let facts = tenancy.check_server(&admin).await.map_err(pg)?;
+    let tenant = tenant_of(tenancy, env);
+    let app = ServerCredentials {
+        username: tenant.user.clone(),
+        password: existing_password(ctx, env)
+            .await?
+            .unwrap_or_else(generate_password),
+        ..admin.clone()
+    };
+    let data = tenancy.connection_data(&app, &tenant);
+    super::write_secret_data(ctx, env, data, app.ca_pem.as_deref()).await?;
+    let provisioned = tenancy
+        .provision(&admin, &tenant, &app.password)
+        .await
+        .map_err(pg)?;
+    if provisioned.created {
+        let note = format!(
+            "Created user {} limited to keys and channels under {}.",
+            tenant.user, tenant.key_prefix
+        );
+        ctx.publish(env, EventType::Normal, "Created", note).await;
+    }
+    let usage = tenancy
+        .check(&admin, &app)
+        .await
+        .map_err(|e| Error::NeedsAttention {
+            reason: "HealthCheckFailed",
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        })?;
+    Ok(Outcome {
+        message: sentence(&format!(
+            "user {} (keys under {}) on {} {}:{} is ready; connect with Secret {}",
+            tenant.user,
+            tenant.key_prefix,
+            tenancy.kind().product(),
+            admin.host,
+            admin.port,
+            env.connection_secret_name()
+        )),
+        database: tenant.user,
+        host: admin.host,
+        port: admin.port,
+        server_version: facts.version,
+        seeded_now: false,
+        schema_version: None,
+        restored_from: None,
+        usage: Some(usage),
+    })
+}

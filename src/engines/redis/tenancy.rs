@@ -1,0 +1,270 @@
+//! [`Tenancy`] for Redis: an environment is an ACL user limited to its key prefix, recorded in
+//! [`OWNERS_KEY`] under the owning object's UID; deprovisioning deletes the user, then its keys in
+//! bounded `SCAN`/`UNLINK` batches, then the record.
+
+use std::collections::BTreeMap;
+
+use futures::{FutureExt, future::BoxFuture};
+use redis::{AsyncCommands, aio::MultiplexedConnection};
+use sha2::{Digest, Sha256};
+
+use super::{
+    Redis, RedisError,
+    acl::{OWNERS_KEY, glob_escape, user_rules},
+    connect, endpoint, info,
+};
+use crate::{
+    domain::digest::hex,
+    engines::{
+        Kind, ServerCredentials,
+        tenancy::{EngineError, Provisioned, ServerFacts, Tenancy, Tenant, Usage},
+    },
+};
+
+/// Keys asked for (`SCAN … COUNT`) and deleted (`UNLINK`) per round trip when a tenant goes.
+pub const DELETE_BATCH: usize = 1000;
+/// Longest user name: Redis has no limit, but names are also key prefixes and metric-free labels.
+const MAX_USER: usize = 100;
+
+impl Tenancy for Redis {
+    fn kind(&self) -> Kind {
+        Kind::Redis
+    }
+
+    fn tenant(&self, namespace: &str, name: &str, uid: &str) -> Tenant {
+        let user = crate::engines::naming::environment_name(namespace, name, MAX_USER);
+        Tenant {
+            key_prefix: format!("{user}:"),
+            user,
+            uid: uid.to_string(),
+        }
+    }
+
+    fn check_server<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+    ) -> BoxFuture<'a, Result<ServerFacts, EngineError>> {
+        async move { check_server(admin).await.map_err(EngineError::from_failure) }.boxed()
+    }
+
+    fn provision<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        tenant: &'a Tenant,
+        password: &'a str,
+    ) -> BoxFuture<'a, Result<Provisioned, EngineError>> {
+        async move {
+            provision(admin, tenant, password)
+                .await
+                .map_err(EngineError::from_failure)
+        }
+        .boxed()
+    }
+
+    fn check<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        app: &'a ServerCredentials,
+    ) -> BoxFuture<'a, Result<Usage, EngineError>> {
+        async move { check(admin, app).await.map_err(EngineError::from_failure) }.boxed()
+    }
+
+    fn deprovision<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        tenant: &'a Tenant,
+    ) -> BoxFuture<'a, Result<Vec<String>, EngineError>> {
+        async move {
+            deprovision(admin, tenant)
+                .await
+                .map_err(EngineError::from_failure)
+        }
+        .boxed()
+    }
+
+    fn connection_data(
+        &self,
+        app: &ServerCredentials,
+        tenant: &Tenant,
+    ) -> BTreeMap<String, String> {
+        super::connection_data(app, &tenant.key_prefix)
+    }
+}
+
+/// The server's version (ACLs need 6 or later) and whether the admin may manage users.
+async fn check_server(admin: &ServerCredentials) -> Result<ServerFacts, RedisError> {
+    let mut conn = connect(admin).await?;
+    let text: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| RedisError::command(format!("INFO at {}", endpoint(admin)), e))?;
+    let parsed = info::parse_info(&text);
+    let version = info::version(&parsed).unwrap_or_else(|| "unknown".into());
+    if info::major(&version).is_some_and(|m| m < super::MIN_MAJOR) {
+        return Err(RedisError::NoAcl {
+            endpoint: endpoint(admin),
+            version,
+        });
+    }
+    // Listing users takes what creating them takes (the ACL command).
+    let listed: Result<Vec<String>, _> = redis::cmd("ACL").arg("LIST").query_async(&mut conn).await;
+    if let Err(e) = listed {
+        if e.code() == Some("NOPERM") {
+            return Err(RedisError::NotAdmin {
+                endpoint: endpoint(admin),
+                user: admin.username.clone(),
+                detail: e.to_string(),
+            });
+        }
+        if e.to_string().contains("unknown command") {
+            return Err(RedisError::NoAcl {
+                endpoint: endpoint(admin),
+                version,
+            });
+        }
+        return Err(RedisError::command("ACL LIST", e));
+    }
+    Ok(ServerFacts { version })
+}
+
+/// Whose a user is, by [`OWNERS_KEY`].
+async fn owner(conn: &mut MultiplexedConnection, user: &str) -> Result<Option<String>, RedisError> {
+    conn.hget(OWNERS_KEY, user)
+        .await
+        .map_err(|e| RedisError::command(format!("reading the owner of user {user}"), e))
+}
+
+async fn user_exists(conn: &mut MultiplexedConnection, user: &str) -> Result<bool, RedisError> {
+    let found: redis::Value = redis::cmd("ACL")
+        .arg("GETUSER")
+        .arg(user)
+        .query_async(conn)
+        .await
+        .map_err(|e| RedisError::command(format!("ACL GETUSER {user}"), e))?;
+    Ok(!matches!(found, redis::Value::Nil))
+}
+
+/// Claims the user for the tenant's UID (first, so a crash right after never leaves a user nobody
+/// owns), then states its rules and password. A user someone else made is refused.
+async fn provision(
+    admin: &ServerCredentials,
+    tenant: &Tenant,
+    password: &str,
+) -> Result<Provisioned, RedisError> {
+    let mut conn = connect(admin).await?;
+    let user = &tenant.user;
+    let exists = user_exists(&mut conn, user).await?;
+    let claimed: bool = conn
+        .hset_nx(OWNERS_KEY, user, &tenant.uid)
+        .await
+        .map_err(|e| RedisError::command(format!("recording the owner of user {user}"), e))?;
+    // Claimed now: ours unless the user was already there. Claimed before: ours if by this UID.
+    let ours = if claimed {
+        !exists
+    } else {
+        owner(&mut conn, user).await?.as_deref() == Some(&tenant.uid)
+    };
+    if !ours {
+        if claimed {
+            // The user existed without a record: not ours; take the claim back.
+            let _: Result<i64, _> = conn.hdel(OWNERS_KEY, user).await;
+        }
+        return Err(RedisError::NotOurs {
+            what: format!("ACL user {user}"),
+        });
+    }
+    let hash = hex(&Sha256::digest(password.as_bytes()));
+    let mut setuser = redis::cmd("ACL");
+    setuser.arg("SETUSER").arg(user);
+    for rule in user_rules(&tenant.key_prefix, &hash) {
+        setuser.arg(rule);
+    }
+    let () = setuser
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| RedisError::command(format!("ACL SETUSER {user}"), e))?;
+    Ok(Provisioned { created: !exists })
+}
+
+/// PING as the tenant, then the server's figures as the admin (`INFO` is an admin command).
+async fn check(admin: &ServerCredentials, app: &ServerCredentials) -> Result<Usage, RedisError> {
+    let mut conn = connect(app).await?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| RedisError::command(format!("PING as {}", app.username), e))?;
+    if pong != "PONG" {
+        return Err(RedisError::Command {
+            context: format!("PING as {}", app.username),
+            detail: format!("answered {pong:?}"),
+        });
+    }
+    let mut conn = connect(admin).await?;
+    let text: String = redis::cmd("INFO")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| RedisError::command(format!("INFO at {}", endpoint(admin)), e))?;
+    Ok(info::usage(&info::parse_info(&text)))
+}
+
+/// Deletes the tenant's user (which also disconnects its clients), then every key under its prefix,
+/// then the record; only when the record names the tenant's UID. Safe to repeat after a crash at any
+/// point: the record goes last.
+async fn deprovision(
+    admin: &ServerCredentials,
+    tenant: &Tenant,
+) -> Result<Vec<String>, RedisError> {
+    let mut conn = connect(admin).await?;
+    let user = &tenant.user;
+    if owner(&mut conn, user).await?.as_deref() != Some(&tenant.uid) {
+        return Ok(Vec::new());
+    }
+    let mut removed = Vec::new();
+    let deleted: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(user)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| RedisError::command(format!("ACL DELUSER {user}"), e))?;
+    if deleted > 0 {
+        removed.push(format!("ACL user {user}"));
+    }
+    let keys = delete_prefix(&mut conn, &tenant.key_prefix).await?;
+    removed.push(format!("{keys} key(s) under {}", tenant.key_prefix));
+    let _: i64 = conn
+        .hdel(OWNERS_KEY, user)
+        .await
+        .map_err(|e| RedisError::command(format!("forgetting user {user}"), e))?;
+    Ok(removed)
+}
+
+/// Unlinks every key starting with `prefix`, [`DELETE_BATCH`] at a time; how many.
+async fn delete_prefix(conn: &mut MultiplexedConnection, prefix: &str) -> Result<u64, RedisError> {
+    let pattern = format!("{}*", glob_escape(prefix));
+    let mut cursor: u64 = 0;
+    let mut total = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(DELETE_BATCH)
+            .query_async(conn)
+            .await
+            .map_err(|e| RedisError::command(format!("SCAN for keys under {prefix}"), e))?;
+        for chunk in keys.chunks(DELETE_BATCH) {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(chunk)
+                .query_async(conn)
+                .await
+                .map_err(|e| RedisError::command(format!("UNLINK keys under {prefix}"), e))?;
+            total += n;
+        }
+        if next == 0 {
+            return Ok(total);
+        }
+        cursor = next;
+    }
+}

@@ -1,0 +1,163 @@
+//! [`Tenancy`]: an environment's place on a shared server as coarse verbs (check the server,
+//! provision, check health, deprovision). The engine runs its own steps in its own order; the
+//! controller only reads Secrets, writes the connection Secret and reports. Engines reach controllers
+//! through [`super::tenancy`] as `&'static dyn Tenancy`, chosen per object at run time.
+//!
+//! PostgreSQL still takes its finer path (role, database, template, restore, seed, migrations, each a
+//! trait of `engines`), because the controller calls back into Kubernetes between those steps;
+//! Redis (and the engines after it) go through these verbs.
+
+use std::{collections::BTreeMap, fmt};
+
+use futures::future::BoxFuture;
+
+use super::{Failure, Kind, ServerCredentials};
+
+/// An environment's place on a shared server: its user, the part of the keyspace it owns, and the
+/// UID of the owning object (the marker on everything made for it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    pub user: String,
+    /// Every key (and channel) the user may touch starts with this.
+    pub key_prefix: String,
+    pub uid: String,
+}
+
+/// What a server says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerFacts {
+    /// The version it reports, e.g. `7.0.15`.
+    pub version: String,
+}
+
+/// What one check of an environment found. The figures are the server's (a shared server's are
+/// shared by its tenants); `None` where the server does not say.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+    pub evicted_keys: u64,
+    pub used_memory_bytes: u64,
+    /// `None`: no limit.
+    pub max_memory_bytes: Option<u64>,
+    pub connected_clients: u64,
+}
+
+impl Usage {
+    /// Hits over lookups, `None` before the first lookup.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let lookups = self.keyspace_hits + self.keyspace_misses;
+        (lookups > 0).then(|| self.keyspace_hits as f64 / lookups as f64)
+    }
+
+    /// Used memory over the limit, `None` without a limit.
+    pub fn memory_ratio(&self) -> Option<f64> {
+        self.max_memory_bytes
+            .filter(|m| *m > 0)
+            .map(|m| self.used_memory_bytes as f64 / m as f64)
+    }
+}
+
+/// What provisioning did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provisioned {
+    /// Whether the user was created now (rather than restated).
+    pub created: bool,
+}
+
+/// An engine's failure, engine-neutral: the reason and classes a controller needs, the message for
+/// people (never a password), and the engine's own error as the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct EngineError {
+    pub reason: &'static str,
+    pub transient: bool,
+    pub auth: bool,
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl EngineError {
+    pub fn from_failure(e: impl Failure) -> Self {
+        EngineError {
+            reason: e.reason(),
+            transient: e.is_transient(),
+            auth: e.is_auth_failure(),
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+impl Failure for EngineError {
+    fn reason(&self) -> &'static str {
+        self.reason
+    }
+    fn is_transient(&self) -> bool {
+        self.transient
+    }
+    fn is_auth_failure(&self) -> bool {
+        self.auth
+    }
+}
+
+/// An environment on a shared server, as coarse verbs. Every verb is idempotent, and a verb that
+/// removes something only removes what carries the tenant's marker.
+pub trait Tenancy: Send + Sync {
+    fn kind(&self) -> Kind;
+    /// The tenant of the environment `name` in `namespace` with UID `uid`.
+    fn tenant(&self, namespace: &str, name: &str, uid: &str) -> Tenant;
+    /// Whether the server answers with the admin credentials and lets them manage tenants.
+    fn check_server<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+    ) -> BoxFuture<'a, Result<ServerFacts, EngineError>>;
+    /// Creates the tenant's user with `password`, or restates its rights and password.
+    fn provision<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        tenant: &'a Tenant,
+        password: &'a str,
+    ) -> BoxFuture<'a, Result<Provisioned, EngineError>>;
+    /// As the tenant's own user (`app`): does the server answer? Then, as the admin, the server's
+    /// figures.
+    fn check<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        app: &'a ServerCredentials,
+    ) -> BoxFuture<'a, Result<Usage, EngineError>>;
+    /// Removes the tenant's user and data when they carry its marker; what was removed, for people.
+    fn deprovision<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        tenant: &'a Tenant,
+    ) -> BoxFuture<'a, Result<Vec<String>, EngineError>>;
+    /// The connection Secret's data for `app` (the tenant's own credentials).
+    fn connection_data(&self, app: &ServerCredentials, tenant: &Tenant)
+    -> BTreeMap<String, String>;
+}
+
+impl fmt::Debug for dyn Tenancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tenancy({})", self.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_need_a_denominator() {
+        let mut u = Usage::default();
+        assert_eq!(u.hit_rate(), None);
+        assert_eq!(u.memory_ratio(), None);
+        u.keyspace_hits = 9;
+        u.keyspace_misses = 1;
+        u.used_memory_bytes = 50;
+        u.max_memory_bytes = Some(200);
+        assert_eq!(u.hit_rate(), Some(0.9));
+        assert_eq!(u.memory_ratio(), Some(0.25));
+    }
+}
