@@ -4,6 +4,8 @@
 //! messages, so cardinality stays bounded. The one exception is per-BackupSchedule gauges
 //! ([`ScheduleLabels`]): alerts on "no successful backup within twice the interval" need them, and
 //! schedules are few (one or two per production database), unlike per-pull-request environments.
+//! Cache figures are per server ([`ServerLabels`]) for the same reason: a shared server's figures
+//! are its own, whatever number of tenants it has.
 
 use std::{
     net::SocketAddr,
@@ -68,6 +70,88 @@ pub struct ScheduleLabels {
     pub name: String,
 }
 
+/// Labels of a per-server gauge: the engine, and the server (a DatabaseServer's name, or
+/// `<namespace>/<secret>` for a namespace's own admin Secret). Servers are few, like schedules.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub engine: String,
+    pub server: String,
+}
+
+/// A cache server's figures at its tenants' last check (engine `redis`).
+#[derive(Default)]
+pub struct CacheMetrics {
+    pub hit_ratio: Family<ServerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub lookups: Family<ServerLabels, Gauge>,
+    pub evicted_keys: Family<ServerLabels, Gauge>,
+    pub used_memory_bytes: Family<ServerLabels, Gauge>,
+    pub max_memory_bytes: Family<ServerLabels, Gauge>,
+    pub connected_clients: Family<ServerLabels, Gauge>,
+}
+
+impl CacheMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "cache_hit_ratio",
+            "Share of a cache server's lookups that found their key since it started",
+            self.hit_ratio.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Lookups (hits and misses) a cache server answered since it started",
+            self.lookups.clone(),
+        );
+        registry.register(
+            "cache_evicted_keys",
+            "Keys a cache server evicted to stay under maxmemory since it started",
+            self.evicted_keys.clone(),
+        );
+        registry.register(
+            "cache_used_memory_bytes",
+            "Memory a cache server uses",
+            self.used_memory_bytes.clone(),
+        );
+        registry.register(
+            "cache_max_memory_bytes",
+            "A cache server's maxmemory (absent without one)",
+            self.max_memory_bytes.clone(),
+        );
+        registry.register(
+            "cache_connected_clients",
+            "Clients connected to a cache server",
+            self.connected_clients.clone(),
+        );
+    }
+
+    /// Records one check's figures.
+    pub fn record(&self, labels: &ServerLabels, usage: &crate::engines::Usage) {
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        if let Some(rate) = usage.hit_rate() {
+            self.hit_ratio.get_or_create(labels).set(rate);
+        }
+        self.lookups
+            .get_or_create(labels)
+            .set(as_i64(usage.keyspace_hits + usage.keyspace_misses));
+        self.evicted_keys
+            .get_or_create(labels)
+            .set(as_i64(usage.evicted_keys));
+        self.used_memory_bytes
+            .get_or_create(labels)
+            .set(as_i64(usage.used_memory_bytes));
+        match usage.max_memory_bytes {
+            Some(m) => {
+                self.max_memory_bytes.get_or_create(labels).set(as_i64(m));
+            }
+            None => {
+                self.max_memory_bytes.remove(labels);
+            }
+        }
+        self.connected_clients
+            .get_or_create(labels)
+            .set(as_i64(usage.connected_clients));
+    }
+}
+
 /// The operator's Prometheus metrics.
 pub struct Metrics {
     pub registry: Registry,
@@ -98,6 +182,8 @@ pub struct Metrics {
     pub drill_rpo: Histogram,
     /// 1 when a drill's last run met its objectives, 0 when it missed one (drills with objectives).
     pub drill_objectives_met: Family<ScheduleLabels, Gauge>,
+    /// Cache servers' figures (engine `redis`).
+    pub cache: CacheMetrics,
     /// Set when a part of the operator stopped that should run for as long as the process does (a
     /// controller); `/healthz` then fails with this reason, so the kubelet restarts the pod.
     pub broken: std::sync::Mutex<Option<String>>,
@@ -221,6 +307,8 @@ impl Default for Metrics {
             "1 while this instance holds the leader Lease",
             leader.clone(),
         );
+        let cache = CacheMetrics::default();
+        cache.register(&mut registry);
         Self {
             registry,
             reconciliations,
@@ -240,6 +328,7 @@ impl Default for Metrics {
             drill_rto,
             drill_rpo,
             drill_objectives_met,
+            cache,
             broken: std::sync::Mutex::default(),
         }
     }

@@ -48,10 +48,10 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str)> {
         (
             "engine not yet supported",
             env(
-                "redis",
-                json!({"tier": "dev", "engine": "redis", "server": server()}),
+                "mongo",
+                json!({"tier": "dev", "engine": "mongodb", "server": server()}),
             ),
-            "only postgres is supported in this release",
+            "engine must be postgres or redis in this release (mongodb is planned)",
         ),
         (
             "production with Delete and no opt-in",

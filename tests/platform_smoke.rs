@@ -3,7 +3,11 @@
 
 mod support;
 
-use std::time::Duration;
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
 
 use futures::TryStreamExt;
 use k8s_openapi::{
@@ -375,4 +379,77 @@ async fn postgres_connections_disable_nagle() {
         "a PostgreSQL socket has Nagle's algorithm on (TCP_NODELAY unset): {sockets:?}"
     );
     conn.close().await.unwrap();
+}
+
+/// Sends one command as a RESP array of bulk strings and reads its reply: a simple string, error or
+/// integer as its line (`+PONG`, `-NOAUTH ...`, `:1`), a bulk string as its content.
+fn resp_call(conn: &mut BufReader<TcpStream>, args: &[&str]) -> String {
+    let mut command = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        command.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        command.extend_from_slice(arg.as_bytes());
+        command.extend_from_slice(b"\r\n");
+    }
+    conn.get_mut()
+        .write_all(&command)
+        .expect("send a RESP command");
+    let mut line = String::new();
+    conn.read_line(&mut line).expect("read a RESP reply");
+    let line = line.trim_end_matches("\r\n").to_owned();
+    match line.strip_prefix('$') {
+        Some(len) => {
+            let len: usize = len.parse().expect("a bulk string's length");
+            let mut content = vec![0; len + 2];
+            conn.read_exact(&mut content).expect("read a bulk string");
+            content.truncate(len);
+            String::from_utf8(content).expect("a UTF-8 bulk string")
+        }
+        None => line,
+    }
+}
+
+/// The platform's Redis over plain RESP: the admin user authenticates and gets PONG; without AUTH, and
+/// as the disabled `default` user (whatever the password), every command is refused.
+#[test]
+fn redis_admin_authenticates_and_the_default_user_is_refused() {
+    let Some((host, port, user, password)) = support::redis::redis_admin() else {
+        return;
+    };
+    let connect = || {
+        let stream = TcpStream::connect((host.as_str(), port)).expect("a TCP connection to Redis");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        BufReader::new(stream)
+    };
+
+    let mut admin = connect();
+    assert_eq!(resp_call(&mut admin, &["AUTH", &user, &password]), "+OK");
+    assert_eq!(resp_call(&mut admin, &["PING"]), "+PONG");
+    assert_eq!(resp_call(&mut admin, &["ACL", "WHOAMI"]), user);
+    let version = std::env::var("LIFEBOAT_REDIS_VERSION").expect("LIFEBOAT_REDIS_VERSION");
+    let info = resp_call(&mut admin, &["INFO", "server"]);
+    assert!(
+        info.contains(&format!("redis_version:{version}\r\n")),
+        "INFO server does not report version {version}: {info}"
+    );
+
+    let mut anonymous = connect();
+    let reply = resp_call(&mut anonymous, &["PING"]);
+    assert!(reply.starts_with("-NOAUTH"), "PING without AUTH: {reply}");
+    let refused: [&[&str]; 4] = [
+        &["AUTH", "default", "anything"],
+        &["AUTH", "default", &password],
+        &["AUTH", "anything"], // the one-argument form authenticates as `default`
+        &["AUTH", &user, "wrong-password"],
+    ];
+    for auth in refused {
+        let reply = resp_call(&mut anonymous, auth);
+        assert!(reply.starts_with("-WRONGPASS"), "{:?}: {reply}", &auth[..2]);
+    }
+    let reply = resp_call(&mut anonymous, &["PING"]);
+    assert!(
+        reply.starts_with("-NOAUTH"),
+        "PING after refused AUTHs: {reply}"
+    );
 }

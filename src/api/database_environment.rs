@@ -114,14 +114,39 @@ use super::common::{
     validation = Rule::new("has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)")
         .message("spec.restore cannot be added, changed or removed after creation; create a new DatabaseEnvironment to restore another backup")
         .field_path(".restore"),
+    validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.seed)")
+        .message("spec.seed is SQL, which engine redis does not run; remove spec.seed")
+        .field_path(".seed"),
+    validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.migrations)")
+        .message("spec.migrations are SQL migrations, which engine redis does not run; remove spec.migrations")
+        .field_path(".migrations"),
+    validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.restore)")
+        .message("spec.restore (a PostgreSQL dump) is not available with engine redis in this release; remove spec.restore")
+        .field_path(".restore"),
+    validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.server) || !has(self.server.template)")
+        .message("spec.server.template clones a PostgreSQL database; engine redis has no templates: remove it")
+        .field_path(".server.template"),
+    validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.server) || !has(self.server.templateFrom)")
+        .message("spec.server.templateFrom clones a PostgreSQL database; engine redis has no templates: remove it")
+        .field_path(".server.templateFrom"),
+    validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.server) || !has(self.server.databaseName)")
+        .message("spec.server.databaseName names a PostgreSQL database; a redis environment's user and key prefix are derived from its namespace and name: remove it")
+        .field_path(".server.databaseName"),
+    validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.healthCheck) || !has(self.healthCheck.query) || self.healthCheck.query == 'SELECT 1'")
+        .message("spec.healthCheck.query is SQL; a redis environment is checked with PING: remove the query (periodSeconds, timeoutSeconds and failureThreshold apply)")
+        .field_path(".healthCheck.query"),
+    validation = Rule::new("!has(self.thresholds) || (has(self.engine) && self.engine == 'redis')")
+        .message("spec.thresholds judges a cache's figures, which only engine redis reports in this release; remove spec.thresholds")
+        .field_path(".thresholds"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseEnvironmentSpec {
-    /// Database engine. One of `postgres`, `redis`, `mongodb`; only `postgres` is supported in this
-    /// release. Default `postgres`. Immutable.
+    /// Database engine: `postgres` or `redis` (`mongodb` is planned). Default `postgres`. A `redis`
+    /// environment is an ACL user limited to its own key prefix on a shared Redis (`spec.server`);
+    /// seeds, templates, migrations and SQL health queries are PostgreSQL's. Immutable.
     #[serde(default)]
     #[x_kube(
-        validation = Rule::new("self == 'postgres'").message("only postgres is supported in this release"),
+        validation = Rule::new("self == 'postgres' || self == 'redis'").message("engine must be postgres or redis in this release (mongodb is planned)"),
         validation = Rule::new("self == oldSelf").message("engine is immutable; create a new DatabaseEnvironment"),
     )]
     pub engine: Engine,
@@ -186,19 +211,57 @@ pub struct DatabaseEnvironmentSpec {
     pub allow_production_data_loss: bool,
 
     /// The query that proves the database answers, and how often to run it. Unset: `SELECT 1`
-    /// every 30 seconds.
+    /// every 30 seconds (`PING` for `redis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+
+    /// Limits on a cache's figures (engine `redis`): below the hit rate or above the memory share,
+    /// the condition `WithinThresholds` turns False (the environment stays Ready: the data is
+    /// still there). Unset: hit rate 80%, memory 90% of `maxmemory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
 }
 
-/// Database engine: `postgres`, `redis` or `mongodb` (only `postgres` in this release).
+/// Limits on a cache's figures.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Thresholds {
+    /// Lowest acceptable share of lookups that find their key, in percent, judged once the server
+    /// has answered at least 100 lookups. Default 80.
+    #[serde(default = "default_hit_rate_percent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub cache_hit_rate_percent: i32,
+    /// Highest acceptable memory use, in percent of the server's `maxmemory` (not judged without
+    /// one). Default 90.
+    #[serde(default = "default_memory_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub memory_used_percent: i32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            cache_hit_rate_percent: default_hit_rate_percent(),
+            memory_used_percent: default_memory_percent(),
+        }
+    }
+}
+
+fn default_hit_rate_percent() -> i32 {
+    80
+}
+fn default_memory_percent() -> i32 {
+    90
+}
+
+/// Database engine: `postgres` or `redis` (`mongodb` planned).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     // PostgreSQL.
     #[default]
     Postgres,
-    // Redis (planned).
+    // Redis.
     Redis,
     // MongoDB (planned).
     MongoDb,
@@ -485,6 +548,33 @@ pub struct DatabaseEnvironmentStatus {
     /// The dedicated server, for `instance` environments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<InstanceStatus>,
+    /// A cache's figures at the last check (engine `redis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
+}
+
+/// A cache's figures, as the server reported them at the last check. On a shared server they are the
+/// server's, shared by its tenants (`scope: server`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheStatus {
+    /// Whose figures these are: `server` (a shared server's) or `instance` (the environment's own).
+    pub scope: String,
+    /// Share of lookups that found their key since the server started, in whole percent; unset
+    /// before the first lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_rate_percent: Option<i32>,
+    /// Lookups (hits and misses) since the server started.
+    pub lookups: i64,
+    /// Keys evicted to stay under `maxmemory` since the server started.
+    pub evicted_keys: i64,
+    /// Memory in use, in MiB.
+    pub used_memory_mi_b: i64,
+    /// The server's `maxmemory`, in MiB; unset when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mi_b: Option<i64>,
+    /// Clients connected to the server.
+    pub connected_clients: i64,
 }
 impl_conditioned_status!(DatabaseEnvironmentStatus);
 
@@ -604,8 +694,12 @@ spec:
                 "set exactly one of spec.server, spec.instance or spec.external",
             ),
             (
-                "self == 'postgres'",
-                "only postgres is supported in this release",
+                "self == 'postgres' || self == 'redis'",
+                "engine must be postgres or redis in this release (mongodb is planned)",
+            ),
+            (
+                "!has(self.engine) || self.engine != 'redis' || !has(self.seed)",
+                "spec.seed is SQL, which engine redis does not run; remove spec.seed",
             ),
             (
                 "self == oldSelf",

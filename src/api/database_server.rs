@@ -55,12 +55,19 @@ use super::{
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[x_kube(
+    validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.templates) || size(self.templates) == 0")
+        .message("spec.templates lists PostgreSQL template databases; a redis server has none: remove it")
+        .field_path(".templates"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseServerSpec {
-    /// Database engine. Only `postgres` in this release. Default `postgres`. Immutable.
+    /// Database engine: `postgres` or `redis` (`mongodb` is planned). Default `postgres`. For
+    /// `redis` the admin Secret names an ACL user that may manage users (`+@admin` or at least
+    /// `+acl`, with `~* &*`); environments get users limited to their key prefix. Immutable.
     #[serde(default)]
     #[x_kube(
-        validation = Rule::new("self == 'postgres'").message("only postgres is supported in this release"),
+        validation = Rule::new("self == 'postgres' || self == 'redis'").message("engine must be postgres or redis in this release (mongodb is planned)"),
         validation = Rule::new("self == oldSelf").message("engine is immutable; create a new DatabaseServer"),
     )]
     pub engine: Engine,
@@ -76,7 +83,7 @@ pub struct DatabaseServerSpec {
     /// `kubernetes.io/metadata.name`). `{}` allows every namespace.
     pub allowed_namespaces: LabelSelector,
 
-    /// Databases that environments may clone (`spec.server.template`) besides those the server's
+    /// Databases that environments may clone (PostgreSQL) (`spec.server.template`) besides those the server's
     /// administrator marked as templates (`ALTER DATABASE … IS_TEMPLATE true`). Any other database,
     /// such as another team's, is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -84,7 +91,8 @@ pub struct DatabaseServerSpec {
     pub templates: Vec<TemplateName>,
 
     /// Most connections one environment's role may hold at once (`CONNECTION LIMIT`), so one tenant
-    /// cannot take every connection of the server. Default 20; `-1`: no limit.
+    /// cannot take every connection of the server. Default 20; `-1`: no limit. PostgreSQL only:
+    /// Redis has no per-user connection limit (its `maxclients` is the server's).
     #[serde(default = "default_connection_limit")]
     #[schemars(range(min = -1, max = 10000))]
     pub connection_limit: i32,

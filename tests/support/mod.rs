@@ -7,6 +7,7 @@
 pub mod backups;
 pub mod capture;
 mod fixture;
+pub mod redis;
 
 #[allow(unused_imports)] // (not every test binary uses it)
 pub use fixture::Fixture;

@@ -281,6 +281,20 @@ async fn write_result(
         if instance.is_some() {
             s.instance = instance;
         }
+        if let Some(usage) = outcome.and_then(|o| o.usage.as_ref()) {
+            s.cache = Some(super::cache::status(usage, "server"));
+            let thresholds = env.spec.thresholds.clone().unwrap_or_default();
+            let (within, reason, message) = super::cache::judge(usage, &thresholds);
+            conditions::set_condition(
+                &mut s.conditions,
+                super::cache::CONDITION_WITHIN_THRESHOLDS,
+                within,
+                reason,
+                &message,
+                generation,
+                Timestamp::now(),
+            );
+        }
         if let Some(o) = outcome {
             s.database = Some(o.database.clone());
             s.secret_name = Some(env.connection_secret_name());

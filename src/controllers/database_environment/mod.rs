@@ -39,6 +39,7 @@ use crate::{
 };
 
 mod backups;
+mod cache;
 mod instance;
 mod jobs;
 mod secret;

@@ -60,6 +60,11 @@ pub(super) async fn provision(
             message: e.to_string(),
             source: Some(Box::new(e)),
         })?;
+    let labels = crate::telemetry::ServerLabels {
+        engine: tenancy.kind().name().to_string(),
+        server: server_label(env),
+    };
+    ctx.metrics.cache.record(&labels, &usage);
     Ok(Outcome {
         message: sentence(&format!(
             "user {} (keys under {}) on {} {}:{} is ready; connect with Secret {}",
@@ -79,4 +84,22 @@ pub(super) async fn provision(
         restored_from: None,
         usage: Some(usage),
     })
+}
+
+/// The server an environment's figures belong to, as metrics name it: the DatabaseServer, or the
+/// namespace's admin Secret.
+fn server_label(env: &DatabaseEnvironment) -> String {
+    let server = env.spec.server.as_ref();
+    match (
+        server.and_then(|s| s.server_ref.as_ref()),
+        server.and_then(|s| s.admin_secret_ref.as_ref()),
+    ) {
+        (Some(r), _) => r.name.clone(),
+        (None, Some(secret)) => format!(
+            "{}/{}",
+            env.namespace().unwrap_or_default(),
+            secret.name
+        ),
+        (None, None) => String::new(),
+    }
 }
