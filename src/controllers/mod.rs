@@ -17,6 +17,7 @@ pub mod migration_run;
 pub mod pod_job;
 pub mod references;
 pub mod restore;
+pub mod restore_archive;
 pub mod restore_drill;
 pub mod schedule;
 pub mod server_access;

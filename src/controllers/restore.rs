@@ -312,7 +312,7 @@ impl Session<'_> {
 }
 
 /// A decompressing writer into `sink` for the manifest's `compression`.
-fn decoder<W: AsyncWrite + Unpin + Send + 'static>(
+pub(crate) fn decoder<W: AsyncWrite + Unpin + Send + 'static>(
     compression: &str,
     sink: W,
 ) -> Box<dyn AsyncWrite + Unpin + Send> {
@@ -324,7 +324,7 @@ fn decoder<W: AsyncWrite + Unpin + Send + 'static>(
 }
 
 /// The stored bytes must be the manifest's.
-fn check_bytes(manifest: &Manifest, read: &storage::Stored) -> Result<(), String> {
+pub(crate) fn check_bytes(manifest: &Manifest, read: &storage::Stored) -> Result<(), String> {
     if read.size != manifest.dump.size_bytes || read.sha256 != manifest.dump.sha256 {
         return Err(format!(
             "the stored dump of backup {} does not match its manifest: {} bytes with SHA-256 {}, the manifest says {} bytes with SHA-256 {}",

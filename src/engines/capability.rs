@@ -83,6 +83,13 @@ impl Kind {
         }
     }
 
+    /// The engine a manifest or `spec.engine` names.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        [Kind::Postgres, Kind::Redis, Kind::MongoDb]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+
     /// The server product's name, for messages.
     pub fn product(self) -> &'static str {
         match self {

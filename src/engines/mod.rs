@@ -21,7 +21,7 @@ pub mod tenancy;
 
 pub use capability::{Capability, Kind, Unsupported};
 pub use migrate::{Migrate, MigrationLock};
-pub use tenancy::{EngineError, Tenancy, Tenant, Usage};
+pub use tenancy::{Archive, EngineError, RestoreReport, Tenancy, Tenant, Usage};
 
 use std::{
     collections::BTreeMap,
@@ -231,6 +231,9 @@ pub trait ConnectionDetails {
     fn ssl_modes(&self) -> &'static [&'static str];
     /// The TLS mode when a Secret names none: with a CA, one that checks the server's certificate.
     fn default_ssl_mode(&self, with_ca: bool) -> &'static str;
+    /// The connection Secret's key naming the environment's part of the server (`database`,
+    /// `keyPrefix`).
+    fn scope_key(&self) -> &'static str;
     /// The connection Secret's data: the parts and the URIs an application connects with.
     fn connection_data(
         &self,

@@ -10,8 +10,37 @@
 use std::{collections::BTreeMap, fmt};
 
 use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Failure, Kind, ServerCredentials};
+use crate::domain::manifest::TableStats;
+
+/// Where a backup writes its archive (the engine shuts it down at the end).
+pub type Sink = Box<dyn AsyncWrite + Unpin + Send>;
+/// Where an archive is read from.
+pub type Source = Box<dyn AsyncRead + Unpin + Send>;
+
+/// What a backup wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Archive {
+    pub server_version: String,
+    /// The archive's format, as a manifest records it.
+    pub format: &'static str,
+    /// Keys per type (with name checksums when asked), as a manifest records them.
+    pub tables: Vec<TableStats>,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    pub keys: u64,
+    /// Keys restored with a TTL.
+    pub expiring: u64,
+    /// How far a restored TTL fell short of the recorded one, at most (milliseconds).
+    pub max_ttl_drift_ms: i64,
+    /// Keys that had a TTL in the archive but none once restored.
+    pub ttl_lost: u64,
+}
 
 /// An environment's place on a shared server: its user, the part of the keyspace it owns, and the
 /// UID of the owning object (the marker on everything made for it).
@@ -136,6 +165,45 @@ pub trait Tenancy: Send + Sync {
     /// The connection Secret's data for `app` (the tenant's own credentials).
     fn connection_data(&self, app: &ServerCredentials, tenant: &Tenant)
     -> BTreeMap<String, String>;
+
+    /// The tenant's data under `prefix`, read as `app` (its own user), written as an archive to
+    /// `sink`.
+    fn backup<'a>(
+        &'a self,
+        app: &'a ServerCredentials,
+        prefix: &'a str,
+        checksums: bool,
+        sink: Sink,
+    ) -> BoxFuture<'a, Result<Archive, EngineError>>;
+    /// Reads a whole archive back: the statistics it holds (a truncated or damaged one fails, saying
+    /// which).
+    fn check_archive(
+        &self,
+        source: Source,
+        checksums: bool,
+    ) -> BoxFuture<'_, Result<Vec<TableStats>, EngineError>>;
+    /// The prefix a drill of UID `drill_uid` restores under (no tenant's prefix starts like it).
+    fn scratch_prefix(&self, drill_uid: &str) -> String;
+    /// Restores an archive under `prefix` as `admin`, replacing what is there.
+    fn restore<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        prefix: &'a str,
+        source: Source,
+    ) -> BoxFuture<'a, Result<RestoreReport, EngineError>>;
+    /// The statistics of what is under `prefix`, as an archive's.
+    fn stats<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        prefix: &'a str,
+        checksums: bool,
+    ) -> BoxFuture<'a, Result<Vec<TableStats>, EngineError>>;
+    /// Deletes everything under `prefix` (a drill's scratch); how many keys.
+    fn clear<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<u64, EngineError>>;
 }
 
 impl fmt::Debug for dyn Tenancy {

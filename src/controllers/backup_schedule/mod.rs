@@ -6,6 +6,7 @@
 //! status write is checked against the `resourceVersion` it was computed from, so the reconcile, the
 //! task and a MigrationRun's pre-migration backup (`taker.rs`) never overwrite each other's records.
 
+mod archive;
 pub mod pipeline;
 pub mod plan;
 pub mod prune;
@@ -270,12 +271,22 @@ pub async fn job(
 ) -> Result<pipeline::Job, Error> {
     let env = &resolved.environment;
     let ns = env.namespace().unwrap_or_default();
+    let engine = super::engine::kind(env.spec.engine);
+    // The environment's own Secret: its credentials, and the key naming its part of the server.
     let secret = ConnectionSecretRef {
         name: env.connection_secret_name(),
-        keys: None,
+        keys: Some(crate::api::common::ConnectionSecretKeys {
+            database: Some(
+                crate::engines::connection_details(engine)
+                    .scope_key()
+                    .into(),
+            ),
+            ..Default::default()
+        }),
     };
-    let (creds, database) = references::connection_credentials(
+    let (creds, database) = references::engine_credentials(
         ctx,
+        engine,
         &ns,
         &secret,
         "the environment's connection Secret",
@@ -285,6 +296,7 @@ pub async fn job(
     Ok(pipeline::Job {
         id,
         kind,
+        engine,
         environment: EnvironmentRef {
             namespace: ns,
             name: env.name_any(),

@@ -22,12 +22,14 @@ use tokio_util::io::InspectReader;
 use crate::{
     api::backup_schedule::Compression,
     domain::manifest::{DumpObject, EnvironmentRef, MANIFEST_FORMAT, Manifest},
-    engines::{Connect, Dump, DumpSnapshot, ENGINE, Engine, Restore, ServerCredentials, Tools},
+    engines::{
+        Connect, Dump, DumpSnapshot, ENGINE, Engine, Kind, Restore, ServerCredentials, Tools,
+    },
     storage::{self, BackupStore, DUMP_OBJECT, MANIFEST_OBJECT},
 };
 
 /// Bytes between pg_dump, the compressor and the upload (each side holds at most this much).
-const PIPE_BUFFER: usize = 1024 * 1024;
+pub(super) const PIPE_BUFFER: usize = 1024 * 1024;
 /// While another backup of the same database holds the lock, look again this often.
 const LOCK_RETRY: Duration = Duration::from_secs(2);
 
@@ -37,8 +39,11 @@ pub struct Job {
     pub id: String,
     /// `scheduled`, `manual` or `premigrate`.
     pub kind: &'static str,
+    /// The environment's engine.
+    pub engine: Kind,
     pub environment: EnvironmentRef,
     pub creds: ServerCredentials,
+    /// The environment's part of the server: its database (PostgreSQL) or key prefix (Redis).
     pub database: String,
     pub store: BackupStore,
     pub compression: Compression,
@@ -57,7 +62,7 @@ pub struct Failure {
     pub message: String,
 }
 
-fn fail(reason: &'static str, message: impl Into<String>) -> Failure {
+pub(super) fn fail(reason: &'static str, message: impl Into<String>) -> Failure {
     Failure {
         reason,
         message: message.into(),
@@ -77,6 +82,9 @@ pub async fn take(job: &Job) -> Result<Manifest, Failure> {
 }
 
 async fn run(job: &Job) -> Result<Manifest, Failure> {
+    if let Some(tenancy) = crate::engines::tenancy(job.engine) {
+        return super::archive::run(job, tenancy).await;
+    }
     let (tool_version, tool_major) = ENGINE
         .dump_version(&job.tools)
         .await
@@ -264,7 +272,7 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
 
 /// Copies `source` into `sink` through the stream compression, then ends `sink` (the upload sees the
 /// end of the stream only after the compressor's last block).
-async fn compress(
+pub(super) async fn compress(
     mut source: impl AsyncRead + Unpin,
     sink: tokio::io::DuplexStream,
     compression: Compression,

@@ -94,18 +94,46 @@ mod tests {
     fn thresholds_judge_hit_rate_then_memory() {
         let t = Thresholds::default();
         let cases = [
-            ("a fresh server is not judged", usage(1, 9, 0, None), true, "WithinThresholds"),
-            ("a good cache", usage(900, 100, 10, Some(100)), true, "WithinThresholds"),
-            ("exactly at the threshold", usage(80, 20, 0, None), true, "WithinThresholds"),
-            ("too many misses", usage(790, 210, 0, None), false, "CacheHitRateLow"),
-            ("memory near the limit", usage(900, 100, 95, Some(100)), false, "MemoryNearLimit"),
+            (
+                "a fresh server is not judged",
+                usage(1, 9, 0, None),
+                true,
+                "WithinThresholds",
+            ),
+            (
+                "a good cache",
+                usage(900, 100, 10, Some(100)),
+                true,
+                "WithinThresholds",
+            ),
+            (
+                "exactly at the threshold",
+                usage(80, 20, 0, None),
+                true,
+                "WithinThresholds",
+            ),
+            (
+                "too many misses",
+                usage(790, 210, 0, None),
+                false,
+                "CacheHitRateLow",
+            ),
+            (
+                "memory near the limit",
+                usage(900, 100, 95, Some(100)),
+                false,
+                "MemoryNearLimit",
+            ),
         ];
         for (name, u, ok, reason) in cases {
             let (within, why, message) = judge(&u, &t);
             assert_eq!((within, why), (ok, reason), "{name}: {message}");
         }
         let (_, _, message) = judge(&usage(790, 210, 0, None), &t);
-        assert!(message.contains("79.0%") && message.contains("80%"), "{message}");
+        assert!(
+            message.contains("79.0%") && message.contains("80%"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -95,11 +95,7 @@ fn server_label(env: &DatabaseEnvironment) -> String {
         server.and_then(|s| s.admin_secret_ref.as_ref()),
     ) {
         (Some(r), _) => r.name.clone(),
-        (None, Some(secret)) => format!(
-            "{}/{}",
-            env.namespace().unwrap_or_default(),
-            secret.name
-        ),
+        (None, Some(secret)) => format!("{}/{}", env.namespace().unwrap_or_default(), secret.name),
         (None, None) => String::new(),
     }
 }

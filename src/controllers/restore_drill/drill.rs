@@ -13,7 +13,7 @@ use crate::{
     api::restore_drill::{CheckResult, DrillChecks, DrillResult, DrillRun},
     controllers::clock::to_time,
     domain::manifest::Manifest,
-    engines::{ENGINE, Restore, ServerCredentials, Tools},
+    engines::{self, ENGINE, Kind, Restore, RestoreReport, ServerCredentials, Tenancy, Tools},
     storage::BackupStore,
 };
 
@@ -21,6 +21,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Job {
     pub drill_uid: String,
+    /// The engine of the schedule's environment (PostgreSQL when the environment is gone).
+    pub engine: Kind,
     pub backup_id: Option<String>,
     pub store: BackupStore,
     pub target: Target,
@@ -47,6 +49,17 @@ impl Job {
     /// what was removed.
     pub async fn clean_up(&self, ctx: &Context) -> Result<Vec<String>, String> {
         match &self.target {
+            Target::Server(admin) if let Some(tenancy) = engines::tenancy(self.engine) => {
+                let prefix = tenancy.scratch_prefix(&self.drill_uid);
+                let keys = tenancy
+                    .clear(admin, &prefix)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((keys > 0)
+                    .then(|| format!("{keys} key(s) under {prefix}"))
+                    .into_iter()
+                    .collect())
+            }
             Target::Server(admin) => ENGINE
                 .drop_scratch(admin, &ENGINE.scratch_target(&self.drill_uid))
                 .await
@@ -63,6 +76,9 @@ impl Job {
     /// What a kept target is called in status.
     fn kept(&self) -> String {
         match &self.target {
+            Target::Server(_) if let Some(tenancy) = engines::tenancy(self.engine) => {
+                format!("keys under {}", tenancy.scratch_prefix(&self.drill_uid))
+            }
             Target::Server(_) => ENGINE.scratch_target(&self.drill_uid).database,
             Target::Instance(env) => format!("DatabaseEnvironment {}", env.name),
         }
@@ -104,7 +120,11 @@ pub async fn run(ctx: &Context, job: &Job) -> DrillRun {
     // The data is as of the snapshot, taken when the backup started: that is the point returned to.
     run.rpo_seconds = Some((started - manifest.started_at).num_seconds().max(0));
     let clock = Instant::now();
+    let archive_engine = Kind::from_name(&manifest.engine).and_then(engines::tenancy);
     let outcome = async {
+        if let Some(tenancy) = archive_engine {
+            return restore_archive(job, tenancy, &manifest, &mut run, clock).await;
+        }
         let (scratch, database) = job.prepare(ctx).await?;
         let method = restore::restore_into(
             &job.tools, &job.store, &manifest, &scratch, &database, job.jobs, &job.spool,
@@ -145,6 +165,101 @@ pub async fn run(ctx: &Context, job: &Job) -> DrillRun {
             run.finished_at = Some(to_time(Utc::now()));
             run
         }
+    }
+}
+
+/// Restores an engine's own archive (Redis) under the drill's scratch prefix on the target server,
+/// then compares key counts (and name checksums) with the manifest and checks that TTLs were kept.
+async fn restore_archive(
+    job: &Job,
+    tenancy: &dyn Tenancy,
+    manifest: &Manifest,
+    run: &mut DrillRun,
+    clock: Instant,
+) -> Result<(), Failed> {
+    let product = tenancy.kind().product();
+    let Target::Server(admin) = &job.target else {
+        return Err(Failed(format!(
+            "backup {} is a {product} backup: it is restored on a server (spec.target.server); instance targets are PostgreSQL's in this release",
+            manifest.id
+        )));
+    };
+    if !job.checks.queries.is_empty() {
+        return Err(Failed(format!(
+            "checks.queries are SQL; a {product} drill checks key counts, name checksums and TTLs: remove checks.queries"
+        )));
+    }
+    let prefix = tenancy.scratch_prefix(&job.drill_uid);
+    // What an interrupted run left.
+    tenancy
+        .clear(admin, &prefix)
+        .await
+        .map_err(|e| Failed(format!("clearing the scratch prefix {prefix}: {e}")))?;
+    let report = crate::controllers::restore_archive::restore_archive(
+        tenancy, &job.store, manifest, admin, &prefix,
+    )
+    .await
+    .map_err(Failed)?;
+    run.restore_method = Some(format!(
+        "RESTORE of {} key(s) under {prefix} on the target server",
+        report.keys
+    ));
+    run.restore_seconds = Some(clock.elapsed().as_secs() as i64);
+    let verify = Instant::now();
+    let want_checksums = job.checks.checksums;
+    if job.checks.row_counts || want_checksums {
+        let restored = tenancy
+            .stats(admin, &prefix, want_checksums)
+            .await
+            .map_err(|e| Failed(format!("counting the restored keys: {e}")))?;
+        if job.checks.row_counts {
+            run.checks.push(restore::compare_tables(
+                "rowCounts",
+                &manifest.tables,
+                &restored,
+                false,
+            ));
+        }
+        if want_checksums {
+            run.checks.push(if manifest.tables.iter().any(|t| t.checksum.is_none()) {
+                CheckResult {
+                    name: "checksums".into(),
+                    passed: false,
+                    message: Some(format!(
+                        "backup {} recorded key counts only (its schedule has tableChecks: rowCounts); nothing to compare checksums with",
+                        manifest.id
+                    )),
+                }
+            } else {
+                restore::compare_tables("checksums", &manifest.tables, &restored, true)
+            });
+        }
+    }
+    run.checks.push(ttl_check(&report));
+    run.verify_seconds = Some(verify.elapsed().as_secs() as i64);
+    Ok(())
+}
+
+/// How far a restored TTL may fall short of the recorded one (the time one batch takes, with room).
+pub const TTL_TOLERANCE_MS: i64 = 60_000;
+
+/// Whether the restore kept every key's TTL (pure).
+pub fn ttl_check(report: &RestoreReport) -> CheckResult {
+    let passed = report.ttl_lost == 0 && report.max_ttl_drift_ms <= TTL_TOLERANCE_MS;
+    CheckResult {
+        name: "ttls".into(),
+        passed,
+        message: Some(if report.ttl_lost > 0 {
+            format!(
+                "{} of {} key(s) with a TTL lost it in the restore",
+                report.ttl_lost, report.expiring
+            )
+        } else {
+            format!(
+                "{} key(s) kept their TTL (at most {} ms short of the recorded one; {} ms allowed)",
+                report.expiring, report.max_ttl_drift_ms, TTL_TOLERANCE_MS
+            )
+        }),
     }
 }
 

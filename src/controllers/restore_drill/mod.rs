@@ -110,16 +110,10 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
         "BackupScheduleNotFound",
     )
     .await?;
-    // The environment may be gone (a drill proves its backups still restore); when it is there, its
-    // engine must do drills.
-    let environments: kube::Api<crate::api::DatabaseEnvironment> =
-        kube::Api::namespaced(ctx.client.clone(), &ns);
-    if let Some(env) = environments
-        .get_opt(&backups.spec.environment_ref.name)
-        .await?
-    {
-        super::engine::require(env.spec.engine, crate::engines::Capability::RestoreDrill)?;
-    }
+    let engine = drill_engine(ctx, &ns, &backups).await?;
+    engine
+        .require(crate::engines::Capability::RestoreDrill)
+        .map_err(super::engine::unsupported)?;
     let store = super::backup_store::for_schedule(ctx, &backups).await?;
     let target = match &drill.spec.target.instance {
         // The image is checked where every instance's is: a refused one stalls the environment, and
@@ -127,12 +121,13 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
         Some(spec) => drill::Target::Instance(Box::new(instance::ScratchEnvironment::for_drill(
             drill, spec,
         ))),
-        None => drill::Target::Server(admin_credentials(drill, ctx).await?),
+        None => drill::Target::Server(admin_credentials(drill, ctx, engine).await?),
     };
     Ok(Resolved {
         schedule,
         job: drill::Job {
             drill_uid: drill.uid().unwrap_or_default(),
+            engine,
             backup_id: drill.spec.backup_id.clone(),
             store,
             target,
@@ -146,9 +141,36 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
     })
 }
 
+/// The engine of the schedule's environment; PostgreSQL when the environment is gone (a drill proves
+/// a deleted database's backups still restore).
+async fn drill_engine(
+    ctx: &Context,
+    ns: &str,
+    backups: &BackupSchedule,
+) -> Result<crate::engines::Kind, Error> {
+    Ok(known_engine(ctx, ns, backups)
+        .await?
+        .unwrap_or(crate::engines::Kind::Postgres))
+}
+
+/// The engine of the schedule's environment, when it still exists.
+async fn known_engine(
+    ctx: &Context,
+    ns: &str,
+    backups: &BackupSchedule,
+) -> Result<Option<crate::engines::Kind>, Error> {
+    let environments: kube::Api<crate::api::DatabaseEnvironment> =
+        kube::Api::namespaced(ctx.client.clone(), ns);
+    Ok(environments
+        .get_opt(&backups.spec.environment_ref.name)
+        .await?
+        .map(|env| super::engine::kind(env.spec.engine)))
+}
+
 async fn admin_credentials(
     drill: &RestoreDrill,
     ctx: &Context,
+    engine: crate::engines::Kind,
 ) -> Result<ServerCredentials, Error> {
     let Some(server) = &drill.spec.target.server else {
         return Err(Error::InvalidSpec {
@@ -157,8 +179,9 @@ async fn admin_credentials(
         });
     };
     let ns = drill.namespace().unwrap_or_default();
-    let (creds, _) = references::connection_credentials(
+    let (creds, _) = references::engine_credentials(
         ctx,
+        engine,
         &ns,
         &server.admin_secret_ref,
         "spec.target.server.adminSecretRef",
@@ -435,12 +458,49 @@ async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Erro
         }
         return Ok(Action::await_change());
     }
-    match admin_credentials(&drill, ctx).await {
+    let ns = drill.namespace().unwrap_or_default();
+    let backups: Option<BackupSchedule> = kube::Api::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&drill.spec.backup_schedule_ref.name)
+        .await?;
+    let known = match &backups {
+        Some(b) => known_engine(ctx, &ns, b).await?,
+        None => None,
+    };
+    let engine = known.unwrap_or(crate::engines::Kind::Postgres);
+    match admin_credentials(&drill, ctx, engine).await {
         Ok(admin) => {
-            let dropped = ENGINE
-                .drop_scratch(&admin, &ENGINE.scratch_target(&uid))
-                .await
-                .map_err(super::error::pg)?;
+            let dropped = match crate::engines::tenancy(engine) {
+                Some(tenancy) => {
+                    let prefix = tenancy.scratch_prefix(&uid);
+                    let keys = tenancy
+                        .clear(&admin, &prefix)
+                        .await
+                        .map_err(super::error::pg)?;
+                    (keys > 0)
+                        .then(|| format!("{keys} key(s) under {prefix}"))
+                        .into_iter()
+                        .collect()
+                }
+                None => match ENGINE
+                    .drop_scratch(&admin, &ENGINE.scratch_target(&uid))
+                    .await
+                {
+                    Ok(dropped) => dropped,
+                    // The schedule or its environment is gone, so the engine is a guess: a drill
+                    // of another engine's backups must not block its own deletion on it.
+                    Err(e) if known.is_none() => {
+                        ctx.publish(
+                            drill.as_ref(),
+                            EventType::Warning,
+                            "CleanupSkipped",
+                            format!("The drill's schedule or environment is gone, and its scratch database could not be dropped ({e}); drop {} (or the keys under lifeboat:drill:{uid}:) by hand if they exist.", ENGINE.scratch_target(&uid).database),
+                        )
+                        .await;
+                        Vec::new()
+                    }
+                    Err(e) => return Err(super::error::pg(e)),
+                },
+            };
             hold_admin_secret(ctx, &drill, false).await?;
             if !dropped.is_empty() {
                 ctx.publish(

@@ -176,6 +176,9 @@ impl ConnectionDetails for Postgres {
     fn default_ssl_mode(&self, with_ca: bool) -> &'static str {
         connection::default_sslmode(with_ca)
     }
+    fn scope_key(&self) -> &'static str {
+        "database"
+    }
     fn connection_data(
         &self,
         creds: &ServerCredentials,

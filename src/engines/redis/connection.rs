@@ -16,7 +16,8 @@ pub fn default_sslmode(with_ca: bool) -> &'static str {
 }
 
 /// The connection Secret's data: `host`, `port`, `username`, `password`, `keyPrefix`, `tls`
-/// (`true`/`false`) and `uri` (`redis://` or `rediss://`).
+/// (`true`/`false`), `sslmode` (how Lifeboat itself connects, for its backups) and `uri`
+/// (`redis://` or `rediss://`).
 pub fn connection_data(creds: &ServerCredentials, key_prefix: &str) -> BTreeMap<String, String> {
     let enc = crate::engines::naming::uri_component;
     let tls = creds.sslmode != "disable";
@@ -32,6 +33,7 @@ pub fn connection_data(creds: &ServerCredentials, key_prefix: &str) -> BTreeMap<
         ("password".into(), creds.password.clone()),
         ("keyPrefix".into(), key_prefix.to_string()),
         ("tls".into(), tls.to_string()),
+        ("sslmode".into(), creds.sslmode.clone()),
         (
             "uri".into(),
             format!(

@@ -3,8 +3,10 @@
 //! (plain or TLS), and what a failure means.
 
 mod acl;
+pub mod archive;
 mod connection;
 mod info;
+mod keys;
 mod tenancy;
 
 pub use connection::connection_data;
@@ -20,7 +22,11 @@ use redis::{
 use super::{Capability, Failure, ServerCredentials};
 
 /// What the Redis engine can do in this release.
-pub const CAPABILITIES: &[Capability] = &[Capability::SharedServer];
+pub const CAPABILITIES: &[Capability] = &[
+    Capability::SharedServer,
+    Capability::Backup,
+    Capability::RestoreDrill,
+];
 /// The port a Secret that names none means.
 pub const DEFAULT_PORT: u16 = 6379;
 /// A connection attempt (and any one command) gives up after this long.
@@ -62,6 +68,8 @@ pub enum RedisError {
     NotOurs { what: String },
     #[error("{context}: {detail}")]
     Command { context: String, detail: String },
+    #[error("{0}")]
+    Archive(archive::ArchiveError),
 }
 
 impl RedisError {
@@ -89,6 +97,8 @@ impl Failure for RedisError {
             RedisError::NotAdmin { .. } => "InsufficientPrivileges",
             RedisError::NotOurs { .. } => "DatabaseConflict",
             RedisError::Command { .. } => "RedisError",
+            RedisError::Archive(archive::ArchiveError::Truncated(_)) => "BackupTruncated",
+            RedisError::Archive(_) => "BackupDamaged",
         }
     }
     fn is_transient(&self) -> bool {
@@ -171,6 +181,9 @@ impl super::ConnectionDetails for Redis {
     }
     fn default_ssl_mode(&self, with_ca: bool) -> &'static str {
         connection::default_sslmode(with_ca)
+    }
+    fn scope_key(&self) -> &'static str {
+        "keyPrefix"
     }
     /// `database` is the key prefix.
     fn connection_data(

@@ -10,19 +10,20 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Redis, RedisError,
-    acl::{OWNERS_KEY, glob_escape, user_rules},
-    connect, endpoint, info,
+    acl::{OWNERS_KEY, user_rules},
+    archive, connect, endpoint, info, keys,
 };
 use crate::{
-    domain::digest::hex,
+    domain::{digest::hex, manifest::TableStats},
     engines::{
         Kind, ServerCredentials,
-        tenancy::{EngineError, Provisioned, ServerFacts, Tenancy, Tenant, Usage},
+        tenancy::{
+            Archive, EngineError, Provisioned, RestoreReport, ServerFacts, Sink, Source, Tenancy,
+            Tenant, Usage,
+        },
     },
 };
 
-/// Keys asked for (`SCAN … COUNT`) and deleted (`UNLINK`) per round trip when a tenant goes.
-pub const DELETE_BATCH: usize = 1000;
 /// Longest user name: Redis has no limit, but names are also key prefixes and metric-free labels.
 const MAX_USER: usize = 100;
 
@@ -89,7 +90,96 @@ impl Tenancy for Redis {
     ) -> BTreeMap<String, String> {
         super::connection_data(app, &tenant.key_prefix)
     }
+
+    fn backup<'a>(
+        &'a self,
+        app: &'a ServerCredentials,
+        prefix: &'a str,
+        checksums: bool,
+        sink: Sink,
+    ) -> BoxFuture<'a, Result<Archive, EngineError>> {
+        async move {
+            let mut conn = connect(app).await?;
+            let server_version = keys::version(&mut conn).await?;
+            let tally = keys::backup(&mut conn, prefix, sink).await?;
+            Ok(Archive {
+                server_version,
+                format: archive::FORMAT,
+                tables: tally.stats(checksums),
+            })
+        }
+        .map(|r: Result<Archive, RedisError>| r.map_err(EngineError::from_failure))
+        .boxed()
+    }
+
+    fn check_archive(
+        &self,
+        source: Source,
+        checksums: bool,
+    ) -> BoxFuture<'_, Result<Vec<TableStats>, EngineError>> {
+        async move {
+            archive::tally(source, checksums)
+                .await
+                .map_err(|e| EngineError::from_failure(RedisError::Archive(e)))
+        }
+        .boxed()
+    }
+
+    fn scratch_prefix(&self, drill_uid: &str) -> String {
+        format!("{SCRATCH_PREFIX}{drill_uid}:")
+    }
+
+    fn restore<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        prefix: &'a str,
+        source: Source,
+    ) -> BoxFuture<'a, Result<RestoreReport, EngineError>> {
+        async move {
+            let mut conn = connect(admin).await?;
+            let done = keys::restore(&mut conn, prefix, source).await?;
+            Ok(RestoreReport {
+                keys: done.keys,
+                expiring: done.expiring,
+                max_ttl_drift_ms: done.max_ttl_drift_ms,
+                ttl_lost: done.ttl_lost,
+            })
+        }
+        .map(|r: Result<RestoreReport, RedisError>| r.map_err(EngineError::from_failure))
+        .boxed()
+    }
+
+    fn stats<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        prefix: &'a str,
+        checksums: bool,
+    ) -> BoxFuture<'a, Result<Vec<TableStats>, EngineError>> {
+        async move {
+            let mut conn = connect(admin).await?;
+            keys::stats(&mut conn, prefix, checksums).await
+        }
+        .map(|r: Result<Vec<TableStats>, RedisError>| r.map_err(EngineError::from_failure))
+        .boxed()
+    }
+
+    fn clear<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<u64, EngineError>> {
+        async move {
+            let mut conn = connect(admin).await?;
+            keys::delete(&mut conn, prefix).await
+        }
+        .map(|r: Result<u64, RedisError>| r.map_err(EngineError::from_failure))
+        .boxed()
+    }
 }
+
+/// Where drills restore: under `lifeboat:` like the owners record, which no tenant's prefix starts
+/// with (theirs begin with their user's name, which has a hash suffix and no `:`).
+const SCRATCH_PREFIX: &str = "lifeboat:drill:";
 
 /// The server's version (ACLs need 6 or later) and whether the admin may manage users.
 async fn check_server(admin: &ServerCredentials) -> Result<ServerFacts, RedisError> {
@@ -230,41 +320,11 @@ async fn deprovision(
     if deleted > 0 {
         removed.push(format!("ACL user {user}"));
     }
-    let keys = delete_prefix(&mut conn, &tenant.key_prefix).await?;
+    let keys = super::keys::delete(&mut conn, &tenant.key_prefix).await?;
     removed.push(format!("{keys} key(s) under {}", tenant.key_prefix));
     let _: i64 = conn
         .hdel(OWNERS_KEY, user)
         .await
         .map_err(|e| RedisError::command(format!("forgetting user {user}"), e))?;
     Ok(removed)
-}
-
-/// Unlinks every key starting with `prefix`, [`DELETE_BATCH`] at a time; how many.
-async fn delete_prefix(conn: &mut MultiplexedConnection, prefix: &str) -> Result<u64, RedisError> {
-    let pattern = format!("{}*", glob_escape(prefix));
-    let mut cursor: u64 = 0;
-    let mut total = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(DELETE_BATCH)
-            .query_async(conn)
-            .await
-            .map_err(|e| RedisError::command(format!("SCAN for keys under {prefix}"), e))?;
-        for chunk in keys.chunks(DELETE_BATCH) {
-            let n: u64 = redis::cmd("UNLINK")
-                .arg(chunk)
-                .query_async(conn)
-                .await
-                .map_err(|e| RedisError::command(format!("UNLINK keys under {prefix}"), e))?;
-            total += n;
-        }
-        if next == 0 {
-            return Ok(total);
-        }
-        cursor = next;
-    }
 }

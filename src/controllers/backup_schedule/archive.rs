@@ -1,0 +1,151 @@
+//! One backup of an engine that writes its own archive ([`Tenancy::backup`]: Redis): the engine writes
+//! into a pipe → compression and SHA-256 → multipart upload → read back, decompressed and tallied again
+//! (`verify`) → `manifest.json`, written last. As for a dump, a failure removes what was stored
+//! ([`super::pipeline::take`]).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use async_compression::tokio::write;
+use chrono::Utc;
+use tokio::io::AsyncWrite;
+use tokio_util::io::InspectReader;
+
+use super::pipeline::{Failure, Job, PIPE_BUFFER, compress, compression_name, fail};
+use crate::{
+    api::backup_schedule::Compression,
+    domain::manifest::{DumpObject, MANIFEST_FORMAT, Manifest, TableStats},
+    engines::{Failure as _, Tenancy},
+    storage::{self, DUMP_OBJECT, MANIFEST_OBJECT},
+};
+
+pub(super) async fn run(job: &Job, tenancy: &dyn Tenancy) -> Result<Manifest, Failure> {
+    let started_at = Utc::now();
+    let (engine_end, our_end) = tokio::io::duplex(PIPE_BUFFER);
+    let raw = Arc::new(AtomicU64::new(0));
+    let counter = raw.clone();
+    let counted = InspectReader::new(our_end, move |b: &[u8]| {
+        counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+    });
+    let (pipe_out, pipe_in) = tokio::io::duplex(PIPE_BUFFER);
+    let compressor = tokio::spawn(compress(counted, pipe_in, job.compression));
+    let path = job.store.path(&job.id, DUMP_OBJECT);
+    let (archive, uploaded) = tokio::join!(
+        tenancy.backup(
+            &job.creds,
+            &job.database,
+            job.checksums,
+            Box::new(engine_end)
+        ),
+        job.store.upload(&path, pipe_out)
+    );
+    let compressed = compressor
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let archive = archive.map_err(|e| {
+        fail(
+            e.reason(),
+            format!("backing up the keys under {}: {e}", job.database),
+        )
+    })?;
+    let stored = uploaded.map_err(|e| fail(e.reason(), e.to_string()))?;
+    compressed.map_err(|e| fail("DumpFailed", format!("compressing the archive: {e}")))?;
+    if job.verify {
+        verify(job, tenancy, &stored, &archive.tables).await?;
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        id: job.id.clone(),
+        kind: job.kind.to_string(),
+        environment: job.environment.clone(),
+        engine: tenancy.kind().name().into(),
+        server_version: archive.server_version,
+        dump_tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        database: job.database.clone(),
+        started_at,
+        finished_at: Utc::now(),
+        dump: DumpObject {
+            object: DUMP_OBJECT.into(),
+            format: archive.format.into(),
+            compression: compression_name(job.compression).into(),
+            size_bytes: stored.size,
+            raw_size_bytes: raw.load(Ordering::Relaxed),
+            sha256: stored.sha256,
+        },
+        table_checks: if job.checksums {
+            "checksums"
+        } else {
+            "rowCounts"
+        }
+        .into(),
+        tables: archive.tables,
+    };
+    job.store
+        .put(
+            &job.store.path(&job.id, MANIFEST_OBJECT),
+            manifest.to_json(),
+        )
+        .await
+        .map_err(|e| fail(e.reason(), e.to_string()))?;
+    Ok(manifest)
+}
+
+/// Reads the stored archive back: its size and SHA-256 must match what was written, and the engine
+/// must read every record of the (decompressed) archive to the same statistics.
+async fn verify(
+    job: &Job,
+    tenancy: &dyn Tenancy,
+    stored: &storage::Stored,
+    tables: &[TableStats],
+) -> Result<(), Failure> {
+    let path = job.store.path(&job.id, DUMP_OBJECT);
+    let stream = job
+        .store
+        .stream(&path)
+        .await
+        .map_err(|e| fail(e.reason(), format!("verify: {e}")))?;
+    let (ours, engines) = tokio::io::duplex(PIPE_BUFFER);
+    let sink: Box<dyn AsyncWrite + Unpin + Send> = match job.compression {
+        Compression::Zstd => Box::new(write::ZstdDecoder::new(ours)),
+        Compression::Gzip => Box::new(write::GzipDecoder::new(ours)),
+        Compression::None => Box::new(ours),
+    };
+    let (read, checked) = tokio::join!(
+        storage::copy_hashed(stream, sink),
+        tenancy.check_archive(Box::new(engines), job.checksums)
+    );
+    let (read, _) =
+        read.map_err(|e| fail("VerifyFailed", format!("reading the archive back: {e}")))?;
+    if read != *stored {
+        return Err(fail(
+            "VerifyFailed",
+            format!(
+                "the archive read back from {} is {} bytes with SHA-256 {}, but {} bytes with SHA-256 {} were written",
+                job.store.url(),
+                read.size,
+                read.sha256,
+                stored.size,
+                stored.sha256
+            ),
+        ));
+    }
+    let read_tables = checked.map_err(|e| {
+        fail(
+            "VerifyFailed",
+            format!("the archive could not be read back: {e}"),
+        )
+    })?;
+    if read_tables != tables {
+        return Err(fail(
+            "VerifyFailed",
+            format!(
+                "the archive read back holds {} key(s), but {} were written",
+                read_tables.iter().map(|t| t.rows).sum::<i64>(),
+                tables.iter().map(|t| t.rows).sum::<i64>()
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! A tenant's keys in bulk: backed up into a key archive (`SCAN` on its prefix, then `TYPE`, `PTTL` and
+//! `DUMP` pipelined per batch), restored under another prefix (`RESTORE` with the TTL each key had
+//! left), counted, and deleted, [`BATCH`] keys per round trip.
+
+use std::collections::HashSet;
+
+use redis::{Value, aio::MultiplexedConnection};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{
+    RedisError,
+    acl::glob_escape,
+    archive::{self, KeyType, Reader, Record, Tally, Writer},
+};
+use crate::domain::manifest::TableStats;
+
+/// Keys per round trip.
+pub const BATCH: usize = 1000;
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub keys: u64,
+    /// Keys restored with a TTL.
+    pub expiring: u64,
+    /// Of those, how far the TTL read right after RESTORE fell short of the one recorded, at most.
+    pub max_ttl_drift_ms: i64,
+    /// Keys that had a TTL in the archive but none after RESTORE.
+    pub ttl_lost: u64,
+}
+
+fn command(context: &str, e: redis::RedisError) -> RedisError {
+    RedisError::command(context.to_string(), e)
+}
+
+fn archive_error(e: archive::ArchiveError) -> RedisError {
+    RedisError::Archive(e)
+}
+
+/// One `SCAN` step under `prefix`: the next cursor and the keys.
+async fn scan(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+    cursor: u64,
+) -> Result<(u64, Vec<Vec<u8>>), RedisError> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(format!("{}*", glob_escape(prefix)))
+        .arg("COUNT")
+        .arg(BATCH)
+        .query_async(conn)
+        .await
+        .map_err(|e| command(&format!("SCAN for keys under {prefix}"), e))
+}
+
+/// The server's version, asked with `HELLO` (which every user may send; `INFO` is an admin command).
+pub async fn version(conn: &mut MultiplexedConnection) -> Result<String, RedisError> {
+    let hello: Vec<Value> = redis::cmd("HELLO")
+        .query_async(conn)
+        .await
+        .map_err(|e| command("HELLO", e))?;
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    Ok(hello
+        .chunks(2)
+        .find(|kv| text(&kv[0]).as_deref() == Some("version"))
+        .and_then(|kv| kv.get(1).and_then(text))
+        .unwrap_or_else(|| "unknown".into()))
+}
+
+/// Writes every key under `prefix` (read as the connection's user) to an archive on `sink`, keys
+/// stored without the prefix. Not a point-in-time copy: a key written while the backup runs may or
+/// may not be in it; each key is as of its own `DUMP`. Returns the statistics.
+pub async fn backup(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+    sink: impl AsyncWrite + Unpin,
+) -> Result<Tally, RedisError> {
+    let io = |e: std::io::Error| RedisError::Command {
+        context: "writing the key archive".into(),
+        detail: e.to_string(),
+    };
+    let mut writer = Writer::new(sink).await.map_err(io)?;
+    let mut tally = Tally::default();
+    // SCAN may return a key twice; the archive holds it once.
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut cursor = 0;
+    loop {
+        let (next, keys) = scan(conn, prefix, cursor).await?;
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| seen.insert(k.clone()))
+            .collect();
+        if !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("TYPE")
+                    .arg(k)
+                    .cmd("PTTL")
+                    .arg(k)
+                    .cmd("DUMP")
+                    .arg(k);
+            }
+            let answers: Vec<Value> = pipe
+                .query_async(conn)
+                .await
+                .map_err(|e| command(&format!("reading keys under {prefix}"), e))?;
+            for (key, parts) in keys.iter().zip(answers.chunks(3)) {
+                let Some(record) = to_record(key, prefix, parts)? else {
+                    continue; // gone between SCAN and DUMP
+                };
+                tally.add(&record.key, record.key_type, record.pttl.is_some());
+                writer.record(&record).await.map_err(io)?;
+            }
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    writer.finish().await.map_err(io)?;
+    Ok(tally)
+}
+
+/// A record from `TYPE`, `PTTL` and `DUMP` of `key`; `None` when the key went away meanwhile.
+fn to_record(key: &[u8], prefix: &str, parts: &[Value]) -> Result<Option<Record>, RedisError> {
+    let name = match &parts[0] {
+        Value::SimpleString(s) => s.clone(),
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    };
+    if name == "none" {
+        return Ok(None);
+    }
+    let key_type = KeyType::from_name(&name).ok_or_else(|| RedisError::Command {
+        context: format!("backing up key {}", String::from_utf8_lossy(key)),
+        detail: format!(
+            "it has type {name}, which a key archive does not hold (module types are not backed up)"
+        ),
+    })?;
+    let pttl = match parts[1] {
+        Value::Int(-2) => return Ok(None),
+        Value::Int(n) if n >= 0 => Some(n),
+        _ => None,
+    };
+    let payload = match &parts[2] {
+        Value::BulkString(b) => b.clone(),
+        _ => return Ok(None),
+    };
+    Ok(Some(Record {
+        key: key[prefix.len()..].to_vec(),
+        key_type,
+        pttl,
+        payload,
+    }))
+}
+
+/// Restores an archive under `prefix` (as an admin: RESTORE is a dangerous command), each key with the
+/// TTL it had left, replacing what is there.
+pub async fn restore(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+    source: impl AsyncRead + Unpin,
+) -> Result<Restored, RedisError> {
+    let mut reader = Reader::new(source).await.map_err(archive_error)?;
+    let mut done = Restored::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let record = reader.next().await.map_err(archive_error)?;
+        let last = record.is_none();
+        batch.extend(record);
+        if batch.len() == BATCH || (last && !batch.is_empty()) {
+            restore_batch(conn, prefix, &batch, &mut done).await?;
+            batch.clear();
+        }
+        if last {
+            return Ok(done);
+        }
+    }
+}
+
+async fn restore_batch(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+    batch: &[Record],
+    done: &mut Restored,
+) -> Result<(), RedisError> {
+    let mut pipe = redis::pipe();
+    for r in batch {
+        let mut key = prefix.as_bytes().to_vec();
+        key.extend_from_slice(&r.key);
+        pipe.cmd("RESTORE")
+            .arg(&key)
+            .arg(r.pttl.unwrap_or(0))
+            .arg(&r.payload)
+            .arg("REPLACE")
+            .ignore();
+        if r.pttl.is_some() {
+            pipe.cmd("PTTL").arg(&key);
+        }
+    }
+    let ttls: Vec<i64> = pipe.query_async(conn).await.map_err(|e| {
+        let first = batch
+            .first()
+            .map(|r| String::from_utf8_lossy(&r.key).into_owned())
+            .unwrap_or_default();
+        command(
+            &format!("RESTORE of the batch starting at key {first} under {prefix}"),
+            e,
+        )
+    })?;
+    let mut ttls = ttls.into_iter();
+    for r in batch {
+        done.keys += 1;
+        let Some(recorded) = r.pttl else { continue };
+        done.expiring += 1;
+        match ttls.next() {
+            Some(left) if left >= 0 => {
+                done.max_ttl_drift_ms = done.max_ttl_drift_ms.max(recorded - left);
+            }
+            _ => done.ttl_lost += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Counts (and name checksums of) the keys under `prefix` by type, names taken without the prefix.
+pub async fn stats(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+    checksums: bool,
+) -> Result<Vec<TableStats>, RedisError> {
+    let mut tally = Tally::default();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut cursor = 0;
+    loop {
+        let (next, keys) = scan(conn, prefix, cursor).await?;
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| seen.insert(k.clone()))
+            .collect();
+        if !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("TYPE").arg(k).cmd("PTTL").arg(k);
+            }
+            let answers: Vec<Value> = pipe
+                .query_async(conn)
+                .await
+                .map_err(|e| command(&format!("counting keys under {prefix}"), e))?;
+            for (key, parts) in keys.iter().zip(answers.chunks(2)) {
+                let name = match &parts[0] {
+                    Value::SimpleString(s) => s.clone(),
+                    _ => continue,
+                };
+                let Some(t) = KeyType::from_name(&name) else {
+                    continue;
+                };
+                let expiring = matches!(parts[1], Value::Int(n) if n >= 0);
+                tally.add(&key[prefix.len()..], t, expiring);
+            }
+        }
+        if next == 0 {
+            return Ok(tally.stats(checksums));
+        }
+        cursor = next;
+    }
+}
+
+/// Unlinks every key under `prefix`, [`BATCH`] at a time; how many.
+pub async fn delete(conn: &mut MultiplexedConnection, prefix: &str) -> Result<u64, RedisError> {
+    let mut cursor = 0;
+    let mut total = 0u64;
+    loop {
+        let (next, keys) = scan(conn, prefix, cursor).await?;
+        if !keys.is_empty() {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(conn)
+                .await
+                .map_err(|e| command(&format!("UNLINK keys under {prefix}"), e))?;
+            total += n;
+        }
+        if next == 0 {
+            return Ok(total);
+        }
+        cursor = next;
+    }
+}
