@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
 use crate::domain::manifest::TableStats;
 
@@ -129,14 +129,18 @@ impl Tally {
     }
 }
 
+/// Bytes buffered between records and the sink (or source): a record is often a few dozen bytes.
+const BUFFER: usize = 256 * 1024;
+
 /// Writes archives, one record at a time.
 pub struct Writer<W> {
-    sink: W,
+    sink: BufWriter<W>,
     keys: u64,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    pub async fn new(mut sink: W) -> std::io::Result<Self> {
+    pub async fn new(sink: W) -> std::io::Result<Self> {
+        let mut sink = BufWriter::with_capacity(BUFFER, sink);
         sink.write_all(MAGIC).await?;
         Ok(Self { sink, keys: 0 })
     }
@@ -181,13 +185,14 @@ pub enum ArchiveError {
 
 /// Reads archives, one record at a time.
 pub struct Reader<R> {
-    source: R,
+    source: BufReader<R>,
     keys: u64,
     done: bool,
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
-    pub async fn new(mut source: R) -> Result<Self, ArchiveError> {
+    pub async fn new(source: R) -> Result<Self, ArchiveError> {
+        let mut source = BufReader::with_capacity(BUFFER, source);
         let mut magic = [0u8; 5];
         match source.read_exact(&mut magic).await {
             Ok(_) if &magic == MAGIC => Ok(Self {

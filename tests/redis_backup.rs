@@ -1,0 +1,345 @@
+//! Redis backups and drills on the platform's Redis 7.0 and S3: a tenant's own keys (about a million,
+//! of every type, many with a TTL) go into a key archive and come back under a drill's scratch prefix
+//! with the same counts, names and TTLs; a damaged and a truncated backup each fail their drill naming
+//! the cause; the scratch keys never stay behind.
+
+mod support;
+
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, PostParams},
+};
+use lifeboat::api::{
+    RestoreDrill,
+    backup_schedule::BackupPhase,
+    restore_drill::{DrillResult, DrillRun},
+};
+use object_store::{ObjectStoreExt, PutPayload, path::Path};
+use redis::aio::MultiplexedConnection;
+use serde_json::{Value, json};
+use support::{
+    backups::{BACKUP_WAIT, Backups},
+    redis::redis_admin,
+};
+
+type Admin = (String, u16, String, String);
+
+/// Keys the large test writes (`LIFEBOAT_REDIS_TEST_KEYS` to change it locally).
+fn key_count() -> usize {
+    std::env::var("LIFEBOAT_REDIS_TEST_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+async fn admin_conn(admin: &Admin) -> MultiplexedConnection {
+    let url = format!(
+        "redis://{}:{}@{}:{}/0",
+        lifeboat::engines::naming::uri_component(&admin.2),
+        lifeboat::engines::naming::uri_component(&admin.3),
+        admin.0,
+        admin.1
+    );
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn admin_secret(client: &Client, namespace: &str, admin: &Admin) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "redis-admin"},
+        "stringData": {"host": admin.0, "port": admin.1.to_string(), "username": admin.2,
+                       "password": admin.3, "sslmode": "disable"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+/// Writes `n` keys under `prefix`: of every type, one in three with an hour to live. Returns the
+/// count per type.
+async fn fill(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+    n: usize,
+) -> [(&'static str, i64); 6] {
+    let mut counts = [
+        ("string", 0),
+        ("list", 0),
+        ("set", 0),
+        ("zset", 0),
+        ("hash", 0),
+        ("stream", 0),
+    ];
+    for start in (0..n).step_by(2000) {
+        let mut pipe = redis::pipe();
+        for i in start..(start + 2000).min(n) {
+            let key = format!("{prefix}k:{i}");
+            // Mostly strings, as caches are; every type well represented; a few streams.
+            let t = match i % 20 {
+                0..=11 => 0,
+                12 | 13 => 1,
+                14 | 15 => 2,
+                16 | 17 => 3,
+                18 => 4,
+                _ if i % 1000 == 19 => 5,
+                _ => 4,
+            };
+            match t {
+                0 => pipe.set(&key, format!("value-{i}")).ignore(),
+                1 => pipe.rpush(&key, &[i, i + 1, i + 2]).ignore(),
+                2 => pipe.sadd(&key, &[i, i * 2]).ignore(),
+                3 => pipe.zadd(&key, "m", i).ignore(),
+                4 => pipe.hset(&key, "field", i).ignore(),
+                _ => pipe.cmd("XADD").arg(&key).arg("*").arg("f").arg(i).ignore(),
+            };
+            if i % 3 == 0 {
+                pipe.expire(&key, 3600).ignore();
+            }
+            counts[t].1 += 1;
+        }
+        let () = pipe.query_async(conn).await.unwrap();
+    }
+    counts
+}
+
+async fn count_prefix(conn: &mut MultiplexedConnection, prefix: &str) -> usize {
+    let (mut cursor, mut n) = (0u64, 0);
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .unwrap();
+        n += keys.len();
+        if next == 0 {
+            return n;
+        }
+        cursor = next;
+    }
+}
+
+struct RedisDrills {
+    b: Backups,
+    admin: Admin,
+    drills: Api<RestoreDrill>,
+}
+
+impl RedisDrills {
+    /// A namespace with a Redis environment `cache` holding `keys` keys and its schedule `nightly`
+    /// (`extra` merged into the schedule's spec); one backup taken.
+    async fn new(
+        prefix: &str,
+        keys: usize,
+        extra: Value,
+    ) -> Option<(Self, String, [(&'static str, i64); 6])> {
+        let b = Backups::new(prefix).await?;
+        let admin = redis_admin()?;
+        admin_secret(&b.fx.client, &b.fx.ns.name, &admin).await;
+        b.fx.apply_env(
+            "cache",
+            json!({"engine": "redis", "tier": "dev", "server": {"adminSecretRef": {"name": "redis-admin"}}}),
+        )
+        .await;
+        b.fx.ready("cache").await;
+        let key_prefix = b.fx.connection("cache").await["keyPrefix"].clone();
+        let mut root = admin_conn(&admin).await;
+        let started = Instant::now();
+        let counts = fill(&mut root, &key_prefix, keys).await;
+        println!(
+            "wrote {keys} keys in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        let mut schedule = json!({"trigger": "t", "tableChecks": "checksums"});
+        support::backups::merge(&mut schedule, extra);
+        b.schedule("nightly", "cache", schedule).await;
+        let record = b.finished("nightly", BackupPhase::Succeeded).await;
+        let drills = Api::namespaced(b.fx.client.clone(), &b.fx.ns.name);
+        Some((Self { b, admin, drills }, record.id, counts))
+    }
+
+    async fn apply(&self, name: &str, extra: Value) {
+        let mut spec = json!({
+            "backupScheduleRef": {"name": "nightly"},
+            "target": {"server": {"adminSecretRef": {"name": "redis-admin"}}},
+            "checks": {"rowCounts": true, "checksums": true},
+        });
+        support::backups::merge(&mut spec, extra);
+        support::apply_json(
+            &self.b.fx.client,
+            &self.b.fx.ns.name,
+            json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreDrill",
+                   "metadata": {"name": name}, "spec": spec}),
+        )
+        .await
+        .expect("apply RestoreDrill");
+    }
+
+    async fn finished(&self, name: &str) -> (RestoreDrill, DrillRun) {
+        let d = support::wait_for(&self.drills, name, "a finished drill", BACKUP_WAIT, |d| {
+            d.status.as_ref().is_some_and(|s| s.last_run.is_some())
+        })
+        .await;
+        let run = d.status.clone().unwrap().last_run.unwrap();
+        (d, run)
+    }
+
+    async fn scratch_keys(&self, drill: &RestoreDrill) -> usize {
+        let mut root = admin_conn(&self.admin).await;
+        count_prefix(
+            &mut root,
+            &format!("lifeboat:drill:{}:", drill.uid().unwrap()),
+        )
+        .await
+    }
+
+    fn path(&self, id: &str, name: &str) -> Path {
+        Path::from(format!("{}/{id}/{name}", self.b.prefix("nightly")))
+    }
+
+    async fn object(&self, id: &str, name: &str) -> Vec<u8> {
+        let got = self.b.bucket.get(&self.path(id, name)).await.unwrap();
+        got.bytes().await.unwrap().to_vec()
+    }
+
+    async fn put(&self, id: &str, name: &str, body: Vec<u8>) {
+        self.b
+            .bucket
+            .put(&self.path(id, name), PutPayload::from(body))
+            .await
+            .unwrap();
+    }
+}
+
+fn check<'a>(run: &'a DrillRun, name: &str) -> &'a lifeboat::api::restore_drill::CheckResult {
+    run.checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("check {name} in {run:#?}"))
+}
+
+#[tokio::test]
+async fn a_million_keys_back_up_and_drill_with_their_ttls() {
+    let keys = key_count();
+    let Some((d, id, counts)) = RedisDrills::new("redis-bk", keys, json!({})).await else {
+        return;
+    };
+    let manifest = d.b.manifest("nightly", &id).await;
+    assert_eq!(manifest.engine, "redis");
+    assert_eq!(manifest.dump.format, "lifeboat-redis-keys-v1");
+    assert!(
+        manifest.server_version.starts_with("7."),
+        "{}",
+        manifest.server_version
+    );
+    for (t, n) in counts.iter().filter(|(_, n)| *n > 0) {
+        let stat = manifest
+            .tables
+            .iter()
+            .find(|s| s.name == *t)
+            .unwrap_or_else(|| panic!("{t} in {:?}", manifest.tables));
+        assert_eq!((stat.schema.as_str(), stat.rows), ("db0", *n), "{t}");
+        assert!(stat.checksum.is_some());
+    }
+    assert_eq!(
+        manifest.tables.iter().map(|t| t.rows).sum::<i64>(),
+        keys as i64
+    );
+    println!(
+        "backup of {keys} keys: {:.1}s, {} bytes stored ({} raw)",
+        (manifest.finished_at - manifest.started_at).num_milliseconds() as f64 / 1000.0,
+        manifest.dump.size_bytes,
+        manifest.dump.raw_size_bytes
+    );
+
+    d.apply("weekly", json!({})).await;
+    let (drill, run) = d.finished("weekly").await;
+    assert_eq!(run.result, DrillResult::Passed, "{run:#?}");
+    for name in ["rowCounts", "checksums", "ttls"] {
+        assert!(check(&run, name).passed, "{name}: {run:#?}");
+    }
+    let ttls = check(&run, "ttls").message.clone().unwrap();
+    let expiring = keys.div_ceil(3);
+    assert!(
+        ttls.starts_with(&format!("{expiring} key(s) kept their TTL")),
+        "{ttls}"
+    );
+    assert!(run.rto_seconds.is_some() && run.rpo_seconds.is_some());
+    println!(
+        "drill of {keys} keys: restore {}s, verify {}s, RTO {}s ({})",
+        run.restore_seconds.unwrap_or_default(),
+        run.verify_seconds.unwrap_or_default(),
+        run.rto_seconds.unwrap_or_default(),
+        run.restore_method.clone().unwrap_or_default()
+    );
+    assert_eq!(d.scratch_keys(&drill).await, 0, "the scratch keys are gone");
+    d.b.finish().await;
+}
+
+#[tokio::test]
+async fn damaged_and_truncated_redis_backups_fail_their_drill_with_the_cause() {
+    let Some((d, id, _)) =
+        RedisDrills::new("redis-bad", 3000, json!({"compression": "none"})).await
+    else {
+        return;
+    };
+    let archive = d.object(&id, "dump").await;
+    let manifest: Value = serde_json::from_slice(&d.object(&id, "manifest.json").await).unwrap();
+    // One byte flipped: the stored object no longer matches its manifest.
+    let mut flipped = archive.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    // Cut in half, with a manifest that matches the cut object: the archive itself says it is short.
+    let cut = archive[..archive.len() / 2].to_vec();
+    for (copy, body, fix_manifest) in [
+        ("20261101T030000Z", flipped, false),
+        ("20261102T030000Z", cut, true),
+    ] {
+        let mut m = manifest.clone();
+        m["id"] = json!(copy);
+        if fix_manifest {
+            use sha2::Digest;
+            m["dump"]["sizeBytes"] = json!(body.len());
+            m["dump"]["sha256"] =
+                json!(lifeboat::domain::digest::hex(&sha2::Sha256::digest(&body)));
+        }
+        d.put(copy, "dump", body).await;
+        d.put(copy, "manifest.json", serde_json::to_vec(&m).unwrap())
+            .await;
+    }
+    d.apply("flipped", json!({"backupId": "20261101T030000Z"}))
+        .await;
+    d.apply("truncated", json!({"backupId": "20261102T030000Z"}))
+        .await;
+    for (name, cause) in [
+        ("flipped", "does not match its manifest"),
+        ("truncated", "the archive is truncated"),
+    ] {
+        let (drill, run) = d.finished(name).await;
+        assert_eq!(run.result, DrillResult::Failed, "{run:#?}");
+        let message = run.message.clone().unwrap();
+        assert!(message.contains(cause), "{name}: {message}");
+        assert!(run.rto_seconds.is_none(), "no RTO without a restore");
+        assert_eq!(
+            d.scratch_keys(&drill).await,
+            0,
+            "{name}: scratch keys removed"
+        );
+        d.drills
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    d.b.finish().await;
+}
