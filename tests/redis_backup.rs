@@ -284,6 +284,11 @@ async fn a_million_keys_back_up_and_drill_with_their_ttls() {
         run.restore_method.clone().unwrap_or_default()
     );
     assert_eq!(d.scratch_keys(&drill).await, 0, "the scratch keys are gone");
+    // The environment's million keys go with it (not left on the shared test server).
+    d.b.fx.delete_env("cache").await;
+    let mut root = admin_conn(&d.admin).await;
+    let user = lifeboat::engines::naming::environment_name(&d.b.fx.ns.name, "cache", 100);
+    assert_eq!(count_prefix(&mut root, &format!("{user}:")).await, 0);
     d.b.finish().await;
 }
 
@@ -341,5 +346,6 @@ async fn damaged_and_truncated_redis_backups_fail_their_drill_with_the_cause() {
             .await
             .unwrap();
     }
+    d.b.fx.delete_env("cache").await;
     d.b.finish().await;
 }

@@ -236,16 +236,25 @@ async fn each_environment_is_an_acl_user_limited_to_its_prefix() {
             .unwrap();
         assert!(verdict.contains("no permissions"), "{cmd:?}: {verdict}");
     }
-    // SCAN works, and only ever shows what the user may read when it matches its own prefix.
-    let (_, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-        .arg(0)
-        .arg("MATCH")
-        .arg(format!("{prefix}*"))
-        .arg("COUNT")
-        .arg(1000)
-        .query_async(&mut app)
-        .await
-        .unwrap();
+    // SCAN works for the user (to the end of the keyspace, whatever else the server holds).
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut app)
+            .await
+            .unwrap();
+        keys.extend(page);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
     assert_eq!(keys, vec![format!("{prefix}greeting")]);
 
     // Deleting the environment removes its user and every one of its keys, and nothing else.
@@ -271,6 +280,8 @@ async fn each_environment_is_an_acl_user_limited_to_its_prefix() {
         !events.contains(&secret["password"]),
         "no tenant password in events"
     );
+    t.delete_env("other").await;
+    assert_eq!(count_prefix(&mut root, &other_prefix).await, 0);
     t.finish().await;
 }
 
@@ -396,19 +407,6 @@ async fn what_redis_cannot_do_is_refused_with_one_reason() {
     .expect_err("thresholds are for redis");
     assert!(err.to_string().contains("spec.thresholds"), "{err}");
 
-    // An instance is not offered yet: refused by the controller with the engine and capability.
-    t.apply_env(
-        "inst",
-        json!({"engine": "redis", "tier": "dev", "instance": {"version": "7"}}),
-    )
-    .await;
-    let env = t.condition("inst", "Stalled", "EngineUnsupported").await;
-    let (_, _, message) = support::condition(env.status.as_ref(), "Stalled").unwrap();
-    assert!(
-        message.contains("Redis") && message.contains("spec.instance"),
-        "{message}"
-    );
-
     // A MigrationRun on a Redis environment fails at once, naming the engine, touching nothing.
     t.apply_env("cache", redis_env(json!({}))).await;
     t.ready("cache").await;
@@ -462,6 +460,7 @@ async fn what_redis_cannot_do_is_refused_with_one_reason() {
     )
     .await;
     t.condition("mismatch", "Stalled", "EngineMismatch").await;
+    t.delete_env("cache").await;
     let _ = Api::<DatabaseServer>::all(t.client.clone())
         .delete(&server, &DeleteParams::default())
         .await;
@@ -554,4 +553,48 @@ async fn a_redis_server_serves_namespaces_and_namespace_deletion_cleans_up() {
     let _ = servers.delete(&server, &DeleteParams::default()).await;
     op.stop().await.unwrap();
     control.cleanup().await;
+}
+
+/// An external Redis is adopted as it is: checked with PING, described in the connection Secret,
+/// never changed, and its keys stay when the environment goes.
+#[tokio::test]
+async fn an_external_redis_is_adopted_and_never_touched() {
+    let platform = require_platform!();
+    let admin = require_redis!();
+    let t = Fixture::new(platform, "redis-ext").await;
+    admin_secret(&t.client, &t.ns.name, "redis-admin", &admin).await;
+    let mut root = admin_conn(&admin).await;
+    let marker = format!("external-test:{}", t.ns.name);
+    let () = redis::cmd("SET")
+        .arg(&marker)
+        .arg("kept")
+        .query_async(&mut root)
+        .await
+        .unwrap();
+    t.apply_env(
+        "adopted",
+        json!({"engine": "redis", "tier": "production",
+               "external": {"connectionSecretRef": {"name": "redis-admin"}}}),
+    )
+    .await;
+    let env = t.ready("adopted").await;
+    let status = env.status.unwrap();
+    assert_eq!(status.cache.expect("figures").scope, "server");
+    let secret = t.connection("adopted").await;
+    assert_eq!(secret["username"], admin.2);
+    assert_eq!(secret["keyPrefix"], "");
+    assert!(secret["uri"].starts_with("redis://"));
+    t.delete_env("adopted").await;
+    let kept: String = redis::cmd("GET")
+        .arg(&marker)
+        .query_async(&mut root)
+        .await
+        .unwrap();
+    assert_eq!(kept, "kept", "an adopted server's keys stay");
+    let _: i64 = redis::cmd("DEL")
+        .arg(&marker)
+        .query_async(&mut root)
+        .await
+        .unwrap();
+    t.finish().await;
 }

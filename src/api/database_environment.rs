@@ -42,7 +42,7 @@ use super::common::{
     validation = Rule::new(
         "!has(self.spec.instance) || (self.metadata.name.size() <= 43 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$'))"
     ).message(
-        "an instance environment's metadata.name names its StatefulSet and Service <name>-postgres (52 characters at most): at most 43 characters, lowercase letters, digits and '-', starting with a letter"
+        "an instance environment's metadata.name names its StatefulSet and Service <name>-postgres or <name>-redis (52 characters at most): at most 43 characters, lowercase letters, digits and '-', starting with a letter"
     ),
     printcolumn(
         name = "Tier",
@@ -135,6 +135,9 @@ use super::common::{
     validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.healthCheck) || !has(self.healthCheck.query) || self.healthCheck.query == 'SELECT 1'")
         .message("spec.healthCheck.query is SQL; a redis environment is checked with PING: remove the query (periodSeconds, timeoutSeconds and failureThreshold apply)")
         .field_path(".healthCheck.query"),
+    validation = Rule::new("(has(self.engine) && self.engine == 'redis') || !has(self.instance) || (!has(self.instance.maxMemory) && !has(self.instance.evictionPolicy) && !(has(self.instance.cache) && self.instance.cache))")
+        .message("spec.instance.maxMemory, cache and evictionPolicy are Redis settings; remove them for engine postgres")
+        .field_path(".instance"),
     validation = Rule::new("!has(self.thresholds) || (has(self.engine) && self.engine == 'redis')")
         .message("spec.thresholds judges a cache's figures, which only engine redis reports in this release; remove spec.thresholds")
         .field_path(".thresholds"),
@@ -394,6 +397,57 @@ pub struct InstanceSource {
     /// CPU and memory requests and limits of the database container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Redis: the memory the server may use for data (`maxmemory`), e.g. `256Mi`. Unset: no limit
+    /// (keep it below the container's memory limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self > 0 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))").message("maxMemory must be a positive quantity such as 256Mi"))]
+    pub max_memory: Option<Quantity>,
+    /// Redis: a cache, whose keys may be evicted at `maxMemory` (`evictionPolicy` defaults to
+    /// `allkeys-lru`), rather than data (`noeviction`: writes fail at the limit). Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
+    /// Redis: what is evicted at `maxMemory`. Unset: `allkeys-lru` for a cache, `noeviction`
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_policy: Option<EvictionPolicy>,
+}
+
+/// Redis's `maxmemory-policy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvictionPolicy {
+    // Refuse writes at the limit.
+    Noeviction,
+    // Evict the least recently used key.
+    AllkeysLru,
+    // Evict the least frequently used key.
+    AllkeysLfu,
+    // Evict any key.
+    AllkeysRandom,
+    // Evict the least recently used key with a TTL.
+    VolatileLru,
+    // Evict the least frequently used key with a TTL.
+    VolatileLfu,
+    // Evict any key with a TTL.
+    VolatileRandom,
+    // Evict the key with a TTL nearest to expiry.
+    VolatileTtl,
+}
+
+impl EvictionPolicy {
+    /// Redis's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictionPolicy::Noeviction => "noeviction",
+            EvictionPolicy::AllkeysLru => "allkeys-lru",
+            EvictionPolicy::AllkeysLfu => "allkeys-lfu",
+            EvictionPolicy::AllkeysRandom => "allkeys-random",
+            EvictionPolicy::VolatileLru => "volatile-lru",
+            EvictionPolicy::VolatileLfu => "volatile-lfu",
+            EvictionPolicy::VolatileRandom => "volatile-random",
+            EvictionPolicy::VolatileTtl => "volatile-ttl",
+        }
+    }
 }
 
 /// Storage of a dedicated instance.

@@ -48,6 +48,14 @@ pub fn tenancy(kind: Kind) -> Option<&'static dyn Tenancy> {
     }
 }
 
+/// How `kind`'s server runs in a pod, when it can.
+pub fn instance_template(kind: Kind) -> &'static (dyn InstanceTemplate + Sync) {
+    match kind {
+        Kind::Redis => &redis::Redis,
+        Kind::Postgres | Kind::MongoDb => &ENGINE,
+    }
+}
+
 /// What a Secret of `kind`'s servers holds and means.
 pub fn connection_details(kind: Kind) -> &'static (dyn ConnectionDetails + Sync) {
     match kind {
@@ -242,8 +250,33 @@ pub trait ConnectionDetails {
     ) -> BTreeMap<String, String>;
 }
 
+/// How much of its data a server in a pod keeps across a restart (from the environment's tier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Nothing on disk (`ci`).
+    None,
+    /// A write log, flushed every second (`dev`).
+    Log,
+    /// The log and periodic snapshots (`staging`, `production`).
+    LogAndSnapshots,
+}
+
+/// What an instance's spec and tier ask of its server's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceSettings {
+    pub durability: Durability,
+    /// The memory the server may use for data, in bytes (`None`: no limit).
+    pub max_memory_bytes: Option<u64>,
+    /// What the server evicts at the limit (the engine's name for it).
+    pub eviction_policy: Option<String>,
+}
+
 /// Running the engine's server in a pod (the `instance` source).
 pub trait InstanceTemplate {
+    /// The engine's name in the instance's object names (`<env>-postgres`).
+    fn server_name(&self) -> &'static str;
+    /// The container's arguments (empty: the image's default command).
+    fn server_args(&self, settings: &InstanceSettings) -> Vec<String>;
     /// The official image of a version.
     fn official_image(&self, version: &str) -> String;
     /// The port the server listens on.

@@ -156,6 +156,12 @@ pub trait Tenancy: Send + Sync {
         admin: &'a ServerCredentials,
         app: &'a ServerCredentials,
     ) -> BoxFuture<'a, Result<Usage, EngineError>>;
+    /// A whole server reached with `creds` (an environment's own instance, or an adopted one): does
+    /// it answer, its version, and its figures when `creds` may read them.
+    fn adopt<'a>(
+        &'a self,
+        creds: &'a ServerCredentials,
+    ) -> BoxFuture<'a, Result<(ServerFacts, Option<Usage>), EngineError>>;
     /// Removes the tenant's user and data when they carry its marker; what was removed, for people.
     fn deprovision<'a>(
         &'a self,

@@ -26,11 +26,16 @@ use super::{ENVIRONMENT_LABEL, Outcome, generate_password, provision_on, refuse_
 use crate::{
     api::{
         DatabaseEnvironment,
-        database_environment::{DeletionPolicy, InstanceSource},
+        database_environment::{DeletionPolicy, InstanceSource, Tier},
     },
     controllers::{Context, Error, FIELD_MANAGER},
-    engines::{Connect, ENGINE, InstanceTemplate},
+    engines::{self, Durability, InstanceSettings, InstanceTemplate},
 };
+
+/// How the environment's engine runs in a pod.
+fn template(env: &DatabaseEnvironment) -> &'static (dyn InstanceTemplate + Sync) {
+    engines::instance_template(crate::controllers::engine::kind(env.spec.engine))
+}
 
 /// Volume size when `storage.size` is unset.
 pub const DEFAULT_STORAGE: &str = "1Gi";
@@ -45,7 +50,7 @@ pub struct InstanceNames {
 }
 
 pub fn names(env: &DatabaseEnvironment) -> InstanceNames {
-    let base = format!("{}-{}", env.name_any(), ENGINE.name());
+    let base = format!("{}-{}", env.name_any(), template(env).server_name());
     InstanceNames {
         pod: format!("{base}-0"),
         service: base.clone(),
@@ -55,18 +60,18 @@ pub fn names(env: &DatabaseEnvironment) -> InstanceNames {
 }
 
 /// The image to run: the spec's, else the official image of the pinned version.
-pub fn image(spec: &InstanceSource) -> String {
+pub fn image(t: &dyn InstanceTemplate, spec: &InstanceSource) -> String {
     spec.image
         .clone()
-        .unwrap_or_else(|| ENGINE.official_image(&spec.version))
+        .unwrap_or_else(|| t.official_image(&spec.version))
 }
 
 /// Whether the operator may run the instance's image (pure): the official image of the version, or one
 /// starting with a prefix the operator's administrator allowed (an image runs with the database's data
 /// and its superuser password, so a tenant must not pick any image it likes).
-pub fn image_allowed(spec: &InstanceSource, allowed: &[String]) -> bool {
-    let image = image(spec);
-    image == ENGINE.official_image(&spec.version)
+pub fn image_allowed(t: &dyn InstanceTemplate, spec: &InstanceSource, allowed: &[String]) -> bool {
+    let image = image(t, spec);
+    image == t.official_image(&spec.version)
         || allowed
             .iter()
             .any(|prefix| !prefix.is_empty() && image.starts_with(prefix.as_str()))
@@ -81,14 +86,17 @@ pub fn status(
     crate::api::database_environment::InstanceStatus {
         stateful_set_name: n.stateful_set,
         service_name: n.service,
-        image: image(spec),
+        image: image(template(env), spec),
         persistent: env.spec.tier.is_persistent(),
     }
 }
 
 fn labels(env: &DatabaseEnvironment) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".into(), ENGINE.name().into()),
+        (
+            "app.kubernetes.io/name".into(),
+            template(env).server_name().into(),
+        ),
         ("app.kubernetes.io/instance".into(), env.name_any()),
         ("app.kubernetes.io/managed-by".into(), "lifeboat".into()),
         (ENVIRONMENT_LABEL.into(), env.name_any()),
@@ -98,13 +106,14 @@ fn labels(env: &DatabaseEnvironment) -> BTreeMap<String, String> {
 /// The headless Service giving the pod a stable DNS name (pure).
 pub fn service(env: &DatabaseEnvironment) -> serde_json::Value {
     let n = names(env);
+    let t = template(env);
     json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": n.service, "labels": labels(env), "ownerReferences": [env.controller_owner_ref(&())]},
         "spec": {
             "clusterIP": "None",
             "selector": labels(env),
-            "ports": [{"name": ENGINE.name(), "port": ENGINE.port(), "targetPort": ENGINE.name()}],
+            "ports": [{"name": t.server_name(), "port": t.port(), "targetPort": t.server_name()}],
             "publishNotReadyAddresses": false
         }
     })
@@ -113,6 +122,7 @@ pub fn service(env: &DatabaseEnvironment) -> serde_json::Value {
 /// The StatefulSet running the server (pure).
 pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_json::Value {
     let n = names(env);
+    let t = template(env);
     let persistent = env.spec.tier.is_persistent();
     let policy = env
         .spec
@@ -142,7 +152,7 @@ pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
                 "spec": {
                     "automountServiceAccountToken": false,
                     "securityContext": {
-                        "runAsNonRoot": true, "runAsUser": ENGINE.run_as(), "runAsGroup": ENGINE.run_as(), "fsGroup": ENGINE.run_as(),
+                        "runAsNonRoot": true, "runAsUser": t.run_as(), "runAsGroup": t.run_as(), "fsGroup": t.run_as(),
                         "seccompProfile": {"type": "RuntimeDefault"}
                     },
                     "containers": [server_container(env, spec)],
@@ -167,6 +177,7 @@ fn storage_size(spec: &InstanceSource) -> Quantity {
 /// The server's container: the image, the superuser from its Secret, probes, a read-only root.
 fn server_container(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_json::Value {
     let n = names(env);
+    let t = template(env);
     let resources = spec
         .resources
         .clone()
@@ -176,27 +187,26 @@ fn server_container(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
         );
     let probe = |initial: i32, period: i32, failures: i32| {
         json!({
-            "exec": {"command": ENGINE.ready_command()},
+            "exec": {"command": t.ready_command()},
             "initialDelaySeconds": initial, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures
         })
     };
     let secret_env = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": n.superuser_secret, "key": key}}});
-    let (user_env, password_env) = ENGINE.superuser_env();
+    let (user_env, password_env) = t.superuser_env();
     let mut env_vars = vec![
         secret_env(user_env, "username"),
         secret_env(password_env, "password"),
     ];
     env_vars.extend(
-        ENGINE
-            .data_env()
+        t.data_env()
             .into_iter()
             .map(|(name, value)| json!({"name": name, "value": value})),
     );
-    json!({
-        "name": ENGINE.name(),
-        "image": image(spec),
+    let mut container = json!({
+        "name": t.server_name(),
+        "image": image(t, spec),
         "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": ENGINE.name(), "containerPort": ENGINE.port()}],
+        "ports": [{"name": t.server_name(), "containerPort": t.port()}],
         "env": env_vars,
         "readinessProbe": probe(5, 5, 3),
         "livenessProbe": probe(30, 10, 6),
@@ -206,11 +216,58 @@ fn server_container(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
             "capabilities": {"drop": ["ALL"]}
         },
         "volumeMounts": [
-            {"name": "data", "mountPath": ENGINE.data_mount()},
-            {"name": "run", "mountPath": ENGINE.run_dir()},
+            {"name": "data", "mountPath": t.data_mount()},
+            {"name": "run", "mountPath": t.run_dir()},
             {"name": "tmp", "mountPath": "/tmp"}
         ]
-    })
+    });
+    let args = t.server_args(&settings(env, spec));
+    if !args.is_empty() {
+        container["args"] = json!(args);
+    }
+    container
+}
+
+/// What the tier and the spec ask of the server's settings (pure).
+pub fn settings(env: &DatabaseEnvironment, spec: &InstanceSource) -> InstanceSettings {
+    let durability = match env.spec.tier {
+        Tier::Ci => Durability::None,
+        Tier::Dev => Durability::Log,
+        Tier::Staging | Tier::Production => Durability::LogAndSnapshots,
+    };
+    let max_memory_bytes = spec.max_memory.as_ref().and_then(|q| quantity_bytes(&q.0));
+    let eviction_policy = match (spec.eviction_policy, spec.cache, max_memory_bytes) {
+        (Some(p), _, _) => Some(p.as_str().to_string()),
+        (None, true, _) => Some("allkeys-lru".into()),
+        (None, false, Some(_)) => Some("noeviction".into()),
+        (None, false, None) => None,
+    };
+    InstanceSettings {
+        durability,
+        max_memory_bytes,
+        eviction_policy,
+    }
+}
+
+/// Bytes of a memory quantity (`256Mi`, `1G`, `1048576`); `None` when it is not one (pure).
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let unit: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(unit)
 }
 
 /// The data volume of a persistent tier.
@@ -257,7 +314,7 @@ async fn superuser_password(env: &DatabaseEnvironment, ctx: &Context) -> Result<
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": n.superuser_secret, "labels": labels(env), "ownerReferences": [env.controller_owner_ref(&())]},
         "type": "Opaque",
-        "stringData": {"username": ENGINE.superuser(), "password": password}
+        "stringData": {"username": template(env).superuser(), "password": password}
     });
     api.patch(
         &n.superuser_secret,
@@ -286,13 +343,14 @@ pub(super) async fn provision_instance(
             message: "spec.instance is not set".into(),
         });
     };
-    if !image_allowed(spec, &ctx.config.allowed_images) {
+    let t = template(env);
+    if !image_allowed(t, spec, &ctx.config.allowed_images) {
         return Err(Error::InvalidSpec {
             reason: "ImageNotAllowed",
             message: format!(
                 "spec.instance.image {} is not allowed: the operator runs only {} and images starting with one of its --allowed-images ({}); nothing was created",
-                image(spec),
-                ENGINE.official_image("<version>"),
+                image(t, spec),
+                t.official_image("<version>"),
                 if ctx.config.allowed_images.is_empty() {
                     "none configured".to_string()
                 } else {
@@ -327,10 +385,15 @@ pub(super) async fn provision_instance(
         return Err(Error::Transient {
             reason: "InstanceStarting",
             source: None,
-            message: format!("waiting for pod {} ({}) to be Ready", n.pod, image(spec)),
+            message: format!("waiting for pod {} ({}) to be Ready", n.pod, image(t, spec)),
         });
     }
-    let admin = ENGINE.instance_admin(format!("{}.{ns}.svc", n.service), password);
+    let admin = t.instance_admin(format!("{}.{ns}.svc", n.service), password);
+    let kind = crate::controllers::engine::kind(env.spec.engine);
+    if let Some(tenancy) = engines::tenancy(kind) {
+        // The environment owns the whole server: its clients connect as the superuser.
+        return super::tenant::adopt(env, ctx, tenancy, admin, "instance").await;
+    }
     provision_on(
         env,
         ctx,
@@ -377,16 +440,17 @@ mod tests {
     #[test]
     fn only_the_official_image_or_allowed_prefixes_run() {
         let mut spec = env("dev").spec.instance.unwrap();
-        assert!(image_allowed(&spec, &[]));
+        let t = &crate::engines::ENGINE;
+        assert!(image_allowed(t, &spec, &[]));
         spec.image = Some("evil.example/miner:latest".into());
-        assert!(!image_allowed(&spec, &[]));
-        assert!(!image_allowed(&spec, &["".into()]));
-        assert!(!image_allowed(&spec, &["registry.corp/".into()]));
+        assert!(!image_allowed(t, &spec, &[]));
+        assert!(!image_allowed(t, &spec, &["".into()]));
+        assert!(!image_allowed(t, &spec, &["registry.corp/".into()]));
         spec.image = Some("registry.corp/postgres:18-postgis".into());
-        assert!(image_allowed(&spec, &["registry.corp/".into()]));
+        assert!(image_allowed(t, &spec, &["registry.corp/".into()]));
         spec.image = Some("postgres:17".into());
         assert!(
-            !image_allowed(&spec, &[]),
+            !image_allowed(t, &spec, &[]),
             "another version than spec.version"
         );
     }
@@ -457,6 +521,62 @@ mod tests {
             mounts,
             ["/var/lib/postgresql/data", "/var/run/postgresql", "/tmp"]
         );
+    }
+
+    #[test]
+    fn a_redis_instance_runs_redis_server_with_its_tier_settings() {
+        let spec: DatabaseEnvironmentSpec = serde_json::from_value(json!({
+            "engine": "redis", "tier": "production",
+            "instance": {"version": "7", "maxMemory": "256Mi", "cache": true}
+        }))
+        .unwrap();
+        let mut env = DatabaseEnvironment::new("sessions", spec);
+        env.metadata.namespace = Some("shop".into());
+        env.metadata.uid = Some("uid-2".into());
+        let sts = stateful_set(&env, env.spec.instance.as_ref().unwrap());
+        let c = &sts["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(sts["metadata"]["name"], "sessions-redis");
+        assert_eq!(c["image"], "redis:7");
+        assert_eq!(c["ports"][0]["containerPort"], 6379);
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+        assert_eq!(after("--maxmemory"), "268435456");
+        assert_eq!(after("--maxmemory-policy"), "allkeys-lru", "a cache evicts");
+        assert_eq!(after("--save"), "900 1 300 10 60 10000");
+        assert_eq!(after("--requirepass"), "$(REDIS_PASSWORD)");
+        assert_eq!(c["env"][1]["name"], "REDIS_PASSWORD");
+        assert_eq!(c["volumeMounts"][0]["mountPath"], "/data");
+        assert!(
+            !c["readinessProbe"]["exec"]["command"][2]
+                .as_str()
+                .unwrap()
+                .contains("REDIS_PASSWORD\"\"")
+        );
+        assert!(
+            sts["spec"]["volumeClaimTemplates"].is_array(),
+            "production keeps a claim"
+        );
+        // Data, not a cache: writes fail at the limit rather than keys going.
+        let mut data = env.spec.instance.clone().unwrap();
+        data.cache = false;
+        assert_eq!(
+            settings(&env, &data).eviction_policy.as_deref(),
+            Some("noeviction")
+        );
+    }
+
+    #[test]
+    fn memory_quantities_are_bytes() {
+        assert_eq!(quantity_bytes("256Mi"), Some(256 << 20));
+        assert_eq!(quantity_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(quantity_bytes("1048576"), Some(1_048_576));
+        assert_eq!(quantity_bytes("1.5Gi"), None);
+        assert_eq!(quantity_bytes("lots"), None);
     }
 
     #[test]

@@ -281,8 +281,8 @@ async fn write_result(
         if instance.is_some() {
             s.instance = instance;
         }
-        if let Some(usage) = outcome.and_then(|o| o.usage.as_ref()) {
-            s.cache = Some(super::cache::status(usage, "server"));
+        if let Some((usage, scope)) = outcome.and_then(|o| o.usage.as_ref()) {
+            s.cache = Some(super::cache::status(usage, scope));
             let thresholds = env.spec.thresholds.clone().unwrap_or_default();
             let (within, reason, message) = super::cache::judge(usage, &thresholds);
             conditions::set_condition(

@@ -258,22 +258,33 @@ struct Outcome {
     schema_version: Option<crate::domain::version::Version>,
     /// The backup the database was created from (`spec.restore`).
     restored_from: Option<String>,
-    /// The server's figures, for engines that report them (Redis).
-    usage: Option<crate::engines::Usage>,
+    /// The server's figures, for engines that report them (Redis), and whose they are (`server` or
+    /// `instance`).
+    usage: Option<(crate::engines::Usage, &'static str)>,
     message: String,
 }
 
 async fn provision(env: &DatabaseEnvironment, ctx: &Context) -> Result<Outcome, Error> {
     let kind = super::engine::require_spec(&env.spec)?;
+    // Engines of the coarse verbs: a tenant on a shared server, or a whole server adopted; their own
+    // instance goes through `instance` below like any other.
     if let Some(tenancy) = engines::tenancy(kind) {
-        // Engines of the coarse verbs declare the shared server only (checked just above).
-        let Some(server) = &env.spec.server else {
-            return Err(Error::NotImplemented {
-                message: format!("the {kind} engine has only spec.server environments"),
-            });
-        };
-        let access = server_access(env, ctx, server, true).await?;
-        return tenant::provision(env, ctx, tenancy, access).await;
+        if let Some(server) = &env.spec.server {
+            let access = server_access(env, ctx, server, true).await?;
+            return tenant::provision(env, ctx, tenancy, access).await;
+        }
+        if let Some(external) = &env.spec.external {
+            let (creds, _) = references::engine_credentials(
+                ctx,
+                kind,
+                &env.namespace().unwrap_or_default(),
+                &external.connection_secret_ref,
+                "spec.external.connectionSecretRef",
+                false,
+            )
+            .await?;
+            return tenant::adopt(env, ctx, tenancy, creds, "server").await;
+        }
     }
     if let Some(server) = &env.spec.server {
         let mut access = server_access(env, ctx, server, true).await?;

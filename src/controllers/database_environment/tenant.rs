@@ -82,7 +82,67 @@ pub(super) async fn provision(
         seeded_now: false,
         schema_version: None,
         restored_from: None,
-        usage: Some(usage),
+        usage: Some((usage, "server")),
+    })
+}
+
+/// A whole server reached with `creds`: the environment's own instance, or an adopted one (never
+/// changed, never deleted). The connection Secret carries `creds` with no key prefix.
+pub(super) async fn adopt(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    tenancy: &dyn Tenancy,
+    creds: ServerCredentials,
+    scope: &'static str,
+) -> Result<Outcome, Error> {
+    let (facts, usage) = tenancy
+        .adopt(&creds)
+        .await
+        .map_err(|e| Error::NeedsAttention {
+            reason: if e.transient {
+                "ServerUnreachable"
+            } else {
+                "HealthCheckFailed"
+            },
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        })?;
+    let tenant = Tenant {
+        user: creds.username.clone(),
+        key_prefix: String::new(),
+        uid: env.uid().unwrap_or_default(),
+    };
+    let data = tenancy.connection_data(&creds, &tenant);
+    super::write_secret_data(ctx, env, data, creds.ca_pem.as_deref()).await?;
+    if let Some(usage) = &usage {
+        let labels = crate::telemetry::ServerLabels {
+            engine: tenancy.kind().name().to_string(),
+            server: format!("{}/{}", env.namespace().unwrap_or_default(), env.name_any()),
+        };
+        ctx.metrics.cache.record(&labels, usage);
+    }
+    let what = if scope == "instance" {
+        "its own"
+    } else {
+        "the adopted"
+    };
+    Ok(Outcome {
+        message: sentence(&format!(
+            "{what} {} {} at {}:{} answers; connect with Secret {}",
+            tenancy.kind().product(),
+            facts.version,
+            creds.host,
+            creds.port,
+            env.connection_secret_name()
+        )),
+        database: creds.username,
+        host: creds.host,
+        port: creds.port,
+        server_version: facts.version,
+        seeded_now: false,
+        schema_version: None,
+        restored_from: None,
+        usage: usage.map(|u| (u, scope)),
     })
 }
 

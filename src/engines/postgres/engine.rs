@@ -189,6 +189,13 @@ impl ConnectionDetails for Postgres {
 }
 
 impl InstanceTemplate for Postgres {
+    fn server_name(&self) -> &'static str {
+        "postgres"
+    }
+    /// The official image's entrypoint configures and starts the server.
+    fn server_args(&self, _settings: &crate::engines::InstanceSettings) -> Vec<String> {
+        Vec::new()
+    }
     fn official_image(&self, version: &str) -> String {
         instance::official_image(version)
     }

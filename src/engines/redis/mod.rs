@@ -6,6 +6,7 @@ mod acl;
 pub mod archive;
 mod connection;
 mod info;
+mod instance;
 mod keys;
 mod tenancy;
 
@@ -24,6 +25,8 @@ use super::{Capability, Failure, ServerCredentials};
 /// What the Redis engine can do in this release.
 pub const CAPABILITIES: &[Capability] = &[
     Capability::SharedServer,
+    Capability::Instance,
+    Capability::External,
     Capability::Backup,
     Capability::RestoreDrill,
 ];

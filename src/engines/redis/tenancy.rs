@@ -70,6 +70,13 @@ impl Tenancy for Redis {
         async move { check(admin, app).await.map_err(EngineError::from_failure) }.boxed()
     }
 
+    fn adopt<'a>(
+        &'a self,
+        creds: &'a ServerCredentials,
+    ) -> BoxFuture<'a, Result<(ServerFacts, Option<Usage>), EngineError>> {
+        async move { adopt(creds).await.map_err(EngineError::from_failure) }.boxed()
+    }
+
     fn deprovision<'a>(
         &'a self,
         admin: &'a ServerCredentials,
@@ -216,6 +223,28 @@ async fn check_server(admin: &ServerCredentials) -> Result<ServerFacts, RedisErr
         return Err(RedisError::command("ACL LIST", e));
     }
     Ok(ServerFacts { version })
+}
+
+/// PING, the version (`HELLO`), and `INFO`'s figures when the user may read them.
+async fn adopt(creds: &ServerCredentials) -> Result<(ServerFacts, Option<Usage>), RedisError> {
+    let mut conn = connect(creds).await?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| RedisError::command(format!("PING as {}", creds.username), e))?;
+    if pong != "PONG" {
+        return Err(RedisError::Command {
+            context: format!("PING as {}", creds.username),
+            detail: format!("answered {pong:?}"),
+        });
+    }
+    let version = keys::version(&mut conn).await?;
+    let usage = match redis::cmd("INFO").query_async::<String>(&mut conn).await {
+        Ok(text) => Some(info::usage(&info::parse_info(&text))),
+        Err(e) if e.code() == Some("NOPERM") => None,
+        Err(e) => return Err(RedisError::command("INFO", e)),
+    };
+    Ok((ServerFacts { version }, usage))
 }
 
 /// Whose a user is, by [`OWNERS_KEY`].
