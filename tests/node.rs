@@ -144,6 +144,11 @@ async fn psql_in_pod(client: &Client, ns: &str, env: &str, name: &str, sql: &str
 /// A hostPath PersistentVolume bound in advance to the claim the StatefulSet of `env` makes, so no other
 /// test's claim takes it (the platform has no provisioner). The directory belongs to uid 999 (postgres).
 async fn volume_for(client: &Client, ns: &str, env: &str) -> String {
+    volume_for_claim(client, ns, &format!("data-{env}-postgres-0")).await
+}
+
+/// A hostPath PersistentVolume bound in advance to the claim `claim` (see [`volume_for`]).
+async fn volume_for_claim(client: &Client, ns: &str, claim: &str) -> String {
     let name = format!("lb-test-{}", support::random_suffix());
     let dir = format!("/var/lib/lifeboat-test-volumes/{name}");
     std::fs::create_dir_all(&dir).unwrap();
@@ -158,7 +163,7 @@ async fn volume_for(client: &Client, ns: &str, env: &str) -> String {
                 "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
                 "hostPath": {"path": dir, "type": "Directory"},
-                "claimRef": {"namespace": ns, "name": format!("data-{env}-postgres-0")}
+                "claimRef": {"namespace": ns, "name": claim}
             }
         })),
     )
@@ -889,4 +894,134 @@ async fn a_drill_restores_into_an_instance_of_its_own() {
     })
     .await;
     helm(&["uninstall", &release, "-n", &op_ns.name, "--wait"]);
+}
+
+/// Runs `redis-cli` with `args` in a pod of the Redis image, connected with the environment's connection
+/// Secret (key `uri`) through the Service; returns what it printed.
+async fn redis_cli_in_pod(client: &Client, ns: &str, env: &str, name: &str, args: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    support::apply_json(client, ns, json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "app", "image": "redis:7", "imagePullPolicy": "Never",
+                "command": ["sh", "-c", format!("exec redis-cli -u \"$REDIS_URL\" --no-auth-warning {args}")],
+                "env": [{"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": format!("{env}-connection"), "key": "uri"}}}],
+                "securityContext": {"runAsUser": 70000, "runAsNonRoot": true, "allowPrivilegeEscalation": false}
+            }]
+        }
+    }))
+    .await
+    .unwrap();
+    let phase = support::eventually(&format!("pod {name} to finish"), WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get(name).await.ok()?;
+            let phase = p.status?.phase?;
+            matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+        }
+    })
+    .await;
+    let logs = pods.logs(name, &LogParams::default()).await.unwrap();
+    assert_eq!(phase, "Succeeded", "{name}: {logs}");
+    pods.delete(name, &DeleteParams::default()).await.unwrap();
+    logs
+}
+
+/// A `dev` Redis instance runs redis-server from the node's `redis:7` image with its password, an
+/// append-only file on its claim and its memory limit; an application pod writes through the Service
+/// with the connection Secret; the key survives the pod's deletion.
+#[tokio::test]
+async fn a_redis_dev_instance_keeps_its_keys_through_a_pod_deletion() {
+    let _platform = require_platform!();
+    let Some(image) = node() else { return };
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let op_ns = support::TestNamespace::new(&client, "redis-chart").await;
+    let app = support::TestNamespace::new(&client, "redis-app").await;
+    let release = install_chart(&op_ns.name, &chart_values(&image, &app.name, &[]));
+    let pv = volume_for_claim(&client, &app.name, "data-cache-redis-0").await;
+    support::apply_json(&client, &app.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseEnvironment", "metadata": {"name": "cache"},
+        "spec": {"engine": "redis", "tier": "dev",
+                 "instance": {"version": "7", "storage": {"size": "1Gi"}, "maxMemory": "64Mi"}}
+    }))
+    .await
+    .unwrap();
+    let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &app.name);
+    let env = ready_env(&envs, "cache").await;
+    let status = env.status.clone().unwrap();
+    assert_eq!(status.cache.as_ref().unwrap().scope, "instance");
+    assert_eq!(status.cache.as_ref().unwrap().max_memory_mi_b, Some(64));
+    assert!(status.server_version.unwrap().starts_with("7."));
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &app.name);
+    let args = sts
+        .get("cache-redis")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.windows(2).any(|w| w == ["--appendonly", "yes"]),
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--maxmemory-policy", "noeviction"]),
+        "{args:?}"
+    );
+
+    let set = redis_cli_in_pod(
+        &client,
+        &app.name,
+        "cache",
+        "writer",
+        "SET greeting kept-through-restarts",
+    )
+    .await;
+    assert_eq!(set.trim(), "OK");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &app.name);
+    let before = pods.get("cache-redis-0").await.unwrap().uid().unwrap();
+    pods.delete("cache-redis-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    support::eventually("a new Redis pod to be Ready", WAIT, || {
+        let (pods, before) = (pods.clone(), before.clone());
+        async move {
+            let p = pods.get_opt("cache-redis-0").await.ok()??;
+            let ready = p
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (p.uid()? != before && ready).then_some(())
+        }
+    })
+    .await;
+    let got = redis_cli_in_pod(&client, &app.name, "cache", "reader", "GET greeting").await;
+    assert_eq!(
+        got.trim(),
+        "kept-through-restarts",
+        "the key outlived its pod"
+    );
+
+    envs.delete("cache", &DeleteParams::default())
+        .await
+        .unwrap();
+    helm(&["uninstall", &release, "-n", &op_ns.name, "--wait"]);
+    let _ = Api::<PersistentVolume>::all(client.clone())
+        .delete(&pv, &DeleteParams::default())
+        .await;
+    app.cleanup().await;
+    op_ns.cleanup().await;
 }

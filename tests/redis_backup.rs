@@ -349,3 +349,60 @@ async fn damaged_and_truncated_redis_backups_fail_their_drill_with_the_cause() {
     d.b.fx.delete_env("cache").await;
     d.b.finish().await;
 }
+
+/// A new Redis environment created from a backup (`spec.restore`) holds the backed-up keys under its
+/// own prefix, with their TTLs, readable by its own user; it is restored once.
+#[tokio::test]
+async fn a_new_redis_environment_is_created_from_a_backup() {
+    let Some((d, id, counts)) = RedisDrills::new("redis-restore", 6000, json!({})).await else {
+        return;
+    };
+    d.b.fx
+        .apply_env(
+            "copy",
+            json!({"engine": "redis", "tier": "dev",
+                   "server": {"adminSecretRef": {"name": "redis-admin"}},
+                   "restore": {"backupScheduleRef": {"name": "nightly"}}}),
+        )
+        .await;
+    let env = d.b.fx.ready("copy").await;
+    assert_eq!(
+        env.status.unwrap().restored_from.as_deref(),
+        Some(id.as_str())
+    );
+    let secret = d.b.fx.connection("copy").await;
+    let prefix = secret["keyPrefix"].clone();
+    let mut root = admin_conn(&d.admin).await;
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    assert_eq!(count_prefix(&mut root, &prefix).await as i64, total);
+    let mut app = redis::Client::open(secret["uri"].as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Key 0 has an hour to live (one in three does), key 1 none.
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{prefix}k:0"))
+        .query_async(&mut app)
+        .await
+        .unwrap();
+    assert!((3000..=3600).contains(&ttl), "about an hour left: {ttl}");
+    let none: i64 = redis::cmd("TTL")
+        .arg(format!("{prefix}k:1"))
+        .query_async(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(none, -1);
+    let value: String = redis::cmd("GET")
+        .arg(format!("{prefix}k:1"))
+        .query_async(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(value, "value-1");
+    let events = d.b.fx.events().await;
+    assert!(events.contains("Restored backup"), "{events}");
+    d.b.fx.delete_env("copy").await;
+    d.b.fx.delete_env("cache").await;
+    assert_eq!(count_prefix(&mut root, &prefix).await, 0);
+    d.b.finish().await;
+}

@@ -120,9 +120,6 @@ use super::common::{
     validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.migrations)")
         .message("spec.migrations are SQL migrations, which engine redis does not run; remove spec.migrations")
         .field_path(".migrations"),
-    validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.restore)")
-        .message("spec.restore (a PostgreSQL dump) is not available with engine redis in this release; remove spec.restore")
-        .field_path(".restore"),
     validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.server) || !has(self.server.template)")
         .message("spec.server.template clones a PostgreSQL database; engine redis has no templates: remove it")
         .field_path(".server.template"),

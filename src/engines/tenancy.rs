@@ -204,6 +204,19 @@ pub trait Tenancy: Send + Sync {
         prefix: &'a str,
         checksums: bool,
     ) -> BoxFuture<'a, Result<Vec<TableStats>, EngineError>>;
+    /// The backup the tenant's data was restored from, when that was recorded.
+    fn restored_from<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        tenant: &'a Tenant,
+    ) -> BoxFuture<'a, Result<Option<String>, EngineError>>;
+    /// Records that backup `id` was restored into the tenant (after it was checked).
+    fn mark_restored<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        tenant: &'a Tenant,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
     /// Deletes everything under `prefix` (a drill's scratch); how many keys.
     fn clear<'a>(
         &'a self,

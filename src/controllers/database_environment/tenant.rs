@@ -52,6 +52,10 @@ pub(super) async fn provision(
         );
         ctx.publish(env, EventType::Normal, "Created", note).await;
     }
+    let restored_from = match &env.spec.restore {
+        Some(source) => Some(restore_once(env, ctx, tenancy, &admin, &tenant, source).await?),
+        None => None,
+    };
     let usage = tenancy
         .check(&admin, &app)
         .await
@@ -81,7 +85,7 @@ pub(super) async fn provision(
         server_version: facts.version,
         seeded_now: false,
         schema_version: None,
-        restored_from: None,
+        restored_from,
         usage: Some((usage, "server")),
     })
 }
@@ -158,4 +162,96 @@ fn server_label(env: &DatabaseEnvironment) -> String {
         (None, Some(secret)) => format!("{}/{}", env.namespace().unwrap_or_default(), secret.name),
         (None, None) => String::new(),
     }
+}
+
+/// Fills the tenant's prefix from a backup once (`spec.restore`): emptied, restored, checked against
+/// the manifest (key counts, and name checksums when recorded), then recorded; until that record exists
+/// every attempt starts again from an empty prefix. Returns the backup id.
+async fn restore_once(
+    env: &DatabaseEnvironment,
+    ctx: &Context,
+    tenancy: &dyn Tenancy,
+    admin: &ServerCredentials,
+    tenant: &Tenant,
+    source: &crate::api::database_environment::RestoreSource,
+) -> Result<String, Error> {
+    if let Some(id) = tenancy.restored_from(admin, tenant).await.map_err(pg)? {
+        return Ok(id);
+    }
+    let failed = |reason: &'static str, message: String| Error::NeedsAttention {
+        reason,
+        message,
+        source: None,
+    };
+    let namespace = env.namespace().unwrap_or_default();
+    let schedule: crate::api::BackupSchedule = crate::controllers::references::lifeboat_object(
+        ctx,
+        &namespace,
+        &source.backup_schedule_ref.name,
+        "BackupScheduleNotFound",
+    )
+    .await?;
+    let store = crate::controllers::backup_store::for_schedule(ctx, &schedule).await?;
+    let (manifest, _) = crate::controllers::restore::pick(&store, source.backup_id.as_deref())
+        .await
+        .map_err(|e| failed("BackupNotFound", format!("spec.restore: {e}")))?;
+    let engine = tenancy.kind();
+    if manifest.engine != engine.name() {
+        return Err(Error::InvalidSpec {
+            reason: "BackupEngineMismatch",
+            message: format!(
+                "spec.restore: backup {} is a {} backup; a {} environment restores {} backups",
+                manifest.id,
+                manifest.engine,
+                engine.name(),
+                engine.name()
+            ),
+        });
+    }
+    tenancy.clear(admin, &tenant.key_prefix).await.map_err(pg)?;
+    let report = crate::controllers::restore_archive::restore_archive(
+        tenancy,
+        &store,
+        &manifest,
+        admin,
+        &tenant.key_prefix,
+    )
+    .await
+    .map_err(|e| failed("RestoreFailed", e))?;
+    let checksums = manifest.tables.iter().all(|t| t.checksum.is_some());
+    let restored = tenancy
+        .stats(admin, &tenant.key_prefix, checksums)
+        .await
+        .map_err(pg)?;
+    let check = crate::controllers::restore::compare_tables(
+        if checksums { "checksums" } else { "rowCounts" },
+        &manifest.tables,
+        &restored,
+        checksums,
+    );
+    if !check.passed {
+        return Err(failed(
+            "RestoreCheckFailed",
+            format!(
+                "backup {} was restored but does not match its manifest ({}); the next attempt restores it again",
+                manifest.id,
+                check.message.unwrap_or_default()
+            ),
+        ));
+    }
+    tenancy
+        .mark_restored(admin, tenant, &manifest.id)
+        .await
+        .map_err(pg)?;
+    let note = format!(
+        "Restored backup {} into the keys under {} ({} key(s), {} with a TTL, none more than {} ms short) and checked it against its manifest ({}).",
+        manifest.id,
+        tenant.key_prefix,
+        report.keys,
+        report.expiring,
+        report.max_ttl_drift_ms,
+        check.message.unwrap_or_default()
+    );
+    ctx.publish(env, EventType::Normal, "Restored", note).await;
+    Ok(manifest.id)
 }

@@ -7,6 +7,10 @@
 /// UID, is never changed or deleted.
 pub const OWNERS_KEY: &str = "lifeboat:owners";
 
+/// The hash (admin-only, like [`OWNERS_KEY`]) mapping a user to the backup its keys were restored
+/// from (`spec.restore`), written once the restore was checked.
+pub const RESTORED_KEY: &str = "lifeboat:restored";
+
 /// Commands an environment's user never gets, besides the `@admin` and `@dangerous` categories
 /// (which already hold most of them; named again so a server's own category changes cannot give
 /// them back): whole-server deletes, configuration, ACLs, debugging, modules, `KEYS` (use `SCAN`),

@@ -27,6 +27,7 @@ pub const CAPABILITIES: &[Capability] = &[
     Capability::SharedServer,
     Capability::Instance,
     Capability::External,
+    Capability::RestoreFromBackup,
     Capability::Backup,
     Capability::RestoreDrill,
 ];

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Redis, RedisError,
-    acl::{OWNERS_KEY, user_rules},
+    acl::{OWNERS_KEY, RESTORED_KEY, user_rules},
     archive, connect, endpoint, info, keys,
 };
 use crate::{
@@ -167,6 +167,41 @@ impl Tenancy for Redis {
             keys::stats(&mut conn, prefix, checksums).await
         }
         .map(|r: Result<Vec<TableStats>, RedisError>| r.map_err(EngineError::from_failure))
+        .boxed()
+    }
+
+    fn restored_from<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        tenant: &'a Tenant,
+    ) -> BoxFuture<'a, Result<Option<String>, EngineError>> {
+        async move {
+            let mut conn = connect(admin).await?;
+            conn.hget(RESTORED_KEY, &tenant.user).await.map_err(|e| {
+                RedisError::command(format!("reading the restore of {}", tenant.user), e)
+            })
+        }
+        .map(|r: Result<Option<String>, RedisError>| r.map_err(EngineError::from_failure))
+        .boxed()
+    }
+
+    fn mark_restored<'a>(
+        &'a self,
+        admin: &'a ServerCredentials,
+        tenant: &'a Tenant,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        async move {
+            let mut conn = connect(admin).await?;
+            let _: i64 = conn
+                .hset(RESTORED_KEY, &tenant.user, id)
+                .await
+                .map_err(|e| {
+                    RedisError::command(format!("recording the restore of {}", tenant.user), e)
+                })?;
+            Ok(())
+        }
+        .map(|r: Result<(), RedisError>| r.map_err(EngineError::from_failure))
         .boxed()
     }
 
@@ -351,6 +386,10 @@ async fn deprovision(
     }
     let keys = super::keys::delete(&mut conn, &tenant.key_prefix).await?;
     removed.push(format!("{keys} key(s) under {}", tenant.key_prefix));
+    let _: i64 = conn
+        .hdel(RESTORED_KEY, user)
+        .await
+        .map_err(|e| RedisError::command(format!("forgetting the restore of {user}"), e))?;
     let _: i64 = conn
         .hdel(OWNERS_KEY, user)
         .await
