@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lifeboat's main job, end to end on this machine: the test platform (Kubernetes API server, controller
-# manager, PostgreSQL, S3), the CRDs, the operator running with the Helm chart's RBAC, the examples
-# reaching Ready, and a verified backup of the dev database in S3. Stop everything with: e2e/platform.sh down
+# manager, PostgreSQL, Redis, S3), the CRDs, the operator running with the Helm chart's RBAC, the examples
+# reaching Ready, a verified backup of the dev database in S3, then a Redis cache environment written to
+# and read with redis-cli and a verified backup of its keys. Stop everything with: e2e/platform.sh down
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -91,8 +92,54 @@ spec:
 YAML
 kubectl -n "$ns" wait --for=jsonpath='{.status.lastHandledTrigger}'="$trigger" backupschedule/shop-dev-nightly --timeout=60s >/dev/null
 kubectl -n "$ns" wait --for=jsonpath='{.status.recentBackups[0].phase}'=Succeeded backupschedule/shop-dev-nightly --timeout=120s
+
+say "a Redis cache on the shared Redis: its own ACL user, limited to its own key prefix (docs/redis.md)"
+kubectl -n "$ns" create secret generic redis-admin --dry-run=client -o yaml \
+  --from-literal=host="$LIFEBOAT_REDIS_HOST" --from-literal=port="$LIFEBOAT_REDIS_PORT" \
+  --from-literal=username="$LIFEBOAT_REDIS_USER" --from-literal=password="$LIFEBOAT_REDIS_PASSWORD" \
+  --from-literal=sslmode=disable | kubectl apply -f - >/dev/null
+kubectl -n "$ns" apply -f examples/redis-environment.yaml
+kubectl -n "$ns" wait --for=condition=Ready databaseenvironment/shop-cache --timeout=120s
+secret_key() { kubectl -n "$ns" get secret shop-cache-connection -o jsonpath="{.data.$1}" | base64 -d; }
+prefix=$(secret_key keyPrefix)
+redis_uri=$(secret_key uri)
+echo "key prefix: $prefix"
+# The application's own connection: the Secret's uri (redis://<user>:<password>@host:port/0), as the
+# environment's user. A key outside its prefix is refused (NOPERM).
+cache_cli() {
+  printf '$ redis-cli -u "$uri"'; printf ' %q' "$@"; echo
+  redis-cli --no-auth-warning -u "$redis_uri" "$@" || true
+}
+echo 'uri=$(kubectl -n '"$ns"' get secret shop-cache-connection -o jsonpath={.data.uri} | base64 -d)'
+cache_cli SET "${prefix}greeting" "hello from the demo"
+cache_cli GET "${prefix}greeting"
+cache_cli SET greeting "outside the prefix"
+
+say "back up the cache's keys to the same S3 server (its own keys only, read back and counted)"
+trigger="demo-$(date +%s)"
+kubectl -n "$ns" apply -f - <<YAML
+apiVersion: lifeboat.dev/v1alpha1
+kind: BackupSchedule
+metadata: {name: shop-cache-nightly}
+spec:
+  environmentRef: {name: shop-cache}
+  schedule: "0 3 * * *"
+  timeZone: Europe/Berlin
+  trigger: "$trigger"
+  retention: {keepLast: 7, daily: 14}
+  destination:
+    s3:
+      bucket: $LIFEBOAT_S3_BUCKET
+      endpoint: "$LIFEBOAT_S3_ENDPOINT"
+      region: $LIFEBOAT_S3_REGION
+      forcePathStyle: true
+      credentialsSecretRef: {name: shop-backup-s3}
+YAML
+kubectl -n "$ns" wait --for=jsonpath='{.status.lastHandledTrigger}'="$trigger" backupschedule/shop-cache-nightly --timeout=60s >/dev/null
+kubectl -n "$ns" wait --for=jsonpath='{.status.recentBackups[0].phase}'=Succeeded backupschedule/shop-cache-nightly --timeout=120s
 kubectl -n "$ns" get lifeboat
 echo
 echo "Connect to the PR database:  kubectl -n $ns get secret shop-pr-42-connection -o jsonpath='{.data.uri}' | base64 -d"
-echo "The backup and its manifest: kubectl -n $ns get backupschedule shop-dev-nightly -o yaml   (docs/backups.md)"
+echo "Connect to the cache:        redis-cli -u \"\$(kubectl -n $ns get secret shop-cache-connection -o jsonpath='{.data.uri}' | base64 -d)\""
+echo "The backups and manifests:   kubectl -n $ns get backupschedule shop-dev-nightly shop-cache-nightly -o yaml   (docs/backups.md, docs/redis.md)"
 echo "Stop everything:             e2e/platform.sh down"
