@@ -107,19 +107,43 @@ fn install_chart(namespace: &str, values: &[String]) -> String {
 /// Runs `sql` with psql in a pod of the PostgreSQL image, connected with the environment's connection
 /// Secret (key `uri`), through the Service; returns what psql printed.
 async fn psql_in_pod(client: &Client, ns: &str, env: &str, name: &str, sql: &str) -> String {
+    let script = "exec psql \"$URL\" -v ON_ERROR_STOP=1 -tA -c \"$SQL\"";
+    client_in_pod(
+        client,
+        ns,
+        env,
+        name,
+        "postgres:18",
+        script,
+        &[("SQL", sql)],
+    )
+    .await
+}
+
+/// Runs `script` (sh) in a pod of `image` with the environment's connection Secret's `uri` in `$URL`
+/// and `vars`; waits for it to succeed and returns what it printed.
+async fn client_in_pod(
+    client: &Client,
+    ns: &str,
+    env: &str,
+    name: &str,
+    image: &str,
+    script: &str,
+    vars: &[(&str, &str)],
+) -> String {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let secret = format!("{env}-connection");
+    let mut env_vars =
+        vec![json!({"name": "URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": "uri"}}})];
+    env_vars.extend(vars.iter().map(|(k, v)| json!({"name": k, "value": v})));
     support::apply_json(client, ns, json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
             "containers": [{
-                "name": "app", "image": "postgres:18", "imagePullPolicy": "Never",
-                "command": ["sh", "-c", "exec psql \"$DATABASE_URL\" -v ON_ERROR_STOP=1 -tA -c \"$SQL\""],
-                "env": [
-                    {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": secret, "key": "uri"}}},
-                    {"name": "SQL", "value": sql}
-                ],
+                "name": "app", "image": image, "imagePullPolicy": "Never",
+                "command": ["sh", "-c", script],
+                "env": env_vars,
                 "securityContext": {"runAsUser": 70000, "runAsNonRoot": true, "allowPrivilegeEscalation": false}
             }]
         }
@@ -899,34 +923,8 @@ async fn a_drill_restores_into_an_instance_of_its_own() {
 /// Runs `redis-cli` with `args` in a pod of the Redis image, connected with the environment's connection
 /// Secret (key `uri`) through the Service; returns what it printed.
 async fn redis_cli_in_pod(client: &Client, ns: &str, env: &str, name: &str, args: &str) -> String {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    support::apply_json(client, ns, json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "app", "image": "redis:7", "imagePullPolicy": "Never",
-                "command": ["sh", "-c", format!("exec redis-cli -u \"$REDIS_URL\" --no-auth-warning {args}")],
-                "env": [{"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": format!("{env}-connection"), "key": "uri"}}}],
-                "securityContext": {"runAsUser": 70000, "runAsNonRoot": true, "allowPrivilegeEscalation": false}
-            }]
-        }
-    }))
-    .await
-    .unwrap();
-    let phase = support::eventually(&format!("pod {name} to finish"), WAIT, || {
-        let pods = pods.clone();
-        async move {
-            let p = pods.get(name).await.ok()?;
-            let phase = p.status?.phase?;
-            matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
-        }
-    })
-    .await;
-    let logs = pods.logs(name, &LogParams::default()).await.unwrap();
-    assert_eq!(phase, "Succeeded", "{name}: {logs}");
-    pods.delete(name, &DeleteParams::default()).await.unwrap();
-    logs
+    let script = format!("exec redis-cli -u \"$URL\" --no-auth-warning {args}");
+    client_in_pod(client, ns, env, name, "redis:7", &script, &[]).await
 }
 
 /// A `dev` Redis instance runs redis-server from the node's `redis:7` image with its password, an

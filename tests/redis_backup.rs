@@ -7,11 +7,7 @@ mod support;
 
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, PostParams},
-};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use lifeboat::api::{
     RestoreDrill,
     backup_schedule::BackupPhase,
@@ -22,10 +18,8 @@ use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 use support::{
     backups::{BACKUP_WAIT, Backups},
-    redis::redis_admin,
+    redis::{Admin, admin_conn, admin_secret, count_prefix, redis_admin},
 };
-
-type Admin = (String, u16, String, String);
 
 /// Keys the large test writes (`LIFEBOAT_REDIS_TEST_KEYS` to change it locally).
 fn key_count() -> usize {
@@ -33,34 +27,6 @@ fn key_count() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000)
-}
-
-async fn admin_conn(admin: &Admin) -> MultiplexedConnection {
-    let url = format!(
-        "redis://{}:{}@{}:{}/0",
-        lifeboat::engines::naming::uri_component(&admin.2),
-        lifeboat::engines::naming::uri_component(&admin.3),
-        admin.0,
-        admin.1
-    );
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn admin_secret(client: &Client, namespace: &str, admin: &Admin) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "redis-admin"},
-        "stringData": {"host": admin.0, "port": admin.1.to_string(), "username": admin.2,
-                       "password": admin.3, "sslmode": "disable"}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
 }
 
 /// Writes `n` keys under `prefix`: of every type, one in three with an hour to live. Returns the
@@ -110,26 +76,6 @@ async fn fill(
     counts
 }
 
-async fn count_prefix(conn: &mut MultiplexedConnection, prefix: &str) -> usize {
-    let (mut cursor, mut n) = (0u64, 0);
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .unwrap();
-        n += keys.len();
-        if next == 0 {
-            return n;
-        }
-        cursor = next;
-    }
-}
-
 struct RedisDrills {
     b: Backups,
     admin: Admin,
@@ -146,7 +92,7 @@ impl RedisDrills {
     ) -> Option<(Self, String, [(&'static str, i64); 6])> {
         let b = Backups::new(prefix).await?;
         let admin = redis_admin()?;
-        admin_secret(&b.fx.client, &b.fx.ns.name, &admin).await;
+        admin_secret(&b.fx.client, &b.fx.ns.name, "redis-admin", &admin).await;
         b.fx.apply_env(
             "cache",
             json!({"engine": "redis", "tier": "dev", "server": {"adminSecretRef": {"name": "redis-admin"}}}),

@@ -7,15 +7,18 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, PostParams},
 };
 use lifeboat::api::{DatabaseEnvironment, DatabaseServer, MigrationRun};
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
-use support::{Fixture, TestNamespace, redis::redis_admin};
+use support::{
+    Fixture, TestNamespace,
+    redis::{admin_conn, admin_secret, count_prefix, redis_admin},
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -27,39 +30,6 @@ macro_rules! require_redis {
             None => return,
         }
     };
-}
-
-type Admin = (String, u16, String, String);
-
-async fn connect(host: &str, port: u16, user: &str, password: &str) -> MultiplexedConnection {
-    let url = format!(
-        "redis://{}:{}@{host}:{port}/0",
-        lifeboat::engines::naming::uri_component(user),
-        lifeboat::engines::naming::uri_component(password)
-    );
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn admin_conn(admin: &Admin) -> MultiplexedConnection {
-    connect(&admin.0, admin.1, &admin.2, &admin.3).await
-}
-
-/// A Secret in `namespace` with the platform Redis's admin credentials (plain text).
-async fn admin_secret(client: &Client, namespace: &str, name: &str, admin: &Admin) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "stringData": {"host": admin.0, "port": admin.1.to_string(), "username": admin.2,
-                       "password": admin.3, "sslmode": "disable"}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
 }
 
 fn redis_env(extra: Value) -> Value {
@@ -79,27 +49,6 @@ async fn user_exists(conn: &mut MultiplexedConnection, user: &str) -> bool {
         .await
         .unwrap();
     !matches!(v, redis::Value::Nil)
-}
-
-async fn count_prefix(conn: &mut MultiplexedConnection, prefix: &str) -> usize {
-    let mut cursor = 0u64;
-    let mut n = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .unwrap();
-        n += keys.len();
-        if next == 0 {
-            return n;
-        }
-        cursor = next;
-    }
 }
 
 async fn fill(conn: &mut MultiplexedConnection, prefix: &str, n: usize) {
@@ -261,6 +210,14 @@ async fn each_environment_is_an_acl_user_limited_to_its_prefix() {
     fill(&mut root, &prefix, 5000).await;
     fill(&mut root, &other_prefix, 10).await;
     assert!(user_exists(&mut root, &user).await);
+    // The owner's mark lives with the user: losing the server's record (a FLUSHALL, an eviction)
+    // does not make the user a stranger.
+    let _: i64 = redis::cmd("HDEL")
+        .arg("lifeboat:owners")
+        .arg(&user)
+        .query_async(&mut root)
+        .await
+        .unwrap();
     t.delete_env("cache").await;
     assert!(!user_exists(&mut root, &user).await, "the user is gone");
     assert_eq!(
@@ -503,6 +460,52 @@ async fn a_redis_server_serves_namespaces_and_namespace_deletion_cleans_up() {
     .await;
     let version = ready.status.unwrap().server_version.unwrap();
     assert!(version.starts_with("7."), "{version}");
+
+    // An admin user that may not manage ACL users: Stalled, saying what to grant.
+    let mut root = admin_conn(&admin).await;
+    let weak = format!("weak_{}", support::random_suffix());
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&weak)
+        .arg(&["on", ">weak-password", "~*", "&*", "+@all", "-acl"][..])
+        .query_async(&mut root)
+        .await
+        .unwrap();
+    let weak_admin: support::redis::Admin = (
+        admin.0.clone(),
+        admin.1,
+        weak.clone(),
+        "weak-password".into(),
+    );
+    admin_secret(&client, &control.name, "weak-redis-admin", &weak_admin).await;
+    let weak_server = format!("redis-weak-{}", support::random_suffix());
+    servers
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DatabaseServer",
+                "metadata": {"name": weak_server},
+                "spec": {"engine": "redis", "adminSecretRef": {"name": "weak-redis-admin"},
+                         "allowedNamespaces": {}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let stalled = support::wait_for(&servers, &weak_server, "Stalled", WAIT, |s| {
+        support::has_condition(s.status.as_ref(), "Stalled", "InsufficientPrivileges")
+    })
+    .await;
+    let (_, _, message) = support::condition(stalled.status.as_ref(), "Stalled").unwrap();
+    assert!(message.contains("may not manage ACL users"), "{message}");
+    assert!(!message.contains("weak-password"), "no password in status");
+    let _ = servers.delete(&weak_server, &DeleteParams::default()).await;
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&weak)
+        .query_async(&mut root)
+        .await
+        .unwrap();
 
     let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &pr.name);
     for name in ["a", "b"] {

@@ -130,7 +130,7 @@ use super::common::{
         .message("spec.server.databaseName names a PostgreSQL database; a redis environment's user and key prefix are derived from its namespace and name: remove it")
         .field_path(".server.databaseName"),
     validation = Rule::new("!has(self.engine) || self.engine != 'redis' || !has(self.healthCheck) || !has(self.healthCheck.query) || self.healthCheck.query == 'SELECT 1'")
-        .message("spec.healthCheck.query is SQL; a redis environment is checked with PING: remove the query (periodSeconds, timeoutSeconds and failureThreshold apply)")
+        .message("spec.healthCheck.query is SQL; a redis environment is checked with PING: remove the query (periodSeconds and failureThreshold apply)")
         .field_path(".healthCheck.query"),
     validation = Rule::new("(has(self.engine) && self.engine == 'redis') || !has(self.instance) || (!has(self.instance.maxMemory) && !has(self.instance.evictionPolicy) && !(has(self.instance.cache) && self.instance.cache))")
         .message("spec.instance.maxMemory, cache and evictionPolicy are Redis settings; remove them for engine postgres")

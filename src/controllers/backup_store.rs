@@ -47,3 +47,28 @@ pub async fn for_schedule(ctx: &Context, schedule: &BackupSchedule) -> Result<Ba
         message: e.to_string(),
     })
 }
+
+/// The backup a new environment's `spec.restore` names (or the newest of its schedule) with its
+/// manifest and store; the schedule must exist in `namespace`.
+pub async fn restore_source(
+    ctx: &Context,
+    namespace: &str,
+    source: &crate::api::database_environment::RestoreSource,
+) -> Result<(BackupStore, crate::domain::manifest::Manifest), Error> {
+    let schedule: BackupSchedule = references::lifeboat_object(
+        ctx,
+        namespace,
+        &source.backup_schedule_ref.name,
+        "BackupScheduleNotFound",
+    )
+    .await?;
+    let store = for_schedule(ctx, &schedule).await?;
+    let (manifest, _) = super::restore::pick(&store, source.backup_id.as_deref())
+        .await
+        .map_err(|e| Error::NeedsAttention {
+            reason: "BackupNotFound",
+            message: format!("spec.restore: {e}"),
+            source: None,
+        })?;
+    Ok((store, manifest))
+}

@@ -27,3 +27,67 @@ pub fn redis_admin() -> Option<(String, u16, String, String)> {
     }
     found
 }
+
+/// The platform Redis's admin: `(host, port, user, password)`.
+pub type Admin = (String, u16, String, String);
+
+/// A connection as `user`.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+) -> redis::aio::MultiplexedConnection {
+    let url = format!(
+        "redis://{}:{}@{host}:{port}/0",
+        lifeboat::engines::naming::uri_component(user),
+        lifeboat::engines::naming::uri_component(password)
+    );
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A connection as the platform Redis's admin.
+pub async fn admin_conn(admin: &Admin) -> redis::aio::MultiplexedConnection {
+    connect(&admin.0, admin.1, &admin.2, &admin.3).await
+}
+
+/// A Secret `name` in `namespace` with the platform Redis's admin credentials (plain text), as a user
+/// would create it for `spec.server.adminSecretRef` or a drill's target.
+pub async fn admin_secret(client: &kube::Client, namespace: &str, name: &str, admin: &Admin) {
+    use k8s_openapi::api::core::v1::Secret;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "stringData": {"host": admin.0, "port": admin.1.to_string(), "username": admin.2,
+                       "password": admin.3, "sslmode": "disable"}
+    }))
+    .unwrap();
+    kube::Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+/// How many keys start with `prefix` (SCAN to the end).
+pub async fn count_prefix(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> usize {
+    let (mut cursor, mut n) = (0u64, 0);
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .unwrap();
+        n += keys.len();
+        if next == 0 {
+            return n;
+        }
+        cursor = next;
+    }
+}

@@ -451,7 +451,7 @@ async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action,
         }
     };
     let note = if dropped.is_empty() {
-        "Nothing to drop: no database or role of this environment exists.".to_string()
+        "Nothing to drop: nothing of this environment exists on the server.".to_string()
     } else {
         format!("Dropped {}.", dropped.join(" and "))
     };

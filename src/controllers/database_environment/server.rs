@@ -221,22 +221,13 @@ async fn restore_once(
         return Ok(id);
     }
     let namespace = env.namespace().unwrap_or_default();
-    let schedule: crate::api::BackupSchedule = references::lifeboat_object(
-        ctx,
-        &namespace,
-        &source.backup_schedule_ref.name,
-        "BackupScheduleNotFound",
-    )
-    .await?;
-    let store = crate::controllers::backup_store::for_schedule(ctx, &schedule).await?;
+    let (store, manifest) =
+        crate::controllers::backup_store::restore_source(ctx, &namespace, source).await?;
     let failed = |reason: &'static str, message: String| Error::NeedsAttention {
         reason,
         message,
         source: None,
     };
-    let (manifest, _) = restore::pick(&store, source.backup_id.as_deref())
-        .await
-        .map_err(|e| failed("BackupNotFound", format!("spec.restore: {e}")))?;
     ENGINE
         .recreate_database(admin_conn, admin, target)
         .await

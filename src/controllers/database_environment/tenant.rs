@@ -184,17 +184,8 @@ async fn restore_once(
         source: None,
     };
     let namespace = env.namespace().unwrap_or_default();
-    let schedule: crate::api::BackupSchedule = crate::controllers::references::lifeboat_object(
-        ctx,
-        &namespace,
-        &source.backup_schedule_ref.name,
-        "BackupScheduleNotFound",
-    )
-    .await?;
-    let store = crate::controllers::backup_store::for_schedule(ctx, &schedule).await?;
-    let (manifest, _) = crate::controllers::restore::pick(&store, source.backup_id.as_deref())
-        .await
-        .map_err(|e| failed("BackupNotFound", format!("spec.restore: {e}")))?;
+    let (store, manifest) =
+        crate::controllers::backup_store::restore_source(ctx, &namespace, source).await?;
     let engine = tenancy.kind();
     if manifest.engine != engine.name() {
         return Err(Error::InvalidSpec {

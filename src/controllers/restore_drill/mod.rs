@@ -110,11 +110,19 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
         "BackupScheduleNotFound",
     )
     .await?;
-    let engine = drill_engine(ctx, &ns, &backups).await?;
+    let store = super::backup_store::for_schedule(ctx, &backups).await?;
+    // The environment's engine; when it is gone, the engine of the backup the drill would restore.
+    let engine = match known_engine(ctx, &ns, &backups).await? {
+        Some(engine) => engine,
+        None => super::restore::pick(&store, drill.spec.backup_id.as_deref())
+            .await
+            .ok()
+            .and_then(|(m, _)| crate::engines::Kind::from_name(&m.engine))
+            .unwrap_or(crate::engines::Kind::Postgres),
+    };
     engine
         .require(crate::engines::Capability::RestoreDrill)
         .map_err(super::engine::unsupported)?;
-    let store = super::backup_store::for_schedule(ctx, &backups).await?;
     let target = match &drill.spec.target.instance {
         // The image is checked where every instance's is: a refused one stalls the environment, and
         // the drill fails with its reason.
@@ -139,18 +147,6 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
             generation: drill.metadata.generation,
         },
     })
-}
-
-/// The engine of the schedule's environment; PostgreSQL when the environment is gone (a drill proves
-/// a deleted database's backups still restore).
-async fn drill_engine(
-    ctx: &Context,
-    ns: &str,
-    backups: &BackupSchedule,
-) -> Result<crate::engines::Kind, Error> {
-    Ok(known_engine(ctx, ns, backups)
-        .await?
-        .unwrap_or(crate::engines::Kind::Postgres))
 }
 
 /// The engine of the schedule's environment, when it still exists.
@@ -463,7 +459,17 @@ async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Erro
         .get_opt(&drill.spec.backup_schedule_ref.name)
         .await?;
     let known = match &backups {
-        Some(b) => known_engine(ctx, &ns, b).await?,
+        Some(b) => match known_engine(ctx, &ns, b).await? {
+            Some(engine) => Some(engine),
+            // The environment is gone: the engine of the schedule's newest backup.
+            None => match super::backup_store::for_schedule(ctx, b).await {
+                Ok(store) => super::restore::pick(&store, drill.spec.backup_id.as_deref())
+                    .await
+                    .ok()
+                    .and_then(|(m, _)| crate::engines::Kind::from_name(&m.engine)),
+                Err(_) => None,
+            },
+        },
         None => None,
     };
     let engine = known.unwrap_or(crate::engines::Kind::Postgres);

@@ -33,12 +33,19 @@ pub const DENIED_COMMANDS: &[&str] = &[
     "script|kill",
     "shutdown",
     "monitor",
+    // Key and channel names beyond the prefix (SCAN without MATCH still lists them: Redis cannot limit
+    // it; docs/redis.md says so).
+    "randomkey",
+    "pubsub|channels",
+    "pubsub|numsub",
+    "pubsub|shardchannels",
+    "pubsub|shardnumsub",
 ];
 
 /// The rules of `ACL SETUSER <user> …` for a user limited to `prefix` whose password has the SHA-256
 /// `password_sha256` (the server never sees the password in clear text from us, and neither does
 /// `ACL LIST`). `reset` first, so a rule someone added by hand does not survive a reconcile.
-pub fn user_rules(prefix: &str, password_sha256: &str) -> Vec<String> {
+pub fn user_rules(prefix: &str, password_sha256: &str, uid: &str) -> Vec<String> {
     let pattern = glob_escape(prefix);
     let mut rules = vec![
         "reset".to_string(),
@@ -47,12 +54,31 @@ pub fn user_rules(prefix: &str, password_sha256: &str) -> Vec<String> {
         format!("~{pattern}*"),
         "resetchannels".to_string(),
         format!("&{pattern}*"),
+        // The owner's mark, kept with the user itself (a FLUSHALL or an eviction cannot take it).
+        format!("&{}", glob_escape(&owner_channel(uid))),
         "+@all".to_string(),
         "-@admin".to_string(),
         "-@dangerous".to_string(),
     ];
     rules.extend(DENIED_COMMANDS.iter().map(|c| format!("-{c}")));
     rules
+}
+
+/// The channel whose permission marks a user as made for the object of UID `uid`: harmless to hold
+/// (nobody listens on it), and listed by `ACL GETUSER`.
+pub fn owner_channel(uid: &str) -> String {
+    format!("{OWNER_CHANNEL_PREFIX}{uid}")
+}
+
+const OWNER_CHANNEL_PREFIX: &str = "lifeboat-owner:";
+
+/// The owner's UID from the channel patterns `ACL GETUSER` lists (space-separated), if one is there.
+pub fn owner_from_channels(channels: &str) -> Option<String> {
+    channels
+        .split_whitespace()
+        .filter_map(|c| c.strip_prefix('&'))
+        .find_map(|c| c.strip_prefix(OWNER_CHANNEL_PREFIX))
+        .map(|uid| uid.replace('\\', ""))
 }
 
 /// `prefix` with the glob characters of a key pattern escaped, so a prefix is matched literally.
@@ -73,7 +99,13 @@ mod tests {
 
     #[test]
     fn the_user_is_limited_to_its_prefix_without_dangerous_commands() {
-        let rules = user_rules("shop_orders_1a2b3c4d:", "ab12");
+        let rules = user_rules("shop_orders_1a2b3c4d:", "ab12", "uid-1");
+        assert!(rules.contains(&"&lifeboat-owner:uid-1".to_string()));
+        assert_eq!(
+            owner_from_channels("&shop_orders_1a2b3c4d:* &lifeboat-owner:uid-1").as_deref(),
+            Some("uid-1")
+        );
+        assert_eq!(owner_from_channels("&shop:*"), None);
         assert_eq!(rules[0], "reset", "earlier rules do not survive");
         assert!(rules.contains(&"#ab12".to_string()));
         assert!(rules.contains(&"~shop_orders_1a2b3c4d:*".to_string()));

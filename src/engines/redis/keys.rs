@@ -144,7 +144,8 @@ fn to_record(key: &[u8], prefix: &str, parts: &[Value]) -> Result<Option<Record>
     })?;
     let pttl = match parts[1] {
         Value::Int(-2) => return Ok(None),
-        Value::Int(n) if n >= 0 => Some(n),
+        // A key about to expire keeps a TTL (RESTORE reads 0 as none): 1 ms.
+        Value::Int(n) if n >= 0 => Some(n.max(1)),
         _ => None,
     };
     let payload = match &parts[2] {

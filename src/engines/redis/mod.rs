@@ -70,6 +70,8 @@ pub enum RedisError {
         "{what} already exists on the server and was not created by this environment; choose another name or remove it"
     )]
     NotOurs { what: String },
+    #[error("the connection to Redis was lost during {context}: {detail}")]
+    Lost { context: String, detail: String },
     #[error("{context}: {detail}")]
     Command { context: String, detail: String },
     #[error("{0}")]
@@ -80,8 +82,8 @@ impl RedisError {
     fn command(context: impl Into<String>, e: redis::RedisError) -> Self {
         let context = context.into();
         if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-            return RedisError::Unreachable {
-                endpoint: context,
+            return RedisError::Lost {
+                context,
                 detail: e.to_string(),
             };
         }
@@ -95,7 +97,7 @@ impl RedisError {
 impl Failure for RedisError {
     fn reason(&self) -> &'static str {
         match self {
-            RedisError::Unreachable { .. } => "ServerUnreachable",
+            RedisError::Unreachable { .. } | RedisError::Lost { .. } => "ServerUnreachable",
             RedisError::AuthFailed { .. } => "AuthenticationFailed",
             RedisError::NoAcl { .. } => "ServerUnsupported",
             RedisError::NotAdmin { .. } => "InsufficientPrivileges",
@@ -106,7 +108,10 @@ impl Failure for RedisError {
         }
     }
     fn is_transient(&self) -> bool {
-        matches!(self, RedisError::Unreachable { .. })
+        matches!(
+            self,
+            RedisError::Unreachable { .. } | RedisError::Lost { .. }
+        )
     }
     fn is_auth_failure(&self) -> bool {
         matches!(self, RedisError::AuthFailed { .. })

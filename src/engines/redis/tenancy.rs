@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Redis, RedisError,
-    acl::{OWNERS_KEY, RESTORED_KEY, user_rules},
+    acl::{OWNERS_KEY, RESTORED_KEY, owner_from_channels, user_rules},
     archive, connect, endpoint, info, keys,
 };
 use crate::{
@@ -289,16 +289,6 @@ async fn owner(conn: &mut MultiplexedConnection, user: &str) -> Result<Option<St
         .map_err(|e| RedisError::command(format!("reading the owner of user {user}"), e))
 }
 
-async fn user_exists(conn: &mut MultiplexedConnection, user: &str) -> Result<bool, RedisError> {
-    let found: redis::Value = redis::cmd("ACL")
-        .arg("GETUSER")
-        .arg(user)
-        .query_async(conn)
-        .await
-        .map_err(|e| RedisError::command(format!("ACL GETUSER {user}"), e))?;
-    Ok(!matches!(found, redis::Value::Nil))
-}
-
 /// Claims the user for the tenant's UID (first, so a crash right after never leaves a user nobody
 /// owns), then states its rules and password. A user someone else made is refused.
 async fn provision(
@@ -308,37 +298,73 @@ async fn provision(
 ) -> Result<Provisioned, RedisError> {
     let mut conn = connect(admin).await?;
     let user = &tenant.user;
-    let exists = user_exists(&mut conn, user).await?;
-    let claimed: bool = conn
-        .hset_nx(OWNERS_KEY, user, &tenant.uid)
-        .await
-        .map_err(|e| RedisError::command(format!("recording the owner of user {user}"), e))?;
-    // Claimed now: ours unless the user was already there. Claimed before: ours if by this UID.
-    let ours = if claimed {
-        !exists
-    } else {
-        owner(&mut conn, user).await?.as_deref() == Some(&tenant.uid)
-    };
-    if !ours {
-        if claimed {
-            // The user existed without a record: not ours; take the claim back.
-            let _: Result<i64, _> = conn.hdel(OWNERS_KEY, user).await;
-        }
+    let found = user_owner(&mut conn, user).await?;
+    if let Some(owner) = &found
+        && owner.as_deref() != Some(tenant.uid.as_str())
+    {
         return Err(RedisError::NotOurs {
             what: format!("ACL user {user}"),
         });
     }
+    // Recorded first, so a crash right after never leaves keys nobody would clean up.
+    let _: i64 = conn
+        .hset(OWNERS_KEY, user, &tenant.uid)
+        .await
+        .map_err(|e| RedisError::command(format!("recording the owner of user {user}"), e))?;
     let hash = hex(&Sha256::digest(password.as_bytes()));
     let mut setuser = redis::cmd("ACL");
     setuser.arg("SETUSER").arg(user);
-    for rule in user_rules(&tenant.key_prefix, &hash) {
+    for rule in user_rules(&tenant.key_prefix, &hash, &tenant.uid) {
         setuser.arg(rule);
     }
     let () = setuser
         .query_async(&mut conn)
         .await
         .map_err(|e| RedisError::command(format!("ACL SETUSER {user}"), e))?;
-    Ok(Provisioned { created: !exists })
+    persist_acl(&mut conn).await;
+    Ok(Provisioned {
+        created: found.is_none(),
+    })
+}
+
+/// Whose an ACL user is: `None` when there is no such user, `Some(None)` for a user without
+/// Lifeboat's mark, `Some(Some(uid))` for one made for the object of that UID.
+async fn user_owner(
+    conn: &mut MultiplexedConnection,
+    user: &str,
+) -> Result<Option<Option<String>>, RedisError> {
+    let found: redis::Value = redis::cmd("ACL")
+        .arg("GETUSER")
+        .arg(user)
+        .query_async(conn)
+        .await
+        .map_err(|e| RedisError::command(format!("ACL GETUSER {user}"), e))?;
+    let fields = match found {
+        redis::Value::Nil => return Ok(None),
+        redis::Value::Array(fields) => fields,
+        redis::Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => Vec::new(),
+    };
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let channels = fields
+        .chunks(2)
+        .find(|kv| text(&kv[0]).as_deref() == Some("channels"))
+        .and_then(|kv| kv.get(1).and_then(text))
+        .unwrap_or_default();
+    Ok(Some(owner_from_channels(&channels)))
+}
+
+/// Writes the users to the server's ACL file when it has one (best effort: without one, a restarted
+/// server forgets them, and each environment's next check makes its user again).
+async fn persist_acl(conn: &mut MultiplexedConnection) {
+    let saved: Result<(), _> = redis::cmd("ACL").arg("SAVE").query_async(conn).await;
+    if let Err(e) = saved {
+        tracing::debug!(error = %e, "ACL SAVE (no ACL file configured?)");
+    }
 }
 
 /// PING as the tenant, then the server's figures as the admin (`INFO` is an admin command).
@@ -371,7 +397,12 @@ async fn deprovision(
 ) -> Result<Vec<String>, RedisError> {
     let mut conn = connect(admin).await?;
     let user = &tenant.user;
-    if owner(&mut conn, user).await?.as_deref() != Some(&tenant.uid) {
+    let ours = match user_owner(&mut conn, user).await? {
+        Some(owner) => owner.as_deref() == Some(tenant.uid.as_str()),
+        // The user is gone (a cleanup stopped half-way): the record says whose its keys were.
+        None => owner(&mut conn, user).await?.as_deref() == Some(&tenant.uid),
+    };
+    if !ours {
         return Ok(Vec::new());
     }
     let mut removed = Vec::new();
@@ -383,6 +414,7 @@ async fn deprovision(
         .map_err(|e| RedisError::command(format!("ACL DELUSER {user}"), e))?;
     if deleted > 0 {
         removed.push(format!("ACL user {user}"));
+        persist_acl(&mut conn).await;
     }
     let keys = super::keys::delete(&mut conn, &tenant.key_prefix).await?;
     removed.push(format!("{keys} key(s) under {}", tenant.key_prefix));
