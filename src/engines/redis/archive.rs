@@ -63,6 +63,21 @@ impl KeyType {
         }
     }
 
+    /// The type of a `DUMP` serialization, from its first byte (the RDB object type, every encoding
+    /// Redis 7 writes: plain, ziplist, listpack, intset, quicklist, stream listpacks); `None` for a
+    /// module type or one this build does not know.
+    pub fn from_rdb_type(t: u8) -> Option<Self> {
+        match t {
+            0 => Some(KeyType::String),
+            1 | 10 | 14 | 18 => Some(KeyType::List),
+            2 | 11 | 20 => Some(KeyType::Set),
+            3 | 5 | 12 | 17 => Some(KeyType::ZSet),
+            4 | 9 | 13 | 16 => Some(KeyType::Hash),
+            15 | 19 | 21 => Some(KeyType::Stream),
+            _ => None,
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.name() == name)
     }

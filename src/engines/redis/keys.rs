@@ -74,7 +74,9 @@ pub async fn version(conn: &mut MultiplexedConnection) -> Result<String, RedisEr
 
 /// Writes every key under `prefix` (read as the connection's user) to an archive on `sink`, keys
 /// stored without the prefix. Not a point-in-time copy: a key written while the backup runs may or
-/// may not be in it; each key is as of its own `DUMP`. Returns the statistics.
+/// may not be in it; each key is as of its own `DUMP`. Reading runs ahead of writing: the next `SCAN`
+/// goes out while a batch is dumped, and dumped batches queue (a few) for the writer. Returns the
+/// statistics.
 pub async fn backup(
     conn: &mut MultiplexedConnection,
     prefix: &str,
@@ -84,74 +86,125 @@ pub async fn backup(
         context: "writing the key archive".into(),
         detail: e.to_string(),
     };
-    let mut writer = Writer::new(sink).await.map_err(io)?;
-    let mut tally = Tally::default();
-    // SCAN may return a key twice; the archive holds it once.
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    let mut cursor = 0;
-    loop {
-        let (next, keys) = scan(conn, prefix, cursor).await?;
-        let keys: Vec<Vec<u8>> = keys
-            .into_iter()
-            .filter(|k| seen.insert(k.clone()))
-            .collect();
-        if !keys.is_empty() {
-            let mut pipe = redis::pipe();
-            for k in &keys {
-                pipe.cmd("TYPE")
-                    .arg(k)
-                    .cmd("PTTL")
-                    .arg(k)
-                    .cmd("DUMP")
-                    .arg(k);
-            }
-            let answers: Vec<Value> = pipe
-                .query_async(conn)
-                .await
-                .map_err(|e| command(&format!("reading keys under {prefix}"), e))?;
-            for (key, parts) in keys.iter().zip(answers.chunks(3)) {
-                let Some(record) = to_record(key, prefix, parts)? else {
-                    continue; // gone between SCAN and DUMP
-                };
+    let (batches, mut received) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let reader = read_batches(conn.clone(), prefix.to_string(), batches);
+    let write = async {
+        let mut writer = Writer::new(sink).await.map_err(io)?;
+        let mut tally = Tally::default();
+        while let Some(batch) = received.recv().await {
+            for record in batch {
                 tally.add(&record.key, record.key_type, record.pttl.is_some());
                 writer.record(&record).await.map_err(io)?;
             }
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    writer.finish().await.map_err(io)?;
-    Ok(tally)
+        writer.finish().await.map_err(io)?;
+        Ok::<_, RedisError>(tally)
+    };
+    let (read, written) = tokio::join!(reader, write);
+    // A failed read ends the batches early: its error, not a short archive, is the result.
+    read?;
+    written
 }
 
-/// A record from `TYPE`, `PTTL` and `DUMP` of `key`; `None` when the key went away meanwhile.
-fn to_record(key: &[u8], prefix: &str, parts: &[Value]) -> Result<Option<Record>, RedisError> {
-    let name = match &parts[0] {
-        Value::SimpleString(s) => s.clone(),
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        _ => String::new(),
-    };
-    if name == "none" {
-        return Ok(None);
+/// The keys a SCAN has returned so far (it may return one twice), as a 128-bit hash each rather than the
+/// key: 16 bytes a key whatever its length.
+#[derive(Default)]
+struct Seen {
+    hashers: (std::hash::RandomState, std::hash::RandomState),
+    hashes: HashSet<u128>,
+}
+
+impl Seen {
+    /// Whether `key` is seen for the first time.
+    fn first(&mut self, key: &[u8]) -> bool {
+        use std::hash::BuildHasher;
+        let high = u128::from(self.hashers.0.hash_one(key)) << 64;
+        self.hashes.insert(high | u128::from(self.hashers.1.hash_one(key)))
     }
-    let key_type = KeyType::from_name(&name).ok_or_else(|| RedisError::Command {
-        context: format!("backing up key {}", String::from_utf8_lossy(key)),
-        detail: format!(
-            "it has type {name}, which a key archive does not hold (module types are not backed up)"
-        ),
-    })?;
-    let pttl = match parts[1] {
+}
+
+/// Dumped batches waiting for the writer, at most.
+const READ_AHEAD: usize = 4;
+
+/// Scans `prefix` and sends each batch's records (`PTTL` and `DUMP` pipelined; the type is the first
+/// byte of the serialization) to `batches`, the next `SCAN` running alongside each batch's dump.
+async fn read_batches(
+    conn: MultiplexedConnection,
+    prefix: String,
+    batches: tokio::sync::mpsc::Sender<Vec<Record>>,
+) -> Result<(), RedisError> {
+    let mut seen = Seen::default();
+    let mut scan_conn = conn.clone();
+    let mut next = scan(&mut scan_conn, &prefix, 0).await?;
+    loop {
+        let (cursor, keys) = next;
+        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| seen.first(k)).collect();
+        let dump = dump_batch(conn.clone(), &prefix, keys);
+        let (scanned, dumped) = if cursor == 0 {
+            (None, dump.await)
+        } else {
+            let (s, d) = tokio::join!(scan(&mut scan_conn, &prefix, cursor), dump);
+            (Some(s), d)
+        };
+        let records = dumped?;
+        if !records.is_empty() && batches.send(records).await.is_err() {
+            // The writer stopped (its own error is the result).
+            return Ok(());
+        }
+        match scanned {
+            None => return Ok(()),
+            Some(s) => next = s?,
+        }
+    }
+}
+
+/// `PTTL` and `DUMP` of `keys`, pipelined; the records of those still there.
+async fn dump_batch(
+    mut conn: MultiplexedConnection,
+    prefix: &str,
+    keys: Vec<Vec<u8>>,
+) -> Result<Vec<Record>, RedisError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("PTTL").arg(k).cmd("DUMP").arg(k);
+    }
+    let answers: Vec<Value> = pipe
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| command(&format!("reading keys under {prefix}"), e))?;
+    let mut records = Vec::with_capacity(keys.len());
+    for (key, parts) in keys.iter().zip(answers.chunks(2)) {
+        // `None`: gone between SCAN and DUMP.
+        records.extend(to_record(key, prefix, parts)?);
+    }
+    Ok(records)
+}
+
+/// A record from `PTTL` and `DUMP` of `key`; `None` when the key went away meanwhile.
+fn to_record(key: &[u8], prefix: &str, parts: &[Value]) -> Result<Option<Record>, RedisError> {
+    let pttl = match parts[0] {
         Value::Int(-2) => return Ok(None),
         // A key about to expire keeps a TTL (RESTORE reads 0 as none): 1 ms.
         Value::Int(n) if n >= 0 => Some(n.max(1)),
         _ => None,
     };
-    let payload = match &parts[2] {
+    let payload = match &parts[1] {
         Value::BulkString(b) => b.clone(),
         _ => return Ok(None),
     };
+    let key_type = payload
+        .first()
+        .and_then(|t| KeyType::from_rdb_type(*t))
+        .ok_or_else(|| RedisError::Command {
+            context: format!("backing up key {}", String::from_utf8_lossy(key)),
+            detail: format!(
+                "its serialization has RDB type {:?}, which a key archive does not hold (module types are not backed up)",
+                payload.first()
+            ),
+        })?;
     Ok(Some(Record {
         key: key[prefix.len()..].to_vec(),
         key_type,
@@ -236,14 +289,11 @@ pub async fn stats(
     checksums: bool,
 ) -> Result<Vec<TableStats>, RedisError> {
     let mut tally = Tally::default();
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut seen = Seen::default();
     let mut cursor = 0;
     loop {
         let (next, keys) = scan(conn, prefix, cursor).await?;
-        let keys: Vec<Vec<u8>> = keys
-            .into_iter()
-            .filter(|k| seen.insert(k.clone()))
-            .collect();
+        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| seen.first(k)).collect();
         if !keys.is_empty() {
             let mut pipe = redis::pipe();
             for k in &keys {
