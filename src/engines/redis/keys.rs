@@ -119,7 +119,8 @@ impl Seen {
     fn first(&mut self, key: &[u8]) -> bool {
         use std::hash::BuildHasher;
         let high = u128::from(self.hashers.0.hash_one(key)) << 64;
-        self.hashes.insert(high | u128::from(self.hashers.1.hash_one(key)))
+        self.hashes
+            .insert(high | u128::from(self.hashers.1.hash_one(key)))
     }
 }
 
