@@ -134,7 +134,8 @@ pub async fn connection_credentials(
 }
 
 /// Reads the credentials of a `kind` server from a Secret through the key names of `secret_ref`:
-/// the engine says the default port and the TLS modes a Secret may name.
+/// the engine says the default port and the TLS modes a Secret may name. The database key is required
+/// with `with_database`, and returned whenever it holds something.
 pub async fn engine_credentials(
     ctx: &Context,
     kind: Kind,
@@ -189,12 +190,7 @@ pub async fn engine_credentials(
         sslmode,
         ca_pem,
     };
-    let database = if with_database {
-        get(secret_ref.database_key())
-    } else {
-        None
-    };
-    Ok((creds, database))
+    Ok((creds, get(secret_ref.database_key())))
 }
 
 /// Gets a ConfigMap and, when `key` is given, checks it holds that key in `data` or `binaryData`.

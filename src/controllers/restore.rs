@@ -483,6 +483,38 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Whether the manifest recorded a checksum for every table (a restore is then checked with them).
+pub fn recorded_checksums(manifest: &Manifest) -> bool {
+    manifest.tables.iter().all(|t| t.checksum.is_some())
+}
+
+/// A new environment's restore (`spec.restore`) checked against the manifest: the comparison's message,
+/// or the error after which the next attempt restores again.
+pub fn restore_matches(
+    manifest: &Manifest,
+    restored: &[TableStats],
+) -> Result<String, super::Error> {
+    let checksums = recorded_checksums(manifest);
+    let check = compare_tables(
+        if checksums { "checksums" } else { "rowCounts" },
+        &manifest.tables,
+        restored,
+        checksums,
+    );
+    let message = check.message.unwrap_or_default();
+    if !check.passed {
+        return Err(super::Error::NeedsAttention {
+            reason: "RestoreCheckFailed",
+            message: format!(
+                "backup {} was restored but does not match its manifest ({message}); the next attempt restores it again",
+                manifest.id
+            ),
+            source: None,
+        });
+    }
+    Ok(message)
+}
+
 /// Compares restored tables with the manifest: row counts, or checksums (`checksums`). A failure names
 /// the first tables that differ, with both values, and tables missing on either side.
 pub fn compare_tables(

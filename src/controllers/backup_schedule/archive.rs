@@ -13,12 +13,12 @@ use chrono::Utc;
 use tokio::io::AsyncWrite;
 use tokio_util::io::InspectReader;
 
-use super::pipeline::{Failure, Job, PIPE_BUFFER, compress, compression_name, fail};
+use super::pipeline::{Failure, Job, PIPE_BUFFER, Written, compress, fail, write_manifest};
 use crate::{
     api::backup_schedule::Compression,
-    domain::manifest::{DumpObject, MANIFEST_FORMAT, Manifest, TableStats},
+    domain::manifest::{Manifest, TableStats},
     engines::{Failure as _, Tenancy},
-    storage::{self, DUMP_OBJECT, MANIFEST_OBJECT},
+    storage::{self, DUMP_OBJECT},
 };
 
 pub(super) async fn run(job: &Job, tenancy: &dyn Tenancy) -> Result<Manifest, Failure> {
@@ -55,41 +55,20 @@ pub(super) async fn run(job: &Job, tenancy: &dyn Tenancy) -> Result<Manifest, Fa
     if job.verify {
         verify(job, tenancy, &stored, &archive.tables).await?;
     }
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        id: job.id.clone(),
-        kind: job.kind.to_string(),
-        environment: job.environment.clone(),
-        engine: tenancy.kind().name().into(),
-        server_version: archive.server_version,
-        dump_tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
-        database: job.database.clone(),
-        started_at,
-        finished_at: Utc::now(),
-        dump: DumpObject {
-            object: DUMP_OBJECT.into(),
-            format: archive.format.into(),
-            compression: compression_name(job.compression).into(),
-            size_bytes: stored.size,
-            raw_size_bytes: raw.load(Ordering::Relaxed),
-            sha256: stored.sha256,
+    write_manifest(
+        job,
+        Written {
+            engine: tenancy.kind().name(),
+            server_version: archive.server_version,
+            tool_version: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+            format: archive.format,
+            started_at,
+            stored,
+            raw_size: raw.load(Ordering::Relaxed),
+            tables: archive.tables,
         },
-        table_checks: if job.checksums {
-            "checksums"
-        } else {
-            "rowCounts"
-        }
-        .into(),
-        tables: archive.tables,
-    };
-    job.store
-        .put(
-            &job.store.path(&job.id, MANIFEST_OBJECT),
-            manifest.to_json(),
-        )
-        .await
-        .map_err(|e| fail(e.reason(), e.to_string()))?;
-    Ok(manifest)
+    )
+    .await
 }
 
 /// Reads the stored archive back: its size and SHA-256 must match what was written, and the engine

@@ -274,22 +274,22 @@ pub async fn job(
     let engine = super::engine::kind(env.spec.engine);
     // The environment's own Secret: its credentials, and the key naming its part of the server (a
     // Redis environment owning its whole server has an empty key prefix).
-    let scope_key = crate::engines::connection_details(engine).scope_key();
     let secret = ConnectionSecretRef {
         name: env.connection_secret_name(),
-        keys: None,
+        keys: Some(crate::api::common::ConnectionSecretKeys {
+            database: Some(
+                crate::engines::connection_details(engine)
+                    .scope_key()
+                    .into(),
+            ),
+            ..Default::default()
+        }),
     };
     let field = "the environment's connection Secret";
-    let whole_server = crate::engines::tenancy(engine).is_some();
+    let key_prefix_may_be_empty = crate::engines::tenancy(engine).is_some();
     let (creds, database) =
-        references::engine_credentials(ctx, engine, &ns, &secret, field, !whole_server).await?;
-    let database = match database {
-        Some(d) => Some(d),
-        None => references::secret_with_keys(ctx, &ns, &secret.name, field, &[])
-            .await
-            .ok()
-            .and_then(|s| references::secret_value(&s, scope_key)),
-    };
+        references::engine_credentials(ctx, engine, &ns, &secret, field, !key_prefix_may_be_empty)
+            .await?;
     Ok(pipeline::Job {
         id,
         kind,

@@ -115,24 +115,57 @@ async fn run(job: &Job) -> Result<Manifest, Failure> {
     if job.verify {
         verify(job, &stored).await?;
     }
+    write_manifest(
+        job,
+        Written {
+            engine: ENGINE.name(),
+            server_version,
+            tool_version,
+            format: ENGINE.dump_format(),
+            started_at,
+            stored,
+            raw_size,
+            tables,
+        },
+    )
+    .await
+}
+
+/// What a backup wrote, for its manifest.
+pub(super) struct Written {
+    pub engine: &'static str,
+    pub server_version: String,
+    pub tool_version: String,
+    /// The archive's format.
+    pub format: &'static str,
+    /// When the data is as of (the snapshot, or the start of the reading).
+    pub started_at: chrono::DateTime<Utc>,
+    pub stored: storage::Stored,
+    /// Bytes before compression.
+    pub raw_size: u64,
+    pub tables: Vec<crate::domain::manifest::TableStats>,
+}
+
+/// Writes the backup's `manifest.json`, last: only then does the backup count.
+pub(super) async fn write_manifest(job: &Job, w: Written) -> Result<Manifest, Failure> {
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         id: job.id.clone(),
         kind: job.kind.to_string(),
         environment: job.environment.clone(),
-        engine: ENGINE.name().into(),
-        server_version,
-        dump_tool_version: tool_version,
+        engine: w.engine.into(),
+        server_version: w.server_version,
+        dump_tool_version: w.tool_version,
         database: job.database.clone(),
-        started_at,
+        started_at: w.started_at,
         finished_at: Utc::now(),
         dump: DumpObject {
             object: DUMP_OBJECT.into(),
-            format: ENGINE.dump_format().into(),
+            format: w.format.into(),
             compression: compression_name(job.compression).into(),
-            size_bytes: stored.size,
-            raw_size_bytes: raw_size,
-            sha256: stored.sha256,
+            size_bytes: w.stored.size,
+            raw_size_bytes: w.raw_size,
+            sha256: w.stored.sha256,
         },
         table_checks: if job.checksums {
             "checksums"
@@ -140,7 +173,7 @@ async fn run(job: &Job) -> Result<Manifest, Failure> {
             "rowCounts"
         }
         .into(),
-        tables,
+        tables: w.tables,
     };
     job.store
         .put(

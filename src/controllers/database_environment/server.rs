@@ -248,27 +248,12 @@ async fn restore_once(
             format!("restoring backup {}: {e}", manifest.id),
         )
     })?;
-    let checksums = manifest.tables.iter().all(|t| t.checksum.is_some());
+    let checksums = restore::recorded_checksums(&manifest);
     let restored = ENGINE
         .restored_stats(app, &target.database, checksums)
         .await
         .map_err(pg)?;
-    let check = restore::compare_tables(
-        if checksums { "checksums" } else { "rowCounts" },
-        &manifest.tables,
-        &restored,
-        checksums,
-    );
-    if !check.passed {
-        return Err(failed(
-            "RestoreCheckFailed",
-            format!(
-                "backup {} was restored but does not match its manifest ({}); the next attempt restores it again",
-                manifest.id,
-                check.message.unwrap_or_default()
-            ),
-        ));
-    }
+    let check = restore::restore_matches(&manifest, &restored)?;
     ENGINE
         .mark_restored(admin_conn, target, &manifest.id)
         .await
@@ -278,7 +263,7 @@ async fn restore_once(
         manifest.id,
         target.database,
         method.describe(),
-        check.message.unwrap_or_default()
+        check
     );
     ctx.publish(env, EventType::Normal, "Restored", note).await;
     Ok(manifest.id)

@@ -209,27 +209,12 @@ async fn restore_once(
     )
     .await
     .map_err(|e| failed("RestoreFailed", e))?;
-    let checksums = manifest.tables.iter().all(|t| t.checksum.is_some());
+    let checksums = crate::controllers::restore::recorded_checksums(&manifest);
     let restored = tenancy
         .stats(admin, &tenant.key_prefix, checksums)
         .await
         .map_err(pg)?;
-    let check = crate::controllers::restore::compare_tables(
-        if checksums { "checksums" } else { "rowCounts" },
-        &manifest.tables,
-        &restored,
-        checksums,
-    );
-    if !check.passed {
-        return Err(failed(
-            "RestoreCheckFailed",
-            format!(
-                "backup {} was restored but does not match its manifest ({}); the next attempt restores it again",
-                manifest.id,
-                check.message.unwrap_or_default()
-            ),
-        ));
-    }
+    let check = crate::controllers::restore::restore_matches(&manifest, &restored)?;
     tenancy
         .mark_restored(admin, tenant, &manifest.id)
         .await
@@ -241,7 +226,7 @@ async fn restore_once(
         report.keys,
         report.expiring,
         report.max_ttl_drift_ms,
-        check.message.unwrap_or_default()
+        check
     );
     ctx.publish(env, EventType::Normal, "Restored", note).await;
     Ok(manifest.id)

@@ -111,15 +111,9 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
     )
     .await?;
     let store = super::backup_store::for_schedule(ctx, &backups).await?;
-    // The environment's engine; when it is gone, the engine of the backup the drill would restore.
-    let engine = match known_engine(ctx, &ns, &backups).await? {
-        Some(engine) => engine,
-        None => super::restore::pick(&store, drill.spec.backup_id.as_deref())
-            .await
-            .ok()
-            .and_then(|(m, _)| crate::engines::Kind::from_name(&m.engine))
-            .unwrap_or(crate::engines::Kind::Postgres),
-    };
+    let engine = drill_engine(ctx, &ns, &backups, drill.spec.backup_id.as_deref())
+        .await?
+        .unwrap_or(crate::engines::Kind::Postgres);
     engine
         .require(crate::engines::Capability::RestoreDrill)
         .map_err(super::engine::unsupported)?;
@@ -147,6 +141,68 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
             generation: drill.metadata.generation,
         },
     })
+}
+
+/// Removes a server target's scratch (PostgreSQL's database and role, or the keys under an engine's
+/// scratch prefix); what was removed. When the engine is a guess (`known` false: the schedule or its
+/// environment and backups are gone), a failure is reported and passed over, so a drill of another
+/// engine's backups never blocks its own deletion.
+async fn drop_scratch(
+    ctx: &Context,
+    drill: &RestoreDrill,
+    engine: crate::engines::Kind,
+    known: bool,
+    admin: &ServerCredentials,
+) -> Result<Vec<String>, Error> {
+    let uid = drill.uid().unwrap_or_default();
+    if let Some(tenancy) = crate::engines::tenancy(engine) {
+        let prefix = tenancy.scratch_prefix(&uid);
+        let keys = tenancy
+            .clear(admin, &prefix)
+            .await
+            .map_err(super::error::pg)?;
+        return Ok((keys > 0)
+            .then(|| format!("{keys} key(s) under {prefix}"))
+            .into_iter()
+            .collect());
+    }
+    match ENGINE
+        .drop_scratch(admin, &ENGINE.scratch_target(&uid))
+        .await
+    {
+        Ok(dropped) => Ok(dropped),
+        Err(e) if !known => {
+            ctx.publish(
+                drill,
+                EventType::Warning,
+                "CleanupSkipped",
+                format!("The drill's schedule or environment is gone, and its scratch database could not be dropped ({e}); drop {} (or the keys under lifeboat:drill:{uid}:) by hand if they exist.", ENGINE.scratch_target(&uid).database),
+            )
+            .await;
+            Ok(Vec::new())
+        }
+        Err(e) => Err(super::error::pg(e)),
+    }
+}
+
+/// The engine of a drill's backups: the schedule's environment's, or, when it is gone, the one the
+/// backup's manifest records (the named backup, else the newest); `None` when neither can be read.
+async fn drill_engine(
+    ctx: &Context,
+    ns: &str,
+    backups: &BackupSchedule,
+    backup_id: Option<&str>,
+) -> Result<Option<crate::engines::Kind>, Error> {
+    if let Some(engine) = known_engine(ctx, ns, backups).await? {
+        return Ok(Some(engine));
+    }
+    let Ok(store) = super::backup_store::for_schedule(ctx, backups).await else {
+        return Ok(None);
+    };
+    Ok(super::restore::pick(&store, backup_id)
+        .await
+        .ok()
+        .and_then(|(m, _)| crate::engines::Kind::from_name(&m.engine)))
 }
 
 /// The engine of the schedule's environment, when it still exists.
@@ -459,54 +515,13 @@ async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Erro
         .get_opt(&drill.spec.backup_schedule_ref.name)
         .await?;
     let known = match &backups {
-        Some(b) => match known_engine(ctx, &ns, b).await? {
-            Some(engine) => Some(engine),
-            // The environment is gone: the engine of the schedule's newest backup.
-            None => match super::backup_store::for_schedule(ctx, b).await {
-                Ok(store) => super::restore::pick(&store, drill.spec.backup_id.as_deref())
-                    .await
-                    .ok()
-                    .and_then(|(m, _)| crate::engines::Kind::from_name(&m.engine)),
-                Err(_) => None,
-            },
-        },
+        Some(b) => drill_engine(ctx, &ns, b, drill.spec.backup_id.as_deref()).await?,
         None => None,
     };
     let engine = known.unwrap_or(crate::engines::Kind::Postgres);
     match admin_credentials(&drill, ctx, engine).await {
         Ok(admin) => {
-            let dropped = match crate::engines::tenancy(engine) {
-                Some(tenancy) => {
-                    let prefix = tenancy.scratch_prefix(&uid);
-                    let keys = tenancy
-                        .clear(&admin, &prefix)
-                        .await
-                        .map_err(super::error::pg)?;
-                    (keys > 0)
-                        .then(|| format!("{keys} key(s) under {prefix}"))
-                        .into_iter()
-                        .collect()
-                }
-                None => match ENGINE
-                    .drop_scratch(&admin, &ENGINE.scratch_target(&uid))
-                    .await
-                {
-                    Ok(dropped) => dropped,
-                    // The schedule or its environment is gone, so the engine is a guess: a drill
-                    // of another engine's backups must not block its own deletion on it.
-                    Err(e) if known.is_none() => {
-                        ctx.publish(
-                            drill.as_ref(),
-                            EventType::Warning,
-                            "CleanupSkipped",
-                            format!("The drill's schedule or environment is gone, and its scratch database could not be dropped ({e}); drop {} (or the keys under lifeboat:drill:{uid}:) by hand if they exist.", ENGINE.scratch_target(&uid).database),
-                        )
-                        .await;
-                        Vec::new()
-                    }
-                    Err(e) => return Err(super::error::pg(e)),
-                },
-            };
+            let dropped = drop_scratch(ctx, &drill, engine, known.is_some(), &admin).await?;
             hold_admin_secret(ctx, &drill, false).await?;
             if !dropped.is_empty() {
                 ctx.publish(

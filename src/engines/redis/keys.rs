@@ -177,15 +177,52 @@ async fn dump_batch(
         .await
         .map_err(|e| command(&format!("reading keys under {prefix}"), e))?;
     let mut records = Vec::with_capacity(keys.len());
-    for (key, parts) in keys.iter().zip(answers.chunks(2)) {
+    for (key, parts) in answered(&keys, &answers, prefix)? {
         // `None`: gone between SCAN and DUMP.
-        records.extend(to_record(key, prefix, parts)?);
+        records.extend(to_record(key, parts)?);
     }
     Ok(records)
 }
 
-/// A record from `PTTL` and `DUMP` of `key`; `None` when the key went away meanwhile.
-fn to_record(key: &[u8], prefix: &str, parts: &[Value]) -> Result<Option<Record>, RedisError> {
+/// A key without its prefix, with its answers.
+type Answered<'a> = (&'a [u8], &'a [Value]);
+
+/// Each key (without `prefix`) with its two answers. A server that answers with another number of
+/// replies, or lists a key outside the prefix, is refused rather than trusted (an adopted server is
+/// whatever the Secret names).
+fn answered<'a>(
+    keys: &'a [Vec<u8>],
+    answers: &'a [Value],
+    prefix: &str,
+) -> Result<Vec<Answered<'a>>, RedisError> {
+    let odd = |detail: String| RedisError::Command {
+        context: format!("reading keys under {prefix}"),
+        detail,
+    };
+    if answers.len() != keys.len() * 2 {
+        return Err(odd(format!(
+            "the server sent {} replies for {} keys",
+            answers.len(),
+            keys.len()
+        )));
+    }
+    keys.iter()
+        .zip(answers.chunks(2))
+        .map(|(key, parts)| {
+            let relative = key.strip_prefix(prefix.as_bytes()).ok_or_else(|| {
+                odd(format!(
+                    "SCAN listed {} outside the prefix",
+                    String::from_utf8_lossy(key)
+                ))
+            })?;
+            Ok((relative, parts))
+        })
+        .collect()
+}
+
+/// A record from `PTTL` and `DUMP` of `key` (without its prefix); `None` when the key went away
+/// meanwhile.
+fn to_record(key: &[u8], parts: &[Value]) -> Result<Option<Record>, RedisError> {
     let pttl = match parts[0] {
         Value::Int(-2) => return Ok(None),
         // A key about to expire keeps a TTL (RESTORE reads 0 as none): 1 ms.
@@ -207,7 +244,7 @@ fn to_record(key: &[u8], prefix: &str, parts: &[Value]) -> Result<Option<Record>
             ),
         })?;
     Ok(Some(Record {
-        key: key[prefix.len()..].to_vec(),
+        key: key.to_vec(),
         key_type,
         pttl,
         payload,
@@ -304,7 +341,7 @@ pub async fn stats(
                 .query_async(conn)
                 .await
                 .map_err(|e| command(&format!("counting keys under {prefix}"), e))?;
-            for (key, parts) in keys.iter().zip(answers.chunks(2)) {
+            for (key, parts) in answered(&keys, &answers, prefix)? {
                 let name = match &parts[0] {
                     Value::SimpleString(s) => s.clone(),
                     _ => continue,
@@ -313,7 +350,7 @@ pub async fn stats(
                     continue;
                 };
                 let expiring = matches!(parts[1], Value::Int(n) if n >= 0);
-                tally.add(&key[prefix.len()..], t, expiring);
+                tally.add(key, t, expiring);
             }
         }
         if next == 0 {
