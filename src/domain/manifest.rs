@@ -55,6 +55,12 @@ pub struct DumpObject {
     pub raw_size_bytes: u64,
     /// SHA-256 of the stored bytes, lowercase hex.
     pub sha256: String,
+    /// The archive's own format version, when the engine reads it (`RDB 10` for a Redis snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_version: Option<String>,
+    /// SHA-256 of the archive before compression, computed as it was taken (a Redis snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
 }
 
 /// Row count and content checksum of one table at the snapshot.
@@ -115,6 +121,8 @@ mod tests {
                 size_bytes: 10,
                 raw_size_bytes: 20,
                 sha256: "ab".repeat(32),
+                content_version: None,
+                content_sha256: None,
             },
             table_checks: "checksums".into(),
             tables: vec![TableStats {

@@ -21,7 +21,7 @@ pub mod tenancy;
 
 pub use capability::{Capability, Kind, Unsupported};
 pub use migrate::{Migrate, MigrationLock};
-pub use tenancy::{Archive, EngineError, RestoreReport, Tenancy, Tenant, Usage};
+pub use tenancy::{Archive, Content, EngineError, RestoreReport, Tenancy, Tenant, Usage};
 
 use std::{
     collections::BTreeMap,

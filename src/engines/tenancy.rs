@@ -28,6 +28,17 @@ pub struct Archive {
     pub format: &'static str,
     /// Keys per type (with name checksums when asked), as a manifest records them.
     pub tables: Vec<TableStats>,
+    /// What the engine read of the content itself, when it reads it (a snapshot file).
+    pub content: Option<Content>,
+}
+
+/// An archive's content as the engine read it: its own format version and the SHA-256 of its bytes
+/// before compression.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Content {
+    /// e.g. `RDB 10`.
+    pub version: String,
+    pub sha256: String,
 }
 
 /// What a restore did.

@@ -91,3 +91,60 @@ pub async fn count_prefix(conn: &mut redis::aio::MultiplexedConnection, prefix: 
         cursor = next;
     }
 }
+
+/// A redis-server of the test's own (`$LIFEBOAT_REDIS_SERVER_BIN`, the platform's binary) on a free
+/// loopback port, the `default` user with a password, no persistence; killed when dropped (`kill_on_drop`).
+pub struct PrivateRedis {
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+    pub admin: Admin,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let bin = var("LIFEBOAT_REDIS_SERVER_BIN").unwrap_or_else(|| "redis-server".into());
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let password = format!("pw-{}", super::random_suffix());
+        let child = tokio::process::Command::new(&bin)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                &password,
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        let admin = (
+            "127.0.0.1".to_string(),
+            port,
+            "default".to_string(),
+            password,
+        );
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Self {
+                    _child: child,
+                    _dir: dir,
+                    admin,
+                };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{bin} did not listen on port {port} within 5 s");
+    }
+}

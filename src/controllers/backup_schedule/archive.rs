@@ -10,14 +10,15 @@ use std::sync::{
 
 use async_compression::tokio::write;
 use chrono::Utc;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 use tokio_util::io::InspectReader;
 
 use super::pipeline::{Failure, Job, PIPE_BUFFER, Written, compress, fail, write_manifest};
 use crate::{
     api::backup_schedule::Compression,
-    domain::manifest::{Manifest, TableStats},
-    engines::{Failure as _, Tenancy},
+    domain::{digest::hex, manifest::Manifest},
+    engines::{Archive, Failure as _, Tenancy},
     storage::{self, DUMP_OBJECT},
 };
 
@@ -53,7 +54,7 @@ pub(super) async fn run(job: &Job, tenancy: &dyn Tenancy) -> Result<Manifest, Fa
     let stored = uploaded.map_err(|e| fail(e.reason(), e.to_string()))?;
     compressed.map_err(|e| fail("DumpFailed", format!("compressing the archive: {e}")))?;
     if job.verify {
-        verify(job, tenancy, &stored, &archive.tables).await?;
+        verify(job, tenancy, &stored, &archive).await?;
     }
     write_manifest(
         job,
@@ -66,19 +67,22 @@ pub(super) async fn run(job: &Job, tenancy: &dyn Tenancy) -> Result<Manifest, Fa
             stored,
             raw_size: raw.load(Ordering::Relaxed),
             tables: archive.tables,
+            content: archive.content,
         },
     )
     .await
 }
 
-/// Reads the stored archive back: its size and SHA-256 must match what was written, and the engine
-/// must read every record of the (decompressed) archive to the same statistics.
+/// Reads the stored archive back: its size and SHA-256 must match what was written, the engine must
+/// read every record of the (decompressed) archive to the same statistics, and the decompressed bytes
+/// must have the SHA-256 the engine computed while taking them (when it did).
 async fn verify(
     job: &Job,
     tenancy: &dyn Tenancy,
     stored: &storage::Stored,
-    tables: &[TableStats],
+    archive: &Archive,
 ) -> Result<(), Failure> {
+    let tables = &archive.tables;
     let path = job.store.path(&job.id, DUMP_OBJECT);
     let stream = job
         .store
@@ -91,6 +95,11 @@ async fn verify(
         Compression::Gzip => Box::new(write::GzipDecoder::new(ours)),
         Compression::None => Box::new(ours),
     };
+    let content = Arc::new(std::sync::Mutex::new(Sha256::new()));
+    let hashing = content.clone();
+    let engines = InspectReader::new(engines, move |b: &[u8]| {
+        hashing.lock().expect("not poisoned").update(b)
+    });
     let (read, checked) = tokio::join!(
         storage::copy_hashed(stream, sink),
         tenancy.check_archive(Box::new(engines), job.checksums)
@@ -116,7 +125,21 @@ async fn verify(
             format!("the archive could not be read back: {e}"),
         )
     })?;
-    if read_tables != tables {
+    let read_sha256 = hex(&content.lock().expect("not poisoned").clone().finalize());
+    if let Some(taken) = &archive.content
+        && taken.sha256 != read_sha256
+    {
+        return Err(fail(
+            "VerifyFailed",
+            format!(
+                "the archive decompressed from {} has SHA-256 {read_sha256}, but the {} taken had {}",
+                job.store.url(),
+                taken.version,
+                taken.sha256
+            ),
+        ));
+    }
+    if read_tables != *tables {
         return Err(fail(
             "VerifyFailed",
             format!(

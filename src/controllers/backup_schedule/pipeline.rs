@@ -126,6 +126,7 @@ async fn run(job: &Job) -> Result<Manifest, Failure> {
             stored,
             raw_size,
             tables,
+            content: None,
         },
     )
     .await
@@ -144,6 +145,8 @@ pub(super) struct Written {
     /// Bytes before compression.
     pub raw_size: u64,
     pub tables: Vec<crate::domain::manifest::TableStats>,
+    /// The archive's own version and SHA-256 before compression, when the engine read them.
+    pub content: Option<crate::engines::Content>,
 }
 
 /// Writes the backup's `manifest.json`, last: only then does the backup count.
@@ -166,6 +169,8 @@ pub(super) async fn write_manifest(job: &Job, w: Written) -> Result<Manifest, Fa
             size_bytes: w.stored.size,
             raw_size_bytes: w.raw_size,
             sha256: w.stored.sha256,
+            content_version: w.content.as_ref().map(|c| c.version.clone()),
+            content_sha256: w.content.map(|c| c.sha256),
         },
         table_checks: if job.checksums {
             "checksums"

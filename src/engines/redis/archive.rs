@@ -28,8 +28,6 @@ pub const FORMAT: &str = "lifeboat-redis-keys-v1";
 const MAGIC: &[u8; 5] = b"LBRK\x01";
 /// The largest key or payload a record may declare (Redis's own limit on a value is 512 MiB).
 const MAX_LEN: u32 = 512 * 1024 * 1024;
-/// The database number statistics name (tenants live in database 0).
-pub const DATABASE: &str = "db0";
 
 /// A Redis data type, as `TYPE` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -106,19 +104,25 @@ pub struct Record {
 /// Counts and name checksums per type, as keys are seen.
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
-    counts: BTreeMap<KeyType, (i64, u128)>,
+    /// Per database and type: keys, and the sum of their name hashes.
+    counts: BTreeMap<(u32, KeyType), (i64, u128)>,
     /// Keys with a TTL.
     pub expiring: u64,
 }
 
 impl Tally {
+    /// A key of database 0 (where tenants live).
     pub fn add(&mut self, key: &[u8], key_type: KeyType, expiring: bool) {
+        self.add_in(0, key, key_type, expiring)
+    }
+
+    pub fn add_in(&mut self, db: u32, key: &[u8], key_type: KeyType, expiring: bool) {
         let digest = Sha256::new()
             .chain_update([key_type.code()])
             .chain_update(key)
             .finalize();
         let part = u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"));
-        let entry = self.counts.entry(key_type).or_default();
+        let entry = self.counts.entry((db, key_type)).or_default();
         entry.0 += 1;
         entry.1 = entry.1.wrapping_add(part);
         if expiring {
@@ -130,12 +134,21 @@ impl Tally {
         self.counts.values().map(|(n, _)| n).sum()
     }
 
-    /// One [`TableStats`] per type seen (`db0`, `<type>`), with checksums when asked.
+    /// Keys of `key_type` per database.
+    pub fn count_of(&self, key_type: KeyType) -> BTreeMap<u32, i64> {
+        self.counts
+            .iter()
+            .filter(|((_, t), _)| *t == key_type)
+            .map(|((db, _), (n, _))| (*db, *n))
+            .collect()
+    }
+
+    /// One [`TableStats`] per database and type seen (`db<N>`, `<type>`), with checksums when asked.
     pub fn stats(&self, checksums: bool) -> Vec<TableStats> {
         self.counts
             .iter()
-            .map(|(t, (n, sum))| TableStats {
-                schema: DATABASE.into(),
+            .map(|((db, t), (n, sum))| TableStats {
+                schema: format!("db{db}"),
                 name: t.name().into(),
                 rows: *n,
                 checksum: checksums.then(|| format!("{sum:032x}")),

@@ -23,6 +23,15 @@ pub fn major(version: &str) -> Option<u32> {
     version.split('.').next()?.parse().ok()
 }
 
+/// The databases that hold keys (`INFO keyspace`'s `db<N>:keys=…` lines), in order.
+pub fn databases(info: &BTreeMap<&str, &str>) -> Vec<u32> {
+    info.keys()
+        .filter_map(|k| k.strip_prefix("db")?.parse().ok())
+        .collect::<std::collections::BTreeSet<u32>>()
+        .into_iter()
+        .collect()
+}
+
 /// The figures of [`Usage`]; a missing or unreadable field counts as 0 (`maxmemory` 0: no limit).
 pub fn usage(info: &BTreeMap<&str, &str>) -> Usage {
     let n = |k: &str| {
@@ -58,5 +67,14 @@ mod tests {
         assert_eq!(u.max_memory_bytes, None, "maxmemory 0 is no limit");
         assert_eq!(u.evicted_keys, 5);
         assert_eq!(u.hit_rate(), Some(0.8));
+    }
+
+    #[test]
+    fn databases_with_keys() {
+        let info = parse_info(
+            "# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\ndb10:keys=1,expires=1,avg_ttl=5\r\ndb2:keys=1,expires=0,avg_ttl=0\r\n",
+        );
+        assert_eq!(databases(&info), vec![0, 2, 10]);
+        assert_eq!(databases(&parse_info(INFO)), Vec::<u32>::new());
     }
 }

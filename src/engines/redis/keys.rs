@@ -11,6 +11,7 @@ use super::{
     RedisError,
     acl::glob_escape,
     archive::{self, KeyType, Reader, Record, Tally, Writer},
+    snapshot,
 };
 use crate::domain::manifest::TableStats;
 
@@ -264,7 +265,7 @@ pub async fn restore(
     loop {
         let record = reader.next().await.map_err(archive_error)?;
         let last = record.is_none();
-        batch.extend(record);
+        batch.extend(record.map(|r| (0, r)));
         if batch.len() == BATCH || (last && !batch.is_empty()) {
             restore_batch(conn, prefix, &batch, &mut done).await?;
             batch.clear();
@@ -275,14 +276,53 @@ pub async fn restore(
     }
 }
 
+/// Restores an RDB snapshot under `prefix`, each key in the database it came from, with the TTL it
+/// had left when the snapshot was taken. The snapshot is decoded on a blocking thread while decoded
+/// batches are restored. A snapshot holding streams fails once read (they are not decoded), naming
+/// them; what was restored until then stays for the caller to clear.
+pub async fn restore_snapshot(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+    source: impl AsyncRead + Unpin + Send + 'static,
+) -> Result<Restored, RedisError> {
+    let (batches, mut received) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let read = snapshot::read_async(source, BATCH, Some(batches));
+    let write = async {
+        let mut done = Restored::default();
+        while let Some(batch) = received.recv().await {
+            restore_batch(conn, prefix, &batch, &mut done).await?;
+        }
+        Ok::<_, RedisError>(done)
+    };
+    let (read, written) = tokio::join!(read, write);
+    // A failed write stops the reading: its error, not the reader's, is the cause.
+    let done = written?;
+    let contents = read.map_err(RedisError::Snapshot)?;
+    let streams = snapshot::streams(&contents);
+    if !streams.is_empty() {
+        return Err(RedisError::Snapshot(snapshot::SnapshotError::Streams {
+            streams: streams.values().sum::<i64>() as u64,
+            databases: streams.keys().copied().collect(),
+        }));
+    }
+    Ok(done)
+}
+
+/// `RESTORE` of a batch of (database, record), `SELECT`ing each record's database (the connection
+/// is the restore's own).
 async fn restore_batch(
     conn: &mut MultiplexedConnection,
     prefix: &str,
-    batch: &[Record],
+    batch: &[(u32, Record)],
     done: &mut Restored,
 ) -> Result<(), RedisError> {
     let mut pipe = redis::pipe();
-    for r in batch {
+    let mut db = None;
+    for (in_db, r) in batch {
+        if db != Some(*in_db) {
+            pipe.cmd("SELECT").arg(*in_db).ignore();
+            db = Some(*in_db);
+        }
         let mut key = prefix.as_bytes().to_vec();
         key.extend_from_slice(&r.key);
         pipe.cmd("RESTORE")
@@ -295,10 +335,13 @@ async fn restore_batch(
             pipe.cmd("PTTL").arg(&key);
         }
     }
+    if db != Some(0) {
+        pipe.cmd("SELECT").arg(0).ignore();
+    }
     let ttls: Vec<i64> = pipe.query_async(conn).await.map_err(|e| {
         let first = batch
             .first()
-            .map(|r| String::from_utf8_lossy(&r.key).into_owned())
+            .map(|(_, r)| String::from_utf8_lossy(&r.key).into_owned())
             .unwrap_or_default();
         command(
             &format!("RESTORE of the batch starting at key {first} under {prefix}"),
@@ -306,7 +349,7 @@ async fn restore_batch(
         )
     })?;
     let mut ttls = ttls.into_iter();
-    for r in batch {
+    for (_, r) in batch {
         done.keys += 1;
         let Some(recorded) = r.pttl else { continue };
         done.expiring += 1;
@@ -320,13 +363,54 @@ async fn restore_batch(
     Ok(())
 }
 
-/// Counts (and name checksums of) the keys under `prefix` by type, names taken without the prefix.
+/// The databases that hold keys, as `INFO keyspace` lists them; database 0 alone when the user may
+/// not read `INFO` (a tenant, whose keys are all there).
+async fn databases(conn: &mut MultiplexedConnection) -> Vec<u32> {
+    match redis::cmd("INFO")
+        .arg("keyspace")
+        .query_async::<String>(conn)
+        .await
+    {
+        Ok(text) => {
+            let dbs = super::info::databases(&super::info::parse_info(&text));
+            if dbs.is_empty() { vec![0] } else { dbs }
+        }
+        Err(_) => vec![0],
+    }
+}
+
+/// Selects `db` on the connection (whose only user is the caller).
+async fn select(conn: &mut MultiplexedConnection, db: u32) -> Result<(), RedisError> {
+    redis::cmd("SELECT")
+        .arg(db)
+        .query_async::<()>(conn)
+        .await
+        .map_err(|e| command(&format!("SELECT {db}"), e))
+}
+
+/// Counts (and name checksums of) the keys under `prefix` by database and type, names taken without
+/// the prefix.
 pub async fn stats(
     conn: &mut MultiplexedConnection,
     prefix: &str,
     checksums: bool,
 ) -> Result<Vec<TableStats>, RedisError> {
     let mut tally = Tally::default();
+    for db in databases(conn).await {
+        select(conn, db).await?;
+        let counted = count_in(conn, prefix, db, &mut tally).await;
+        select(conn, 0).await?;
+        counted?;
+    }
+    Ok(tally.stats(checksums))
+}
+
+async fn count_in(
+    conn: &mut MultiplexedConnection,
+    prefix: &str,
+    db: u32,
+    tally: &mut Tally,
+) -> Result<(), RedisError> {
     let mut seen = Seen::default();
     let mut cursor = 0;
     loop {
@@ -350,18 +434,30 @@ pub async fn stats(
                     continue;
                 };
                 let expiring = matches!(parts[1], Value::Int(n) if n >= 0);
-                tally.add(key, t, expiring);
+                tally.add_in(db, key, t, expiring);
             }
         }
         if next == 0 {
-            return Ok(tally.stats(checksums));
+            return Ok(());
         }
         cursor = next;
     }
 }
 
-/// Unlinks every key under `prefix`, [`BATCH`] at a time; how many.
+/// Unlinks every key under `prefix`, in every database that holds keys, [`BATCH`] at a time; how
+/// many.
 pub async fn delete(conn: &mut MultiplexedConnection, prefix: &str) -> Result<u64, RedisError> {
+    let mut total = 0u64;
+    for db in databases(conn).await {
+        select(conn, db).await?;
+        let deleted = delete_in(conn, prefix).await;
+        select(conn, 0).await?;
+        total += deleted?;
+    }
+    Ok(total)
+}
+
+async fn delete_in(conn: &mut MultiplexedConnection, prefix: &str) -> Result<u64, RedisError> {
     let mut cursor = 0;
     let mut total = 0u64;
     loop {

@@ -8,6 +8,7 @@ mod connection;
 mod info;
 mod instance;
 mod keys;
+pub mod snapshot;
 mod tenancy;
 
 pub use connection::connection_data;
@@ -76,6 +77,8 @@ pub enum RedisError {
     Command { context: String, detail: String },
     #[error("{0}")]
     Archive(archive::ArchiveError),
+    #[error("{0}")]
+    Snapshot(snapshot::SnapshotError),
 }
 
 impl RedisError {
@@ -105,6 +108,11 @@ impl Failure for RedisError {
             RedisError::Command { .. } => "RedisError",
             RedisError::Archive(archive::ArchiveError::Truncated(_)) => "BackupTruncated",
             RedisError::Archive(_) => "BackupDamaged",
+            RedisError::Snapshot(snapshot::SnapshotError::Truncated(_)) => "BackupTruncated",
+            RedisError::Snapshot(
+                snapshot::SnapshotError::Streams { .. } | snapshot::SnapshotError::Module { .. },
+            ) => "EngineUnsupported",
+            RedisError::Snapshot(_) => "BackupDamaged",
         }
     }
     fn is_transient(&self) -> bool {

@@ -11,15 +11,15 @@ use sha2::{Digest, Sha256};
 use super::{
     Redis, RedisError,
     acl::{OWNERS_KEY, RESTORED_KEY, owner_from_channels, user_rules},
-    archive, connect, endpoint, info, keys,
+    archive, connect, endpoint, info, keys, snapshot,
 };
 use crate::{
     domain::{digest::hex, manifest::TableStats},
     engines::{
         Kind, ServerCredentials,
         tenancy::{
-            Archive, EngineError, Provisioned, RestoreReport, ServerFacts, Sink, Source, Tenancy,
-            Tenant, Usage,
+            Archive, Content, EngineError, Provisioned, RestoreReport, ServerFacts, Sink, Source,
+            Tenancy, Tenant, Usage,
         },
     },
 };
@@ -98,6 +98,9 @@ impl Tenancy for Redis {
         super::connection_data(app, &tenant.key_prefix)
     }
 
+    /// A whole server (an empty prefix: the environment's own instance, or an adopted server) is
+    /// backed up as an RDB snapshot over the replication protocol; a server that will not send one
+    /// (no `SYNC` for the user, TLS) and a tenant's prefix, key by key into a key archive.
     fn backup<'a>(
         &'a self,
         app: &'a ServerCredentials,
@@ -108,11 +111,33 @@ impl Tenancy for Redis {
         async move {
             let mut conn = connect(app).await?;
             let server_version = keys::version(&mut conn).await?;
+            if prefix.is_empty() {
+                match snapshot::open(app).await? {
+                    Ok(replication) => {
+                        let taken = replication.stream(&endpoint(app), sink).await?;
+                        return Ok(Archive {
+                            server_version,
+                            format: snapshot::FORMAT,
+                            tables: taken.contents.tally.stats(checksums),
+                            content: Some(Content {
+                                version: format!("RDB {}", taken.contents.rdb_version),
+                                sha256: taken.sha256,
+                            }),
+                        });
+                    }
+                    Err(refused) => tracing::info!(
+                        endpoint = %endpoint(app),
+                        why = %refused.0,
+                        "the server sends no RDB snapshot; backing it up key by key"
+                    ),
+                }
+            }
             let tally = keys::backup(&mut conn, prefix, sink).await?;
             Ok(Archive {
                 server_version,
                 format: archive::FORMAT,
                 tables: tally.stats(checksums),
+                content: None,
             })
         }
         .map(|r: Result<Archive, RedisError>| r.map_err(EngineError::from_failure))
@@ -125,10 +150,18 @@ impl Tenancy for Redis {
         checksums: bool,
     ) -> BoxFuture<'_, Result<Vec<TableStats>, EngineError>> {
         async move {
+            let (is_snapshot, source) = sniff(source).await;
+            if is_snapshot {
+                let contents = snapshot::read_async(source, keys::BATCH, None)
+                    .await
+                    .map_err(RedisError::Snapshot)?;
+                return Ok(contents.tally.stats(checksums));
+            }
             archive::tally(source, checksums)
                 .await
-                .map_err(|e| EngineError::from_failure(RedisError::Archive(e)))
+                .map_err(RedisError::Archive)
         }
+        .map(|r: Result<Vec<TableStats>, RedisError>| r.map_err(EngineError::from_failure))
         .boxed()
     }
 
@@ -144,7 +177,12 @@ impl Tenancy for Redis {
     ) -> BoxFuture<'a, Result<RestoreReport, EngineError>> {
         async move {
             let mut conn = connect(admin).await?;
-            let done = keys::restore(&mut conn, prefix, source).await?;
+            let (is_snapshot, source) = sniff(source).await;
+            let done = if is_snapshot {
+                keys::restore_snapshot(&mut conn, prefix, source).await?
+            } else {
+                keys::restore(&mut conn, prefix, source).await?
+            };
             Ok(RestoreReport {
                 keys: done.keys,
                 expiring: done.expiring,
@@ -217,6 +255,19 @@ impl Tenancy for Redis {
         .map(|r: Result<u64, RedisError>| r.map_err(EngineError::from_failure))
         .boxed()
     }
+}
+
+/// Whether an archive is an RDB snapshot (by its first bytes), and the archive whole again.
+async fn sniff(mut source: Source) -> (bool, Source) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(snapshot::MAGIC.len());
+    // Short or failing: not a snapshot; the key archive's reader says what is wrong.
+    let _ = (&mut source)
+        .take(snapshot::MAGIC.len() as u64)
+        .read_to_end(&mut head)
+        .await;
+    let is = snapshot::is_snapshot(&head);
+    (is, Box::new(std::io::Cursor::new(head).chain(source)))
 }
 
 /// Where drills restore: under `lifeboat:` like the owners record, which no tenant's prefix starts
