@@ -11,6 +11,10 @@
 # - drill: a RestoreDrill of that backup (rowCounts, no checksums; RESTORE under lifeboat:drill:<uid>:
 #   on the same server, S3 download included) against loading the RDB from a local file into a fresh
 #   redis-server (start until `ping` answers, `loading:0` and DBSIZE).
+# - snapshot: an `external` environment `whole` adopting the same server with the admin's Secret is
+#   backed up as an RDB snapshot over the replication protocol (what --rdb reads: the same bytes), and
+#   drilled (decoded and RESTOREd under a scratch prefix): the like-for-like comparison with the raw
+#   paths above.
 # Targets: backup throughput lifeboat/raw >= 0.9, drill time lifeboat/raw <= 1.2.
 #
 # `redis-cli --rdb` is timed with repl-diskless-sync-delay 0 (Redis 7's default, 5 s, would add 5 s
@@ -130,7 +134,16 @@ spec:
   deletionPolicy: Delete
   server: {adminSecretRef: {name: redis-admin}}
 EOF
-kubectl -n "$NS" wait --for=condition=Ready databaseenvironment/big --timeout=120s >/dev/null
+kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: lifeboat.dev/v1alpha1
+kind: DatabaseEnvironment
+metadata: {name: whole}
+spec:
+  engine: redis
+  tier: production
+  external: {connectionSecretRef: {name: redis-admin}}
+EOF
+kubectl -n "$NS" wait --for=condition=Ready databaseenvironment/big databaseenvironment/whole --timeout=120s >/dev/null
 PREFIX=$(kubectl -n "$NS" get secret big-connection -o 'jsonpath={.data.keyPrefix}' | base64 -d)
 
 # RESP for N keys under the prefix, on stdout.
@@ -197,14 +210,14 @@ RDBZ_BYTES=$(stat -c %s "$WORK/raw.rdb.zst")
 rm -f "$WORK/raw.rdb.zst"
 
 rss() { awk "/^$1:/ {print \$2}" "/proc/$OP_PID/status"; }
-backup() { # name verify trigger -> seconds from trigger to Succeeded in status
-  local name=$1 verify=$2 trigger=$3
+backup() { # name verify trigger [environment] -> seconds from trigger to Succeeded in status
+  local name=$1 verify=$2 trigger=$3 env=${4:-big}
   kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: lifeboat.dev/v1alpha1
 kind: BackupSchedule
 metadata: {name: $name}
 spec:
-  environmentRef: {name: big}
+  environmentRef: {name: $env}
   schedule: "0 0 1 1 *"
   verify: $verify
   compression: zstd
@@ -238,11 +251,22 @@ pipeline() { # nth backup (1-based) -> seconds
 LBP_S=$(for i in $(seq "$RUNS"); do pipeline "$i"; done | median)
 LBPV_S=$(for i in $(seq "$RUNS"); do pipeline $((RUNS + i)); done | median)
 ID=$(kubectl -n "$NS" get backupschedule plain -o 'jsonpath={.status.lastSuccessfulBackup.id}')
-s3 -o "$WORK/manifest.json" "${LIFEBOAT_S3_ENDPOINT}/${LIFEBOAT_S3_BUCKET}/${NS}/plain/${ID}/manifest.json"
-read -r LB_BYTES LB_RAW_BYTES LB_KEYS < <(python3 -c '
+manifest_figures() { # schedule id -> stored bytes, raw bytes, keys
+  s3 -o "$WORK/manifest.json" "${LIFEBOAT_S3_ENDPOINT}/${LIFEBOAT_S3_BUCKET}/${NS}/$1/$2/manifest.json"
+  python3 -c '
 import json, sys
 m = json.load(open(sys.argv[1]))
-print(m["dump"]["sizeBytes"], m["dump"]["rawSizeBytes"], sum(t["rows"] for t in m["tables"]))' "$WORK/manifest.json")
+print(m["dump"]["sizeBytes"], m["dump"]["rawSizeBytes"], sum(t["rows"] for t in m["tables"]))' "$WORK/manifest.json"
+}
+read -r LB_BYTES LB_RAW_BYTES LB_KEYS < <(manifest_figures plain "$ID")
+echo "lifeboat: snapshot of the whole server, verify: false ($RUNS runs)" >&2
+SNAP_S=$(for i in $(seq "$RUNS"); do backup snap false "run$i" whole; done | median)
+echo "lifeboat: snapshot of the whole server, verify: true ($RUNS runs)" >&2
+SNAPV_S=$(for i in $(seq "$RUNS"); do backup snapv true "run$i" whole; done | median)
+SNAP_P=$(for i in $(seq "$RUNS"); do pipeline $((2 * RUNS + i)); done | median)
+SNAPV_P=$(for i in $(seq "$RUNS"); do pipeline $((3 * RUNS + i)); done | median)
+SNAP_ID=$(kubectl -n "$NS" get backupschedule snap -o 'jsonpath={.status.lastSuccessfulBackup.id}')
+read -r SNAP_BYTES SNAP_RAW_BYTES SNAP_KEYS < <(manifest_figures snap "$SNAP_ID")
 
 # --- drill ----------------------------------------------------------------------------------------
 raw_load_once() { # -> seconds from starting redis-server on the RDB to DBSIZE answered after loading
@@ -266,13 +290,13 @@ raw_load_once() { # -> seconds from starting redis-server on the RDB to DBSIZE a
   echo "$n" >"$WORK/load.dbsize"
   echo "$t1 - $t0" | bc -l
 }
-drill_once() { # name -> seconds from apply to a result in status
+drill_once() { # name [schedule] -> seconds from apply to a result in status
   kubectl -n "$NS" apply -f - >/dev/null <<YAML
 apiVersion: lifeboat.dev/v1alpha1
 kind: RestoreDrill
 metadata: {name: drill-$1}
 spec:
-  backupScheduleRef: {name: plain}
+  backupScheduleRef: {name: ${2:-plain}}
   target: {server: {adminSecretRef: {name: redis-admin}}}
   checks: {rowCounts: true, checksums: false}
 YAML
@@ -295,7 +319,10 @@ field() { kubectl -n "$NS" get restoredrill "drill-$1" -o "jsonpath={.status.las
 RTO_S=$(for i in $(seq "$RUNS"); do field "$i" rtoSeconds; echo; done | median)
 RESTORE_S=$(for i in $(seq "$RUNS"); do field "$i" restoreSeconds; echo; done | median)
 VERIFY_S=$(for i in $(seq "$RUNS"); do field "$i" verifySeconds; echo; done | median)
-LEFT=$(rcli --scan --pattern 'lifeboat:drill:*' | wc -l)
+echo "lifeboat: RestoreDrill of the snapshot, rowCounts ($RUNS runs)" >&2
+SDRILL_S=$(for i in $(seq "$RUNS"); do drill_once "snap$i" snap; done | median)
+SRTO_S=$(for i in $(seq "$RUNS"); do field "snap$i" rtoSeconds; echo; done | median)
+SRESTORE_S=$(for i in $(seq "$RUNS"); do field "snap$i" restoreSeconds; echo; done | median)
 
 # --- figures --------------------------------------------------------------------------------------
 mib() { echo "scale=1; $1 / 1048576" | bc -l; }
@@ -324,6 +351,15 @@ printf 'throughput ratio lifeboat/raw (vs --rdb file), MiB/s of uncompressed out
   "$(ratio "$LB_RAW_BYTES" "$LBP_S" "$RDB_BYTES" "$RAW_S")" "$(ratio "$LB_RAW_BYTES" "$LB_S" "$RDB_BYTES" "$RAW_S")"
 printf 'throughput ratio lifeboat/raw (vs --rdb | zstd), keys/s: pipeline verify false %.2f; trigger to status %.2f\n' \
   "$(ratio "$LB_KEYS" "$LBP_S" "$SERVER_KEYS" "$RAWZ_S")" "$(ratio "$LB_KEYS" "$LB_S" "$SERVER_KEYS" "$RAWZ_S")"
+printf '\nsnapshot of the whole server (RDB over the replication protocol: the bytes --rdb writes)\n'
+for row in "lifeboat pipeline, verify false:$SNAP_P" "lifeboat pipeline, verify true:$SNAPV_P" \
+  "lifeboat trigger -> status, verify false:$SNAP_S" "lifeboat trigger -> status, verify true:$SNAPV_S"; do
+  printf '%-46s %8.2f %12s %12s %9s %10s\n' "${row%:*}" "${row##*:}" "$SNAP_RAW_BYTES" "$SNAP_BYTES" \
+    "$(mibs "$SNAP_RAW_BYTES" "${row##*:}")" "$(kps "$SNAP_KEYS" "${row##*:}")"
+done
+printf 'snapshot throughput ratio lifeboat/raw, MiB/s: pipeline verify false %.2f (vs --rdb file), %.2f (vs --rdb | zstd); trigger to status %.2f, %.2f (target >= 0.9)\n' \
+  "$(ratio "$SNAP_RAW_BYTES" "$SNAP_P" "$RDB_BYTES" "$RAW_S")" "$(ratio "$SNAP_RAW_BYTES" "$SNAP_P" "$RDB_BYTES" "$RAWZ_S")" \
+  "$(ratio "$SNAP_RAW_BYTES" "$SNAP_S" "$RDB_BYTES" "$RAW_S")" "$(ratio "$SNAP_RAW_BYTES" "$SNAP_S" "$RDB_BYTES" "$RAWZ_S")"
 printf 'operator RSS before: %s MiB; peak after backups: %s MiB; after verified backups: %s MiB\n' \
   "$(mib $((RSS_BEFORE * 1024)))" "$(mib $((HWM * 1024)))" "$(mib $((HWM_V * 1024)))"
 
@@ -335,4 +371,10 @@ printf '%-58s %9s\n' "lifeboat: status restoreSeconds / verifySeconds" "$RESTORE
 printf 'last drill: %s\n' "$(field "$RUNS" restoreMethod)"
 printf 'ratio drill/raw: rtoSeconds %.2f, wall %.2f (target <= 1.2)\n' \
   "$(echo "$RTO_S / $LOAD_S" | bc -l)" "$(echo "$DRILL_S / $LOAD_S" | bc -l)"
+printf '\ndrill of snapshot %s (%s stored bytes, %s keys)\n' "$SNAP_ID" "$SNAP_BYTES" "$SNAP_KEYS"
+printf '%-58s %9.2f\n' "lifeboat: RestoreDrill apply -> Passed in status (wall)" "$SDRILL_S"
+printf '%-58s %9s\n' "lifeboat: status rtoSeconds / restoreSeconds" "$SRTO_S / $SRESTORE_S"
+printf 'ratio snapshot drill/raw: rtoSeconds %.2f, wall %.2f (target <= 1.2)\n' \
+  "$(echo "$SRTO_S / $LOAD_S" | bc -l)" "$(echo "$SDRILL_S / $LOAD_S" | bc -l)"
+LEFT=$(rcli --scan --pattern 'lifeboat:drill:*' | wc -l)
 printf 'scratch keys left under lifeboat:drill:* on the server: %s\n' "$LEFT"
