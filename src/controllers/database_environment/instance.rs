@@ -310,19 +310,24 @@ async fn superuser_password(env: &DatabaseEnvironment, ctx: &Context) -> Result<
             });
     }
     let password = generate_password();
-    let secret = json!({
+    api.patch(
+        &n.superuser_secret,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&superuser_secret(env, &password)),
+    )
+    .await?;
+    Ok(password)
+}
+
+/// The superuser Secret with `password` (pure).
+fn superuser_secret(env: &DatabaseEnvironment, password: &str) -> serde_json::Value {
+    let n = names(env);
+    json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": n.superuser_secret, "labels": labels(env), "ownerReferences": [env.controller_owner_ref(&())]},
         "type": "Opaque",
         "stringData": {"username": template(env).superuser(), "password": password}
-    });
-    api.patch(
-        &n.superuser_secret,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await?;
-    Ok(password)
+    })
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -568,6 +573,83 @@ mod tests {
             settings(&env, &data).eviction_policy.as_deref(),
             Some("noeviction")
         );
+    }
+
+    /// Environments covering each engine and tier, with the spec's options varied across them.
+    const RENDERED: &[(&str, &str)] = &[
+        (
+            "postgres-ci",
+            r#"{"tier": "ci", "instance": {"version": "18"}}"#,
+        ),
+        (
+            "postgres-dev",
+            r#"{"tier": "dev", "instance": {"version": "18", "storage": {"size": "5Gi", "storageClassName": "fast"}}}"#,
+        ),
+        (
+            "postgres-staging",
+            r#"{"tier": "staging", "deletionPolicy": "Retain", "instance": {"version": "17", "image": "registry.corp/postgres:17-postgis", "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}}"#,
+        ),
+        (
+            "postgres-production",
+            r#"{"tier": "production", "instance": {"version": "18", "storage": {"size": "20Gi"}}}"#,
+        ),
+        (
+            "redis-ci",
+            r#"{"engine": "redis", "tier": "ci", "instance": {"version": "7"}}"#,
+        ),
+        (
+            "redis-dev",
+            r#"{"engine": "redis", "tier": "dev", "deletionPolicy": "Delete", "instance": {"version": "7", "maxMemory": "256Mi"}}"#,
+        ),
+        (
+            "redis-staging",
+            r#"{"engine": "redis", "tier": "staging", "instance": {"version": "7", "cache": true, "maxMemory": "1Gi", "storage": {"size": "2Gi"}}}"#,
+        ),
+        (
+            "redis-production",
+            r#"{"engine": "redis", "tier": "production", "instance": {"version": "7.4", "maxMemory": "256Mi", "evictionPolicy": "volatile-lru", "storage": {"storageClassName": "fast"}, "resources": {"limits": {"cpu": "2", "memory": "512Mi"}}}}"#,
+        ),
+    ];
+
+    /// Compares `rendered` with `tests/fixtures/rendered/<name>.json` as JSON values (field order aside;
+    /// every field and value equal). `LIFEBOAT_BLESS_RENDERED=1` writes the file instead: the files
+    /// were written from the `json!` manifests, before they became typed objects.
+    fn assert_rendered(name: &str, rendered: serde_json::Value) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/rendered")
+            .join(format!("{name}.json"));
+        if std::env::var_os("LIFEBOAT_BLESS_RENDERED").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let text = serde_json::to_string_pretty(&rendered).unwrap();
+            std::fs::write(&path, text + "\n").unwrap();
+            return;
+        }
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            rendered,
+            expected,
+            "{name}: the rendered objects differ from {}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn instance_objects_render_as_before() {
+        for (name, spec) in RENDERED {
+            let spec: DatabaseEnvironmentSpec = serde_json::from_str(spec).unwrap();
+            let mut env = DatabaseEnvironment::new("orders", spec);
+            env.metadata.namespace = Some("shop".into());
+            env.metadata.uid = Some(format!("uid-{name}"));
+            let instance = env.spec.instance.clone().unwrap();
+            let rendered = json!({
+                "service": service(&env),
+                "statefulSet": stateful_set(&env, &instance),
+                "superuserSecret": superuser_secret(&env, "secret-password"),
+            });
+            assert_rendered(&format!("instance-{name}"), rendered);
+        }
     }
 
     #[test]

@@ -274,6 +274,78 @@ mod tests {
         assert_eq!(verdict(&pod(), &late).1, "RunnerTimedOut");
     }
 
+    /// Runner specs: a tool with arguments, its own variables and a timeout, reading two ConfigMaps;
+    /// and a tool with its own entrypoint and nothing else, reading one.
+    const RUNNERS: &[(&str, &str, &[&str])] = &[
+        (
+            "flyway",
+            r#"{"image": "flyway/flyway:11", "args": ["-locations=filesystem:/migrations", "migrate"], "env": [{"name": "FLYWAY_CONNECT_RETRIES", "value": "3"}, {"name": "FLYWAY_USER", "value": "$(PGUSER)"}], "timeout": "5m"}"#,
+            &["shop-migrations-0", "shop-migrations-1"],
+        ),
+        (
+            "entrypoint",
+            r#"{"image": "registry.corp/shop/migrate:2", "command": ["/bin/migrate", "up"]}"#,
+            &["shop-migrations"],
+        ),
+    ];
+
+    /// Compares `rendered` with `tests/fixtures/rendered/<name>.json` as JSON values (field order aside;
+    /// every field and value equal). `LIFEBOAT_BLESS_RENDERED=1` writes the file instead: the files
+    /// were written from the `json!` manifests, before they became typed objects.
+    fn assert_rendered(name: &str, rendered: serde_json::Value) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/rendered")
+            .join(format!("{name}.json"));
+        if std::env::var_os("LIFEBOAT_BLESS_RENDERED").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let text = serde_json::to_string_pretty(&rendered).unwrap();
+            std::fs::write(&path, text + "\n").unwrap();
+            return;
+        }
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            rendered,
+            expected,
+            "{name}: the rendered objects differ from {}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn runner_jobs_render_as_before() {
+        let creds = ServerCredentials {
+            host: "db.example".into(),
+            port: 5432,
+            username: "shop_app".into(),
+            password: "p@ss word".into(),
+            sslmode: "require".into(),
+            ca_pem: None,
+        };
+        for (name, runner, maps) in RUNNERS {
+            let runner: ContainerRunner = serde_json::from_str(runner).unwrap();
+            let mut run: MigrationRun = serde_yaml::from_str(
+                "apiVersion: lifeboat.dev/v1alpha1\nkind: MigrationRun\nmetadata: {name: shop-pr-1234-x7k2p, namespace: shop}\nspec: {environmentRef: {name: pr-1234}, source: {configMapNames: [m]}}",
+            )
+            .unwrap();
+            run.metadata.uid = Some("0f9c2a4e-1b2c-4d5e-8f90-123456789abc".into());
+            let maps: Vec<ConfigMap> = maps
+                .iter()
+                .map(|m| ConfigMap {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(m.to_string()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                })
+                .collect();
+            let job = job(&run, &runner, &maps, "pr-1234-connection", &creds, "shop");
+            let rendered = json!({"job": pod_job::manifest(&job.pod)});
+            assert_rendered(&format!("runner-job-{name}"), rendered);
+        }
+    }
+
     #[test]
     fn the_connection_comes_from_the_secret_by_reference() {
         let env = connection_env("db-connection");
