@@ -7,9 +7,13 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, SecretKeySelector};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapProjection, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    ProjectedVolumeSource, SecretKeySelector, Volume, VolumeMount, VolumeProjection,
+};
 use kube::{Client, Resource as _, ResourceExt};
-use serde_json::json;
 
 use crate::{
     api::{MigrationRun, migration_run::ContainerRunner},
@@ -86,32 +90,15 @@ pub fn job(
         value: Some(e.value.clone()),
         value_from: None,
     }));
-    let sources: Vec<serde_json::Value> = maps
-        .iter()
-        .map(|m| json!({"configMap": {"name": m.name_any()}}))
-        .collect();
-    let data = ENGINE.connection_data(creds, database);
-    let mut secrets = vec![creds.password.clone()];
-    secrets.extend(
-        ["uri", "jdbcUrl"]
-            .iter()
-            .filter_map(|k| data.get(*k).cloned()),
-    );
-    // The password as the URI spells it (percent-encoded).
-    if let Some(encoded) = data
-        .get("uri")
-        .and_then(|u| u.split_once("://"))
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, p)| p.to_string())
-    {
-        secrets.push(encoded);
-    }
-    let labels = json!({
-        "app.kubernetes.io/managed-by": "lifeboat",
-        "app.kubernetes.io/component": "migration-runner",
-        "lifeboat.dev/migration-run": run.name_any(),
-    });
+    let (volumes, mounts) = volumes(maps);
+    let labels = BTreeMap::from([
+        ("app.kubernetes.io/managed-by".into(), "lifeboat".into()),
+        (
+            "app.kubernetes.io/component".into(),
+            "migration-runner".into(),
+        ),
+        ("lifeboat.dev/migration-run".into(), run.name_any()),
+    ]);
     ContainerJob {
         pod: PodJob {
             namespace: run.namespace().unwrap_or_default(),
@@ -122,18 +109,78 @@ pub fn job(
             command: runner.command.clone(),
             args: runner.args.clone(),
             env,
-            volumes: json!([
-                {"name": "migrations", "projected": {"sources": sources}},
-                {"name": "tmp", "emptyDir": {}}
-            ]),
-            mounts: json!([
-                {"name": "migrations", "mountPath": MOUNT, "readOnly": true},
-                {"name": "tmp", "mountPath": "/tmp"}
-            ]),
+            volumes,
+            mounts,
             deadline: runner.timeout.map_or(DEFAULT_TIMEOUT, Into::into),
         },
-        secrets,
+        secrets: masked(creds, database),
     }
+}
+
+/// What a runner's log must not show: the password, the connection strings holding it, and the
+/// password as the URI spells it (percent-encoded).
+fn masked(creds: &ServerCredentials, database: &str) -> Vec<String> {
+    let data = ENGINE.connection_data(creds, database);
+    let mut secrets = vec![creds.password.clone()];
+    secrets.extend(
+        ["uri", "jdbcUrl"]
+            .iter()
+            .filter_map(|k| data.get(*k).cloned()),
+    );
+    if let Some(encoded) = data
+        .get("uri")
+        .and_then(|u| u.split_once("://"))
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, p)| p.to_string())
+    {
+        secrets.push(encoded);
+    }
+    secrets
+}
+
+/// The runner's volumes and mounts: the source's ConfigMaps, read-only under [`MOUNT`], and a
+/// writable `/tmp`.
+fn volumes(maps: &[ConfigMap]) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let sources: Vec<VolumeProjection> = maps
+        .iter()
+        .map(|m| VolumeProjection {
+            config_map: Some(ConfigMapProjection {
+                name: m.name_any(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let volumes = vec![
+        Volume {
+            name: "migrations".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                default_mode: None,
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    let mounts = vec![
+        VolumeMount {
+            name: "migrations".into(),
+            mount_path: MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    (volumes, mounts)
 }
 
 /// Runs the Job under the migration lock, after the backup if the run needs one.
@@ -234,19 +281,20 @@ fn verdict(pod: &PodJob, r: &JobResult) -> (MigrationPhase, &'static str, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn pod() -> PodJob {
         PodJob {
             namespace: "ns".into(),
             name: "r-runner-1234".into(),
             owner: Default::default(),
-            labels: json!({}),
+            labels: BTreeMap::new(),
             image: "tool:1".into(),
             command: vec![],
             args: vec![],
             env: vec![],
-            volumes: json!([]),
-            mounts: json!([]),
+            volumes: vec![],
+            mounts: vec![],
             deadline: Duration::from_secs(60),
         }
     }
