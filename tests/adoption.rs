@@ -770,7 +770,7 @@ async fn two_ledgers_are_ambiguous_and_a_baseline_needs_none() {
         "{}",
         out.message
     );
-    let out = lifeboat(&db, &files, AdoptFrom::Tool(Tool::Sqlx)).await;
+    let out = lifeboat(&db, &files, AdoptFrom::Sqlx).await;
     assert_eq!(out.phase, MigrationPhase::Succeeded, "{out:#?}");
     assert_eq!(
         db.ledger().await.iter().map(|r| r.0).collect::<Vec<_>>(),

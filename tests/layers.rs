@@ -27,43 +27,54 @@ fn sources(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
-/// Whether `text` names the top-level module `m`: `crate::m…`, or `m` at the top of a
-/// `use crate::{…};` group.
+/// Whether `text` names the top-level module `m`: `crate::m` as a path (`crate::m::x`, `crate::m;`,
+/// `crate::m as n`), or `m` as an item at the top of a `use crate::{…};` group (`m`, `m::x`,
+/// `m::{…}`, `m as n`).
 fn names_module(text: &str, m: &str) -> bool {
-    if text.contains(&format!("crate::{m}::")) || text.contains(&format!("crate::{m};")) {
+    // `m` followed by anything but more of an identifier: `api` but not `api_like` or `apis`.
+    let starts_with_module = |s: &str| {
+        s.strip_prefix(m)
+            .is_some_and(|rest| !rest.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+    };
+    let path = format!("crate::{m}");
+    if text
+        .match_indices(&path)
+        .any(|(at, _)| starts_with_module(&text[at + "crate::".len()..]))
+    {
         return true;
     }
-    text.match_indices("crate::{").any(|(at, _)| {
-        let group = &text[at..];
-        let group = &group[..group.find(';').unwrap_or(group.len())];
-        // Depth-1 items of the group only: `api::…` in `use crate::{ api::x, engines::{…} }`.
-        let mut depth = 0;
-        let mut item = String::new();
-        for c in group["crate::".len()..].chars() {
-            match c {
-                '{' => {
-                    depth += 1;
-                    if depth == 1 {
-                        continue;
-                    }
-                }
-                '}' => depth -= 1,
-                ',' if depth == 1 => {
-                    item.clear();
-                    continue;
-                }
-                _ => {}
-            }
-            if depth == 1 {
-                item.push(c);
-                let name = item.trim();
-                if name == format!("{m}::") || name == format!("{m},") {
-                    return true;
+    text.match_indices("crate::{")
+        .any(|(at, _)| group_items(&text[at + "crate::".len()..]).any(&starts_with_module))
+}
+
+/// The top-level items of the group `{a, b::{c, d}, e as f}` at the start of `text`: `a`,
+/// `b::{c, d}`, `e as f` (trimmed).
+fn group_items(text: &str) -> impl Iterator<Item = &str> {
+    let mut items = Vec::new();
+    let mut depth = 0;
+    let mut item_start = 1;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    items.push(&text[item_start..i]);
+                    break;
                 }
             }
+            ',' if depth == 1 => {
+                items.push(&text[item_start..i]);
+                item_start = i + 1;
+            }
+            ';' => break,
+            _ => {}
         }
-        false
-    })
+    }
+    items
+        .into_iter()
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
 }
 
 /// Files under `layer` that name one of `forbidden`.
@@ -88,6 +99,46 @@ fn the_import_reader_sees_grouped_imports() {
     assert!(names_module("use crate::{engines::C, api::D};", "api"));
     assert!(!names_module("use crate::{engines::{api_like::C}};", "api"));
     assert!(!names_module("use crate::engines::postgres;", "api"));
+}
+
+#[test]
+fn the_import_reader_sees_bare_module_items_and_renames() {
+    // A module named alone in a group, first, last or in between, on one line or several.
+    for text in [
+        "use crate::{api, engines::C};",
+        "use crate::{engines::C, api};",
+        "use crate::{domain, api, engines};",
+        "use crate::{\n    api,\n    engines::C,\n};",
+        "use crate::{api};",
+        "use crate::{engines::{x, y}, api};",
+    ] {
+        assert!(names_module(text, "api"), "{text}");
+    }
+    // Renames, as a path or inside a group.
+    for text in [
+        "use crate::api as a;",
+        "pub(crate) use crate::api as crds;",
+        "use crate::{api as a, engines::C};",
+        "use crate::{engines::C, api::migration_run as run};",
+        "use crate::{controllers as c};",
+    ] {
+        let m = if text.contains("controllers") {
+            "controllers"
+        } else {
+            "api"
+        };
+        assert!(names_module(text, m), "{text}");
+    }
+    // Names that only begin like the module, and the module one level down, are not it.
+    for text in [
+        "use crate::{apis, engines};",
+        "use crate::api_like as a;",
+        "use crate::{engines::{api}, domain};",
+        "use crate::engines::api;",
+        "use crate::{engines::api as a};",
+    ] {
+        assert!(!names_module(text, "api"), "{text}");
+    }
 }
 
 #[test]

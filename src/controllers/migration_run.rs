@@ -309,14 +309,14 @@ fn prior(status: MigrationRunStatus) -> migrate::Prior {
     migrate::Prior {
         from_version: status.from_version.clone(),
         applied: migrations::Records::from_parts(
-            convert::all(status.applied),
+            status.applied,
             usize::try_from(status.applied_count.unwrap_or_default()).unwrap_or_default(),
         ),
         rolled_back: migrations::Records::from_parts(
-            convert::all(status.rolled_back),
+            status.rolled_back,
             usize::try_from(status.rolled_back_count.unwrap_or_default()).unwrap_or_default(),
         ),
-        failure: status.failure.map(Into::into),
+        failure: status.failure,
         backup_id: status.backup_id,
     }
 }
@@ -325,17 +325,12 @@ fn options(run: &MigrationRun) -> migrate::RunOptions {
     migrate::RunOptions {
         run_uid: run.uid().unwrap_or_default(),
         label: format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any()),
-        direction: run.spec.direction.into(),
+        direction: run.spec.direction,
         target_version: run.spec.target_version.clone(),
-        on_failure: run.spec.on_failure.into(),
-        lint: run.spec.lint.into(),
-        lint_rules: run
-            .spec
-            .lint_rules
-            .clone()
-            .map(Into::into)
-            .unwrap_or_default(),
-        adopt: run.spec.adopt_from.unwrap_or_default().into(),
+        on_failure: run.spec.on_failure,
+        lint: run.spec.lint,
+        lint_rules: run.spec.lint_rules.clone().unwrap_or_default(),
+        adopt: run.spec.adopt_from.unwrap_or_default(),
         baseline_version: run.spec.baseline_version.clone(),
         lock_timeout: run.spec.lock_timeout.into(),
         statement_timeout: run.spec.statement_timeout.map(Into::into),
@@ -377,16 +372,16 @@ async fn expire(run: &MigrationRun, ctx: &Context) -> Result<Action, Error> {
 pub fn apply_state(s: &mut MigrationRunStatus, state: &migrate::RunState) {
     s.from_version = state.from_version.clone().or(s.from_version.take());
     s.to_version = state.to_version.clone().or(s.to_version.take());
-    s.applied = convert::all(state.applied.listed());
+    s.applied = state.applied.listed();
     s.applied_count = i64::try_from(state.applied.len()).ok();
-    s.rolled_back = convert::all(state.rolled_back.listed());
+    s.rolled_back = state.rolled_back.listed();
     s.rolled_back_count = (!state.rolled_back.is_empty())
         .then(|| i64::try_from(state.rolled_back.len()).ok())
         .flatten();
-    s.lint_findings = convert::all(state.lint_findings.clone());
-    s.lint_counts = convert::all(state.lint_counts.clone());
+    s.lint_findings = state.lint_findings.clone();
+    s.lint_counts = state.lint_counts.iter().cloned().map(Into::into).collect();
     s.imported = state.imported.clone().map(Into::into).or(s.imported.take());
-    s.failure = state.failure.clone().map(Into::into);
+    s.failure = state.failure.clone();
     s.backup_id = state.backup_id.clone().or(s.backup_id.take());
 }
 

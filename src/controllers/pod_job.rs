@@ -5,30 +5,37 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::{
-    batch::v1::Job,
-    core::v1::{EnvVar, Pod},
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        batch::v1::{Job, JobSpec},
+        core::v1::{
+            Capabilities, Container, EnvVar, Pod, PodSpec, PodTemplateSpec, SeccompProfile,
+            SecurityContext, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::{
     Api, Client,
     api::{ListParams, LogParams, PostParams},
 };
-use serde_json::json;
 
 /// What to run.
 pub struct PodJob {
     pub namespace: String,
     pub name: String,
     /// Owner of the Job (the object it works for): deleting the owner deletes the Job.
-    pub owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
-    pub labels: serde_json::Value,
+    pub owner: OwnerReference,
+    pub labels: BTreeMap<String, String>,
     pub image: String,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<EnvVar>,
-    /// Volumes and the container's mounts, as Kubernetes JSON.
-    pub volumes: serde_json::Value,
-    pub mounts: serde_json::Value,
+    /// Volumes and the container's mounts.
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
     /// The Job's `activeDeadlineSeconds`.
     pub deadline: Duration,
 }
@@ -51,49 +58,60 @@ pub const LOG_LINES: i64 = 20;
 const LOG_BYTES: i64 = 4096;
 
 /// The Job's manifest: one pod, no retries, no service account token, hardened container.
-pub fn manifest(job: &PodJob) -> serde_json::Value {
-    let mut container = json!({
-        "name": "run",
-        "image": job.image,
-        "env": job.env,
-        "volumeMounts": job.mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": false,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}
-        }
-    });
-    if !job.command.is_empty() {
-        container["command"] = json!(job.command);
-    }
-    if !job.args.is_empty() {
-        container["args"] = json!(job.args);
-    }
-    json!({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": job.name,
-            "namespace": job.namespace,
-            "labels": job.labels,
-            "ownerReferences": [job.owner],
+pub fn manifest(job: &PodJob) -> Job {
+    let container = Container {
+        name: "run".into(),
+        image: Some(job.image.clone()),
+        command: (!job.command.is_empty()).then(|| job.command.clone()),
+        args: (!job.args.is_empty()).then(|| job.args.clone()),
+        env: Some(job.env.clone()),
+        volume_mounts: Some(job.mounts.clone()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                add: None,
+                drop: Some(vec!["ALL".into()]),
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(job.name.clone()),
+            namespace: Some(job.namespace.clone()),
+            labels: Some(job.labels.clone()),
+            owner_references: Some(vec![job.owner.clone()]),
+            ..Default::default()
         },
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": job.deadline.as_secs().max(1),
-            "ttlSecondsAfterFinished": 3600,
-            "template": {
-                "metadata": {"labels": job.labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": false,
-                    "enableServiceLinks": false,
-                    "containers": [container],
-                    "volumes": job.volumes,
-                }
-            }
-        }
-    })
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(
+                i64::try_from(job.deadline.as_secs().max(1)).unwrap_or(i64::MAX),
+            ),
+            ttl_seconds_after_finished: Some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(job.labels.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    containers: vec![container],
+                    volumes: Some(job.volumes.clone()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
 }
 
 /// Starts the Job unless it exists already (a resumed task), then waits for it to end. `secrets` are
@@ -105,9 +123,7 @@ pub async fn run(
 ) -> Result<JobResult, kube::Error> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
     if jobs.get_opt(&job.name).await?.is_none() {
-        let manifest: Job =
-            serde_json::from_value(manifest(job)).map_err(kube::Error::SerdeError)?;
-        match jobs.create(&PostParams::default(), &manifest).await {
+        match jobs.create(&PostParams::default(), &manifest(job)).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e),
@@ -213,16 +229,19 @@ mod tests {
             namespace: "ns".into(),
             name: "run-1".into(),
             owner: Default::default(),
-            labels: json!({"app.kubernetes.io/managed-by": "lifeboat"}),
+            labels: BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "lifeboat".to_string(),
+            )]),
             image: "flyway/flyway:11".into(),
             command: vec![],
             args: vec!["migrate".into()],
             env: vec![],
-            volumes: json!([]),
-            mounts: json!([]),
+            volumes: vec![],
+            mounts: vec![],
             deadline: Duration::from_secs(90),
         };
-        let m = manifest(&job);
+        let m = serde_json::to_value(manifest(&job)).unwrap();
         assert_eq!(m["spec"]["backoffLimit"], 0);
         assert_eq!(m["spec"]["activeDeadlineSeconds"], 90);
         let pod = &m["spec"]["template"]["spec"];
@@ -232,7 +251,7 @@ mod tests {
             pod["containers"][0].get("command").is_none(),
             "the image's entrypoint"
         );
-        assert_eq!(pod["containers"][0]["args"], json!(["migrate"]));
+        assert_eq!(pod["containers"][0]["args"], serde_json::json!(["migrate"]));
         assert!(serde_json::from_value::<Job>(m).is_ok());
     }
 }

@@ -9,19 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::{
-    api::{
-        apps::v1::StatefulSet,
-        core::v1::{Pod, Secret, Service},
-    },
-    apimachinery::pkg::api::resource::Quantity,
-};
-use kube::{
-    Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-};
-use serde_json::json;
-
 use super::{ENVIRONMENT_LABEL, Outcome, generate_password, provision_on, refuse_foreign};
 use crate::{
     api::{
@@ -30,6 +17,27 @@ use crate::{
     },
     controllers::{Context, Error, FIELD_MANAGER},
     engines::{self, Durability, InstanceSettings, InstanceTemplate},
+};
+use k8s_openapi::{
+    api::{
+        apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+            ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, Pod, PodSecurityContext,
+            PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+            SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+            VolumeMount, VolumeResourceRequirements,
+        },
+    },
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
 };
 
 /// How the environment's engine runs in a pod.
@@ -103,24 +111,41 @@ fn labels(env: &DatabaseEnvironment) -> BTreeMap<String, String> {
     ])
 }
 
+/// The metadata of an object of the instance: its name, the instance's labels and the environment
+/// as its controlling owner (so deleting the environment deletes it).
+fn owned_metadata(env: &DatabaseEnvironment, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        labels: Some(labels(env)),
+        owner_references: env.controller_owner_ref(&()).map(|owner| vec![owner]),
+        ..Default::default()
+    }
+}
+
 /// The headless Service giving the pod a stable DNS name (pure).
-pub fn service(env: &DatabaseEnvironment) -> serde_json::Value {
+pub fn service(env: &DatabaseEnvironment) -> Service {
     let n = names(env);
     let t = template(env);
-    json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": n.service, "labels": labels(env), "ownerReferences": [env.controller_owner_ref(&())]},
-        "spec": {
-            "clusterIP": "None",
-            "selector": labels(env),
-            "ports": [{"name": t.server_name(), "port": t.port(), "targetPort": t.server_name()}],
-            "publishNotReadyAddresses": false
-        }
-    })
+    Service {
+        metadata: owned_metadata(env, n.service),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(labels(env)),
+            ports: Some(vec![ServicePort {
+                name: Some(t.server_name().into()),
+                port: i32::from(t.port()),
+                target_port: Some(IntOrString::String(t.server_name().into())),
+                ..Default::default()
+            }]),
+            publish_not_ready_addresses: Some(false),
+            ..Default::default()
+        }),
+        status: None,
+    }
 }
 
 /// The StatefulSet running the server (pure).
-pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_json::Value {
+pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> StatefulSet {
     let n = names(env);
     let t = template(env);
     let persistent = env.spec.tier.is_persistent();
@@ -128,43 +153,94 @@ pub fn stateful_set(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_j
         .spec
         .deletion_policy
         .unwrap_or_else(|| env.spec.tier.default_deletion_policy());
-    let size = storage_size(spec);
-    let mut volumes = vec![
-        json!({"name": "run", "emptyDir": {}}),
-        json!({"name": "tmp", "emptyDir": {}}),
-    ];
+    let mut volumes = vec![empty_dir("run", None), empty_dir("tmp", None)];
     if !persistent {
-        volumes.push(json!({"name": "data", "emptyDir": {"sizeLimit": size}}));
+        volumes.push(empty_dir("data", Some(storage_size(spec))));
     }
-    let mut sts = json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": n.stateful_set, "labels": labels(env), "ownerReferences": [env.controller_owner_ref(&())]},
-        "spec": {
-            "serviceName": n.service,
-            "replicas": 1,
-            "selector": {"matchLabels": labels(env)},
-            "persistentVolumeClaimRetentionPolicy": {
-                "whenDeleted": if policy == DeletionPolicy::Delete { "Delete" } else { "Retain" },
-                "whenScaled": "Retain"
+    let uid = t.run_as();
+    StatefulSet {
+        metadata: owned_metadata(env, n.stateful_set),
+        spec: Some(StatefulSetSpec {
+            service_name: Some(n.service),
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(labels(env)),
+                match_expressions: None,
             },
-            "template": {
-                "metadata": {"labels": labels(env)},
-                "spec": {
-                    "automountServiceAccountToken": false,
-                    "securityContext": {
-                        "runAsNonRoot": true, "runAsUser": t.run_as(), "runAsGroup": t.run_as(), "fsGroup": t.run_as(),
-                        "seccompProfile": {"type": "RuntimeDefault"}
-                    },
-                    "containers": [server_container(env, spec)],
-                    "volumes": volumes
-                }
-            }
-        }
-    });
-    if persistent {
-        sts["spec"]["volumeClaimTemplates"] = json!([data_claim(env, spec)]);
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(
+                        if policy == DeletionPolicy::Delete {
+                            "Delete"
+                        } else {
+                            "Retain"
+                        }
+                        .into(),
+                    ),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(env)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(uid),
+                        run_as_group: Some(uid),
+                        fs_group: Some(uid),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![server_container(env, spec)],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: persistent.then(|| vec![data_claim(env, spec)]),
+            ..Default::default()
+        }),
+        status: None,
     }
-    sts
+}
+
+/// The StatefulSet as it is applied: `stateful_set` without the `apiVersion` and `kind` that
+/// k8s-openapi writes into every PersistentVolumeClaim, the claim templates included. Lifeboat's
+/// claim templates never carried them, and a StatefulSet's claim templates cannot be changed once
+/// it exists, so what is applied stays what it always was (pure).
+pub fn stateful_set_manifest(sts: &StatefulSet) -> serde_json::Value {
+    let mut manifest = serde_json::to_value(sts).unwrap_or_default();
+    if let Some(claims) = manifest
+        .pointer_mut("/spec/volumeClaimTemplates")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for claim in claims
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            claim.remove("apiVersion");
+            claim.remove("kind");
+        }
+    }
+    manifest
+}
+
+/// A volume of the pod on the node's disk, of at most `size_limit`.
+fn empty_dir(name: &str, size_limit: Option<Quantity>) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: None,
+            size_limit,
+        }),
+        ..Default::default()
+    }
 }
 
 fn storage_size(spec: &InstanceSource) -> Quantity {
@@ -174,58 +250,97 @@ fn storage_size(spec: &InstanceSource) -> Quantity {
         .unwrap_or_else(|| Quantity(DEFAULT_STORAGE.into()))
 }
 
-/// The server's container: the image, the superuser from its Secret, probes, a read-only root.
-fn server_container(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_json::Value {
-    let n = names(env);
-    let t = template(env);
-    let resources = spec
-        .resources
-        .clone()
-        .map(|r| serde_json::to_value(r).unwrap_or_default())
-        .unwrap_or_else(
-            || json!({"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}),
-        );
-    let probe = |initial: i32, period: i32, failures: i32| {
-        json!({
-            "exec": {"command": t.ready_command()},
-            "initialDelaySeconds": initial, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures
-        })
-    };
-    let secret_env = |name: &str, key: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": n.superuser_secret, "key": key}}});
-    let (user_env, password_env) = t.superuser_env();
-    let mut env_vars = vec![
-        secret_env(user_env, "username"),
-        secret_env(password_env, "password"),
-    ];
-    env_vars.extend(
-        t.data_env()
-            .into_iter()
-            .map(|(name, value)| json!({"name": name, "value": value})),
-    );
-    let mut container = json!({
-        "name": t.server_name(),
-        "image": image(t, spec),
-        "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": t.server_name(), "containerPort": t.port()}],
-        "env": env_vars,
-        "readinessProbe": probe(5, 5, 3),
-        "livenessProbe": probe(30, 10, 6),
-        "resources": resources,
-        "securityContext": {
-            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-            "capabilities": {"drop": ["ALL"]}
-        },
-        "volumeMounts": [
-            {"name": "data", "mountPath": t.data_mount()},
-            {"name": "run", "mountPath": t.run_dir()},
-            {"name": "tmp", "mountPath": "/tmp"}
-        ]
-    });
-    let args = t.server_args(&settings(env, spec));
-    if !args.is_empty() {
-        container["args"] = json!(args);
+/// Requests and limits of a server whose spec sets none.
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), Quantity("100m".into())),
+            ("memory".into(), Quantity("256Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".into(), Quantity("1Gi".into()))])),
+        claims: None,
     }
-    container
+}
+
+/// The server's environment: the superuser's name and password from its Secret (by reference), then
+/// the engine's variables placing the data on the volume.
+fn server_env(env: &DatabaseEnvironment, t: &dyn InstanceTemplate) -> Vec<EnvVar> {
+    let secret = names(env).superuser_secret;
+    let from_secret = |name: &str, key: &str| EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.clone(),
+                key: key.into(),
+                optional: None,
+            }),
+            ..Default::default()
+        }),
+    };
+    let (user_env, password_env) = t.superuser_env();
+    let mut vars = vec![
+        from_secret(user_env, "username"),
+        from_secret(password_env, "password"),
+    ];
+    vars.extend(t.data_env().into_iter().map(|(name, value)| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }));
+    vars
+}
+
+/// The server's container: the image, the superuser from its Secret, probes, a read-only root.
+fn server_container(env: &DatabaseEnvironment, spec: &InstanceSource) -> Container {
+    let t = template(env);
+    let resources = spec.resources.clone().unwrap_or_else(default_resources);
+    let probe = |initial: i32, period: i32, failures: i32| Probe {
+        exec: Some(ExecAction {
+            command: Some(t.ready_command()),
+        }),
+        initial_delay_seconds: Some(initial),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    };
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    };
+    let args = t.server_args(&settings(env, spec));
+    Container {
+        name: t.server_name().into(),
+        image: Some(image(t, spec)),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: (!args.is_empty()).then_some(args),
+        ports: Some(vec![ContainerPort {
+            name: Some(t.server_name().into()),
+            container_port: i32::from(t.port()),
+            ..Default::default()
+        }]),
+        env: Some(server_env(env, t)),
+        readiness_probe: Some(probe(5, 5, 3)),
+        liveness_probe: Some(probe(30, 10, 6)),
+        resources: Some(resources),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                add: None,
+                drop: Some(vec!["ALL".into()]),
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("data", t.data_mount()),
+            mount("run", t.run_dir()),
+            mount("tmp", "/tmp"),
+        ]),
+        ..Default::default()
+    }
 }
 
 /// What the tier and the spec ask of the server's settings (pure).
@@ -271,19 +386,27 @@ pub fn quantity_bytes(q: &str) -> Option<u64> {
 }
 
 /// The data volume of a persistent tier.
-fn data_claim(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_json::Value {
-    let mut claim = json!({
-        "metadata": {"name": "data", "labels": labels(env)},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage_size(spec)}}}
-    });
-    if let Some(class) = spec
-        .storage
-        .as_ref()
-        .and_then(|s| s.storage_class_name.clone())
-    {
-        claim["spec"]["storageClassName"] = class.into();
+fn data_claim(env: &DatabaseEnvironment, spec: &InstanceSource) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(labels(env)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".into(), storage_size(spec))])),
+                limits: None,
+            }),
+            storage_class_name: spec
+                .storage
+                .as_ref()
+                .and_then(|s| s.storage_class_name.clone()),
+            ..Default::default()
+        }),
+        status: None,
     }
-    claim
 }
 
 /// Creates (once) the superuser Secret and returns its password.
@@ -310,19 +433,26 @@ async fn superuser_password(env: &DatabaseEnvironment, ctx: &Context) -> Result<
             });
     }
     let password = generate_password();
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": n.superuser_secret, "labels": labels(env), "ownerReferences": [env.controller_owner_ref(&())]},
-        "type": "Opaque",
-        "stringData": {"username": template(env).superuser(), "password": password}
-    });
     api.patch(
         &n.superuser_secret,
         &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&secret),
+        &Patch::Apply(&superuser_secret(env, &password)),
     )
     .await?;
     Ok(password)
+}
+
+/// The superuser Secret with `password` (pure).
+fn superuser_secret(env: &DatabaseEnvironment, password: &str) -> Secret {
+    Secret {
+        metadata: owned_metadata(env, names(env).superuser_secret),
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([
+            ("username".into(), template(env).superuser().into()),
+            ("password".into(), password.into()),
+        ])),
+        ..Default::default()
+    }
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -374,7 +504,7 @@ pub(super) async fn provision_instance(
         .patch(
             &n.stateful_set,
             &params,
-            &Patch::Apply(&stateful_set(env, spec)),
+            &Patch::Apply(&stateful_set_manifest(&stateful_set(env, spec))),
         )
         .await?;
 
@@ -408,6 +538,12 @@ pub(super) async fn provision_instance(
 mod tests {
     use super::*;
     use crate::api::DatabaseEnvironmentSpec;
+    use serde_json::json;
+
+    /// The StatefulSet as applied, as JSON.
+    fn applied(env: &DatabaseEnvironment, spec: &InstanceSource) -> serde_json::Value {
+        stateful_set_manifest(&stateful_set(env, spec))
+    }
 
     fn env(tier: &str) -> DatabaseEnvironment {
         let spec: DatabaseEnvironmentSpec = serde_json::from_value(json!({
@@ -458,7 +594,7 @@ mod tests {
     #[test]
     fn persistent_tiers_get_a_claim_and_ci_an_empty_dir() {
         let dev = env("dev");
-        let sts = stateful_set(&dev, dev.spec.instance.as_ref().unwrap());
+        let sts = applied(&dev, dev.spec.instance.as_ref().unwrap());
         assert_eq!(
             sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
             "5Gi"
@@ -472,7 +608,7 @@ mod tests {
             "Delete"
         );
         let ci = env("ci");
-        let sts = stateful_set(&ci, ci.spec.instance.as_ref().unwrap());
+        let sts = applied(&ci, ci.spec.instance.as_ref().unwrap());
         assert!(sts["spec"].get("volumeClaimTemplates").is_none());
         let volumes = sts["spec"]["template"]["spec"]["volumes"]
             .as_array()
@@ -487,7 +623,7 @@ mod tests {
     #[test]
     fn production_retains_its_volume_and_runs_restricted() {
         let prod = env("production");
-        let sts = stateful_set(&prod, prod.spec.instance.as_ref().unwrap());
+        let sts = applied(&prod, prod.spec.instance.as_ref().unwrap());
         assert_eq!(
             sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
             "Retain"
@@ -533,7 +669,7 @@ mod tests {
         let mut env = DatabaseEnvironment::new("sessions", spec);
         env.metadata.namespace = Some("shop".into());
         env.metadata.uid = Some("uid-2".into());
-        let sts = stateful_set(&env, env.spec.instance.as_ref().unwrap());
+        let sts = applied(&env, env.spec.instance.as_ref().unwrap());
         let c = &sts["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(sts["metadata"]["name"], "sessions-redis");
         assert_eq!(c["image"], "redis:7");
@@ -568,6 +704,83 @@ mod tests {
             settings(&env, &data).eviction_policy.as_deref(),
             Some("noeviction")
         );
+    }
+
+    /// Environments covering each engine and tier, with the spec's options varied across them.
+    const RENDERED: &[(&str, &str)] = &[
+        (
+            "postgres-ci",
+            r#"{"tier": "ci", "instance": {"version": "18"}}"#,
+        ),
+        (
+            "postgres-dev",
+            r#"{"tier": "dev", "instance": {"version": "18", "storage": {"size": "5Gi", "storageClassName": "fast"}}}"#,
+        ),
+        (
+            "postgres-staging",
+            r#"{"tier": "staging", "deletionPolicy": "Retain", "instance": {"version": "17", "image": "registry.corp/postgres:17-postgis", "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}}"#,
+        ),
+        (
+            "postgres-production",
+            r#"{"tier": "production", "instance": {"version": "18", "storage": {"size": "20Gi"}}}"#,
+        ),
+        (
+            "redis-ci",
+            r#"{"engine": "redis", "tier": "ci", "instance": {"version": "7"}}"#,
+        ),
+        (
+            "redis-dev",
+            r#"{"engine": "redis", "tier": "dev", "deletionPolicy": "Delete", "instance": {"version": "7", "maxMemory": "256Mi"}}"#,
+        ),
+        (
+            "redis-staging",
+            r#"{"engine": "redis", "tier": "staging", "instance": {"version": "7", "cache": true, "maxMemory": "1Gi", "storage": {"size": "2Gi"}}}"#,
+        ),
+        (
+            "redis-production",
+            r#"{"engine": "redis", "tier": "production", "instance": {"version": "7.4", "maxMemory": "256Mi", "evictionPolicy": "volatile-lru", "storage": {"storageClassName": "fast"}, "resources": {"limits": {"cpu": "2", "memory": "512Mi"}}}}"#,
+        ),
+    ];
+
+    /// Compares `rendered` with `tests/fixtures/rendered/<name>.json` as JSON values (field order aside;
+    /// every field and value equal). `LIFEBOAT_BLESS_RENDERED=1` writes the file instead: the files
+    /// were written from the `json!` manifests, before they became typed objects.
+    fn assert_rendered(name: &str, rendered: serde_json::Value) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/rendered")
+            .join(format!("{name}.json"));
+        if std::env::var_os("LIFEBOAT_BLESS_RENDERED").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let text = serde_json::to_string_pretty(&rendered).unwrap();
+            std::fs::write(&path, text + "\n").unwrap();
+            return;
+        }
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            rendered,
+            expected,
+            "{name}: the rendered objects differ from {}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn instance_objects_render_as_before() {
+        for (name, spec) in RENDERED {
+            let spec: DatabaseEnvironmentSpec = serde_json::from_str(spec).unwrap();
+            let mut env = DatabaseEnvironment::new("orders", spec);
+            env.metadata.namespace = Some("shop".into());
+            env.metadata.uid = Some(format!("uid-{name}"));
+            let instance = env.spec.instance.clone().unwrap();
+            let rendered = json!({
+                "service": service(&env),
+                "statefulSet": applied(&env, &instance),
+                "superuserSecret": superuser_secret(&env, "secret-password"),
+            });
+            assert_rendered(&format!("instance-{name}"), rendered);
+        }
     }
 
     #[test]

@@ -7,9 +7,13 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, SecretKeySelector};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapProjection, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    ProjectedVolumeSource, SecretKeySelector, Volume, VolumeMount, VolumeProjection,
+};
 use kube::{Client, Resource as _, ResourceExt};
-use serde_json::json;
 
 use crate::{
     api::{MigrationRun, migration_run::ContainerRunner},
@@ -86,32 +90,15 @@ pub fn job(
         value: Some(e.value.clone()),
         value_from: None,
     }));
-    let sources: Vec<serde_json::Value> = maps
-        .iter()
-        .map(|m| json!({"configMap": {"name": m.name_any()}}))
-        .collect();
-    let data = ENGINE.connection_data(creds, database);
-    let mut secrets = vec![creds.password.clone()];
-    secrets.extend(
-        ["uri", "jdbcUrl"]
-            .iter()
-            .filter_map(|k| data.get(*k).cloned()),
-    );
-    // The password as the URI spells it (percent-encoded).
-    if let Some(encoded) = data
-        .get("uri")
-        .and_then(|u| u.split_once("://"))
-        .and_then(|(_, rest)| rest.split_once('@'))
-        .and_then(|(userinfo, _)| userinfo.split_once(':'))
-        .map(|(_, p)| p.to_string())
-    {
-        secrets.push(encoded);
-    }
-    let labels = json!({
-        "app.kubernetes.io/managed-by": "lifeboat",
-        "app.kubernetes.io/component": "migration-runner",
-        "lifeboat.dev/migration-run": run.name_any(),
-    });
+    let (volumes, mounts) = volumes(maps);
+    let labels = BTreeMap::from([
+        ("app.kubernetes.io/managed-by".into(), "lifeboat".into()),
+        (
+            "app.kubernetes.io/component".into(),
+            "migration-runner".into(),
+        ),
+        ("lifeboat.dev/migration-run".into(), run.name_any()),
+    ]);
     ContainerJob {
         pod: PodJob {
             namespace: run.namespace().unwrap_or_default(),
@@ -122,18 +109,78 @@ pub fn job(
             command: runner.command.clone(),
             args: runner.args.clone(),
             env,
-            volumes: json!([
-                {"name": "migrations", "projected": {"sources": sources}},
-                {"name": "tmp", "emptyDir": {}}
-            ]),
-            mounts: json!([
-                {"name": "migrations", "mountPath": MOUNT, "readOnly": true},
-                {"name": "tmp", "mountPath": "/tmp"}
-            ]),
+            volumes,
+            mounts,
             deadline: runner.timeout.map_or(DEFAULT_TIMEOUT, Into::into),
         },
-        secrets,
+        secrets: masked(creds, database),
     }
+}
+
+/// What a runner's log must not show: the password, the connection strings holding it, and the
+/// password as the URI spells it (percent-encoded).
+fn masked(creds: &ServerCredentials, database: &str) -> Vec<String> {
+    let data = ENGINE.connection_data(creds, database);
+    let mut secrets = vec![creds.password.clone()];
+    secrets.extend(
+        ["uri", "jdbcUrl"]
+            .iter()
+            .filter_map(|k| data.get(*k).cloned()),
+    );
+    if let Some(encoded) = data
+        .get("uri")
+        .and_then(|u| u.split_once("://"))
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, p)| p.to_string())
+    {
+        secrets.push(encoded);
+    }
+    secrets
+}
+
+/// The runner's volumes and mounts: the source's ConfigMaps, read-only under [`MOUNT`], and a
+/// writable `/tmp`.
+fn volumes(maps: &[ConfigMap]) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let sources: Vec<VolumeProjection> = maps
+        .iter()
+        .map(|m| VolumeProjection {
+            config_map: Some(ConfigMapProjection {
+                name: m.name_any(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let volumes = vec![
+        Volume {
+            name: "migrations".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                default_mode: None,
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    let mounts = vec![
+        VolumeMount {
+            name: "migrations".into(),
+            mount_path: MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    (volumes, mounts)
 }
 
 /// Runs the Job under the migration lock, after the backup if the run needs one.
@@ -234,19 +281,20 @@ fn verdict(pod: &PodJob, r: &JobResult) -> (MigrationPhase, &'static str, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn pod() -> PodJob {
         PodJob {
             namespace: "ns".into(),
             name: "r-runner-1234".into(),
             owner: Default::default(),
-            labels: json!({}),
+            labels: BTreeMap::new(),
             image: "tool:1".into(),
             command: vec![],
             args: vec![],
             env: vec![],
-            volumes: json!([]),
-            mounts: json!([]),
+            volumes: vec![],
+            mounts: vec![],
             deadline: Duration::from_secs(60),
         }
     }
@@ -272,6 +320,78 @@ mod tests {
             ..failed
         };
         assert_eq!(verdict(&pod(), &late).1, "RunnerTimedOut");
+    }
+
+    /// Runner specs: a tool with arguments, its own variables and a timeout, reading two ConfigMaps;
+    /// and a tool with its own entrypoint and nothing else, reading one.
+    const RUNNERS: &[(&str, &str, &[&str])] = &[
+        (
+            "flyway",
+            r#"{"image": "flyway/flyway:11", "args": ["-locations=filesystem:/migrations", "migrate"], "env": [{"name": "FLYWAY_CONNECT_RETRIES", "value": "3"}, {"name": "FLYWAY_USER", "value": "$(PGUSER)"}], "timeout": "5m"}"#,
+            &["shop-migrations-0", "shop-migrations-1"],
+        ),
+        (
+            "entrypoint",
+            r#"{"image": "registry.corp/shop/migrate:2", "command": ["/bin/migrate", "up"]}"#,
+            &["shop-migrations"],
+        ),
+    ];
+
+    /// Compares `rendered` with `tests/fixtures/rendered/<name>.json` as JSON values (field order aside;
+    /// every field and value equal). `LIFEBOAT_BLESS_RENDERED=1` writes the file instead: the files
+    /// were written from the `json!` manifests, before they became typed objects.
+    fn assert_rendered(name: &str, rendered: serde_json::Value) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/rendered")
+            .join(format!("{name}.json"));
+        if std::env::var_os("LIFEBOAT_BLESS_RENDERED").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let text = serde_json::to_string_pretty(&rendered).unwrap();
+            std::fs::write(&path, text + "\n").unwrap();
+            return;
+        }
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            rendered,
+            expected,
+            "{name}: the rendered objects differ from {}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn runner_jobs_render_as_before() {
+        let creds = ServerCredentials {
+            host: "db.example".into(),
+            port: 5432,
+            username: "shop_app".into(),
+            password: "p@ss word".into(),
+            sslmode: "require".into(),
+            ca_pem: None,
+        };
+        for (name, runner, maps) in RUNNERS {
+            let runner: ContainerRunner = serde_json::from_str(runner).unwrap();
+            let mut run: MigrationRun = serde_yaml::from_str(
+                "apiVersion: lifeboat.dev/v1alpha1\nkind: MigrationRun\nmetadata: {name: shop-pr-1234-x7k2p, namespace: shop}\nspec: {environmentRef: {name: pr-1234}, source: {configMapNames: [m]}}",
+            )
+            .unwrap();
+            run.metadata.uid = Some("0f9c2a4e-1b2c-4d5e-8f90-123456789abc".into());
+            let maps: Vec<ConfigMap> = maps
+                .iter()
+                .map(|m| ConfigMap {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(m.to_string()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                })
+                .collect();
+            let job = job(&run, &runner, &maps, "pr-1234-connection", &creds, "shop");
+            let rendered = json!({"job": pod_job::manifest(&job.pod)});
+            assert_rendered(&format!("runner-job-{name}"), rendered);
+        }
     }
 
     #[test]

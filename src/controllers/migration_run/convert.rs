@@ -1,104 +1,19 @@
-//! The runner's terms ↔ the MigrationRun API's: specs become run options, outcomes become status.
-//! The runner (`engines::Migrate`, in the terms of `engines::migrate` and `domain::migrations`) knows no Kubernetes type; this is where the two meet.
+//! What the runner reports that the MigrationRun status says differently: counts as `i64` (the
+//! runner counts in `usize`) and an import as `ImportedLedger` (the tool's name and table as
+//! strings). The enums, lint rules and records are the same types on both sides
+//! (`domain::migrations`, re-exported by `api::migration_run`).
 
 use crate::{
     api::migration_run as api,
     domain::migrations::{self as run, adopt},
 };
 
-impl From<api::Direction> for run::Direction {
-    fn from(d: api::Direction) -> Self {
-        match d {
-            api::Direction::Up => Self::Up,
-            api::Direction::Down => Self::Down,
-        }
-    }
-}
-
-impl From<api::LintMode> for run::LintMode {
-    fn from(m: api::LintMode) -> Self {
-        match m {
-            api::LintMode::Enforce => Self::Enforce,
-            api::LintMode::Warn => Self::Warn,
-            api::LintMode::Off => Self::Off,
-        }
-    }
-}
-
-impl From<api::OnFailure> for run::OnFailure {
-    fn from(f: api::OnFailure) -> Self {
-        match f {
-            api::OnFailure::Rollback => Self::Rollback,
-            api::OnFailure::Halt => Self::Halt,
-        }
-    }
-}
-
-impl From<run::MigrationPhase> for api::MigrationPhase {
-    fn from(p: run::MigrationPhase) -> Self {
-        match p {
-            run::MigrationPhase::Pending => Self::Pending,
-            run::MigrationPhase::Running => Self::Running,
-            run::MigrationPhase::Succeeded => Self::Succeeded,
-            run::MigrationPhase::Failed => Self::Failed,
-            run::MigrationPhase::RolledBack => Self::RolledBack,
-        }
-    }
-}
-
-impl From<run::MigrationRecord> for api::MigrationRecord {
-    fn from(r: run::MigrationRecord) -> Self {
-        Self {
-            version: r.version.clone(),
-            name: r.name,
-            checksum: r.checksum,
-            duration_ms: r.duration_ms,
-        }
-    }
-}
-
-impl From<run::LintFinding> for api::LintFinding {
-    fn from(f: run::LintFinding) -> Self {
-        Self {
-            file: f.file,
-            line: f.line,
-            rule: f.rule,
-            message: f.message,
-            severity: f.severity.into(),
-        }
-    }
-}
-
-impl From<run::Severity> for api::LintSeverity {
-    fn from(s: run::Severity) -> Self {
-        match s {
-            run::Severity::Error => Self::Error,
-            run::Severity::Warning => Self::Warning,
-        }
-    }
-}
-
 impl From<run::LintCount> for api::LintCount {
     fn from(c: run::LintCount) -> Self {
         Self {
             rule: c.rule,
-            severity: c.severity.into(),
-            count: i64::try_from(c.count).unwrap_or(i64::MAX),
-        }
-    }
-}
-
-impl From<api::AdoptFrom> for adopt::AdoptFrom {
-    fn from(a: api::AdoptFrom) -> Self {
-        use adopt::Tool;
-        match a {
-            api::AdoptFrom::Auto => Self::Auto,
-            api::AdoptFrom::None => Self::None,
-            api::AdoptFrom::Sqlx => Self::Tool(Tool::Sqlx),
-            api::AdoptFrom::GolangMigrate => Self::Tool(Tool::GolangMigrate),
-            api::AdoptFrom::Dbmate => Self::Tool(Tool::Dbmate),
-            api::AdoptFrom::Diesel => Self::Tool(Tool::Diesel),
-            api::AdoptFrom::Flyway => Self::Tool(Tool::Flyway),
+            severity: c.severity,
+            count: count(c.count),
         }
     }
 }
@@ -108,74 +23,20 @@ impl From<adopt::Imported> for api::ImportedLedger {
         Self {
             from: i.tool.map_or("baseline", |t| t.name()).to_string(),
             table: i.tool.map(|t| t.table().to_string()),
-            count: i64::try_from(i.count).unwrap_or(i64::MAX),
+            count: count(i.count),
             newest_version: i.newest,
         }
     }
 }
 
-impl From<api::LintRules> for run::LintRules {
-    fn from(r: api::LintRules) -> Self {
-        Self {
-            exclude: r.exclude,
-            warn: r.warn,
-            error: r.error,
-        }
-    }
-}
-
-impl From<run::MigrationFailure> for api::MigrationFailure {
-    fn from(f: run::MigrationFailure) -> Self {
-        Self {
-            version: f.version.clone(),
-            file: f.file,
-            statement: f.statement,
-            line: f.line,
-            position: f.position,
-            sql_state: f.sql_state,
-            error: f.error,
-        }
-    }
-}
-
-impl From<api::MigrationRecord> for run::MigrationRecord {
-    fn from(r: api::MigrationRecord) -> Self {
-        Self {
-            version: r.version.clone(),
-            name: r.name,
-            checksum: r.checksum,
-            duration_ms: r.duration_ms,
-        }
-    }
-}
-
-impl From<api::MigrationFailure> for run::MigrationFailure {
-    fn from(f: api::MigrationFailure) -> Self {
-        Self {
-            version: f.version.clone(),
-            file: f.file,
-            statement: f.statement,
-            line: f.line,
-            position: f.position,
-            sql_state: f.sql_state,
-            error: f.error,
-        }
-    }
-}
-
-/// Converts a list (`Vec<run::X>` → `Vec<api::X>`).
-pub fn all<A, B: From<A>>(items: Vec<A>) -> Vec<B> {
-    items.into_iter().map(B::from).collect()
+/// A count for status (a count past `i64::MAX` says `i64::MAX`).
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_runner_keeps_as_many_findings_as_the_status_documents() {
-        assert_eq!(run::MAX_LINT_FINDINGS, api::MAX_LINT_FINDINGS);
-    }
 
     #[test]
     fn the_api_lists_every_rule_squawk_knows() {
@@ -190,27 +51,28 @@ mod tests {
     }
 
     #[test]
-    fn every_variant_maps() {
-        for (a, r) in [
-            (api::Direction::Up, run::Direction::Up),
-            (api::Direction::Down, run::Direction::Down),
-        ] {
-            assert_eq!(run::Direction::from(a), r);
-        }
-        assert_eq!(run::LintMode::from(api::LintMode::Off), run::LintMode::Off);
-        assert_eq!(
-            api::MigrationPhase::from(run::MigrationPhase::RolledBack),
-            api::MigrationPhase::RolledBack
-        );
-        let f = api::MigrationFailure::from(run::MigrationFailure {
-            version: Some(run::Version::whole(3).unwrap()),
-            sql_state: Some("42P01".into()),
-            error: "x".into(),
-            ..Default::default()
+    fn counts_and_imports_read_as_status_says_them() {
+        let c = api::LintCount::from(run::LintCount {
+            rule: "ban-drop-table".into(),
+            severity: run::Severity::Warning,
+            count: 3,
+        });
+        assert_eq!((c.count, c.severity), (3, api::LintSeverity::Warning));
+        let i = api::ImportedLedger::from(adopt::Imported {
+            tool: Some(adopt::Tool::Flyway),
+            count: 2,
+            newest: Some(run::Version::whole(7).unwrap()),
         });
         assert_eq!(
-            (f.version.and_then(|v| v.as_whole()), f.sql_state.as_deref()),
-            (Some(3), Some("42P01"))
+            (i.from.as_str(), i.table.as_deref(), i.count),
+            ("Flyway", Some("flyway_schema_history"), 2)
         );
+        let baseline = api::ImportedLedger::from(adopt::Imported {
+            tool: None,
+            count: 1,
+            newest: None,
+        });
+        assert_eq!((baseline.from.as_str(), baseline.table), ("baseline", None));
+        assert_eq!(count(usize::MAX), i64::MAX);
     }
 }

@@ -225,10 +225,7 @@ impl StatusHooks {
         } else {
             Verdict::Stalled { reason, message }
         };
-        match self
-            .write(&verdict, &state, phase.into(), WRITE_ATTEMPTS)
-            .await
-        {
+        match self.write(&verdict, &state, phase, WRITE_ATTEMPTS).await {
             Ok(()) => true,
             Err(e) => {
                 warn!(name = %self.name, error = %e, "could not write the final status; the run will be resumed to re-establish it");

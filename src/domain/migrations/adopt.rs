@@ -2,6 +2,9 @@
 //! imports ([`Tool`]), where a run takes its applied migrations from ([`AdoptFrom`]) and what it
 //! imported ([`Imported`]). Reading a ledger is the engine's (`engines::postgres::migrate::adopt`).
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use super::model::Version;
 
 /// A tool whose ledger Lifeboat reads.
@@ -45,16 +48,43 @@ impl Tool {
     }
 }
 
-/// Where a run takes the applied migrations of a database Lifeboat has not migrated before.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// Whose ledger a run imports on a database Lifeboat has not migrated before.
+// The wire form of `MigrationRunSpec.adoptFrom`, one word per choice; `tool()` says which tool a word
+// names.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum AdoptFrom {
-    /// The one other tool's ledger found in schema `public`, if any (two found: refused).
+    // The one other tool's ledger found, if any.
     #[default]
     Auto,
-    /// Never import; apply from zero (or from `baselineVersion`).
+    // Never import.
     None,
-    /// This tool's ledger, which must exist.
-    Tool(Tool),
+    // sqlx's `_sqlx_migrations`.
+    Sqlx,
+    // golang-migrate's `schema_migrations` (version, dirty).
+    GolangMigrate,
+    // dbmate's `schema_migrations` (version).
+    Dbmate,
+    // diesel's `__diesel_schema_migrations`.
+    Diesel,
+    // Flyway's `flyway_schema_history`.
+    Flyway,
+}
+
+impl AdoptFrom {
+    /// The tool whose ledger, which must exist, is imported; `None` for `Auto` (the one other
+    /// tool's ledger found in schema `public`, if any; two found: refused) and `None` (never import;
+    /// apply from zero or from `baselineVersion`).
+    pub fn tool(self) -> Option<Tool> {
+        match self {
+            AdoptFrom::Auto | AdoptFrom::None => None,
+            AdoptFrom::Sqlx => Some(Tool::Sqlx),
+            AdoptFrom::GolangMigrate => Some(Tool::GolangMigrate),
+            AdoptFrom::Dbmate => Some(Tool::Dbmate),
+            AdoptFrom::Diesel => Some(Tool::Diesel),
+            AdoptFrom::Flyway => Some(Tool::Flyway),
+        }
+    }
 }
 
 /// What was imported, for status and the message.

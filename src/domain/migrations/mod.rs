@@ -8,7 +8,8 @@ pub mod plan;
 pub mod source;
 
 pub use model::{
-    Direction, LedgerRow, LintCount, LintFinding, LintMode, LintRules, MAX_LINT_FINDINGS,
-    MigrationFailure, MigrationPhase, MigrationRecord, OnFailure, Records, Severity, Version,
+    Direction, LINT_RULE_NAMES, LedgerRow, LintCount, LintFinding, LintMode, LintRules,
+    MAX_LINT_FINDINGS, MigrationFailure, MigrationPhase, MigrationRecord, OnFailure, Records,
+    Severity, Version,
 };
 pub use source::{Migration, RawFile, SourceErrors};

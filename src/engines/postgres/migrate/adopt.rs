@@ -367,15 +367,15 @@ pub async fn prepare(
     from: AdoptFrom,
     baseline: Option<&Version>,
 ) -> Result<Option<(Imported, Vec<LedgerRow>)>, AdoptError> {
-    let tool = match from {
-        AdoptFrom::None => None,
-        AdoptFrom::Tool(t) => {
+    let tool = match from.tool() {
+        Some(t) => {
             if !detect(conn).await?.contains(&t) {
                 return Err(AdoptError::NotFound { tool: t });
             }
             Some(t)
         }
-        AdoptFrom::Auto => {
+        None if from == AdoptFrom::None => None,
+        None => {
             let found = detect(conn).await?;
             match found.as_slice() {
                 [] => None,

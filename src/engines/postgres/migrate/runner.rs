@@ -245,8 +245,7 @@ impl<'a> Run<'a> {
         };
         // Automatic import only where Lifeboat never was (no ledger table: an emptied ledger is one a
         // run reverted, and must not be refilled from the old tool's table); asked for, on any empty one.
-        let asked = matches!(self.opts.adopt, adopt::AdoptFrom::Tool(_))
-            || self.opts.baseline_version.is_some();
+        let asked = self.opts.adopt.tool().is_some() || self.opts.baseline_version.is_some();
         let fresh = ledger.is_empty()
             && (asked
                 || match ledger::exists(conn).await {
