@@ -932,7 +932,7 @@ async fn redis_cli_in_pod(client: &Client, ns: &str, env: &str, name: &str, args
 /// with the connection Secret; the key survives the pod's deletion.
 #[tokio::test]
 async fn a_redis_dev_instance_keeps_its_keys_through_a_pod_deletion() {
-    let _platform = require_platform!();
+    let platform = require_platform!();
     let Some(image) = node() else { return };
     let client = support::client().await;
     support::install_crds(&client).await;
@@ -1012,6 +1012,61 @@ async fn a_redis_dev_instance_keeps_its_keys_through_a_pod_deletion() {
         "kept-through-restarts",
         "the key outlived its pod"
     );
+
+    // Its backup is an RDB snapshot, read from the pod over the replication protocol by the
+    // operator's pod and stored in S3 (both through the node's forwarders).
+    let s3 = &platform.s3;
+    let s3_endpoint =
+        std::env::var("LIFEBOAT_S3_NODE_ENDPOINT").expect("LIFEBOAT_S3_NODE_ENDPOINT");
+    support::apply_json(
+        &client,
+        &app.name,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"},
+            "stringData": {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}
+        }),
+    )
+    .await
+    .unwrap();
+    support::apply_json(&client, &app.name, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "nightly"},
+        "spec": {"environmentRef": {"name": "cache"}, "schedule": "0 0 1 1 *", "trigger": "now",
+                 "destination": {"s3": {"bucket": s3.bucket, "endpoint": s3_endpoint, "region": s3.region,
+                                        "forcePathStyle": true, "credentialsSecretRef": {"name": "s3"}}}}
+    }))
+    .await
+    .unwrap();
+    let schedules: Api<BackupSchedule> = Api::namespaced(client.clone(), &app.name);
+    let schedule = support::wait_for(&schedules, "nightly", "a backup", WAIT, |s| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.recent_backups.first())
+            .is_some_and(|r| r.phase != BackupPhase::Running)
+    })
+    .await;
+    let backup = schedule.status.unwrap().recent_backups[0].clone();
+    assert_eq!(backup.phase, BackupPhase::Succeeded, "{backup:#?}");
+    let manifest = {
+        use object_store::ObjectStoreExt;
+        let path = object_store::path::Path::from(format!(
+            "{}/nightly/{}/manifest.json",
+            app.name, backup.id
+        ));
+        let body = s3.store(&s3.secret_key).get(&path).await.unwrap();
+        lifeboat::domain::manifest::Manifest::parse(&body.bytes().await.unwrap()).unwrap()
+    };
+    assert_eq!(manifest.dump.format, "redis-rdb", "{manifest:#?}");
+    assert!(
+        manifest
+            .tables
+            .iter()
+            .any(|t| t.schema == "db0" && t.name == "string" && t.rows >= 1),
+        "{manifest:#?}"
+    );
+    schedules
+        .delete("nightly", &DeleteParams::default())
+        .await
+        .unwrap();
 
     envs.delete("cache", &DeleteParams::default())
         .await
