@@ -28,6 +28,33 @@ fn s3() -> Value {
 fn invalid_manifests() -> Vec<(&'static str, Value, &'static str)> {
     vec![
         (
+            "bucket name S3 would refuse",
+            schedule(
+                "bad-bucket",
+                json!({"environmentRef": {"name": "e"}, "schedule": "0 0 * * *",
+                       "destination": {"s3": {"bucket": "My_Backups", "credentialsSecretRef": {"name": "s3"}}}}),
+            ),
+            "bucket must be a valid S3 bucket name",
+        ),
+        (
+            "bucket name with two dots",
+            schedule(
+                "dots-bucket",
+                json!({"environmentRef": {"name": "e"}, "schedule": "0 0 * * *",
+                       "destination": {"s3": {"bucket": "my..backups", "credentialsSecretRef": {"name": "s3"}}}}),
+            ),
+            "bucket must be a valid S3 bucket name",
+        ),
+        (
+            "bucket name that is an IP address",
+            schedule(
+                "ip-bucket",
+                json!({"environmentRef": {"name": "e"}, "schedule": "0 0 * * *",
+                       "destination": {"s3": {"bucket": "192.168.1.1", "credentialsSecretRef": {"name": "s3"}}}}),
+            ),
+            "bucket must be a valid S3 bucket name",
+        ),
+        (
             "no provisioning source",
             env("no-source", json!({"tier": "dev"})),
             "set exactly one of spec.server, spec.instance or spec.external",

@@ -199,7 +199,9 @@ async fn failures_store_nothing_and_say_why() {
     b.environment("shop", json!({"healthCheck": {"periodSeconds": 3600}}))
         .await;
 
-    // Wrong S3 credentials.
+    // Wrong S3 credentials: the destination is checked when the schedule is applied, so the schedule
+    // is not Ready within seconds, saying why, and never starts a backup.
+    let applied = std::time::Instant::now();
     b.schedule(
         "denied",
         "shop",
@@ -209,25 +211,59 @@ async fn failures_store_nothing_and_say_why() {
         "credentialsSecretRef": {"name": "s3-wrong"}}}}),
     )
     .await;
-    let record = b.finished("denied", BackupPhase::Failed).await;
-    assert_eq!(
-        record.reason.as_deref(),
-        Some("StorageAccessDenied"),
-        "{record:#?}"
+    let message = support::eventually(
+        "Ready=False with DestinationUnavailable",
+        Duration::from_secs(30),
+        || async {
+            let (ready, reason, message) = b.condition("denied", "Ready").await;
+            (ready == "False" && reason == "DestinationUnavailable").then_some(message)
+        },
+    )
+    .await;
+    println!(
+        "not Ready after {:.1}s: {message}",
+        applied.elapsed().as_secs_f64()
     );
-    let (failing, reason, message) = b.condition("denied", "BackupFailing").await;
-    assert_eq!(
-        (failing.as_str(), reason.as_str()),
-        ("True", "StorageAccessDenied"),
-        "{message}"
+    assert!(
+        message.contains(&format!("s3://{}/", b.fx.platform.s3.bucket)),
+        "names the destination: {message}"
     );
+    assert!(message.contains("S3 answered"), "S3's answer: {message}");
     assert!(
         !message.contains("not-the-key"),
         "no secret in status: {message}"
     );
-    let (ready, _, _) = b.condition("denied", "Ready").await;
-    assert_eq!(ready, "False");
+    let status = b
+        .schedules
+        .get("denied")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert!(status.recent_backups.is_empty(), "{status:#?}");
+    assert!(status.destination_check.is_none(), "{status:#?}");
     assert!(b.objects("denied").await.is_empty());
+    // With the right credentials, the check passes and the backup runs.
+    b.schedules
+        .patch(
+            "denied",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"destination": {"s3": {"credentialsSecretRef": {"name": "s3"}}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    b.finished("denied", BackupPhase::Succeeded).await;
+    let checked = b.schedules.get("denied").await.unwrap().status.unwrap();
+    assert!(checked.destination_check.is_some(), "{checked:#?}");
+    assert!(
+        !b.objects("denied")
+            .await
+            .iter()
+            .any(|o| o.contains(".lifeboat-destination-check")),
+        "the probe object is deleted"
+    );
 
     // The database does not answer: the connection Secret points at a closed port.
     let secrets: Api<Secret> = Api::namespaced(b.fx.client.clone(), &b.fx.ns.name);

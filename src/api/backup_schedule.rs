@@ -153,8 +153,10 @@ pub struct BackupDestination {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Destination {
-    /// Bucket name.
+    /// Bucket name, by S3's naming rules: 3-63 characters of lowercase letters, digits, dots and
+    /// hyphens, starting and ending with a letter or digit, no two dots in a row, not an IP address.
     #[schemars(length(min = 3, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]*[a-z0-9]$') && !self.contains('..') && !self.matches('^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$')").message("bucket must be a valid S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit, no '..', not an IP address"))]
     pub bucket: String,
     /// Key prefix for this schedule's backups, e.g. `shop/production`. Default: `<namespace>/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -287,6 +289,21 @@ pub struct BackupScheduleStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_RECENT_BACKUPS))]
     pub recent_backups: Vec<BackupRecord>,
+    /// The newest check that the destination is usable (an object written, read back and deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_check: Option<DestinationCheck>,
+}
+
+/// A passed check of the destination.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationCheck {
+    /// When the check passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
+    /// What was checked: a hash of the destination's settings and of its credentials Secret's
+    /// version (no secret material); a change checks again.
+    pub fingerprint: String,
 }
 impl_conditioned_status!(BackupScheduleStatus);
 

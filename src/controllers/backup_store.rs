@@ -11,6 +11,14 @@ use crate::{
 
 /// The store of `schedule`'s destination (prefix default `<namespace>/<schedule name>`).
 pub async fn for_schedule(ctx: &Context, schedule: &BackupSchedule) -> Result<BackupStore, Error> {
+    Ok(with_secret_version(ctx, schedule).await?.0)
+}
+
+/// The store of `schedule`'s destination and the `resourceVersion` of its credentials Secret.
+pub async fn with_secret_version(
+    ctx: &Context,
+    schedule: &BackupSchedule,
+) -> Result<(BackupStore, String), Error> {
     let ns = schedule.namespace().unwrap_or_default();
     let Some(s3) = &schedule.spec.destination.s3 else {
         return Err(Error::InvalidSpec {
@@ -42,10 +50,11 @@ pub async fn for_schedule(ctx: &Context, schedule: &BackupSchedule) -> Result<Ba
         .prefix
         .clone()
         .unwrap_or_else(|| format!("{ns}/{}", schedule.name_any()));
-    BackupStore::s3(&config, &prefix).map_err(|e| Error::InvalidSpec {
+    let store = BackupStore::s3(&config, &prefix).map_err(|e| Error::InvalidSpec {
         reason: e.reason(),
         message: e.to_string(),
-    })
+    })?;
+    Ok((store, secret.resource_version().unwrap_or_default()))
 }
 
 /// The backup a new environment's `spec.restore` names (or the newest of its schedule) with its

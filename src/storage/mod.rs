@@ -278,6 +278,33 @@ impl BackupStore {
         Ok(r.into_stream().map_err(std::io::Error::other).boxed())
     }
 
+    /// Proves the destination usable, as Velero checks a BackupStorageLocation: a small object
+    /// `<prefix>/<name>` is written, read back (it must hold what was written) and deleted. The object
+    /// sits beside the backup folders, never inside one, so no listing takes it for a backup.
+    pub async fn probe(&self, name: &str) -> Result<(), StorageError> {
+        let path = self.prefix.clone().join(name);
+        let body = format!("lifeboat destination check {}\n", Utc::now().to_rfc3339()).into_bytes();
+        self.put(&path, body.clone()).await?;
+        match self.get(&path).await? {
+            Some(read) if read.as_ref() == body.as_slice() => {}
+            other => {
+                return Err(StorageError::Config {
+                    detail: format!(
+                        "{path} was written but read back {} (the store does not keep what it is given)",
+                        match other {
+                            None => "as missing".to_string(),
+                            Some(b) => format!("as {} other bytes", b.len()),
+                        }
+                    ),
+                });
+            }
+        }
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.request("deleting", &path, e)),
+        }
+    }
+
     /// Every backup folder under the prefix (one listing, paginated by the store).
     pub async fn list(&self) -> Result<Vec<Listed>, StorageError> {
         let mut folders: std::collections::BTreeMap<String, Listed> = Default::default();

@@ -7,6 +7,7 @@
 //! task and a MigrationRun's pre-migration backup (`taker.rs`) never overwrite each other's records.
 
 mod archive;
+pub mod destination;
 pub mod pipeline;
 pub mod plan;
 pub mod prune;
@@ -124,6 +125,14 @@ async fn reconcile(cached: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Act
             return Ok(Action::await_change());
         };
         match resolve(&schedule, &ctx).await {
+            Ok(Resolved {
+                destination_check: Some(check),
+                ..
+            }) => {
+                // Recorded first; the next reconcile acts on the fresh object (a check is not due).
+                write(&ctx, &schedule, |s| s.destination_check = Some(check)).await?;
+                Ok(Action::requeue(Duration::from_millis(200)))
+            }
             Ok(resolved) => act(&schedule, &ctx, resolved).await,
             Err(e) => {
                 let verdict = status::verdict_for(&e);
@@ -137,6 +146,8 @@ async fn reconcile(cached: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Act
 
 /// What the reconcile read and checked.
 pub struct Resolved {
+    /// A check of the destination that passed now, to record (`None`: none was due).
+    pub destination_check: Option<crate::api::backup_schedule::DestinationCheck>,
     pub parsed: super::schedule::Schedule,
     pub store: BackupStore,
     pub environment: DatabaseEnvironment,
@@ -158,8 +169,10 @@ pub async fn resolve(schedule: &BackupSchedule, ctx: &Context) -> Result<Resolve
     )
     .await?;
     super::engine::require(environment.spec.engine, crate::engines::Capability::Backup)?;
-    let store = super::backup_store::for_schedule(ctx, schedule).await?;
+    let (store, secret_version) = super::backup_store::with_secret_version(ctx, schedule).await?;
+    let destination_check = destination::ensure(schedule, &store, &secret_version).await?;
     Ok(Resolved {
+        destination_check,
         parsed,
         store,
         environment,
