@@ -132,6 +132,38 @@ pub struct BackupScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub trigger: Option<String>,
+
+    /// Continuous WAL archiving for point-in-time recovery (PostgreSQL; an `external` environment in
+    /// this release): every WAL segment is streamed into `<prefix>/wal/`, and each scheduled backup
+    /// also takes a base backup. See docs/pitr.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<WalArchiving>,
+}
+
+/// Continuous WAL archiving.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WalArchiving {
+    /// Stream the server's WAL into the destination. Default false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The longest a written transaction waits before its WAL segment is closed and archived (the
+    /// RPO the archive aims at), in whole seconds from `5s` to `60s`. Default `60s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_DURATION_LENGTH))]
+    #[x_kube(validation = Rule::new("self.matches('^([5-9]|[1-5][0-9]|60)s$')").message("archiveTimeout must be whole seconds from 5s to 60s, e.g. 60s"))]
+    pub archive_timeout: Option<String>,
+}
+
+impl WalArchiving {
+    /// `archiveTimeout`, 60 s when unset or unreadable (the API server checked it).
+    pub fn timeout(&self) -> std::time::Duration {
+        self.archive_timeout
+            .as_deref()
+            .and_then(|d| d.parse::<kube::core::Duration>().ok())
+            .map(Into::into)
+            .unwrap_or(std::time::Duration::from_secs(60))
+    }
 }
 
 fn default_true() -> bool {
@@ -292,6 +324,33 @@ pub struct BackupScheduleStatus {
     /// The newest check that the destination is usable (an object written, read back and deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_check: Option<DestinationCheck>,
+    /// Continuous WAL archiving, while `spec.wal.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<WalStatus>,
+}
+
+/// Where WAL archiving stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WalStatus {
+    /// The newest segment in the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_segment: Option<String>,
+    /// Every transaction committed before this time is in the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_wal_time: Option<Time>,
+    /// Seconds of written WAL not yet archived (0 when the server wrote nothing since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
+    /// The oldest point a restore can reach: the end of the oldest base backup whose WAL is archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recoverable_from: Option<Time>,
+    /// When this status was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Time>,
+    /// Why archiving stopped, while it is stopped (it starts again by itself, with backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 /// A passed check of the destination.

@@ -9,6 +9,7 @@ pub mod migrate;
 pub mod provision;
 pub mod restore;
 pub mod sql;
+pub mod wal;
 
 pub use engine::{MAINTENANCE_DATABASE, Postgres};
 
