@@ -30,7 +30,6 @@ use crate::{
         common::ConnectionSecretRef,
     },
     domain::{manifest::EnvironmentRef, schedule as slots},
-    engines::Tools,
     storage::BackupStore,
 };
 
@@ -50,25 +49,31 @@ const TASK_CHECK: Duration = Duration::from_secs(5);
 /// A due backup whose environment is not Ready yet is looked at again this often.
 const ENVIRONMENT_WAIT: Duration = Duration::from_secs(10);
 
-/// What the backup side of the operator keeps: one tracked task per schedule and the client tools.
+/// What the BackupSchedule controller keeps: the shared context and one tracked backup task per
+/// schedule. The operator makes one and hands it to this controller and to MigrationRun's backups
+/// (`taker.rs`), so a pre-migration backup runs as its schedule's task.
 pub struct Backups {
+    pub ctx: Arc<Context>,
     pub tasks: super::tasks::Tasks<()>,
-    pub tools: Tools,
-    /// Where restores from these backups spool a dump for parallel jobs.
-    pub spool: super::restore::Spool,
 }
 
 impl Backups {
-    pub fn new(tools: Tools, spool: super::restore::Spool) -> Self {
+    pub fn new(ctx: Arc<Context>) -> Self {
         Self {
+            ctx,
             tasks: Default::default(),
-            tools,
-            spool,
         }
+    }
+
+    /// Aborts every backup task (the operator stopping hard, as a dead process's).
+    pub fn abort_all(&self) {
+        self.tasks.abort_all();
     }
 }
 
-pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
+pub async fn controller(backups: Arc<Backups>, shutdown: super::Shutdown) {
+    let ctx = backups.ctx.clone();
+    let policy = error_policy::<BackupSchedule>(CONTROLLER);
     let schedules =
         super::watch::controller(&ctx.watched_api::<BackupSchedule>(), ctx.client.clone());
     let store = schedules.store();
@@ -78,7 +83,7 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
                 &ctx.watched_api::<DatabaseEnvironment>(),
                 ctx.client.clone(),
             ),
-            super::referencing(store, |s: &BackupSchedule| &s.spec.environment_ref.name),
+            super::watch::referencing(store, |s: &BackupSchedule| &s.spec.environment_ref.name),
         )
         // A drill that finishes moves `lastVerifiedRestore` and `Recoverable`.
         .watches_stream(
@@ -95,18 +100,21 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
             reconcile,
-            error_policy::<BackupSchedule>(CONTROLLER),
-            ctx.clone(),
+            move |schedule, error, backups: Arc<Backups>| {
+                policy(schedule, error, backups.ctx.clone())
+            },
+            backups.clone(),
         );
     drain(CONTROLLER, stream).await;
-    ctx.backups.tasks.abort_all();
+    backups.tasks.abort_all();
 }
 
-#[instrument(skip(cached, ctx), fields(namespace = cached.namespace().unwrap_or_default(), name = cached.name_any()))]
-async fn reconcile(cached: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip(cached, backups), fields(namespace = cached.namespace().unwrap_or_default(), name = cached.name_any()))]
+async fn reconcile(cached: Arc<BackupSchedule>, backups: Arc<Backups>) -> Result<Action, Error> {
+    let ctx = backups.ctx.clone();
     instrumented(CONTROLLER, cached.clone(), ctx.clone(), async move {
         let uid = cached.uid().unwrap_or_default();
-        if ctx.backups.tasks.is_running(&uid) {
+        if backups.tasks.is_running(&uid) {
             // The task writes the status when it ends, but a reconcile woken by that write can still
             // see the task finishing (retention runs after it): look again soon, not at RECHECK.
             return Ok(Action::requeue(TASK_CHECK));
@@ -124,7 +132,7 @@ async fn reconcile(cached: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Act
             return Ok(Action::await_change());
         };
         match resolve(&schedule, &ctx).await {
-            Ok(resolved) => act(&schedule, &ctx, resolved).await,
+            Ok(resolved) => act(&schedule, &backups, resolved).await,
             Err(e) => {
                 let verdict = status::verdict_for(&e);
                 status::write_checked(ctx.as_ref(), &schedule, &verdict, |_| {}).await?;
@@ -168,9 +176,10 @@ pub async fn resolve(schedule: &BackupSchedule, ctx: &Context) -> Result<Resolve
 
 async fn act(
     schedule: &BackupSchedule,
-    ctx: &Arc<Context>,
+    backups: &Backups,
     resolved: Resolved,
 ) -> Result<Action, Error> {
+    let ctx = &backups.ctx;
     let created = schedule
         .metadata
         .creation_timestamp
@@ -246,7 +255,7 @@ async fn act(
                 return Ok(Action::requeue(ENVIRONMENT_WAIT));
             }
             let job = job(ctx, schedule, &resolved, id, kind).await?;
-            run::start(ctx.clone(), schedule, job, run::Slot::Acquire, move |s| {
+            run::start(backups, schedule, job, run::Slot::Acquire, move |s| {
                 if let Some(slot) = slot {
                     s.last_schedule_time = Some(plan::to_time(slot));
                 }
@@ -305,7 +314,7 @@ pub async fn job(
         verify: schedule.spec.verify,
         checksums: schedule.spec.table_checks
             == crate::api::backup_schedule::TableChecks::Checksums,
-        tools: ctx.backups.tools.clone(),
+        tools: ctx.config.tools(),
         lock_wait: ctx.config.work_timeout(),
     })
 }

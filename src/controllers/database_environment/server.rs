@@ -233,13 +233,13 @@ async fn restore_once(
         .await
         .map_err(pg)?;
     let method = restore::restore_into(
-        &ctx.backups.tools,
+        &ctx.config.tools(),
         &store,
         &manifest,
         app,
         &target.database,
         source.jobs.unwrap_or(1).clamp(1, 8) as u32,
-        &ctx.backups.spool,
+        &ctx.config.spool,
     )
     .await
     .map_err(|e| {
