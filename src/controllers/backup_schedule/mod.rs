@@ -200,20 +200,7 @@ async fn act(
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::Missed { slot, late_seconds } => {
-            ctx.publish(
-                schedule,
-                EventType::Warning,
-                "Missed",
-                format!(
-                    "The backup due at {slot} was not taken: it is {late_seconds} s late, past startingDeadlineSeconds ({}).",
-                    schedule.spec.starting_deadline_seconds.unwrap_or_default()
-                ),
-            )
-            .await;
-            write(ctx, schedule, |s| {
-                s.last_schedule_time = Some(plan::to_time(slot));
-            })
-            .await?;
+            missed(schedule, ctx, slot, late_seconds).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::Wait { next: due } => {
@@ -235,39 +222,96 @@ async fn act(
             slot,
             trigger,
         } => {
-            if !conditions::is_ready(
-                resolved
-                    .environment
-                    .status
-                    .as_ref()
-                    .map(|s| s.conditions.as_slice())
-                    .unwrap_or_default(),
-                resolved.environment.metadata.generation,
-            ) {
-                let verdict = conditions::Verdict::Reconciling {
-                    reason: "EnvironmentNotReady",
-                    message: format!(
-                        "Backup {id} is due; waiting for DatabaseEnvironment {} to become Ready.",
-                        resolved.environment.name_any()
-                    ),
-                };
-                status::write_checked(ctx.as_ref(), schedule, &verdict, |_| {}).await?;
-                return Ok(Action::requeue(ENVIRONMENT_WAIT));
-            }
-            let job = job(ctx, schedule, &resolved, id, kind).await?;
-            run::start(backups, schedule, job, run::Slot::Acquire, move |s| {
-                if let Some(slot) = slot {
-                    s.last_schedule_time = Some(plan::to_time(slot));
-                }
-                if let Some(t) = trigger {
-                    s.last_handled_trigger = Some(t);
-                }
-                s.next_schedule_time = next.filter(|_| !schedule.spec.suspend).map(plan::to_time);
-            })
-            .await?;
-            Ok(Action::requeue(RECHECK))
+            let due = Due {
+                id,
+                kind,
+                slot,
+                trigger,
+                next,
+            };
+            run_due(schedule, backups, resolved, due).await
         }
     }
+}
+
+/// Records a slot missed past `startingDeadlineSeconds` as handled, with a warning event.
+async fn missed(
+    schedule: &BackupSchedule,
+    ctx: &Context,
+    slot: chrono::DateTime<Utc>,
+    late_seconds: u64,
+) -> Result<(), Error> {
+    ctx.publish(
+        schedule,
+        EventType::Warning,
+        "Missed",
+        format!(
+            "The backup due at {slot} was not taken: it is {late_seconds} s late, past startingDeadlineSeconds ({}).",
+            schedule.spec.starting_deadline_seconds.unwrap_or_default()
+        ),
+    )
+    .await;
+    write(ctx, schedule, |s| {
+        s.last_schedule_time = Some(plan::to_time(slot));
+    })
+    .await
+}
+
+/// A backup that is due ([`Step::Run`]) and the schedule's next slot after now.
+struct Due {
+    id: String,
+    kind: &'static str,
+    slot: Option<chrono::DateTime<Utc>>,
+    trigger: Option<String>,
+    next: Option<chrono::DateTime<Utc>>,
+}
+
+/// Starts the due backup once the environment is Ready (until then says so and looks again soon).
+async fn run_due(
+    schedule: &BackupSchedule,
+    backups: &Backups,
+    resolved: Resolved,
+    due: Due,
+) -> Result<Action, Error> {
+    let ctx = &backups.ctx;
+    let Due {
+        id,
+        kind,
+        slot,
+        trigger,
+        next,
+    } = due;
+    if !conditions::is_ready(
+        resolved
+            .environment
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default(),
+        resolved.environment.metadata.generation,
+    ) {
+        let verdict = conditions::Verdict::Reconciling {
+            reason: "EnvironmentNotReady",
+            message: format!(
+                "Backup {id} is due; waiting for DatabaseEnvironment {} to become Ready.",
+                resolved.environment.name_any()
+            ),
+        };
+        status::write_checked(ctx.as_ref(), schedule, &verdict, |_| {}).await?;
+        return Ok(Action::requeue(ENVIRONMENT_WAIT));
+    }
+    let job = job(ctx, schedule, &resolved, id, kind).await?;
+    run::start(backups, schedule, job, run::Slot::Acquire, move |s| {
+        if let Some(slot) = slot {
+            s.last_schedule_time = Some(plan::to_time(slot));
+        }
+        if let Some(t) = trigger {
+            s.last_handled_trigger = Some(t);
+        }
+        s.next_schedule_time = next.filter(|_| !schedule.spec.suspend).map(plan::to_time);
+    })
+    .await?;
+    Ok(Action::requeue(RECHECK))
 }
 
 /// Builds a backup job for the environment of `schedule`.

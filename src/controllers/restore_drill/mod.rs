@@ -281,29 +281,8 @@ async fn apply(cached: Arc<RestoreDrill>, state: &Drills) -> Result<Action, Erro
             return Err(e);
         }
     };
-    let created = drill
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(clock::to_chrono)
-        .unwrap_or_else(Utc::now);
     let now = Utc::now();
-    let current = drill.status.clone().unwrap_or_default();
-    // Status says a drill runs, but no task does here: the operator stopped during it. It runs again
-    // now (its first step drops what the interrupted run left), whatever the schedule says.
-    let interrupted = conditions::find(&current.conditions, conditions::RECONCILING)
-        .is_some_and(|c| c.status == "True" && c.reason == "DrillRunning");
-    let step = if interrupted {
-        Step::Run { slot: None }
-    } else {
-        plan::decide(
-            &current,
-            resolved.schedule.as_ref(),
-            drill.metadata.generation,
-            created,
-            now,
-        )
-    };
+    let step = next_step(&drill, resolved.schedule.as_ref(), now);
     let next = resolved
         .schedule
         .as_ref()
@@ -340,6 +319,30 @@ async fn apply(cached: Arc<RestoreDrill>, state: &Drills) -> Result<Action, Erro
             });
             Ok(Action::requeue(RECHECK))
         }
+    }
+}
+
+/// What the drill does now; called only when no task of it runs in this process.
+fn next_step(
+    drill: &RestoreDrill,
+    schedule: Option<&super::schedule::Schedule>,
+    now: chrono::DateTime<Utc>,
+) -> Step {
+    let created = drill
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(clock::to_chrono)
+        .unwrap_or_else(Utc::now);
+    let current = drill.status.clone().unwrap_or_default();
+    // Status says a drill runs, but no task does here: the operator stopped during it. It runs again
+    // now (its first step drops what the interrupted run left), whatever the schedule says.
+    let interrupted = conditions::find(&current.conditions, conditions::RECONCILING)
+        .is_some_and(|c| c.status == "True" && c.reason == "DrillRunning");
+    if interrupted {
+        Step::Run { slot: None }
+    } else {
+        plan::decide(&current, schedule, drill.metadata.generation, created, now)
     }
 }
 
