@@ -371,4 +371,18 @@ fn no_module_of_controllers_imports_one_that_imports_it() {
         }
     }
     assert!(both_ways.is_empty(), "{}", both_ways.join("\n"));
+    // Nor round a longer circle: every module is reached from itself by no path.
+    for start in graph.keys() {
+        let mut seen = BTreeSet::new();
+        let mut next: Vec<&String> = graph[start].iter().collect();
+        while let Some(m) = next.pop() {
+            assert_ne!(
+                m, start,
+                "{start} imports a module that leads back to it: {graph:?}"
+            );
+            if seen.insert(m) {
+                next.extend(graph.get(m).into_iter().flatten());
+            }
+        }
+    }
 }
