@@ -14,7 +14,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{
-    controllers::{self, Config, Context},
+    controllers::{
+        Config, Context, Shutdown, backup_schedule, database_environment, database_server,
+        migration_run, restore_drill,
+    },
     telemetry::{self, Metrics, Readiness},
 };
 
@@ -168,7 +171,7 @@ impl Operator {
         };
         let deadline = stop_or_lost();
         tokio::select! {
-            _ = controllers::run(ctx, stop_or_lost()) => {}
+            _ = run_controllers(ctx, stop_or_lost()) => {}
             // In-flight work gets a bounded time to finish; after it, it is dropped as in a crash
             // (connections close, PostgreSQL rolls back, the next leader resumes).
             _ = async { deadline.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
@@ -182,6 +185,89 @@ impl Operator {
 impl Default for Operator {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Runs the five controllers until `shutdown` resolves, then lets in-flight reconciles finish. Each
+/// kind's state is made here from the shared [`Context`]: the controllers own theirs, and BackupSchedule's
+/// is also handed to MigrationRun, whose pre-migration backups run as the schedule's tasks.
+pub async fn run_controllers(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    info!(namespace = ?ctx.config.watch_namespace, "starting controllers");
+    let environments = Arc::new(database_environment::Environments::new(ctx.clone()));
+    let backups = Arc::new(backup_schedule::Backups::new(ctx.clone()));
+    let drills = Arc::new(restore_drill::Drills::new(ctx.clone()));
+    // Long work holds its kind's state (and the Context), so dropping the controllers alone would not
+    // stop it: when this future is dropped (a hard stop) or ends, every job and backup and drill task
+    // is aborted, as a dead process's.
+    let _abort = AbortWork {
+        environments: environments.clone(),
+        backups: backups.clone(),
+        drills: drills.clone(),
+    };
+    let token = Shutdown::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.cancel();
+    });
+    let next = || token.clone();
+    // A controller that ends while nobody asked it to makes the process unhealthy (`/healthz`).
+    let watched = |name: &'static str, controller: futures::future::BoxFuture<'static, ()>| {
+        let (ctx, stopping) = (ctx.clone(), token.clone());
+        async move {
+            controller.await;
+            if !stopping.is_cancelled() {
+                tracing::error!(controller = name, "controller stopped unexpectedly");
+                *ctx.metrics.broken.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(format!("controller {name} stopped unexpectedly"));
+            }
+        }
+        .boxed()
+    };
+    let taker = Arc::new(backup_schedule::taker::ScheduleBackups {
+        backups: backups.clone(),
+    });
+    let controllers = vec![
+        watched(
+            database_environment::CONTROLLER,
+            database_environment::controller(environments, next()).boxed(),
+        ),
+        watched(
+            migration_run::CONTROLLER,
+            migration_run::run_controller(ctx.clone(), next(), taker).boxed(),
+        ),
+        watched(
+            backup_schedule::CONTROLLER,
+            backup_schedule::controller(backups, next()).boxed(),
+        ),
+        watched(
+            restore_drill::CONTROLLER,
+            restore_drill::controller(drills, next()).boxed(),
+        ),
+        watched(
+            database_server::CONTROLLER,
+            database_server::controller(ctx.clone(), next()).boxed(),
+        ),
+    ];
+    futures::future::join_all(controllers).await;
+    info!("controllers stopped");
+}
+
+/// Aborts the long work of every controller when dropped.
+struct AbortWork {
+    environments: Arc<database_environment::Environments>,
+    backups: Arc<backup_schedule::Backups>,
+    drills: Arc<restore_drill::Drills>,
+}
+
+impl Drop for AbortWork {
+    fn drop(&mut self) {
+        self.environments.abort_all();
+        self.backups.abort_all();
+        self.drills.abort_all();
     }
 }
 

@@ -191,146 +191,153 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("lifeboat");
-        let reconciliations = Family::<ControllerLabels, Counter>::default();
-        let failures = Family::<FailureLabels, Counter>::default();
+        let mut metrics = Self::unregistered(Registry::with_prefix("lifeboat"));
+        // Registered in this order, which is the order of `/metrics`.
+        metrics.register_migrations();
+        metrics.register_backups_and_drills();
+        metrics.register_reconciles();
+        metrics.cache.register(&mut metrics.registry);
+        metrics
+    }
+}
+
+impl Metrics {
+    /// Every metric, none registered in `registry` yet.
+    fn unregistered(registry: Registry) -> Self {
         let reconcile_duration =
             Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
                 Histogram::new([
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
             });
-        let leader = Gauge::default();
-        let migration_runs = Family::<OutcomeLabels, Counter>::default();
         let migration_run_duration = Histogram::new([
             0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
         ]);
-        registry.register(
-            "migration_runs",
-            "Finished MigrationRun attempts by phase and reason",
-            migration_runs.clone(),
-        );
-        registry.register(
-            "migration_run_duration_seconds",
-            "Wall time of one MigrationRun attempt, from lock to result",
-            migration_run_duration.clone(),
-        );
-        let backups = Family::<OutcomeLabels, Counter>::default();
         let backup_duration = Histogram::new([
             1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
         ]);
-        let backup_bytes = Counter::default();
-        let backup_last_success = Family::<ScheduleLabels, Gauge>::default();
-        let backup_interval = Family::<ScheduleLabels, Gauge>::default();
-        let backup_failing = Family::<ScheduleLabels, Gauge>::default();
-        let backup_recoverable = Family::<ScheduleLabels, Gauge>::default();
-        let drills = Family::<OutcomeLabels, Counter>::default();
         let drill_rto = Histogram::new([
             1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0,
         ]);
         let drill_rpo = Histogram::new([
             60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0, 172800.0, 604800.0,
         ]);
-        registry.register(
-            "backup_recoverable",
-            "1 while a restore drill passed on the schedule's backups within its recoverableWithin",
-            backup_recoverable.clone(),
-        );
-        let drill_objectives_met = Family::<ScheduleLabels, Gauge>::default();
-        registry.register(
-            "restore_drill_objectives_met",
-            "1 when a RestoreDrill's last run met its objectives, 0 when it missed one",
-            drill_objectives_met.clone(),
-        );
-        registry.register(
-            "restore_drills",
-            "Finished restore drills by phase and reason",
-            drills.clone(),
-        );
-        registry.register(
-            "restore_drill_rto_seconds",
-            "Measured recovery time of passed restore drills",
-            drill_rto.clone(),
-        );
-        registry.register(
-            "restore_drill_rpo_seconds",
-            "Age of the restored backup when a drill started",
-            drill_rpo.clone(),
-        );
-        registry.register(
-            "backups",
-            "Finished backups by phase and reason",
-            backups.clone(),
-        );
-        registry.register(
-            "backup_duration_seconds",
-            "Wall time of one backup, from snapshot to manifest",
-            backup_duration.clone(),
-        );
-        registry.register(
-            "backup_stored_bytes",
-            "Bytes written to object storage by successful backups",
-            backup_bytes.clone(),
-        );
-        registry.register(
-            "backup_last_success_timestamp_seconds",
-            "Unix time the newest successful backup of a schedule finished",
-            backup_last_success.clone(),
-        );
-        registry.register(
-            "backup_schedule_interval_seconds",
-            "Seconds between two slots of a schedule",
-            backup_interval.clone(),
-        );
-        registry.register(
-            "backup_failing",
-            "1 while the newest backup of a schedule failed",
-            backup_failing.clone(),
-        );
-        registry.register(
-            "reconciliations",
-            "Reconcile calls by controller",
-            reconciliations.clone(),
-        );
-        registry.register(
-            "reconcile_failures",
-            "Failed reconciles by controller and reason",
-            failures.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time spent in one reconcile call",
-            reconcile_duration.clone(),
-        );
-        registry.register(
-            "leader",
-            "1 while this instance holds the leader Lease",
-            leader.clone(),
-        );
-        let cache = CacheMetrics::default();
-        cache.register(&mut registry);
         Self {
             registry,
-            reconciliations,
-            failures,
+            reconciliations: Family::default(),
+            failures: Family::default(),
             reconcile_duration,
-            leader,
-            migration_runs,
+            leader: Gauge::default(),
+            migration_runs: Family::default(),
             migration_run_duration,
-            backups,
+            backups: Family::default(),
             backup_duration,
-            backup_bytes,
-            backup_last_success,
-            backup_interval,
-            backup_failing,
-            backup_recoverable,
-            drills,
+            backup_bytes: Counter::default(),
+            backup_last_success: Family::default(),
+            backup_interval: Family::default(),
+            backup_failing: Family::default(),
+            backup_recoverable: Family::default(),
+            drills: Family::default(),
             drill_rto,
             drill_rpo,
-            drill_objectives_met,
-            cache,
+            drill_objectives_met: Family::default(),
+            cache: CacheMetrics::default(),
             broken: std::sync::Mutex::default(),
         }
+    }
+
+    fn register_migrations(&mut self) {
+        self.registry.register(
+            "migration_runs",
+            "Finished MigrationRun attempts by phase and reason",
+            self.migration_runs.clone(),
+        );
+        self.registry.register(
+            "migration_run_duration_seconds",
+            "Wall time of one MigrationRun attempt, from lock to result",
+            self.migration_run_duration.clone(),
+        );
+    }
+
+    fn register_backups_and_drills(&mut self) {
+        self.registry.register(
+            "backup_recoverable",
+            "1 while a restore drill passed on the schedule's backups within its recoverableWithin",
+            self.backup_recoverable.clone(),
+        );
+        self.registry.register(
+            "restore_drill_objectives_met",
+            "1 when a RestoreDrill's last run met its objectives, 0 when it missed one",
+            self.drill_objectives_met.clone(),
+        );
+        self.registry.register(
+            "restore_drills",
+            "Finished restore drills by phase and reason",
+            self.drills.clone(),
+        );
+        self.registry.register(
+            "restore_drill_rto_seconds",
+            "Measured recovery time of passed restore drills",
+            self.drill_rto.clone(),
+        );
+        self.registry.register(
+            "restore_drill_rpo_seconds",
+            "Age of the restored backup when a drill started",
+            self.drill_rpo.clone(),
+        );
+        self.registry.register(
+            "backups",
+            "Finished backups by phase and reason",
+            self.backups.clone(),
+        );
+        self.registry.register(
+            "backup_duration_seconds",
+            "Wall time of one backup, from snapshot to manifest",
+            self.backup_duration.clone(),
+        );
+        self.registry.register(
+            "backup_stored_bytes",
+            "Bytes written to object storage by successful backups",
+            self.backup_bytes.clone(),
+        );
+        self.registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time the newest successful backup of a schedule finished",
+            self.backup_last_success.clone(),
+        );
+        self.registry.register(
+            "backup_schedule_interval_seconds",
+            "Seconds between two slots of a schedule",
+            self.backup_interval.clone(),
+        );
+        self.registry.register(
+            "backup_failing",
+            "1 while the newest backup of a schedule failed",
+            self.backup_failing.clone(),
+        );
+    }
+
+    fn register_reconciles(&mut self) {
+        self.registry.register(
+            "reconciliations",
+            "Reconcile calls by controller",
+            self.reconciliations.clone(),
+        );
+        self.registry.register(
+            "reconcile_failures",
+            "Failed reconciles by controller and reason",
+            self.failures.clone(),
+        );
+        self.registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile call",
+            self.reconcile_duration.clone(),
+        );
+        self.registry.register(
+            "leader",
+            "1 while this instance holds the leader Lease",
+            self.leader.clone(),
+        );
     }
 }
 

@@ -269,3 +269,120 @@ fn the_migrate_capability_is_stated_without_an_engine() {
         assert!(!code.contains(what), "engines/migrate.rs names {what}");
     }
 }
+
+/// The top-level modules of `src/controllers/` (`mod` for `mod.rs` itself) that each of them names:
+/// through `super::…` (as many as lead back to `controllers`), `crate::controllers::…`, the items of a
+/// `super::{…}` group, and, in `mod.rs`, its own modules by name (`work::Slots`). `pub mod x;` lines,
+/// comments and `#[cfg(test)]` code are not imports.
+fn controller_imports() -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controllers");
+    let modules: BTreeSet<String> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_string()))
+        .filter(|m| m != "mod")
+        .collect();
+    let named_in = |text: &str, at: usize| -> Vec<String> {
+        let rest = &text[at..];
+        let items: Vec<&str> = if rest.starts_with('{') {
+            group_items(rest).collect()
+        } else {
+            vec![rest]
+        };
+        items
+            .into_iter()
+            .map(|item| {
+                let name: String = item
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if modules.contains(&name) {
+                    name
+                } else {
+                    "mod".to_string()
+                }
+            })
+            .collect()
+    };
+    let mut graph = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    for (file, text) in sources(&root) {
+        let rel = file.trim_start_matches("src/controllers/");
+        let parts: Vec<&str> = rel.split('/').collect();
+        let own = if rel == "mod.rs" {
+            "mod".to_string()
+        } else {
+            parts[0].trim_end_matches(".rs").to_string()
+        };
+        // How many `super::` lead from this file's module back to `controllers`.
+        let depth = parts.len() - usize::from(rel.ends_with("mod.rs"));
+        let code = &text[..text.find("#[cfg(test)]").unwrap_or(text.len())];
+        let code: String = code
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                !["//", "pub mod ", "mod "].iter().any(|p| l.starts_with(p))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut named = Vec::new();
+        for (at, _) in code.match_indices("crate::controllers::") {
+            named.extend(named_in(&code, at + "crate::controllers::".len()));
+        }
+        if depth > 0 {
+            let up = "super::".repeat(depth);
+            for (at, _) in code.match_indices(&up) {
+                let before_is_super = code[..at].ends_with("super::");
+                if !before_is_super && !code[at + up.len()..].starts_with("super::") {
+                    named.extend(named_in(&code, at + up.len()));
+                }
+            }
+        } else {
+            for m in &modules {
+                let path = format!("{m}::");
+                let named_here = code.match_indices(&path).any(|(at, _)| {
+                    !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                });
+                if named_here {
+                    named.push(m.clone());
+                }
+            }
+        }
+        let entry = graph.entry(own.clone()).or_default();
+        entry.extend(named.into_iter().filter(|m| *m != own));
+    }
+    graph
+}
+
+#[test]
+fn no_module_of_controllers_imports_one_that_imports_it() {
+    // `controllers/mod.rs` holds what every kind uses (Context, error_policy); each kind keeps its own
+    // state and `operator.rs` wires the kinds together, so the arrows inside `controllers/` run one way.
+    let graph = controller_imports();
+    assert!(
+        graph["database_environment"].contains("mod") && graph["mod"].contains("work"),
+        "the import reader sees `super::` and mod.rs's own paths: {graph:?}"
+    );
+    let mut both_ways = Vec::new();
+    for (a, named) in &graph {
+        for b in named {
+            if a < b && graph.get(b).is_some_and(|n| n.contains(a)) {
+                both_ways.push(format!("{a} <-> {b}"));
+            }
+        }
+    }
+    assert!(both_ways.is_empty(), "{}", both_ways.join("\n"));
+    // Nor round a longer circle: every module is reached from itself by no path.
+    for start in graph.keys() {
+        let mut seen = BTreeSet::new();
+        let mut next: Vec<&String> = graph[start].iter().collect();
+        while let Some(m) = next.pop() {
+            assert_ne!(
+                m, start,
+                "{start} imports a module that leads back to it: {graph:?}"
+            );
+            if seen.insert(m) {
+                next.extend(graph.get(m).into_iter().flatten());
+            }
+        }
+    }
+}

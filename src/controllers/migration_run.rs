@@ -71,7 +71,7 @@ pub async fn run_controller(
                 &ctx.watched_api::<DatabaseEnvironment>(),
                 ctx.client.clone(),
             ),
-            super::referencing(store.clone(), |r: &MigrationRun| {
+            super::watch::referencing(store.clone(), |r: &MigrationRun| {
                 &r.spec.environment_ref.name
             }),
         )
@@ -79,7 +79,7 @@ pub async fn run_controller(
         .watches(
             ctx.watched_api::<k8s_openapi::api::core::v1::ConfigMap>(),
             watcher_config(),
-            super::sourcing(store, |r: &MigrationRun| {
+            super::watch::sourcing(store, |r: &MigrationRun| {
                 let started = r
                     .status
                     .as_ref()

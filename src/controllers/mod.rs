@@ -28,21 +28,21 @@ pub mod work;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, Resource,
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
         watcher,
     },
 };
-use tracing::{info, warn};
+use tracing::warn;
 
 pub use error::Error;
 
 use crate::{
-    engines::{Dump, ENGINE},
+    engines::{Dump, ENGINE, Tools},
     telemetry::Metrics,
 };
 
@@ -76,13 +76,21 @@ impl Config {
     pub fn work_timeout(&self) -> std::time::Duration {
         self.work_timeout.unwrap_or(DEFAULT_WORK_TIMEOUT)
     }
+
+    /// The engine's client tools (`pg_dump`, `pg_restore`) from [`Config::pg_bin_dir`], for backups,
+    /// restores and drills.
+    pub fn tools(&self) -> Tools {
+        ENGINE.tools(self.pg_bin_dir.clone())
+    }
 }
 
 /// Default of `--work-timeout`: a provisioning job (clone, seed, migrations, health) that takes longer
 /// is stopped and reported.
 pub const DEFAULT_WORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
-/// Shared state of all controllers.
+/// What every controller uses. A kind's own state (its tasks or jobs) lives with the kind, in a struct
+/// holding this context (`database_environment::Environments`, `backup_schedule::Backups`,
+/// `restore_drill::Drills`, `migration_run::Runs`).
 pub struct Context {
     pub client: Client,
     pub config: Config,
@@ -90,12 +98,6 @@ pub struct Context {
     pub recorder: Recorder,
     /// Slots for long database work, shared by every controller.
     pub slots: work::Slots,
-    /// Provisioning jobs of DatabaseEnvironments.
-    pub environment_jobs: database_environment::Jobs,
-    /// Backup tasks of BackupSchedules and the client tools they run.
-    pub backups: backup_schedule::Backups,
-    /// Restore drill tasks.
-    pub drills: restore_drill::Drills,
     /// Consecutive failures per object, for exponential backoff; reset by a successful reconcile.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -110,12 +112,6 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             slots: work::Slots::new(config.work_limits),
-            environment_jobs: database_environment::Jobs::default(),
-            backups: backup_schedule::Backups::new(
-                ENGINE.tools(config.pg_bin_dir.clone()),
-                config.spool.clone(),
-            ),
-            drills: restore_drill::Drills::default(),
             config,
             metrics,
             failures: Mutex::default(),
@@ -142,7 +138,7 @@ impl Context {
         let event = Event {
             type_,
             reason: reason.to_string(),
-            note: Some(status::truncate(note.as_ref(), 1000)),
+            note: Some(truncate(note.as_ref(), 1000)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -226,74 +222,6 @@ pub fn watcher_config() -> watcher::Config {
 /// adding a controller needs no new channel.
 pub type Shutdown = tokio_util::sync::CancellationToken;
 
-/// Runs all five controllers until `shutdown` resolves, then lets in-flight reconciles finish.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 'static) {
-    info!(namespace = ?ctx.config.watch_namespace, "starting controllers");
-    // Long work holds the Context itself, so dropping the controllers alone would not stop it: when this
-    // future is dropped (a hard stop) or ends, every job and backup task is aborted, as a dead process's.
-    let _abort = AbortWork(ctx.clone());
-    let token = Shutdown::new();
-    let stop = token.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stop.cancel();
-    });
-    let next = || token.clone();
-    // A controller that ends while nobody asked it to makes the process unhealthy (`/healthz`).
-    let watched = |name: &'static str, controller: futures::future::BoxFuture<'static, ()>| {
-        let (ctx, stopping) = (ctx.clone(), token.clone());
-        async move {
-            controller.await;
-            if !stopping.is_cancelled() {
-                tracing::error!(controller = name, "controller stopped unexpectedly");
-                *ctx.metrics.broken.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(format!("controller {name} stopped unexpectedly"));
-            }
-        }
-        .boxed()
-    };
-    let controllers = vec![
-        watched(
-            database_environment::CONTROLLER,
-            database_environment::controller(ctx.clone(), next()).boxed(),
-        ),
-        watched(
-            migration_run::CONTROLLER,
-            migration_run::run_controller(
-                ctx.clone(),
-                next(),
-                Arc::new(backup_schedule::taker::ScheduleBackups { ctx: ctx.clone() }),
-            )
-            .boxed(),
-        ),
-        watched(
-            backup_schedule::CONTROLLER,
-            backup_schedule::controller(ctx.clone(), next()).boxed(),
-        ),
-        watched(
-            restore_drill::CONTROLLER,
-            restore_drill::controller(ctx.clone(), next()).boxed(),
-        ),
-        watched(
-            database_server::CONTROLLER,
-            database_server::controller(ctx.clone(), next()).boxed(),
-        ),
-    ];
-    futures::future::join_all(controllers).await;
-    info!("controllers stopped");
-}
-
-/// Aborts the long work of every controller when dropped.
-struct AbortWork(Arc<Context>);
-
-impl Drop for AbortWork {
-    fn drop(&mut self) {
-        self.0.environment_jobs.abort_all();
-        self.0.backups.tasks.abort_all();
-        self.0.drills.tasks.abort_all();
-    }
-}
-
 /// Logs each reconcile result of a controller stream at debug level.
 pub async fn drain<S, T, E>(controller: &'static str, stream: S)
 where
@@ -311,48 +239,15 @@ where
         .await;
 }
 
-/// A `Controller::watches` mapper: a change of a referenced object (an environment, a schedule) wakes the
-/// objects of kind `K` in its namespace whose spec names it (`referenced_name`).
-pub fn referencing<K, R>(
-    store: kube::runtime::reflector::Store<K>,
-    referenced_name: fn(&K) -> &str,
-) -> impl Fn(R) -> Vec<kube::runtime::reflector::ObjectRef<K>> + Send + Sync + 'static
-where
-    K: Resource<DynamicType = ()> + ResourceExt + Clone + Send + Sync + 'static,
-    R: ResourceExt,
-{
-    move |changed: R| {
-        let (ns, name) = (changed.namespace(), changed.name_any());
-        store
-            .state()
-            .into_iter()
-            .filter(|o| o.namespace() == ns && referenced_name(o) == name)
-            .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
-            .collect()
+/// `s` cut to at most `max` bytes at a character boundary, with `…` when cut (event notes, status
+/// messages).
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
     }
-}
-
-/// A `Controller::watches` mapper for ConfigMaps: a changed migration source wakes the objects of kind
-/// `K` in its namespace whose source (`source`: `None` when the object does not care now) includes it,
-/// so new migration files apply within seconds, not at the next health period.
-pub fn sourcing<K>(
-    store: kube::runtime::reflector::Store<K>,
-    source: fn(&K) -> Option<&crate::api::ConfigMapSource>,
-) -> impl Fn(k8s_openapi::api::core::v1::ConfigMap) -> Vec<kube::runtime::reflector::ObjectRef<K>>
-+ Send
-+ Sync
-+ 'static
-where
-    K: Resource<DynamicType = ()> + ResourceExt + Clone + Send + Sync + 'static,
-{
-    move |cm| {
-        let ns = cm.namespace();
-        store
-            .state()
-            .into_iter()
-            .filter(|o| o.namespace() == ns)
-            .filter(|o| source(o).is_some_and(|s| references::source_includes(s, &cm)))
-            .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
-            .collect()
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
+    format!("{}…", &s[..end])
 }

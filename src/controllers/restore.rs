@@ -493,7 +493,7 @@ pub fn recorded_checksums(manifest: &Manifest) -> bool {
 pub fn restore_matches(
     manifest: &Manifest,
     restored: &[TableStats],
-) -> Result<String, super::Error> {
+) -> Result<String, super::error::Error> {
     let checksums = recorded_checksums(manifest);
     let check = compare_tables(
         if checksums { "checksums" } else { "rowCounts" },
@@ -503,7 +503,7 @@ pub fn restore_matches(
     );
     let message = check.message.unwrap_or_default();
     if !check.passed {
-        return Err(super::Error::NeedsAttention {
+        return Err(super::error::Error::NeedsAttention {
             reason: "RestoreCheckFailed",
             message: format!(
                 "backup {} was restored but does not match its manifest ({message}); the next attempt restores it again",

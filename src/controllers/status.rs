@@ -121,17 +121,6 @@ where
     Ok(())
 }
 
-pub(super) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
 /// The verdict an error stands for: errors a person must fix are `Stalled`, the rest `Reconciling`.
 pub fn verdict_for(error: &Error) -> Verdict {
     if error.is_stalled() {
@@ -176,7 +165,7 @@ mod tests {
 
     #[test]
     fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate("ééé", 3), "é…");
-        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(super::super::truncate("ééé", 3), "é…");
+        assert_eq!(super::super::truncate("abc", 5), "abc");
     }
 }

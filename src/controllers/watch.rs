@@ -10,7 +10,7 @@ use std::fmt::Debug;
 
 use futures::{Stream, StreamExt};
 use kube::{
-    Api, Resource,
+    Api, Resource, ResourceExt,
     api::{ApiResource, DynamicObject},
     runtime::{
         Controller, WatchStreamExt,
@@ -105,6 +105,52 @@ where
         Event::InitApply(o) => parse(o).map(Event::InitApply),
         Event::Init => Some(Event::Init),
         Event::InitDone => Some(Event::InitDone),
+    }
+}
+
+/// A `Controller::watches` mapper: a change of a referenced object (an environment, a schedule) wakes the
+/// objects of kind `K` in its namespace whose spec names it (`referenced_name`).
+pub fn referencing<K, R>(
+    store: kube::runtime::reflector::Store<K>,
+    referenced_name: fn(&K) -> &str,
+) -> impl Fn(R) -> Vec<kube::runtime::reflector::ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + ResourceExt + Clone + Send + Sync + 'static,
+    R: ResourceExt,
+{
+    move |changed: R| {
+        let (ns, name) = (changed.namespace(), changed.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace() == ns && referenced_name(o) == name)
+            .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
+            .collect()
+    }
+}
+
+/// A `Controller::watches` mapper for ConfigMaps: a changed migration source wakes the objects of kind
+/// `K` in its namespace whose source (`source`: `None` when the object does not care now) includes it,
+/// so new migration files apply within seconds, not at the next health period.
+pub fn sourcing<K>(
+    store: kube::runtime::reflector::Store<K>,
+    source: fn(&K) -> Option<&crate::api::ConfigMapSource>,
+) -> impl Fn(k8s_openapi::api::core::v1::ConfigMap) -> Vec<kube::runtime::reflector::ObjectRef<K>>
++ Send
++ Sync
++ 'static
+where
+    K: Resource<DynamicType = ()> + ResourceExt + Clone + Send + Sync + 'static,
+{
+    move |cm| {
+        let ns = cm.namespace();
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace() == ns)
+            .filter(|o| source(o).is_some_and(|s| super::references::source_includes(s, &cm)))
+            .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
+            .collect()
     }
 }
 

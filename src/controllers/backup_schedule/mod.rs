@@ -31,7 +31,6 @@ use crate::{
         common::ConnectionSecretRef,
     },
     domain::{manifest::EnvironmentRef, schedule as slots},
-    engines::Tools,
     storage::BackupStore,
 };
 
@@ -51,25 +50,31 @@ const TASK_CHECK: Duration = Duration::from_secs(5);
 /// A due backup whose environment is not Ready yet is looked at again this often.
 const ENVIRONMENT_WAIT: Duration = Duration::from_secs(10);
 
-/// What the backup side of the operator keeps: one tracked task per schedule and the client tools.
+/// What the BackupSchedule controller keeps: the shared context and one tracked backup task per
+/// schedule. The operator makes one and hands it to this controller and to MigrationRun's backups
+/// (`taker.rs`), so a pre-migration backup runs as its schedule's task.
 pub struct Backups {
+    pub ctx: Arc<Context>,
     pub tasks: super::tasks::Tasks<()>,
-    pub tools: Tools,
-    /// Where restores from these backups spool a dump for parallel jobs.
-    pub spool: super::restore::Spool,
 }
 
 impl Backups {
-    pub fn new(tools: Tools, spool: super::restore::Spool) -> Self {
+    pub fn new(ctx: Arc<Context>) -> Self {
         Self {
+            ctx,
             tasks: Default::default(),
-            tools,
-            spool,
         }
+    }
+
+    /// Aborts every backup task (the operator stopping hard, as a dead process's).
+    pub fn abort_all(&self) {
+        self.tasks.abort_all();
     }
 }
 
-pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
+pub async fn controller(backups: Arc<Backups>, shutdown: super::Shutdown) {
+    let ctx = backups.ctx.clone();
+    let policy = error_policy::<BackupSchedule>(CONTROLLER);
     let schedules =
         super::watch::controller(&ctx.watched_api::<BackupSchedule>(), ctx.client.clone());
     let store = schedules.store();
@@ -79,7 +84,7 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
                 &ctx.watched_api::<DatabaseEnvironment>(),
                 ctx.client.clone(),
             ),
-            super::referencing(store, |s: &BackupSchedule| &s.spec.environment_ref.name),
+            super::watch::referencing(store, |s: &BackupSchedule| &s.spec.environment_ref.name),
         )
         // A drill that finishes moves `lastVerifiedRestore` and `Recoverable`.
         .watches_stream(
@@ -96,18 +101,21 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
             reconcile,
-            error_policy::<BackupSchedule>(CONTROLLER),
-            ctx.clone(),
+            move |schedule, error, backups: Arc<Backups>| {
+                policy(schedule, error, backups.ctx.clone())
+            },
+            backups.clone(),
         );
     drain(CONTROLLER, stream).await;
-    ctx.backups.tasks.abort_all();
+    backups.tasks.abort_all();
 }
 
-#[instrument(skip(cached, ctx), fields(namespace = cached.namespace().unwrap_or_default(), name = cached.name_any()))]
-async fn reconcile(cached: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip(cached, backups), fields(namespace = cached.namespace().unwrap_or_default(), name = cached.name_any()))]
+async fn reconcile(cached: Arc<BackupSchedule>, backups: Arc<Backups>) -> Result<Action, Error> {
+    let ctx = backups.ctx.clone();
     instrumented(CONTROLLER, cached.clone(), ctx.clone(), async move {
         let uid = cached.uid().unwrap_or_default();
-        if ctx.backups.tasks.is_running(&uid) {
+        if backups.tasks.is_running(&uid) {
             // The task writes the status when it ends, but a reconcile woken by that write can still
             // see the task finishing (retention runs after it): look again soon, not at RECHECK.
             return Ok(Action::requeue(TASK_CHECK));
@@ -133,7 +141,7 @@ async fn reconcile(cached: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Act
                 write(&ctx, &schedule, |s| s.destination_check = Some(check)).await?;
                 Ok(Action::requeue(Duration::from_millis(200)))
             }
-            Ok(resolved) => act(&schedule, &ctx, resolved).await,
+            Ok(resolved) => act(&schedule, &backups, resolved).await,
             Err(e) => {
                 let verdict = status::verdict_for(&e);
                 status::write_checked(ctx.as_ref(), &schedule, &verdict, |_| {}).await?;
@@ -181,9 +189,10 @@ pub async fn resolve(schedule: &BackupSchedule, ctx: &Context) -> Result<Resolve
 
 async fn act(
     schedule: &BackupSchedule,
-    ctx: &Arc<Context>,
+    backups: &Backups,
     resolved: Resolved,
 ) -> Result<Action, Error> {
+    let ctx = &backups.ctx;
     let created = schedule
         .metadata
         .creation_timestamp
@@ -204,20 +213,7 @@ async fn act(
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::Missed { slot, late_seconds } => {
-            ctx.publish(
-                schedule,
-                EventType::Warning,
-                "Missed",
-                format!(
-                    "The backup due at {slot} was not taken: it is {late_seconds} s late, past startingDeadlineSeconds ({}).",
-                    schedule.spec.starting_deadline_seconds.unwrap_or_default()
-                ),
-            )
-            .await;
-            write(ctx, schedule, |s| {
-                s.last_schedule_time = Some(plan::to_time(slot));
-            })
-            .await?;
+            missed(schedule, ctx, slot, late_seconds).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::Wait { next: due } => {
@@ -239,39 +235,96 @@ async fn act(
             slot,
             trigger,
         } => {
-            if !conditions::is_ready(
-                resolved
-                    .environment
-                    .status
-                    .as_ref()
-                    .map(|s| s.conditions.as_slice())
-                    .unwrap_or_default(),
-                resolved.environment.metadata.generation,
-            ) {
-                let verdict = conditions::Verdict::Reconciling {
-                    reason: "EnvironmentNotReady",
-                    message: format!(
-                        "Backup {id} is due; waiting for DatabaseEnvironment {} to become Ready.",
-                        resolved.environment.name_any()
-                    ),
-                };
-                status::write_checked(ctx.as_ref(), schedule, &verdict, |_| {}).await?;
-                return Ok(Action::requeue(ENVIRONMENT_WAIT));
-            }
-            let job = job(ctx, schedule, &resolved, id, kind).await?;
-            run::start(ctx.clone(), schedule, job, run::Slot::Acquire, move |s| {
-                if let Some(slot) = slot {
-                    s.last_schedule_time = Some(plan::to_time(slot));
-                }
-                if let Some(t) = trigger {
-                    s.last_handled_trigger = Some(t);
-                }
-                s.next_schedule_time = next.filter(|_| !schedule.spec.suspend).map(plan::to_time);
-            })
-            .await?;
-            Ok(Action::requeue(RECHECK))
+            let due = Due {
+                id,
+                kind,
+                slot,
+                trigger,
+                next,
+            };
+            run_due(schedule, backups, resolved, due).await
         }
     }
+}
+
+/// Records a slot missed past `startingDeadlineSeconds` as handled, with a warning event.
+async fn missed(
+    schedule: &BackupSchedule,
+    ctx: &Context,
+    slot: chrono::DateTime<Utc>,
+    late_seconds: u64,
+) -> Result<(), Error> {
+    ctx.publish(
+        schedule,
+        EventType::Warning,
+        "Missed",
+        format!(
+            "The backup due at {slot} was not taken: it is {late_seconds} s late, past startingDeadlineSeconds ({}).",
+            schedule.spec.starting_deadline_seconds.unwrap_or_default()
+        ),
+    )
+    .await;
+    write(ctx, schedule, |s| {
+        s.last_schedule_time = Some(plan::to_time(slot));
+    })
+    .await
+}
+
+/// A backup that is due ([`Step::Run`]) and the schedule's next slot after now.
+struct Due {
+    id: String,
+    kind: &'static str,
+    slot: Option<chrono::DateTime<Utc>>,
+    trigger: Option<String>,
+    next: Option<chrono::DateTime<Utc>>,
+}
+
+/// Starts the due backup once the environment is Ready (until then says so and looks again soon).
+async fn run_due(
+    schedule: &BackupSchedule,
+    backups: &Backups,
+    resolved: Resolved,
+    due: Due,
+) -> Result<Action, Error> {
+    let ctx = &backups.ctx;
+    let Due {
+        id,
+        kind,
+        slot,
+        trigger,
+        next,
+    } = due;
+    if !conditions::is_ready(
+        resolved
+            .environment
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default(),
+        resolved.environment.metadata.generation,
+    ) {
+        let verdict = conditions::Verdict::Reconciling {
+            reason: "EnvironmentNotReady",
+            message: format!(
+                "Backup {id} is due; waiting for DatabaseEnvironment {} to become Ready.",
+                resolved.environment.name_any()
+            ),
+        };
+        status::write_checked(ctx.as_ref(), schedule, &verdict, |_| {}).await?;
+        return Ok(Action::requeue(ENVIRONMENT_WAIT));
+    }
+    let job = job(ctx, schedule, &resolved, id, kind).await?;
+    run::start(backups, schedule, job, run::Slot::Acquire, move |s| {
+        if let Some(slot) = slot {
+            s.last_schedule_time = Some(plan::to_time(slot));
+        }
+        if let Some(t) = trigger {
+            s.last_handled_trigger = Some(t);
+        }
+        s.next_schedule_time = next.filter(|_| !schedule.spec.suspend).map(plan::to_time);
+    })
+    .await?;
+    Ok(Action::requeue(RECHECK))
 }
 
 /// Builds a backup job for the environment of `schedule`.
@@ -318,7 +371,7 @@ pub async fn job(
         verify: schedule.spec.verify,
         checksums: schedule.spec.table_checks
             == crate::api::backup_schedule::TableChecks::Checksums,
-        tools: ctx.backups.tools.clone(),
+        tools: ctx.config.tools(),
         lock_wait: ctx.config.work_timeout(),
     })
 }

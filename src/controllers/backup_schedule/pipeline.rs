@@ -233,25 +233,7 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
                 format!("creating a private temporary directory: {e}"),
             )
         })?;
-    let compress_in_dump = job.compression == Compression::None;
-    let mut child = ENGINE
-        .spawn_dump(
-            &job.tools,
-            &job.creds,
-            &job.database,
-            snapshot,
-            compress_in_dump,
-            private.path(),
-        )
-        .map_err(|e| {
-            fail(
-                "DumpToolMissing",
-                format!(
-                    "cannot start {}: {e}",
-                    ENGINE.dump_program(&job.tools).display()
-                ),
-            )
-        })?;
+    let mut child = spawn_dump(job, snapshot, private.path())?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(fail(
             "DumpFailed",
@@ -306,6 +288,34 @@ async fn dump(job: &Job, snapshot: &str) -> Result<(storage::Stored, u64), Failu
         ));
     }
     Ok((stored, raw_size))
+}
+
+/// Starts the dump program on `snapshot`, compressing itself only when the backup is not compressed
+/// on the way to the store.
+fn spawn_dump(
+    job: &Job,
+    snapshot: &str,
+    private_dir: &std::path::Path,
+) -> Result<tokio::process::Child, Failure> {
+    let compress_in_dump = job.compression == Compression::None;
+    ENGINE
+        .spawn_dump(
+            &job.tools,
+            &job.creds,
+            &job.database,
+            snapshot,
+            compress_in_dump,
+            private_dir,
+        )
+        .map_err(|e| {
+            fail(
+                "DumpToolMissing",
+                format!(
+                    "cannot start {}: {e}",
+                    ENGINE.dump_program(&job.tools).display()
+                ),
+            )
+        })
 }
 
 /// Copies `source` into `sink` through the stream compression, then ends `sink` (the upload sees the

@@ -338,11 +338,16 @@ mod tests {
         for (what, spec, status, want) in table {
             assert_eq!(decide(&spec, status, &parsed, created, now), want, "{what}");
         }
+    }
+
+    #[test]
+    fn a_slot_past_its_starting_deadline_is_missed() {
+        let parsed = parse("0 3 * * *", None, "spec.schedule").unwrap();
         let late = decide(
             &spec("startingDeadlineSeconds: 60"),
-            &empty,
+            &BackupScheduleStatus::default(),
             &parsed,
-            created,
+            at("2026-11-30T12:00:00Z"),
             at("2026-12-01T03:05:00Z"),
         );
         assert_eq!(

@@ -2,14 +2,14 @@
 //! restart finds it and marks it interrupted, never taken twice), the task waits for a work slot, runs the
 //! pipeline under `--work-timeout`, records the result, applies retention, and answers whoever waits.
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 use kube::{Api, ResourceExt};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use super::{Context, Error, pipeline, plan, prune};
+use super::{Backups, Context, Error, pipeline, plan, prune};
 use crate::{
     api::{
         BackupSchedule, BackupScheduleStatus,
@@ -38,7 +38,7 @@ pub enum Slot {
 /// Records `job` as running (with `update` applied to the status in the same write) and starts its
 /// task. The receiver gets the outcome once it is recorded.
 pub async fn start(
-    ctx: Arc<Context>,
+    backups: &Backups,
     schedule: &BackupSchedule,
     job: pipeline::Job,
     slot: Slot,
@@ -56,8 +56,9 @@ pub async fn start(
     );
     let retention = schedule.spec.retention.clone();
     let tz = schedule.spec.time_zone.clone();
+    let ctx = &backups.ctx;
     let task_ctx = ctx.clone();
-    ctx.backups.tasks.spawn(&uid, move |_| async move {
+    backups.tasks.spawn(&uid, move |_| async move {
         if gate.await.is_err() {
             return; // the Running record could not be written: nothing was started
         }
@@ -73,7 +74,7 @@ pub async fn start(
         }
         let _ = tx.send(outcome);
     });
-    super::write(&ctx, schedule, |s| {
+    super::write(ctx, schedule, |s| {
         update(s);
         plan::record(s, record);
     })
@@ -136,7 +137,7 @@ fn finished_record(job: &pipeline::Job, outcome: &Outcome) -> BackupRecord {
             record.phase = BackupPhase::Failed;
             record.finished_at = Some(plan::to_time(Utc::now()));
             record.reason = Some(f.reason.to_string());
-            record.message = Some(crate::controllers::status::truncate(&f.message, 1500));
+            record.message = Some(crate::controllers::truncate(&f.message, 1500));
         }
     }
     record

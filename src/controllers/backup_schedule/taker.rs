@@ -8,7 +8,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use kube::{Api, ResourceExt, api::ListParams};
 
-use super::{Context, run};
+use super::{Backups, run};
 use crate::{
     api::{BackupSchedule, DatabaseEnvironment, MigrationRun},
     controllers::backup::BackupTaker,
@@ -19,14 +19,14 @@ use crate::{
 const BUSY_POLL: Duration = Duration::from_secs(1);
 
 pub struct ScheduleBackups {
-    pub ctx: Arc<Context>,
+    pub backups: Arc<Backups>,
 }
 
 impl ScheduleBackups {
     /// The BackupSchedule of `env` (the first by name when several name it).
     async fn schedule_for(&self, env: &DatabaseEnvironment) -> Result<BackupSchedule, String> {
         let ns = env.namespace().unwrap_or_default();
-        let api: Api<BackupSchedule> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let api: Api<BackupSchedule> = Api::namespaced(self.backups.ctx.client.clone(), &ns);
         let mut schedules: Vec<_> = api
             .list(&ListParams::default())
             .await
@@ -46,12 +46,12 @@ impl ScheduleBackups {
     }
 
     async fn take_now(&self, env: &DatabaseEnvironment) -> Result<String, String> {
-        let ctx = &self.ctx;
+        let ctx = &self.backups.ctx;
         let deadline = tokio::time::Instant::now() + ctx.config.work_timeout();
         let schedule = loop {
             let schedule = self.schedule_for(env).await?;
             let uid = schedule.uid().unwrap_or_default();
-            if !ctx.backups.tasks.is_running(&uid) {
+            if !self.backups.tasks.is_running(&uid) {
                 break schedule;
             }
             if tokio::time::Instant::now() > deadline {
@@ -70,9 +70,15 @@ impl ScheduleBackups {
         let job = super::job(ctx, &schedule, &resolved, id, "premigrate")
             .await
             .map_err(|e| format!("BackupSchedule {name} cannot take a backup: {e}"))?;
-        let receiver = run::start(ctx.clone(), &schedule, job, run::Slot::HeldByCaller, |_| {})
-            .await
-            .map_err(|e| format!("recording the backup on BackupSchedule {name} failed: {e}"))?;
+        let receiver = run::start(
+            &self.backups,
+            &schedule,
+            job,
+            run::Slot::HeldByCaller,
+            |_| {},
+        )
+        .await
+        .map_err(|e| format!("recording the backup on BackupSchedule {name} failed: {e}"))?;
         match receiver.await {
             Ok(Ok(manifest)) => Ok(manifest.id),
             Ok(Err(f)) => Err(format!(

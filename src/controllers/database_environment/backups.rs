@@ -50,17 +50,6 @@ pub fn expectation(env: &str, schedules: &[BackupSchedule], now: DateTime<Utc>) 
             ),
         };
     }
-    let window = |s: &BackupSchedule| -> Option<chrono::TimeDelta> {
-        let parsed = schedule::parse(
-            &s.spec.schedule,
-            s.spec.time_zone.as_deref(),
-            "spec.schedule",
-        )
-        .ok()?;
-        let a = next_slot(&parsed.cron, parsed.time_zone, now)?;
-        let b = next_slot(&parsed.cron, parsed.time_zone, a)?;
-        Some((b - a) * 2)
-    };
     let newest = mine
         .iter()
         .filter_map(|s| {
@@ -70,7 +59,7 @@ pub fn expectation(env: &str, schedules: &[BackupSchedule], now: DateTime<Utc>) 
         })
         .max_by_key(|(at, _, _)| *at);
     match newest {
-        Some((at, id, s)) => match window(s) {
+        Some((at, id, s)) => match window(s, now) {
             Some(w) if now - at > w => Expectation {
                 missing: true,
                 reason: "BackupTooOld",
@@ -89,33 +78,49 @@ pub fn expectation(env: &str, schedules: &[BackupSchedule], now: DateTime<Utc>) 
                 ),
             },
         },
-        None => {
-            let first = mine[0];
-            let created = first
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(to_chrono)
-                .unwrap_or(now);
-            match window(first) {
-                Some(w) if now - created > w => Expectation {
-                    missing: true,
-                    reason: "NoSuccessfulBackup",
-                    message: format!(
-                        "BackupSchedule {} has existed for more than twice its interval without a successful backup.",
-                        first.name_any()
-                    ),
-                },
-                _ => Expectation {
-                    missing: false,
-                    reason: "FirstBackupPending",
-                    message: format!(
-                        "BackupSchedule {} has not taken its first backup yet.",
-                        first.name_any()
-                    ),
-                },
-            }
-        }
+        None => without_success(mine[0], now),
+    }
+}
+
+/// Twice the interval of `s`'s cron at `now`: how old its newest backup may be.
+fn window(s: &BackupSchedule, now: DateTime<Utc>) -> Option<chrono::TimeDelta> {
+    let parsed = schedule::parse(
+        &s.spec.schedule,
+        s.spec.time_zone.as_deref(),
+        "spec.schedule",
+    )
+    .ok()?;
+    let a = next_slot(&parsed.cron, parsed.time_zone, now)?;
+    let b = next_slot(&parsed.cron, parsed.time_zone, a)?;
+    Some((b - a) * 2)
+}
+
+/// No schedule of the environment has a successful backup: missing once `first` has existed for
+/// longer than its window.
+fn without_success(first: &BackupSchedule, now: DateTime<Utc>) -> Expectation {
+    let created = first
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(to_chrono)
+        .unwrap_or(now);
+    match window(first, now) {
+        Some(w) if now - created > w => Expectation {
+            missing: true,
+            reason: "NoSuccessfulBackup",
+            message: format!(
+                "BackupSchedule {} has existed for more than twice its interval without a successful backup.",
+                first.name_any()
+            ),
+        },
+        _ => Expectation {
+            missing: false,
+            reason: "FirstBackupPending",
+            message: format!(
+                "BackupSchedule {} has not taken its first backup yet.",
+                first.name_any()
+            ),
+        },
     }
 }
 

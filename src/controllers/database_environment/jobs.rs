@@ -14,7 +14,7 @@ use std::sync::Arc;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{Api, ResourceExt, runtime::events::EventType};
 
-use super::{CONTROLLER, Outcome, expires_at, provision};
+use super::{CONTROLLER, Environments, Outcome, expires_at, provision};
 use crate::controllers::{conditions, error::backoff, tasks::Tasks};
 use crate::{
     api::{DatabaseEnvironment, DatabaseEnvironmentStatus, database_environment::Endpoint},
@@ -86,13 +86,13 @@ impl Jobs {
         });
     }
 
-    pub fn spawn(&self, ctx: Arc<Context>, env: Arc<DatabaseEnvironment>) {
+    pub fn spawn(&self, envs: Arc<Environments>, env: Arc<DatabaseEnvironment>) {
         let uid = env.uid().unwrap_or_default();
         self.tasks.spawn(&uid, move |state| async move {
             let generation = env.metadata.generation;
             let (health_failures, failures, changes) =
                 state.with(|e| (e.health_failures, e.failures, e.source_changes));
-            let report = execute(&ctx, &env, health_failures).await;
+            let report = execute(&envs, &env, health_failures).await;
             state.with(|entry| {
                 if entry.source_changes != changes {
                     // The sources changed while this job ran: it may have read the old files.
@@ -133,14 +133,15 @@ struct Report {
 
 /// Runs one provisioning job and writes its result to the environment's status.
 async fn execute(
-    ctx: &Arc<Context>,
+    envs: &Environments,
     env: &Arc<DatabaseEnvironment>,
     health_failures: u32,
 ) -> Report {
+    let ctx = &envs.ctx;
     let namespace = env.namespace().unwrap_or_default();
     let check = env.spec.health_check.clone().unwrap_or_default();
     let period = Duration::from_secs(check.period_seconds.max(1) as u64);
-    let result = provision_within_limits(ctx, env, &namespace).await;
+    let result = provision_within_limits(envs, env, &namespace).await;
     if let Err(e) = &result {
         ctx.metrics.reconcile_failed(CONTROLLER, e.reason());
     }
@@ -202,13 +203,14 @@ async fn execute(
 
 /// Provisions under a work slot of the namespace and within `--work-timeout`.
 async fn provision_within_limits(
-    ctx: &Arc<Context>,
+    envs: &Environments,
     env: &Arc<DatabaseEnvironment>,
     namespace: &str,
 ) -> Result<Outcome, Error> {
+    let ctx = &envs.ctx;
     let limit = ctx.config.work_timeout();
     let _permit = ctx.slots.acquire(namespace).await;
-    match tokio::time::timeout(limit, provision(env, ctx)).await {
+    match tokio::time::timeout(limit, provision(env, envs)).await {
         Ok(result) => result,
         Err(_) => Err(Error::Transient {
             reason: "WorkTimedOut",

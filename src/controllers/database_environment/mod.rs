@@ -61,7 +61,30 @@ pub const PASSWORD_LENGTH: usize = 32;
 /// Reconciles at most this many environments at once (each holds a server connection while it works).
 pub const CONCURRENCY: u16 = 16;
 
-pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
+/// What the DatabaseEnvironment controller keeps: the shared context and the provisioning jobs of this
+/// process, by environment UID.
+pub struct Environments {
+    pub ctx: Arc<Context>,
+    pub jobs: Jobs,
+}
+
+impl Environments {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            jobs: Jobs::default(),
+        }
+    }
+
+    /// Aborts every provisioning job (the operator stopping hard, as a dead process's).
+    pub fn abort_all(&self) {
+        self.jobs.abort_all();
+    }
+}
+
+pub async fn controller(state: Arc<Environments>, shutdown: super::Shutdown) {
+    let ctx = state.ctx.clone();
+    let policy = error_policy::<DatabaseEnvironment>(CONTROLLER);
     let envs = ctx.watched_api::<DatabaseEnvironment>();
     // Only what Lifeboat made is watched (by label), not every Secret or Pod of the cluster.
     let managed = watcher_config().labels("app.kubernetes.io/managed-by=lifeboat");
@@ -85,7 +108,7 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
                 &ctx.watched_api::<DatabaseEnvironment>(),
                 ctx.client.clone(),
             ),
-            super::referencing(store.clone(), |e: &DatabaseEnvironment| {
+            super::watch::referencing(store.clone(), |e: &DatabaseEnvironment| {
                 e.spec
                     .server
                     .as_ref()
@@ -98,15 +121,15 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
             ctx.watched_api::<k8s_openapi::api::core::v1::ConfigMap>(),
             watcher_config(),
             {
-                let (ctx, store) = (ctx.clone(), store.clone());
-                let changed = super::sourcing(store.clone(), |e: &DatabaseEnvironment| {
+                let (state, store) = (state.clone(), store.clone());
+                let changed = super::watch::sourcing(store.clone(), |e: &DatabaseEnvironment| {
                     e.spec.migrations.as_ref()
                 });
                 move |cm| {
                     let refs = changed(cm);
                     for r in &refs {
                         if let Some(uid) = store.get(r).and_then(|e| e.uid()) {
-                            ctx.environment_jobs.sources_changed(&uid);
+                            state.jobs.sources_changed(&uid);
                         }
                     }
                     refs
@@ -117,25 +140,29 @@ pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
             reconcile,
-            error_policy::<DatabaseEnvironment>(CONTROLLER),
-            ctx,
+            move |env, error, state: Arc<Environments>| policy(env, error, state.ctx.clone()),
+            state,
         );
     drain(CONTROLLER, stream).await;
 }
 
-#[instrument(skip(env, ctx), fields(namespace = env.namespace().unwrap_or_default(), name = env.name_any()))]
-async fn reconcile(env: Arc<DatabaseEnvironment>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip(env, state), fields(namespace = env.namespace().unwrap_or_default(), name = env.name_any()))]
+async fn reconcile(
+    env: Arc<DatabaseEnvironment>,
+    state: Arc<Environments>,
+) -> Result<Action, Error> {
+    let ctx = state.ctx.clone();
     instrumented(CONTROLLER, env.clone(), ctx.clone(), async move {
         let api: Api<DatabaseEnvironment> =
             Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
         if env.spec.server.is_none() {
             // Only the server source creates anything outside Kubernetes; no finalizer elsewhere.
-            return apply(env, &ctx).await;
+            return apply(env, &state).await;
         }
         finalizer(&api, FINALIZER, env, |event| async {
             match event {
-                finalizer::Event::Apply(env) => apply(env, &ctx).await,
-                finalizer::Event::Cleanup(env) => cleanup(env, &ctx).await,
+                finalizer::Event::Apply(env) => apply(env, &state).await,
+                finalizer::Event::Cleanup(env) => cleanup(env, &state).await,
             }
         })
         .await
@@ -185,13 +212,14 @@ pub fn expires_at(env: &DatabaseEnvironment) -> Option<Timestamp> {
         .ok()
 }
 
-async fn apply(env: Arc<DatabaseEnvironment>, ctx: &Arc<Context>) -> Result<Action, Error> {
+async fn apply(env: Arc<DatabaseEnvironment>, state: &Arc<Environments>) -> Result<Action, Error> {
+    let ctx = &state.ctx;
     let expiry = expires_at(&env);
     let uid = env.uid().unwrap_or_default();
     if let Some(at) = expiry
         && Timestamp::now() >= at
     {
-        ctx.environment_jobs.abort(&uid);
+        state.jobs.abort(&uid);
         return expire(&env, ctx, at).await;
     }
     // Wake up in time to expire.
@@ -200,7 +228,7 @@ async fn apply(env: Arc<DatabaseEnvironment>, ctx: &Arc<Context>) -> Result<Acti
         Duration::from_secs(secs as u64)
     });
     let within_ttl = |d: Duration| Action::requeue(until_expiry.map_or(d, |e| e.min(d)));
-    match ctx.environment_jobs.next(&uid, env.metadata.generation) {
+    match state.jobs.next(&uid, env.metadata.generation) {
         jobs::Next::Running => Ok(within_ttl(jobs::JOB_CHECK_INTERVAL)),
         jobs::Next::Wait(left) => Ok(within_ttl(left)),
         jobs::Next::Start => {
@@ -225,7 +253,7 @@ async fn apply(env: Arc<DatabaseEnvironment>, ctx: &Arc<Context>) -> Result<Acti
                 )
                 .await?;
             }
-            ctx.environment_jobs.spawn(ctx.clone(), env.clone());
+            state.jobs.spawn(state.clone(), env.clone());
             Ok(within_ttl(jobs::JOB_CHECK_INTERVAL))
         }
     }
@@ -264,7 +292,8 @@ struct Outcome {
     message: String,
 }
 
-async fn provision(env: &DatabaseEnvironment, ctx: &Context) -> Result<Outcome, Error> {
+async fn provision(env: &DatabaseEnvironment, state: &Environments) -> Result<Outcome, Error> {
+    let ctx = state.ctx.as_ref();
     let kind = super::engine::require_spec(&env.spec)?;
     // Engines of the coarse verbs: a tenant on a shared server, or a whole server adopted; their own
     // instance goes through `instance` below like any other.
@@ -290,7 +319,8 @@ async fn provision(env: &DatabaseEnvironment, ctx: &Context) -> Result<Outcome, 
         let mut access = server_access(env, ctx, server, true).await?;
         let template = match &server.template_from {
             Some(from) => {
-                let database = template_environment(env, ctx, server, &from.name).await?;
+                let database =
+                    template_environment(env, ctx, &state.jobs, server, &from.name).await?;
                 // An environment of this namespace on this server: a template by its owner's choice.
                 access.templates.push(database.clone());
                 Some(database)
@@ -311,6 +341,7 @@ async fn provision(env: &DatabaseEnvironment, ctx: &Context) -> Result<Outcome, 
 async fn template_environment(
     env: &DatabaseEnvironment,
     ctx: &Context,
+    jobs: &Jobs,
     server: &crate::api::database_environment::ServerSource,
     name: &str,
 ) -> Result<String, Error> {
@@ -362,7 +393,7 @@ async fn template_environment(
         && super::conditions::find(&status.conditions, super::conditions::READY)
             .is_some_and(|c| c.status == "True");
     let settled = matches!(
-        ctx.environment_jobs.next(
+        jobs.next(
             &template.uid().unwrap_or_default(),
             template.metadata.generation
         ),
@@ -384,13 +415,14 @@ async fn template_environment(
     Ok(database)
 }
 
-async fn cleanup(env: Arc<DatabaseEnvironment>, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(env: Arc<DatabaseEnvironment>, state: &Environments) -> Result<Action, Error> {
+    let ctx = state.ctx.as_ref();
     let Some(server) = &env.spec.server else {
         return Ok(Action::await_change());
     };
     let uid = env.uid().unwrap_or_default();
     // A provisioning job still running would race the drop.
-    ctx.environment_jobs.abort(&uid);
+    state.jobs.abort(&uid);
     let policy = env
         .spec
         .deletion_policy

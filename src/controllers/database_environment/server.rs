@@ -233,13 +233,13 @@ async fn restore_once(
         .await
         .map_err(pg)?;
     let method = restore::restore_into(
-        &ctx.backups.tools,
+        &ctx.config.tools(),
         &store,
         &manifest,
         app,
         &target.database,
         source.jobs.unwrap_or(1).clamp(1, 8) as u32,
-        &ctx.backups.spool,
+        &ctx.config.spool,
     )
     .await
     .map_err(|e| {
@@ -453,11 +453,8 @@ async fn migrate(
 ) -> Result<Option<crate::domain::version::Version>, Error> {
     use crate::{
         controllers::references::{raw_files, resolve_sources},
-        domain::migrations::{self, Direction, LintMode, MigrationPhase, OnFailure},
-        engines::{
-            Migrate as _,
-            migrate::{Prior, RunOptions},
-        },
+        domain::migrations::{self, MigrationPhase},
+        engines::{Migrate as _, migrate::Prior},
     };
     let namespace = env.namespace().unwrap_or_default();
     let maps = resolve_sources(ctx, &namespace, source, "spec.migrations").await?;
@@ -467,29 +464,7 @@ async fn migrate(
             source: None,
             message: format!("spec.migrations: {e}"),
         })?;
-    let opts = RunOptions {
-        // Each attempt is its own run: a failure rolls back what this attempt applied, never the
-        // migrations earlier attempts applied (and the rows written since).
-        run_uid: format!(
-            "{}/{}",
-            env.uid().unwrap_or_default(),
-            rand::rng()
-                .sample_iter(&Alphanumeric)
-                .take(8)
-                .map(char::from)
-                .collect::<String>()
-        ),
-        label: format!("DatabaseEnvironment {namespace}/{}", env.name_any()),
-        direction: Direction::Up,
-        target_version: None,
-        on_failure: OnFailure::Rollback,
-        lint: LintMode::Warn,
-        lint_rules: Default::default(),
-        adopt: Default::default(),
-        baseline_version: None,
-        lock_timeout: MIGRATION_LOCK_TIMEOUT,
-        statement_timeout: None,
-    };
+    let opts = run_options(env, &namespace);
     let mut hooks = EnvironmentHooks {
         ctx,
         env,
@@ -524,6 +499,38 @@ async fn migrate(
             source: None,
             message: outcome.message,
         }),
+    }
+}
+
+/// What an environment's migrations run with: forward to the newest, each attempt its own run rolled
+/// back on failure, lint findings as warnings.
+fn run_options(env: &DatabaseEnvironment, namespace: &str) -> crate::engines::migrate::RunOptions {
+    use crate::{
+        domain::migrations::{Direction, LintMode, OnFailure},
+        engines::migrate::RunOptions,
+    };
+    RunOptions {
+        // Each attempt is its own run: a failure rolls back what this attempt applied, never the
+        // migrations earlier attempts applied (and the rows written since).
+        run_uid: format!(
+            "{}/{}",
+            env.uid().unwrap_or_default(),
+            rand::rng()
+                .sample_iter(&Alphanumeric)
+                .take(8)
+                .map(char::from)
+                .collect::<String>()
+        ),
+        label: format!("DatabaseEnvironment {namespace}/{}", env.name_any()),
+        direction: Direction::Up,
+        target_version: None,
+        on_failure: OnFailure::Rollback,
+        lint: LintMode::Warn,
+        lint_rules: Default::default(),
+        adopt: Default::default(),
+        baseline_version: None,
+        lock_timeout: MIGRATION_LOCK_TIMEOUT,
+        statement_timeout: None,
     }
 }
 
@@ -626,22 +633,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_plan_follows_what_was_read() {
-        struct Case {
-            name: &'static str,
-            spec: serde_json::Value,
-            database_name: Option<&'static str>,
-            template: Option<&'static str>,
-            existing_password: Option<&'static str>,
-            seed_sql: Option<&'static str>,
-            // Expected (the database is the chosen name, else the default):
-            password: &'static str,
-            restore: Option<&'static str>,
-            migrations: &'static str,
-        }
-        let default = crate::engines::ENGINE.default_name("shop", "orders");
-        let cases = [
+    /// A plan case: what was read, and what the plan must say.
+    struct Case {
+        name: &'static str,
+        spec: serde_json::Value,
+        database_name: Option<&'static str>,
+        template: Option<&'static str>,
+        existing_password: Option<&'static str>,
+        seed_sql: Option<&'static str>,
+        // Expected (the database is the chosen name, else the default):
+        password: &'static str,
+        restore: Option<&'static str>,
+        migrations: &'static str,
+    }
+
+    /// The cases of [`the_plan_follows_what_was_read`].
+    fn plan_cases() -> [Case; 6] {
+        [
             Case {
                 name: "a first attempt uses the generated password and the default name",
                 spec: json!({}),
@@ -708,56 +716,66 @@ mod tests {
                 restore: None,
                 migrations: "refused",
             },
-        ];
-        for c in cases {
-            let env = env(c.spec);
-            let read = Read {
-                access: Resolved {
-                    admin: admin(),
-                    templates: vec!["allowed".into()],
-                    connection_limit: Some(7),
-                },
-                template: c.template.map(Into::into),
-                database_name: c.database_name.map(Into::into),
-                seed_sql: c.seed_sql.map(Into::into),
-                existing_password: c.existing_password.map(Into::into),
-            };
-            let plan = plan(&env, read, "generated".into());
-            let name = c.name;
-            let database = c.database_name.unwrap_or(&default);
-            assert_eq!(plan.target.database, database, "{name}");
-            assert_eq!(
-                plan.target.role, database,
-                "{name}: the role is named as the database"
-            );
-            assert_eq!(plan.target.template.as_deref(), c.template, "{name}");
-            assert_eq!(plan.target.allowed_templates, ["allowed"], "{name}");
-            assert_eq!(plan.target.connection_limit, Some(7), "{name}");
-            assert_eq!(plan.target.uid, "uid-1", "{name}");
-            assert_eq!(plan.admin, admin(), "{name}");
-            assert_eq!(
-                plan.app,
-                ServerCredentials {
-                    username: database.into(),
-                    password: c.password.into(),
-                    ..admin()
-                },
-                "{name}: the app reaches the admin's server, TLS settings included"
-            );
-            assert_eq!(
-                plan.restore
-                    .as_ref()
-                    .map(|r| r.backup_schedule_ref.name.as_str()),
-                c.restore,
-                "{name}"
-            );
-            assert_eq!(plan.seed_sql.as_deref(), c.seed_sql, "{name}");
-            let migrations = match plan.migrations {
-                Migrations::None => "none",
-                Migrations::Run(_) => "run",
-                Migrations::Refused => "refused",
-            };
-            assert_eq!(migrations, c.migrations, "{name}");
+        ]
+    }
+
+    /// Plans the case `c` and compares the plan with what it expects (`default`: the default name).
+    fn check_plan(c: Case, default: &str) {
+        let env = env(c.spec);
+        let read = Read {
+            access: Resolved {
+                admin: admin(),
+                templates: vec!["allowed".into()],
+                connection_limit: Some(7),
+            },
+            template: c.template.map(Into::into),
+            database_name: c.database_name.map(Into::into),
+            seed_sql: c.seed_sql.map(Into::into),
+            existing_password: c.existing_password.map(Into::into),
+        };
+        let plan = plan(&env, read, "generated".into());
+        let name = c.name;
+        let database = c.database_name.unwrap_or(default);
+        assert_eq!(plan.target.database, database, "{name}");
+        assert_eq!(
+            plan.target.role, database,
+            "{name}: the role is named as the database"
+        );
+        assert_eq!(plan.target.template.as_deref(), c.template, "{name}");
+        assert_eq!(plan.target.allowed_templates, ["allowed"], "{name}");
+        assert_eq!(plan.target.connection_limit, Some(7), "{name}");
+        assert_eq!(plan.target.uid, "uid-1", "{name}");
+        assert_eq!(plan.admin, admin(), "{name}");
+        assert_eq!(
+            plan.app,
+            ServerCredentials {
+                username: database.into(),
+                password: c.password.into(),
+                ..admin()
+            },
+            "{name}: the app reaches the admin's server, TLS settings included"
+        );
+        assert_eq!(
+            plan.restore
+                .as_ref()
+                .map(|r| r.backup_schedule_ref.name.as_str()),
+            c.restore,
+            "{name}"
+        );
+        assert_eq!(plan.seed_sql.as_deref(), c.seed_sql, "{name}");
+        let migrations = match plan.migrations {
+            Migrations::None => "none",
+            Migrations::Run(_) => "run",
+            Migrations::Refused => "refused",
+        };
+        assert_eq!(migrations, c.migrations, "{name}");
+    }
+
+    #[test]
+    fn the_plan_follows_what_was_read() {
+        let default = crate::engines::ENGINE.default_name("shop", "orders");
+        for c in plan_cases() {
+            check_plan(c, &default);
         }
     }
 }

@@ -266,7 +266,7 @@ pub fn ttl_check(report: &RestoreReport) -> CheckResult {
 fn finish(mut run: DrillRun, why: String) -> DrillRun {
     run.result = DrillResult::Failed;
     run.finished_at = Some(to_time(Utc::now()));
-    run.message = Some(crate::controllers::status::truncate(&why, 1500));
+    run.message = Some(crate::controllers::truncate(&why, 1500));
     run
 }
 

@@ -49,38 +49,56 @@ const TASK_CHECK: Duration = Duration::from_secs(5);
 /// Status writes at the end of a drill are tried this many times.
 const WRITE_ATTEMPTS: u32 = 6;
 
-/// The drill tasks of this process, by drill UID.
-#[derive(Default)]
+/// What the RestoreDrill controller keeps: the shared context and the drill tasks of this process, by
+/// drill UID.
 pub struct Drills {
+    pub ctx: Arc<Context>,
     pub tasks: super::tasks::Tasks<()>,
 }
 
-pub async fn controller(ctx: Arc<Context>, shutdown: super::Shutdown) {
+impl Drills {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            tasks: Default::default(),
+        }
+    }
+
+    /// Aborts every drill task (the operator stopping hard, as a dead process's).
+    pub fn abort_all(&self) {
+        self.tasks.abort_all();
+    }
+}
+
+pub async fn controller(state: Arc<Drills>, shutdown: super::Shutdown) {
+    let ctx = state.ctx.clone();
+    let policy = error_policy::<RestoreDrill>(CONTROLLER);
     let drills = super::watch::controller(&ctx.watched_api::<RestoreDrill>(), ctx.client.clone());
     let store = drills.store();
     let stream = drills
         .watches_stream(
             super::watch::objects(&ctx.watched_api::<BackupSchedule>(), ctx.client.clone()),
-            super::referencing(store, |d: &RestoreDrill| &d.spec.backup_schedule_ref.name),
+            super::watch::referencing(store, |d: &RestoreDrill| &d.spec.backup_schedule_ref.name),
         )
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(
             reconcile,
-            error_policy::<RestoreDrill>(CONTROLLER),
-            ctx.clone(),
+            move |drill, error, state: Arc<Drills>| policy(drill, error, state.ctx.clone()),
+            state,
         );
     drain(CONTROLLER, stream).await;
 }
 
-#[instrument(skip(drill, ctx), fields(namespace = drill.namespace().unwrap_or_default(), name = drill.name_any()))]
-async fn reconcile(drill: Arc<RestoreDrill>, ctx: Arc<Context>) -> Result<Action, Error> {
+#[instrument(skip(drill, state), fields(namespace = drill.namespace().unwrap_or_default(), name = drill.name_any()))]
+async fn reconcile(drill: Arc<RestoreDrill>, state: Arc<Drills>) -> Result<Action, Error> {
+    let ctx = state.ctx.clone();
     instrumented(CONTROLLER, drill.clone(), ctx.clone(), async move {
         let api: Api<RestoreDrill> =
             Api::namespaced(ctx.client.clone(), &drill.namespace().unwrap_or_default());
         finalizer(&api, FINALIZER, drill, |event| async {
             match event {
-                finalizer::Event::Apply(d) => apply(d, &ctx).await,
-                finalizer::Event::Cleanup(d) => cleanup(d, &ctx).await,
+                finalizer::Event::Apply(d) => apply(d, &state).await,
+                finalizer::Event::Cleanup(d) => cleanup(d, &state).await,
             }
         })
         .await
@@ -135,9 +153,9 @@ async fn resolve(drill: &RestoreDrill, ctx: &Context) -> Result<Resolved, Error>
             target,
             checks: drill.spec.checks.clone(),
             keep_on_failure: drill.spec.keep_on_failure,
-            tools: ctx.backups.tools.clone(),
+            tools: ctx.config.tools(),
             jobs: drill.spec.jobs.unwrap_or(1).clamp(1, 8) as u32,
-            spool: ctx.backups.spool.clone(),
+            spool: ctx.config.spool.clone(),
             generation: drill.metadata.generation,
         },
     })
@@ -243,9 +261,10 @@ async fn admin_credentials(
     Ok(creds)
 }
 
-async fn apply(cached: Arc<RestoreDrill>, ctx: &Arc<Context>) -> Result<Action, Error> {
+async fn apply(cached: Arc<RestoreDrill>, state: &Drills) -> Result<Action, Error> {
+    let ctx = &state.ctx;
     let uid = cached.uid().unwrap_or_default();
-    if ctx.drills.tasks.is_running(&uid) {
+    if state.tasks.is_running(&uid) {
         // The task records the result itself; a reconcile woken by that write may still see it
         // finishing, so look again soon.
         return Ok(Action::requeue(TASK_CHECK));
@@ -262,29 +281,8 @@ async fn apply(cached: Arc<RestoreDrill>, ctx: &Arc<Context>) -> Result<Action, 
             return Err(e);
         }
     };
-    let created = drill
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(clock::to_chrono)
-        .unwrap_or_else(Utc::now);
     let now = Utc::now();
-    let current = drill.status.clone().unwrap_or_default();
-    // Status says a drill runs, but no task does here: the operator stopped during it. It runs again
-    // now (its first step drops what the interrupted run left), whatever the schedule says.
-    let interrupted = conditions::find(&current.conditions, conditions::RECONCILING)
-        .is_some_and(|c| c.status == "True" && c.reason == "DrillRunning");
-    let step = if interrupted {
-        Step::Run { slot: None }
-    } else {
-        plan::decide(
-            &current,
-            resolved.schedule.as_ref(),
-            drill.metadata.generation,
-            created,
-            now,
-        )
-    };
+    let step = next_step(&drill, resolved.schedule.as_ref(), now);
     let next = resolved
         .schedule
         .as_ref()
@@ -313,7 +311,7 @@ async fn apply(cached: Arc<RestoreDrill>, ctx: &Arc<Context>) -> Result<Action, 
             hold_admin_secret(ctx, &drill, true).await?;
             let (task_ctx, job) = (ctx.clone(), resolved.job);
             let (ns, name) = (drill.namespace().unwrap_or_default(), drill.name_any());
-            ctx.drills.tasks.spawn(&uid, move |_| async move {
+            state.tasks.spawn(&uid, move |_| async move {
                 let run = execute(&task_ctx, &ns, &job).await;
                 if let Err(e) = record(&task_ctx, &ns, &name, &job, run).await {
                     warn!(drill = %name, error = %e, "could not record the drill's result");
@@ -321,6 +319,30 @@ async fn apply(cached: Arc<RestoreDrill>, ctx: &Arc<Context>) -> Result<Action, 
             });
             Ok(Action::requeue(RECHECK))
         }
+    }
+}
+
+/// What the drill does now; called only when no task of it runs in this process.
+fn next_step(
+    drill: &RestoreDrill,
+    schedule: Option<&super::schedule::Schedule>,
+    now: chrono::DateTime<Utc>,
+) -> Step {
+    let created = drill
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(clock::to_chrono)
+        .unwrap_or_else(Utc::now);
+    let current = drill.status.clone().unwrap_or_default();
+    // Status says a drill runs, but no task does here: the operator stopped during it. It runs again
+    // now (its first step drops what the interrupted run left), whatever the schedule says.
+    let interrupted = conditions::find(&current.conditions, conditions::RECONCILING)
+        .is_some_and(|c| c.status == "True" && c.reason == "DrillRunning");
+    if interrupted {
+        Step::Run { slot: None }
+    } else {
+        plan::decide(&current, schedule, drill.metadata.generation, created, now)
     }
 }
 
@@ -485,9 +507,10 @@ async fn write(
 
 /// The RestoreDrill is going: stop its task and drop its scratch database and role. Without the admin
 /// Secret nothing can be dropped; that is said in an event and the object goes anyway.
-async fn cleanup(drill: Arc<RestoreDrill>, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(drill: Arc<RestoreDrill>, state: &Drills) -> Result<Action, Error> {
+    let ctx = state.ctx.as_ref();
     let uid = drill.uid().unwrap_or_default();
-    ctx.drills.tasks.forget(&uid);
+    state.tasks.forget(&uid);
     ctx.metrics.drill_objectives_met.remove(&labels(&drill));
     if let Some(spec) = &drill.spec.target.instance {
         let env = instance::ScratchEnvironment::for_drill(&drill, spec);

@@ -368,31 +368,11 @@ pub fn read(
     let mut stored_crc = None;
     for item in decoder.by_ref() {
         let item = item.map_err(|e| damaged(keys, e))?;
-        for (db, t, key) in std::mem::take(&mut spy.0.borrow_mut().undecoded) {
-            if matches!(rdb::Type::from_encoding(t), Ok(rdb::Type::Module)) {
-                return Err(SnapshotError::Module {
-                    db,
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                });
-            }
-            contents.tally.add_in(db, &key, KeyType::Stream, false);
-            keys += 1;
-        }
+        keys += count_undecoded(&spy, &mut contents)?;
         let db = spy.0.borrow().db;
         let (key, key_type, expiry, payload) = match item {
             RdbValue::AuxField { key, value } => {
-                match key.as_slice() {
-                    b"redis-ver" => {
-                        contents.redis_version = Some(String::from_utf8_lossy(&value).into_owned())
-                    }
-                    b"ctime" => {
-                        ctime_ms = std::str::from_utf8(&value)
-                            .ok()
-                            .and_then(|s| s.parse::<i64>().ok())
-                            .map(|s| s * 1000)
-                    }
-                    _ => {}
-                }
+                aux_field(&mut contents, &mut ctime_ms, &key, &value);
                 continue;
             }
             RdbValue::Checksum(c) => {
@@ -401,67 +381,14 @@ pub fn read(
                     .map(u64::from_le_bytes);
                 continue;
             }
-            RdbValue::SelectDb(_) | RdbValue::ResizeDb { .. } => continue,
-            RdbValue::String { key, value, expiry } => {
-                let mut p = Payload::new(0);
-                p.string(&value);
-                (key, KeyType::String, expiry, p)
-            }
-            RdbValue::List {
-                key,
-                values,
-                expiry,
-            } => {
-                let mut p = Payload::new(1);
-                p.length(values.len() as u64);
-                values.iter().for_each(|v| p.string(v));
-                (key, KeyType::List, expiry, p)
-            }
-            RdbValue::Set {
-                key,
-                members,
-                expiry,
-            } => {
-                let mut p = Payload::new(2);
-                p.length(members.len() as u64);
-                members.iter().for_each(|v| p.string(v));
-                (key, KeyType::Set, expiry, p)
-            }
-            RdbValue::SortedSet {
-                key,
-                values,
-                expiry,
-            } => {
-                let mut p = Payload::new(5);
-                p.length(values.len() as u64);
-                for (score, member) in &values {
-                    p.string(member);
-                    p.bytes.extend_from_slice(&score.to_le_bytes());
-                }
-                (key, KeyType::ZSet, expiry, p)
-            }
-            RdbValue::Hash {
-                key,
-                values,
-                expiry,
-            } => {
-                let mut p = Payload::new(4);
-                p.length(values.len() as u64);
-                for (field, value) in &values {
-                    p.string(field);
-                    p.string(value);
-                }
-                (key, KeyType::Hash, expiry, p)
-            }
+            value => match key_payload(value) {
+                Some(decoded) => decoded,
+                None => continue,
+            },
         };
         // A key whose time was up when the snapshot was taken is gone, as Redis drops it on load.
-        let pttl = match (expiry, ctime_ms) {
-            (Some(at), Some(then)) => match at as i64 - then {
-                left if left <= 0 => continue,
-                left => Some(left),
-            },
-            (Some(_), None) => Some(1),
-            (None, _) => None,
+        let Some(pttl) = time_left(expiry, ctime_ms) else {
+            continue;
         };
         keys += 1;
         contents.tally.add_in(db, &key, key_type, pttl.is_some());
@@ -477,6 +404,122 @@ pub fn read(
         .map_err(SnapshotError::Stopped)?;
     }
     drop(decoder);
+    check_crc(sums, stored_crc)?;
+    Ok(contents)
+}
+
+/// Keeps what Lifeboat reads of an auxiliary field: the Redis version, and the snapshot's time
+/// (`ctime`, seconds) as milliseconds.
+fn aux_field(contents: &mut Contents, ctime_ms: &mut Option<i64>, key: &[u8], value: &[u8]) {
+    match key {
+        b"redis-ver" => contents.redis_version = Some(String::from_utf8_lossy(value).into_owned()),
+        b"ctime" => {
+            *ctime_ms = std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .map(|s| s * 1000)
+        }
+        _ => {}
+    }
+}
+
+/// A key decoded from the snapshot: its name, type, expiry (Unix milliseconds) and `DUMP` payload.
+type Decoded = (Vec<u8>, KeyType, Option<u64>, Payload);
+
+/// The key of a value the decoder yields with its `DUMP` payload; `None` for what is not a key.
+fn key_payload(value: RdbValue) -> Option<Decoded> {
+    match value {
+        RdbValue::AuxField { .. }
+        | RdbValue::Checksum(_)
+        | RdbValue::SelectDb(_)
+        | RdbValue::ResizeDb { .. } => None,
+        RdbValue::String { key, value, expiry } => {
+            let mut p = Payload::new(0);
+            p.string(&value);
+            Some((key, KeyType::String, expiry, p))
+        }
+        RdbValue::List {
+            key,
+            values,
+            expiry,
+        } => {
+            let mut p = Payload::new(1);
+            p.length(values.len() as u64);
+            values.iter().for_each(|v| p.string(v));
+            Some((key, KeyType::List, expiry, p))
+        }
+        RdbValue::Set {
+            key,
+            members,
+            expiry,
+        } => {
+            let mut p = Payload::new(2);
+            p.length(members.len() as u64);
+            members.iter().for_each(|v| p.string(v));
+            Some((key, KeyType::Set, expiry, p))
+        }
+        RdbValue::SortedSet {
+            key,
+            values,
+            expiry,
+        } => {
+            let mut p = Payload::new(5);
+            p.length(values.len() as u64);
+            for (score, member) in &values {
+                p.string(member);
+                p.bytes.extend_from_slice(&score.to_le_bytes());
+            }
+            Some((key, KeyType::ZSet, expiry, p))
+        }
+        RdbValue::Hash {
+            key,
+            values,
+            expiry,
+        } => {
+            let mut p = Payload::new(4);
+            p.length(values.len() as u64);
+            for (field, value) in &values {
+                p.string(field);
+                p.string(value);
+            }
+            Some((key, KeyType::Hash, expiry, p))
+        }
+    }
+}
+
+/// Tallies the keys the decoder walked without yielding them (streams); a module value fails the
+/// snapshot. Returns how many were tallied.
+fn count_undecoded(spy: &Spy, contents: &mut Contents) -> Result<u64, SnapshotError> {
+    let mut keys = 0;
+    for (db, t, key) in std::mem::take(&mut spy.0.borrow_mut().undecoded) {
+        if matches!(rdb::Type::from_encoding(t), Ok(rdb::Type::Module)) {
+            return Err(SnapshotError::Module {
+                db,
+                key: String::from_utf8_lossy(&key).into_owned(),
+            });
+        }
+        contents.tally.add_in(db, &key, KeyType::Stream, false);
+        keys += 1;
+    }
+    Ok(keys)
+}
+
+/// A key's TTL in milliseconds from the snapshot's time (`ctime`): `None` when its time was up then,
+/// `Some(None)` when it has no expiry.
+fn time_left(expiry: Option<u64>, ctime_ms: Option<i64>) -> Option<Option<i64>> {
+    match (expiry, ctime_ms) {
+        (Some(at), Some(then)) => match at as i64 - then {
+            left if left <= 0 => None,
+            left => Some(Some(left)),
+        },
+        (Some(_), None) => Some(Some(1)),
+        (None, _) => Some(None),
+    }
+}
+
+/// Compares the snapshot's stored CRC64 (0: none was written) with the one its bytes sum to; the
+/// decoder, the only other owner of `sums`, must be dropped.
+fn check_crc(sums: Rc<RefCell<Sums>>, stored_crc: Option<u64>) -> Result<(), SnapshotError> {
     if let Some(stored) = stored_crc.filter(|c| *c != 0) {
         let Ok(sums) = Rc::try_unwrap(sums) else {
             unreachable!("the decoder, the only other owner, is dropped")
@@ -486,7 +529,7 @@ pub fn read(
             return Err(SnapshotError::Checksum { stored, computed });
         }
     }
-    Ok(contents)
+    Ok(())
 }
 
 /// A `DUMP`-format payload: the RDB type byte and value, the RDB version (2 bytes) and the CRC64 of
