@@ -301,6 +301,8 @@ ssl_key_file = '$STATE/pki/$name-server.key'
 EOF
   echo "host all all 127.0.0.1/32 scram-sha-256" >"$data/data/pg_hba.conf"
   chmod 644 "$STATE/pki/server.crt"
+  # Where the server runs from (readable by the cluster's user), for tests that start a server of their own.
+  printf '%s\n%s\n' "$bin" "$lib" >"$STATE/$name.server"
   start_bg "$name" "$STATE/logs/$name.log" env LD_LIBRARY_PATH="$lib" "${as[@]}" "$bin/postgres" -D "$data/data"
   wait_for "$name" "$STATE/logs/$name.log" \
     env PGPASSWORD="$password" "$PG18_CLIENT/bin/psql" -h 127.0.0.1 -p "$port" -U lifeboat_admin -d postgres -Atc 'select 1'
@@ -380,6 +382,8 @@ export LIFEBOAT_REDIS_USER=lifeboat_admin
 export LIFEBOAT_REDIS_PASSWORD='$(cat "$STATE/pki/redis.password")'
 export LIFEBOAT_REDIS_VERSION='$(cat "$STATE/redis/version")'
 export LIFEBOAT_REDIS_SERVER_BIN='$REDIS_SERVER_BIN'
+export LIFEBOAT_PG_SERVER_BIN='$(sed -n 1p "$STATE/pg18.server")'
+export LIFEBOAT_PG_SERVER_LIB='$(sed -n 2p "$STATE/pg18.server")'
 EOF
   chmod 600 "$STATE/env.partial"
   mv "$STATE/env.partial" "$STATE/env"

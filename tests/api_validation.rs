@@ -37,6 +37,15 @@ fn invalid_manifests() -> Vec<(&'static str, Value, &'static str)> {
             "bucket must be a valid S3 bucket name",
         ),
         (
+            "WAL archive timeout over a minute",
+            schedule(
+                "slow-wal",
+                json!({"environmentRef": {"name": "e"}, "schedule": "0 0 * * *", "destination": s3(),
+                       "wal": {"enabled": true, "archiveTimeout": "5m"}}),
+            ),
+            "archiveTimeout must be whole seconds from 5s to 60s",
+        ),
+        (
             "bucket name with two dots",
             schedule(
                 "dots-bucket",

@@ -30,6 +30,31 @@ pub struct Manifest {
     pub table_checks: String,
     /// Per table, taken in the same snapshot as the dump.
     pub tables: Vec<TableStats>,
+    /// The server's base backup, taken after the dump when the schedule archives WAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseBackupObject>,
+}
+
+/// A base backup: the whole server's data directory, onto which archived WAL is replayed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseBackupObject {
+    /// Object key relative to the backup's folder (`base.tar`).
+    pub object: String,
+    /// `zstd`, `gzip` or `none`, as for the dump.
+    pub compression: String,
+    pub size_bytes: u64,
+    /// SHA-256 of the stored bytes.
+    pub sha256: String,
+    pub server_version: String,
+    pub started_at: DateTime<Utc>,
+    /// A restore to a time before this is refused: the backup is consistent only once replayed past
+    /// its end.
+    pub finished_at: DateTime<Utc>,
+    /// The segment the server was writing when the backup started: replay needs it and every later one.
+    pub start_segment: String,
+    pub end_segment: String,
+    pub end_lsn: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -125,6 +150,7 @@ mod tests {
                 content_sha256: None,
             },
             table_checks: "checksums".into(),
+            base: None,
             tables: vec![TableStats {
                 schema: "public".into(),
                 name: "orders".into(),

@@ -18,6 +18,7 @@ pub mod naming;
 pub mod postgres;
 pub mod redis;
 pub mod tenancy;
+pub mod wal;
 
 pub use capability::{Capability, Kind, Unsupported};
 pub use migrate::{Migrate, MigrationLock};
@@ -41,6 +42,14 @@ pub type Engine = postgres::Postgres;
 pub const ENGINE: Engine = postgres::Postgres;
 
 /// The engine of `kind` as [`Tenancy`] verbs, when its environments go through them.
+/// The engine's WAL archiving, when it has one (PostgreSQL).
+pub fn wal_archiver(kind: Kind) -> Option<&'static dyn wal::WalArchiver> {
+    match kind {
+        Kind::Postgres => Some(&postgres::Postgres),
+        _ => None,
+    }
+}
+
 pub fn tenancy(kind: Kind) -> Option<&'static dyn Tenancy> {
     match kind {
         Kind::Redis => Some(&redis::Redis),

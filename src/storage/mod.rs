@@ -18,6 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Name of the dump object inside a backup's folder.
 pub const DUMP_OBJECT: &str = "dump";
+/// A base backup (with WAL archiving): the server's data directory as a tar, compressed as the dump is.
+pub const BASE_OBJECT: &str = "base.tar";
 /// Name of the manifest inside a backup's folder; written last.
 pub const MANIFEST_OBJECT: &str = "manifest.json";
 /// Written beside a backup by a restore drill that passed (the RestoreDrill controller); retention never

@@ -7,6 +7,7 @@
 pub mod backups;
 pub mod capture;
 mod fixture;
+pub mod private_pg;
 pub mod redis;
 
 #[allow(unused_imports)] // (not every test binary uses it)

@@ -68,6 +68,7 @@ pub(super) async fn run(job: &Job, tenancy: &dyn Tenancy) -> Result<Manifest, Fa
             raw_size: raw.load(Ordering::Relaxed),
             tables: archive.tables,
             content: archive.content,
+            base: None,
         },
     )
     .await

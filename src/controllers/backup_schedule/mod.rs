@@ -7,12 +7,14 @@
 //! task and a MigrationRun's pre-migration backup (`taker.rs`) never overwrite each other's records.
 
 mod archive;
+mod base;
 pub mod destination;
 pub mod pipeline;
 pub mod plan;
 pub mod prune;
 pub mod run;
 pub mod taker;
+pub mod wal;
 
 use std::{sync::Arc, time::Duration};
 
@@ -56,6 +58,8 @@ const ENVIRONMENT_WAIT: Duration = Duration::from_secs(10);
 pub struct Backups {
     pub ctx: Arc<Context>,
     pub tasks: super::tasks::Tasks<()>,
+    /// One WAL archiver per schedule with `spec.wal.enabled`.
+    pub archivers: super::tasks::Tasks<wal::Running>,
 }
 
 impl Backups {
@@ -63,12 +67,14 @@ impl Backups {
         Self {
             ctx,
             tasks: Default::default(),
+            archivers: Default::default(),
         }
     }
 
     /// Aborts every backup task (the operator stopping hard, as a dead process's).
     pub fn abort_all(&self) {
         self.tasks.abort_all();
+        self.archivers.abort_all();
     }
 }
 
@@ -124,6 +130,7 @@ async fn reconcile(cached: Arc<BackupSchedule>, backups: Arc<Backups>) -> Result
         let api: Api<BackupSchedule> =
             Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
         let Some(schedule) = api.get_opt(&cached.name_any()).await? else {
+            wal::stop(&backups, &uid).await;
             // Deleted: its per-schedule gauges go too, or alerts would fire for a schedule that is gone.
             let labels = labels(&cached);
             ctx.metrics.backup_last_success.remove(&labels);
@@ -141,7 +148,10 @@ async fn reconcile(cached: Arc<BackupSchedule>, backups: Arc<Backups>) -> Result
                 write(&ctx, &schedule, |s| s.destination_check = Some(check)).await?;
                 Ok(Action::requeue(Duration::from_millis(200)))
             }
-            Ok(resolved) => act(&schedule, &backups, resolved).await,
+            Ok(resolved) => {
+                wal::reconcile(&backups, &schedule, &resolved).await?;
+                act(&schedule, &backups, resolved).await
+            }
             Err(e) => {
                 let verdict = status::verdict_for(&e);
                 status::write_checked(ctx.as_ref(), &schedule, &verdict, |_| {}).await?;
@@ -373,6 +383,9 @@ pub async fn job(
             == crate::api::backup_schedule::TableChecks::Checksums,
         tools: ctx.config.tools(),
         lock_wait: ctx.config.work_timeout(),
+        base_backup: (schedule.spec.wal.as_ref().is_some_and(|w| w.enabled)
+            && wal::refusal(env).is_none())
+        .then(|| schedule.uid().unwrap_or_default()),
     })
 }
 
@@ -441,6 +454,7 @@ pub async fn write(
         .get_or_create(&labels(schedule))
         .set(i64::from(recoverable.0));
     let verdict = plan::verdict(&next, schedule.spec.suspend);
+    let wal_condition = wal::condition(schedule.spec.wal.as_ref(), next.wal.as_ref());
     let (failing, reason, message) = plan::failing(&next);
     let generation = schedule.metadata.generation;
     ctx.metrics
@@ -481,6 +495,18 @@ pub async fn write(
             generation,
             k8s_openapi::jiff::Timestamp::now(),
         );
+        match wal_condition {
+            Some((ok, reason, message)) => conditions::set_condition(
+                &mut s.conditions,
+                wal::CONDITION,
+                ok,
+                reason,
+                &message,
+                generation,
+                k8s_openapi::jiff::Timestamp::now(),
+            ),
+            None => s.conditions.retain(|c| c.type_ != wal::CONDITION),
+        }
     })
     .await
 }

@@ -53,6 +53,8 @@ pub struct Job {
     pub tools: Tools,
     /// Longest wait for another backup of the database to finish.
     pub lock_wait: Duration,
+    /// Also take a base backup of the whole server: the schedule archives WAL (its UID owns the slot).
+    pub base_backup: Option<String>,
 }
 
 /// Why a backup failed: a static reason and one sentence for people (never a credential).
@@ -115,9 +117,14 @@ async fn run(job: &Job) -> Result<Manifest, Failure> {
     if job.verify {
         verify(job, &stored).await?;
     }
+    let base = match (crate::engines::wal_archiver(job.engine), &job.base_backup) {
+        (Some(engine), Some(owner)) => Some(super::base::take(job, engine, owner).await?),
+        _ => None,
+    };
     write_manifest(
         job,
         Written {
+            base,
             engine: ENGINE.name(),
             server_version,
             tool_version,
@@ -147,6 +154,8 @@ pub(super) struct Written {
     pub tables: Vec<crate::domain::manifest::TableStats>,
     /// The archive's own version and SHA-256 before compression, when the engine read them.
     pub content: Option<crate::engines::Content>,
+    /// The base backup taken with it (WAL archiving).
+    pub base: Option<crate::domain::manifest::BaseBackupObject>,
 }
 
 /// Writes the backup's `manifest.json`, last: only then does the backup count.
@@ -179,6 +188,7 @@ pub(super) async fn write_manifest(job: &Job, w: Written) -> Result<Manifest, Fa
         }
         .into(),
         tables: w.tables,
+        base: w.base,
     };
     job.store
         .put(
