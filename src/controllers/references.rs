@@ -316,22 +316,21 @@ pub async fn hold_secret(
     name: &str,
     finalizer: &str,
 ) -> Result<(), Error> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(secret) = api.get_opt(name).await? else {
-        return Ok(());
-    };
-    let held = secret
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == finalizer);
-    if held || secret.metadata.deletion_timestamp.is_some() {
-        return Ok(());
-    }
-    let mut finalizers = secret.metadata.finalizers.clone().unwrap_or_default();
-    finalizers.push(finalizer.to_string());
-    patch_finalizers(&api, &secret, finalizers).await
+    change_finalizers(ctx, namespace, name, |secret| {
+        let held = secret
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == finalizer);
+        if held || secret.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let mut finalizers = secret.metadata.finalizers.clone().unwrap_or_default();
+        finalizers.push(finalizer.to_string());
+        Some(finalizers)
+    })
+    .await
 }
 
 /// Removes `finalizer` from a Secret, if present.
@@ -341,22 +340,51 @@ pub async fn release_secret(
     name: &str,
     finalizer: &str,
 ) -> Result<(), Error> {
+    change_finalizers(ctx, namespace, name, |secret| {
+        let finalizers: Vec<String> = secret
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != finalizer)
+            .cloned()
+            .collect();
+        (finalizers.len() != secret.metadata.finalizers.as_ref().map_or(0, Vec::len))
+            .then_some(finalizers)
+    })
+    .await
+}
+
+/// Attempts at a finalizer change whose Secret another writer changed meanwhile (two drills holding one
+/// admin Secret finish at the same moment).
+const FINALIZER_ATTEMPTS: u32 = 5;
+
+/// Reads the Secret, asks `change` for its new finalizers (`None`: nothing to do) and writes them with
+/// the `resourceVersion` read; a conflict reads again.
+async fn change_finalizers(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    change: impl Fn(&Secret) -> Option<Vec<String>>,
+) -> Result<(), Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(secret) = api.get_opt(name).await? else {
-        return Ok(());
-    };
-    let finalizers: Vec<String> = secret
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .filter(|f| *f != finalizer)
-        .cloned()
-        .collect();
-    if finalizers.len() == secret.metadata.finalizers.as_ref().map_or(0, Vec::len) {
-        return Ok(());
+    let mut attempt = 1;
+    loop {
+        let Some(secret) = api.get_opt(name).await? else {
+            return Ok(());
+        };
+        let Some(finalizers) = change(&secret) else {
+            return Ok(());
+        };
+        match patch_finalizers(&api, &secret, finalizers).await {
+            Err(Error::Kube(kube::Error::Api(e)))
+                if e.code == 409 && attempt < FINALIZER_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
-    patch_finalizers(&api, &secret, finalizers).await
 }
 
 async fn patch_finalizers(

@@ -381,8 +381,10 @@ async fn record(
         && let Some(drill) = Api::<RestoreDrill>::namespaced(ctx.client.clone(), ns)
             .get_opt(name)
             .await?
+        && let Err(e) = hold_admin_secret(ctx, &drill, false).await
     {
-        hold_admin_secret(ctx, &drill, false).await?;
+        // The result is recorded anyway; the drill's deletion releases the Secret in any case.
+        warn!(drill = %name, error = %e, "could not release the admin Secret after the drill");
     }
     // Only beside a backup that exists (its manifest was read: the RPO is measured from it).
     if run.rpo_seconds.is_some() {
