@@ -174,6 +174,8 @@ pub struct Metrics {
     pub backup_failing: Family<ScheduleLabels, Gauge>,
     /// 1 while a passed restore drill of the schedule's backups is recent enough (`Recoverable`).
     pub backup_recoverable: Family<ScheduleLabels, Gauge>,
+    /// Seconds of written WAL not archived yet, per schedule with WAL archiving.
+    pub wal_archive_lag: Family<ScheduleLabels, Gauge>,
     /// Finished restore drills by phase (`Passed`, `Failed`) and reason.
     pub drills: Family<OutcomeLabels, Counter>,
     /// Measured RTO of passed drills.
@@ -237,6 +239,7 @@ impl Metrics {
             backup_interval: Family::default(),
             backup_failing: Family::default(),
             backup_recoverable: Family::default(),
+            wal_archive_lag: Family::default(),
             drills: Family::default(),
             drill_rto,
             drill_rpo,
@@ -260,6 +263,11 @@ impl Metrics {
     }
 
     fn register_backups_and_drills(&mut self) {
+        self.registry.register(
+            "wal_archive_lag_seconds",
+            "Seconds of WAL a server wrote that are not archived yet (BackupSchedule spec.wal), growing while archiving is stopped",
+            self.wal_archive_lag.clone(),
+        );
         self.registry.register(
             "backup_recoverable",
             "1 while a restore drill passed on the schedule's backups within its recoverableWithin",

@@ -137,6 +137,7 @@ async fn reconcile(cached: Arc<BackupSchedule>, backups: Arc<Backups>) -> Result
             ctx.metrics.backup_interval.remove(&labels);
             ctx.metrics.backup_failing.remove(&labels);
             ctx.metrics.backup_recoverable.remove(&labels);
+            ctx.metrics.wal_archive_lag.remove(&labels);
             return Ok(Action::await_change());
         };
         match resolve(&schedule, &ctx).await {
@@ -455,6 +456,7 @@ pub async fn write(
         .set(i64::from(recoverable.0));
     let verdict = plan::verdict(&next, schedule.spec.suspend);
     let wal_condition = wal::condition(schedule.spec.wal.as_ref(), next.wal.as_ref());
+    wal_lag_metric(ctx, schedule, wal_condition.is_some(), &next);
     let (failing, reason, message) = plan::failing(&next);
     let generation = schedule.metadata.generation;
     ctx.metrics
@@ -509,6 +511,21 @@ pub async fn write(
         }
     })
     .await
+}
+
+/// `lifeboat_wal_archive_lag_seconds` of the schedule while it archives WAL (and has archived some).
+fn wal_lag_metric(ctx: &Context, schedule: &BackupSchedule, on: bool, next: &BackupScheduleStatus) {
+    match wal::lag(next.wal.as_ref(), Utc::now()).filter(|_| on) {
+        Some(lag) => {
+            ctx.metrics
+                .wal_archive_lag
+                .get_or_create(&labels(schedule))
+                .set(lag);
+        }
+        None => {
+            ctx.metrics.wal_archive_lag.remove(&labels(schedule));
+        }
+    }
 }
 
 /// The RestoreDrills of the schedule's namespace that restore its backups (none when they cannot be

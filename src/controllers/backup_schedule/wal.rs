@@ -83,6 +83,17 @@ pub const CONDITION: &str = "WALArchiving";
 /// Archiving that lags more than this is reported as behind (the chart's alert fires at the same).
 pub const BEHIND_SECONDS: i64 = 300;
 
+/// Seconds of written WAL not archived: the status's figure while archiving runs, the time since the
+/// newest archived WAL while it is stopped; `None` before anything is archived.
+pub fn lag(status: Option<&WalStatus>, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
+    let status = status?;
+    if status.stopped.is_some() {
+        let newest = status.newest_wal_time.as_ref()?;
+        return Some((now.timestamp() - newest.0.as_second()).max(0));
+    }
+    status.lag_seconds
+}
+
 /// `WALArchiving` from the spec and `status.wal`; `None` when archiving is off.
 pub fn condition(
     spec: Option<&crate::api::backup_schedule::WalArchiving>,
@@ -367,4 +378,52 @@ async fn upload(store: &BackupStore, file: &Spooled) -> Result<(), String> {
         )
         .await
         .map_err(|e| format!("storing {}: {e}", file.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::backup_schedule::WalArchiving;
+
+    fn status(lag: Option<i64>, stopped: Option<&str>, newest_secs_ago: Option<i64>) -> WalStatus {
+        WalStatus {
+            newest_segment: Some("000000010000000000000007".into()),
+            newest_wal_time: newest_secs_ago.map(|s| {
+                super::super::plan::to_time(chrono::Utc::now() - chrono::Duration::seconds(s))
+            }),
+            lag_seconds: lag,
+            stopped: stopped.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_condition_follows_the_spec_and_the_status() {
+        let on = WalArchiving {
+            enabled: true,
+            archive_timeout: None,
+        };
+        assert_eq!(condition(None, None), None);
+        assert_eq!(condition(Some(&WalArchiving::default()), None), None);
+        assert_eq!(condition(Some(&on), None).unwrap().1, "Starting");
+        let ok = condition(Some(&on), Some(&status(Some(3), None, Some(3)))).unwrap();
+        assert_eq!((ok.0, ok.1), (true, "Archiving"));
+        assert!(ok.2.contains("000000010000000000000007"), "{}", ok.2);
+        let behind = condition(Some(&on), Some(&status(Some(301), None, Some(301)))).unwrap();
+        assert_eq!((behind.0, behind.1), (false, "WALArchiveBehind"));
+        let stopped = condition(Some(&on), Some(&status(Some(0), Some("No slot."), None))).unwrap();
+        assert_eq!(
+            (stopped.0, stopped.1, stopped.2.as_str()),
+            (false, "WALArchivingStopped", "No slot.")
+        );
+    }
+
+    #[test]
+    fn the_lag_grows_while_archiving_is_stopped() {
+        let now = chrono::Utc::now();
+        assert_eq!(lag(None, now), None);
+        assert_eq!(lag(Some(&status(Some(7), None, Some(7))), now), Some(7));
+        let stopped = lag(Some(&status(Some(0), Some("x"), Some(120))), now).unwrap();
+        assert!((119..=121).contains(&stopped), "{stopped}");
+    }
 }

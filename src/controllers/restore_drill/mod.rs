@@ -377,14 +377,8 @@ async fn record(
     run: DrillRun,
 ) -> Result<(), Error> {
     let passed = run.result == DrillResult::Passed;
-    if run.kept_database.is_none()
-        && let Some(drill) = Api::<RestoreDrill>::namespaced(ctx.client.clone(), ns)
-            .get_opt(name)
-            .await?
-        && let Err(e) = hold_admin_secret(ctx, &drill, false).await
-    {
-        // The result is recorded anyway; the drill's deletion releases the Secret in any case.
-        warn!(drill = %name, error = %e, "could not release the admin Secret after the drill");
+    if run.kept_database.is_none() {
+        release_admin_secret(ctx, ns, name).await?;
     }
     // Only beside a backup that exists (its manifest was read: the RPO is measured from it).
     if run.rpo_seconds.is_some() {
@@ -582,6 +576,19 @@ fn labels(drill: &RestoreDrill) -> crate::telemetry::ScheduleLabels {
 /// Holds (`hold`) or releases the drill's own finalizer on its target's admin Secret
 /// (`lifeboat.dev/drill-<hash of the drill's UID>`): one per drill, so drills sharing a Secret never
 /// release each other's hold.
+/// Releases the drill's hold on its admin Secret once nothing is kept. A failure is a warning: the result
+/// is recorded anyway, and the drill's deletion releases the Secret in any case.
+async fn release_admin_secret(ctx: &Context, ns: &str, name: &str) -> Result<(), Error> {
+    if let Some(drill) = Api::<RestoreDrill>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await?
+        && let Err(e) = hold_admin_secret(ctx, &drill, false).await
+    {
+        warn!(drill = %name, error = %e, "could not release the admin Secret after the drill");
+    }
+    Ok(())
+}
+
 async fn hold_admin_secret(ctx: &Context, drill: &RestoreDrill, hold: bool) -> Result<(), Error> {
     let Some(server) = &drill.spec.target.server else {
         return Ok(());
