@@ -183,6 +183,7 @@ impl Replication {
         let reader = tokio::task::spawn_blocking(move || {
             read(
                 tokio_util::io::SyncIoBridge::new(from_stream),
+                false,
                 |_, _| Ok(()),
             )
         });
@@ -336,6 +337,7 @@ impl<R: Read> Read for Summing<R> {
 /// Streams are counted; `each` is not given them (a restore checks [`Contents`] for them first).
 pub fn read(
     source: impl Read,
+    restoring: bool,
     mut each: impl FnMut(u32, Record) -> Result<(), String>,
 ) -> Result<Contents, SnapshotError> {
     let spy = Spy::default();
@@ -381,7 +383,7 @@ pub fn read(
                     .map(u64::from_le_bytes);
                 continue;
             }
-            value => match key_payload(value) {
+            value => match key_payload(value, restoring) {
                 Some(decoded) => decoded,
                 None => continue,
             },
@@ -426,8 +428,38 @@ fn aux_field(contents: &mut Contents, ctime_ms: &mut Option<i64>, key: &[u8], va
 /// A key decoded from the snapshot: its name, type, expiry (Unix milliseconds) and `DUMP` payload.
 type Decoded = (Vec<u8>, KeyType, Option<u64>, Payload);
 
-/// The key of a value the decoder yields with its `DUMP` payload; `None` for what is not a key.
-fn key_payload(value: RdbValue) -> Option<Decoded> {
+/// The key of a value the decoder yields with its `DUMP` payload (only its type byte unless
+/// `restoring`: a backup only counts); `None` for what is not a key.
+fn key_payload(value: RdbValue, restoring: bool) -> Option<Decoded> {
+    let decoded = key_type(&value)?;
+    if !restoring {
+        let (key, expiry) = match value {
+            RdbValue::String { key, expiry, .. }
+            | RdbValue::List { key, expiry, .. }
+            | RdbValue::Set { key, expiry, .. }
+            | RdbValue::SortedSet { key, expiry, .. }
+            | RdbValue::Hash { key, expiry, .. } => (key, expiry),
+            _ => return None,
+        };
+        return Some((key, decoded.0, expiry, Payload::new(decoded.1)));
+    }
+    encode(value)
+}
+
+/// The type of a key the decoder yields and its RDB type byte in a payload.
+fn key_type(value: &RdbValue) -> Option<(KeyType, u8)> {
+    match value {
+        RdbValue::String { .. } => Some((KeyType::String, 0)),
+        RdbValue::List { .. } => Some((KeyType::List, 1)),
+        RdbValue::Set { .. } => Some((KeyType::Set, 2)),
+        RdbValue::SortedSet { .. } => Some((KeyType::ZSet, 5)),
+        RdbValue::Hash { .. } => Some((KeyType::Hash, 4)),
+        _ => None,
+    }
+}
+
+/// A decoded value as its `DUMP` payload.
+fn encode(value: RdbValue) -> Option<Decoded> {
     match value {
         RdbValue::AuxField { .. }
         | RdbValue::Checksum(_)
@@ -601,16 +633,21 @@ pub async fn read_async(
             pending.clear();
             Ok(())
         };
-        let contents = read(tokio_util::io::SyncIoBridge::new(source), |db, record| {
-            if batches.is_none() {
-                return Ok(());
-            }
-            pending.push((db, record));
-            if pending.len() >= batch {
-                send(&mut pending)?;
-            }
-            Ok(())
-        })?;
+        let restoring = batches.is_some();
+        let contents = read(
+            tokio_util::io::SyncIoBridge::new(source),
+            restoring,
+            |db, record| {
+                if batches.is_none() {
+                    return Ok(());
+                }
+                pending.push((db, record));
+                if pending.len() >= batch {
+                    send(&mut pending)?;
+                }
+                Ok(())
+            },
+        )?;
         send(&mut pending).map_err(SnapshotError::Stopped)?;
         Ok(contents)
     })
@@ -664,10 +701,10 @@ mod tests {
 
     #[test]
     fn not_an_rdb_is_damaged_and_a_cut_one_truncated() {
-        let e = read(&b"LBRK\x01...."[..], |_, _| Ok(())).unwrap_err();
+        let e = read(&b"LBRK\x01...."[..], false, |_, _| Ok(())).unwrap_err();
         assert!(matches!(e, SnapshotError::Damaged { keys: 0, .. }), "{e}");
         // A header and the start of an AUX field, cut.
-        let e = read(&b"REDIS0010\xfa\x09redis-v"[..], |_, _| Ok(())).unwrap_err();
+        let e = read(&b"REDIS0010\xfa\x09redis-v"[..], false, |_, _| Ok(())).unwrap_err();
         assert!(matches!(e, SnapshotError::Truncated(0)), "{e}");
     }
 }
