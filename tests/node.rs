@@ -858,25 +858,7 @@ async fn a_drill_restores_into_an_instance_of_its_own() {
     .unwrap();
     let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &app.name);
     ready_env(&envs, "shop").await;
-    support::apply_json(&client, &app.name, json!({
-        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "nightly"},
-        "spec": {"environmentRef": {"name": "shop"}, "schedule": "0 0 1 1 *", "trigger": "now",
-                 "tableChecks": "checksums",
-                 "destination": {"s3": {"bucket": s3.bucket, "endpoint": s3_endpoint, "region": s3.region,
-                                        "forcePathStyle": true, "credentialsSecretRef": {"name": "s3"}}}}
-    }))
-    .await
-    .unwrap();
-    let schedules: Api<BackupSchedule> = Api::namespaced(client.clone(), &app.name);
-    let schedule = support::wait_for(&schedules, "nightly", "a backup", WAIT, |s| {
-        s.status
-            .as_ref()
-            .and_then(|s| s.recent_backups.first())
-            .is_some_and(|r| r.phase != BackupPhase::Running)
-    })
-    .await;
-    let backup = schedule.status.unwrap().recent_backups[0].clone();
-    assert_eq!(backup.phase, BackupPhase::Succeeded, "{backup:#?}");
+    let backup = back_up_now(&client, &app.name, "shop", s3, &s3_endpoint).await;
 
     support::apply_json(&client, &app.name, json!({
         "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreDrill", "metadata": {"name": "on-instance"},
@@ -918,6 +900,38 @@ async fn a_drill_restores_into_an_instance_of_its_own() {
     })
     .await;
     helm(&["uninstall", &release, "-n", &op_ns.name, "--wait"]);
+}
+
+/// A BackupSchedule `nightly` of environment `env` (S3 reached through the node's forwarder, the
+/// Secret `s3` already in `ns`) that backs up now and never by itself; waits for that backup, which must
+/// succeed.
+async fn back_up_now(
+    client: &Client,
+    ns: &str,
+    env: &str,
+    s3: &support::S3,
+    s3_endpoint: &str,
+) -> lifeboat::api::backup_schedule::BackupRecord {
+    support::apply_json(client, ns, json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "nightly"},
+        "spec": {"environmentRef": {"name": env}, "schedule": "0 0 1 1 *", "trigger": "now",
+                 "tableChecks": "checksums",
+                 "destination": {"s3": {"bucket": s3.bucket, "endpoint": s3_endpoint, "region": s3.region,
+                                        "forcePathStyle": true, "credentialsSecretRef": {"name": "s3"}}}}
+    }))
+    .await
+    .unwrap();
+    let schedules: Api<BackupSchedule> = Api::namespaced(client.clone(), ns);
+    let schedule = support::wait_for(&schedules, "nightly", "a backup", WAIT, |s| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.recent_backups.first())
+            .is_some_and(|r| r.phase != BackupPhase::Running)
+    })
+    .await;
+    let backup = schedule.status.unwrap().recent_backups[0].clone();
+    assert_eq!(backup.phase, BackupPhase::Succeeded, "{backup:#?}");
+    backup
 }
 
 /// Runs `redis-cli` with `args` in a pod of the Redis image, connected with the environment's connection
@@ -1028,24 +1042,8 @@ async fn a_redis_dev_instance_keeps_its_keys_through_a_pod_deletion() {
     )
     .await
     .unwrap();
-    support::apply_json(&client, &app.name, json!({
-        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "nightly"},
-        "spec": {"environmentRef": {"name": "cache"}, "schedule": "0 0 1 1 *", "trigger": "now",
-                 "destination": {"s3": {"bucket": s3.bucket, "endpoint": s3_endpoint, "region": s3.region,
-                                        "forcePathStyle": true, "credentialsSecretRef": {"name": "s3"}}}}
-    }))
-    .await
-    .unwrap();
+    let backup = back_up_now(&client, &app.name, "cache", s3, &s3_endpoint).await;
     let schedules: Api<BackupSchedule> = Api::namespaced(client.clone(), &app.name);
-    let schedule = support::wait_for(&schedules, "nightly", "a backup", WAIT, |s| {
-        s.status
-            .as_ref()
-            .and_then(|s| s.recent_backups.first())
-            .is_some_and(|r| r.phase != BackupPhase::Running)
-    })
-    .await;
-    let backup = schedule.status.unwrap().recent_backups[0].clone();
-    assert_eq!(backup.phase, BackupPhase::Succeeded, "{backup:#?}");
     let manifest = {
         use object_store::ObjectStoreExt;
         let path = object_store::path::Path::from(format!(
