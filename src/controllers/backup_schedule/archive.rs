@@ -99,7 +99,7 @@ async fn verify(
     let content = Arc::new(std::sync::Mutex::new(Sha256::new()));
     let hashing = content.clone();
     let engines = InspectReader::new(engines, move |b: &[u8]| {
-        hashing.lock().expect("not poisoned").update(b)
+        hashing.lock().unwrap_or_else(|e| e.into_inner()).update(b)
     });
     let (read, checked) = tokio::join!(
         storage::copy_hashed(stream, sink),
@@ -126,7 +126,11 @@ async fn verify(
             format!("the archive could not be read back: {e}"),
         )
     })?;
-    let read_sha256 = hex(&content.lock().expect("not poisoned").clone().finalize());
+    let read_sha256 = hex(&content
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .finalize());
     if let Some(taken) = &archive.content
         && taken.sha256 != read_sha256
     {

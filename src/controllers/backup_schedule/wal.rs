@@ -152,7 +152,13 @@ pub async fn reconcile(
                     return Ok(());
                 }
             }
-            patch_wal(&backups.ctx.client, schedule, serde_json::Value::Null).await;
+            patch_wal(
+                &backups.ctx.client,
+                &schedule.namespace().unwrap_or_default(),
+                &schedule.name_any(),
+                serde_json::Value::Null,
+            )
+            .await;
         }
         return Ok(());
     };
@@ -167,7 +173,8 @@ pub async fn reconcile(
         if stopped.as_deref() != Some(why.as_str()) {
             patch_wal(
                 &backups.ctx.client,
-                schedule,
+                &schedule.namespace().unwrap_or_default(),
+                &schedule.name_any(),
                 serde_json::json!({"stopped": why}),
             )
             .await;
@@ -191,19 +198,16 @@ pub async fn reconcile(
     Ok(())
 }
 
-async fn patch_wal(client: &kube::Client, schedule: &BackupSchedule, wal: serde_json::Value) {
-    let api: Api<BackupSchedule> =
-        Api::namespaced(client.clone(), &schedule.namespace().unwrap_or_default());
+/// Writes `status.wal` of the schedule `namespace/name` by merge patch (that field alone, so it never
+/// races the schedule's other status writes); `null` removes it.
+async fn patch_wal(client: &kube::Client, namespace: &str, name: &str, wal: serde_json::Value) {
+    let api: Api<BackupSchedule> = Api::namespaced(client.clone(), namespace);
     let patch = serde_json::json!({"status": {"wal": wal}});
     if let Err(e) = api
-        .patch_status(
-            &schedule.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        warn!(schedule = %schedule.name_any(), error = %e, "could not write status.wal");
+        warn!(schedule = %name, error = %e, "could not write status.wal");
     }
 }
 
@@ -312,14 +316,7 @@ impl Sink {
         // `stopped: null` clears an old reason once archiving runs again.
         let mut wal = serde_json::to_value(&status).unwrap_or_default();
         wal["stopped"] = serde_json::to_value(&status.stopped).unwrap_or_default();
-        let api: Api<BackupSchedule> = Api::namespaced(self.client.clone(), &self.namespace);
-        let patch = serde_json::json!({"status": {"wal": wal}});
-        if let Err(e) = api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            warn!(schedule = %self.name, error = %e, "could not write status.wal");
-        }
+        patch_wal(&self.client, &self.namespace, &self.name, wal).await;
     }
 }
 

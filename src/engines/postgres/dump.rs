@@ -152,7 +152,7 @@ impl DumpTools {
     pub fn pg_restore(&self) -> PathBuf {
         self.program("pg_restore")
     }
-    fn program(&self, name: &str) -> PathBuf {
+    pub(super) fn program(&self, name: &str) -> PathBuf {
         match &self.bin_dir {
             Some(dir) => dir.join(name),
             None => PathBuf::from(name),

@@ -4,17 +4,14 @@
 //! tar. Lifeboat parses neither: it only reads segment *names* (to upload complete ones and to find
 //! gaps) and asks the server for its WAL position (`pg_current_wal_lsn`, `pg_switch_wal`).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-};
+use std::{path::Path, process::Stdio};
 
 use sqlx::Row;
 use tokio::process::{Child, Command};
 
 use super::{
     MAINTENANCE_DATABASE, PgError,
-    dump::{clean_command, connection_env},
+    dump::{DumpTools, clean_command, connection_env},
 };
 use crate::engines::{
     ServerCredentials, Tools,
@@ -22,20 +19,8 @@ use crate::engines::{
 };
 use futures::future::BoxFuture;
 
-/// The client programs of archiving; `None`: found on `PATH`.
-#[derive(Clone, Debug, Default)]
-pub struct WalTools {
-    pub bin_dir: Option<PathBuf>,
-}
-
-impl WalTools {
-    fn program(&self, name: &str) -> PathBuf {
-        match &self.bin_dir {
-            Some(dir) => dir.join(name),
-            None => PathBuf::from(name),
-        }
-    }
-
+/// Archiving's client programs (`pg_receivewal`, `pg_basebackup`), found as the dump's are.
+impl DumpTools {
     fn command(
         &self,
         name: &str,
@@ -200,7 +185,7 @@ impl Tracker {
 
 /// One run of the archiver: what it streams from and where to.
 struct Run<'a> {
-    tools: WalTools,
+    tools: &'a DumpTools,
     creds: &'a ServerCredentials,
     slot: String,
     spool: &'a Path,
@@ -338,9 +323,7 @@ impl WalArchiver for super::Postgres {
     ) -> BoxFuture<'a, String> {
         Box::pin(async move {
             let run = Run {
-                tools: WalTools {
-                    bin_dir: tools.bin_dir.clone(),
-                },
+                tools,
                 creds,
                 slot: slot_name(owner_uid),
                 spool,
@@ -384,9 +367,6 @@ impl BaseBackup for super::Postgres {
     ) -> BoxFuture<'a, Result<BaseTaken, String>> {
         Box::pin(async move {
             use tokio::io::AsyncWriteExt;
-            let tools = WalTools {
-                bin_dir: tools.bin_dir.clone(),
-            };
             let mut conn = super::connect_admin(creds, MAINTENANCE_DATABASE)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -405,7 +385,9 @@ impl BaseBackup for super::Postgres {
             let mut child = tools
                 .spawn_basebackup(creds, label, private.path())
                 .map_err(|e| format!("cannot run pg_basebackup: {e}"))?;
-            let mut stdout = child.stdout.take().expect("piped");
+            let Some(mut stdout) = child.stdout.take() else {
+                return Err("pg_basebackup was started without a stdout pipe".into());
+            };
             let stderr = child
                 .stderr
                 .take()
