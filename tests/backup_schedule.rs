@@ -535,18 +535,6 @@ async fn a_production_migration_takes_its_backup_first() {
 }
 
 /// The shell block after `<!-- runbook-test -->` in docs/backups.md.
-fn runbook() -> String {
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/backups.md")).unwrap();
-    let after = doc
-        .split("<!-- runbook-test -->")
-        .nth(1)
-        .expect("the runbook marker in docs/backups.md");
-    let start = after.find("```sh\n").expect("a sh block after the marker") + "```sh\n".len();
-    let end = after[start..].find("\n```").unwrap();
-    after[start..start + end].to_string()
-}
-
 #[tokio::test]
 async fn the_runbook_restores_by_hand() {
     let Some(mut b) = Backups::new("bk-runbook").await else {
@@ -570,7 +558,7 @@ async fn the_runbook_restores_by_hand() {
     let dir = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new("bash")
         .arg("-c")
-        .arg(runbook())
+        .arg(support::doc_block("backups.md", "runbook-test"))
         .current_dir(dir.path())
         .env("S3_ENDPOINT", &s3.endpoint)
         .env("BUCKET", &s3.bucket)

@@ -17,18 +17,6 @@ use support::{
     private_pg::{PrivatePostgres, as_server_user, give_to_server_user, server_bin},
 };
 
-fn runbook() -> String {
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/pitr.md")).unwrap();
-    let after = doc
-        .split("<!-- pitr-runbook-test -->")
-        .nth(1)
-        .expect("the runbook marker in docs/pitr.md");
-    let start = after.find("```sh\n").expect("a sh block after the marker") + "```sh\n".len();
-    let end = after[start..].find("\n```").unwrap();
-    after[start..start + end].to_string()
-}
-
 async fn sql(pg: &support::Postgres, database: &str, statement: &str) {
     let mut conn = support::admin_conn(pg, database).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
@@ -92,11 +80,16 @@ async fn a_dropped_table_comes_back_from_the_wal_archive_by_the_runbook() {
         "insert into orders select g, 'order ' || g from generate_series(1001, 1500) g",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let target = chrono::Utc::now();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let dropped_at = chrono::Utc::now();
+    // The target, read from the server's clock after the insert committed and before the drop: replay
+    // stops at it, with the insert and without the drop.
+    let target: String = sqlx::query_scalar(
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    )
+    .fetch_one(&mut support::admin_conn(&pg, "shop").await)
+    .await
+    .unwrap();
     sql(&pg, "shop", "drop table orders").await;
+    let dropped_at = chrono::Utc::now();
 
     // Archived past the drop, within a few archive timeouts.
     let status = support::eventually(
@@ -138,7 +131,7 @@ async fn a_dropped_table_comes_back_from_the_wal_archive_by_the_runbook() {
     let bash = std::path::Path::new("/bin/bash");
     let out = as_server_user(bash)
         .arg("-c")
-        .arg(runbook())
+        .arg(support::doc_block("pitr.md", "pitr-runbook-test"))
         .current_dir(work.path())
         .env("PATH", std::env::var("PATH").unwrap())
         .env("HOME", work.path())
@@ -148,10 +141,7 @@ async fn a_dropped_table_comes_back_from_the_wal_archive_by_the_runbook() {
         .env("REGION", &s3.region)
         .env("AWS_ACCESS_KEY_ID", &s3.access_key)
         .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
-        .env(
-            "TARGET_TIME",
-            target.format("%Y-%m-%d %H:%M:%S%.3f+00").to_string(),
-        )
+        .env("TARGET_TIME", &target)
         .env("PGBIN", &bin)
         .env("DATA", &data)
         .env("PORT", port.to_string())

@@ -506,13 +506,25 @@ async fn a_whole_server_is_backed_up_as_an_rdb_snapshot_and_drilled() {
         .await
         .unwrap();
     d.b.trigger("nightly", "t2").await;
-    let with_stream = loop {
-        let newest = d.b.finished("nightly", BackupPhase::Succeeded).await.id;
-        if newest != id {
-            break newest;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let second = support::wait_for(
+        &d.b.schedules,
+        "nightly",
+        "a second finished backup",
+        BACKUP_WAIT,
+        |s| {
+            s.status
+                .as_ref()
+                .and_then(|s| s.recent_backups.first())
+                .is_some_and(|r| r.id != id && r.phase != BackupPhase::Running)
+        },
+    )
+    .await
+    .status
+    .unwrap()
+    .recent_backups[0]
+        .clone();
+    assert_eq!(second.phase, BackupPhase::Succeeded, "{second:#?}");
+    let with_stream = second.id;
     let manifest = d.b.manifest("nightly", &with_stream).await;
     assert!(
         manifest

@@ -506,22 +506,6 @@ async fn a_new_environment_is_created_from_a_backup_and_checked() {
 }
 
 /// The shell block after `marker` in docs/recovery.md.
-fn doc_block(marker: &str) -> String {
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/recovery.md")).unwrap();
-    let after = doc
-        .split(marker)
-        .nth(1)
-        .expect("the marker in docs/recovery.md");
-    let start = after.find("```sh\n").expect("a sh block after the marker") + "```sh\n".len();
-    let end = after[start..].find("```").unwrap();
-    // The block is indented under a list item.
-    after[start..start + end]
-        .lines()
-        .map(|l| l.strip_prefix("   ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 #[tokio::test]
 async fn a_lost_table_is_copied_back() {
@@ -549,7 +533,7 @@ async fn a_lost_table_is_copied_back() {
     d.b.fx.ready("shop-restored").await;
     let out = tokio::process::Command::new("bash")
         .arg("-c")
-        .arg(doc_block("<!-- recovery-lost-table -->"))
+        .arg(support::doc_block("recovery.md", "recovery-lost-table"))
         .env("RESTORED_URL", d.b.fx.uri("shop-restored").await)
         .env("TARGET_URL", &target_url)
         .env("TABLE", "billing.invoices")

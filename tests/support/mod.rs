@@ -426,3 +426,27 @@ where
     })
     .await;
 }
+
+/// The first ```` ```sh ```` block after `<!-- marker -->` in `docs/<doc>`, without the indentation of a
+/// block under a list item: a runbook a test runs exactly as written.
+pub fn doc_block(doc: &str, marker: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(doc);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let after = text
+        .split(&format!("<!-- {marker} -->"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("the marker {marker} in {}", path.display()));
+    let fence = after.find("```sh\n").expect("a sh block after the marker");
+    let indent = &after[after[..fence].rfind('\n').map_or(0, |n| n + 1)..fence];
+    let start = fence + "```sh\n".len();
+    let end = after[start..].find("```").unwrap();
+    after[start..start + end]
+        .trim_end_matches(' ')
+        .trim_end_matches('\n')
+        .lines()
+        .map(|l| l.strip_prefix(indent).unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

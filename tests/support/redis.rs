@@ -132,19 +132,23 @@ impl PrivateRedis {
             "default".to_string(),
             password,
         );
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Self {
-                    _child: child,
-                    _dir: dir,
-                    admin,
-                };
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("{bin} did not listen on port {port} within 5 s");
+        // Owned before the wait: a timeout panics and drops (kills) it.
+        let server = Self {
+            _child: child,
+            _dir: dir,
+            admin,
+        };
+        super::eventually(
+            &format!("{bin} to listen on port {port}"),
+            std::time::Duration::from_secs(5),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        server
     }
 }
