@@ -818,8 +818,6 @@ async fn a_drill_restores_into_an_instance_of_its_own() {
         &op_ns.name,
         &chart_values(&image, &app.name, &["spool.sizeLimit=1Gi"]),
     );
-    let s3_endpoint =
-        std::env::var("LIFEBOAT_S3_NODE_ENDPOINT").expect("LIFEBOAT_S3_NODE_ENDPOINT");
     support::create_admin_secret(
         &client,
         &app.name,
@@ -829,16 +827,6 @@ async fn a_drill_restores_into_an_instance_of_its_own() {
     )
     .await;
     let s3 = &platform.s3;
-    support::apply_json(
-        &client,
-        &app.name,
-        json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"},
-            "stringData": {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}
-        }),
-    )
-    .await
-    .unwrap();
     support::apply_json(
         &client,
         &app.name,
@@ -858,7 +846,7 @@ async fn a_drill_restores_into_an_instance_of_its_own() {
     .unwrap();
     let envs: Api<DatabaseEnvironment> = Api::namespaced(client.clone(), &app.name);
     ready_env(&envs, "shop").await;
-    let backup = back_up_now(&client, &app.name, "shop", s3, &s3_endpoint).await;
+    let backup = back_up_now(&client, &app.name, "shop", s3).await;
 
     support::apply_json(&client, &app.name, json!({
         "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreDrill", "metadata": {"name": "on-instance"},
@@ -902,16 +890,27 @@ async fn a_drill_restores_into_an_instance_of_its_own() {
     helm(&["uninstall", &release, "-n", &op_ns.name, "--wait"]);
 }
 
-/// A BackupSchedule `nightly` of environment `env` (S3 reached through the node's forwarder, the
-/// Secret `s3` already in `ns`) that backs up now and never by itself; waits for that backup, which must
-/// succeed.
+/// A BackupSchedule `nightly` of environment `env`, with its S3 credentials in the Secret `s3` (S3
+/// reached through the node's forwarder), that backs up now and never by itself; waits for that backup,
+/// which must succeed.
 async fn back_up_now(
     client: &Client,
     ns: &str,
     env: &str,
     s3: &support::S3,
-    s3_endpoint: &str,
 ) -> lifeboat::api::backup_schedule::BackupRecord {
+    let s3_endpoint =
+        std::env::var("LIFEBOAT_S3_NODE_ENDPOINT").expect("LIFEBOAT_S3_NODE_ENDPOINT");
+    support::apply_json(
+        client,
+        ns,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"},
+            "stringData": {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}
+        }),
+    )
+    .await
+    .unwrap();
     support::apply_json(client, ns, json!({
         "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupSchedule", "metadata": {"name": "nightly"},
         "spec": {"environmentRef": {"name": env}, "schedule": "0 0 1 1 *", "trigger": "now",
@@ -1030,19 +1029,7 @@ async fn a_redis_dev_instance_keeps_its_keys_through_a_pod_deletion() {
     // Its backup is an RDB snapshot, read from the pod over the replication protocol by the
     // operator's pod and stored in S3 (both through the node's forwarders).
     let s3 = &platform.s3;
-    let s3_endpoint =
-        std::env::var("LIFEBOAT_S3_NODE_ENDPOINT").expect("LIFEBOAT_S3_NODE_ENDPOINT");
-    support::apply_json(
-        &client,
-        &app.name,
-        json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"},
-            "stringData": {"accessKeyId": s3.access_key, "secretAccessKey": s3.secret_key}
-        }),
-    )
-    .await
-    .unwrap();
-    let backup = back_up_now(&client, &app.name, "cache", s3, &s3_endpoint).await;
+    let backup = back_up_now(&client, &app.name, "cache", s3).await;
     let schedules: Api<BackupSchedule> = Api::namespaced(client.clone(), &app.name);
     let manifest = {
         use object_store::ObjectStoreExt;
