@@ -251,3 +251,7 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
     format!("{}…", &s[..end])
 }
+
+/// Golden renderings for the kinds' tests (at the end: readers of this file stop at `cfg(test)`).
+#[cfg(test)]
+pub mod rendered;
